@@ -1,0 +1,119 @@
+//! The distribution rule: who gets a new contact. Pure: the randomness is injected.
+
+use rand::{Rng, RngExt};
+use serde::Serialize;
+
+use crate::OperatorId;
+
+/// An operator that has a weight for the contact's source, with its current load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    /// The operator.
+    pub operator_id: OperatorId,
+    /// Its weight for the source (stored weights are positive; the rule still guards).
+    pub weight: i64,
+    /// Whether it takes contacts.
+    pub is_active: bool,
+    /// Its open contacts.
+    pub open_contacts: i64,
+    /// Its limit.
+    pub max_active_contacts: i64,
+}
+
+/// Why a candidate could not receive the contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exclusion {
+    /// The operator is switched off.
+    Inactive,
+    /// Its open contacts have reached its limit.
+    AtCapacity,
+    /// Its weight is zero or negative, so it can never be drawn.
+    ZeroWeight,
+}
+
+/// What the rule made of one candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// The candidate as it was seen.
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    /// `None` when eligible, otherwise why not.
+    pub excluded: Option<Exclusion>,
+}
+
+/// The outcome of one application of the rule, with enough detail to explain it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Every candidate in the order given, with its verdict.
+    pub candidates: Vec<Verdict>,
+    /// The sum of the eligible candidates' weights.
+    pub total_weight: u64,
+    /// The uniform draw in `0..total_weight`; `None` when nothing was eligible.
+    pub draw: Option<u64>,
+    /// The chosen operator; `None` exactly when no candidate was eligible.
+    pub chosen: Option<OperatorId>,
+}
+
+/// Classifies one candidate: the first reason that applies, in the order inactive,
+/// at capacity, zero weight.
+#[must_use]
+pub fn exclusion(candidate: &Candidate) -> Option<Exclusion> {
+    if !candidate.is_active {
+        Some(Exclusion::Inactive)
+    } else if candidate.open_contacts >= candidate.max_active_contacts {
+        Some(Exclusion::AtCapacity)
+    } else if candidate.weight <= 0 {
+        Some(Exclusion::ZeroWeight)
+    } else {
+        None
+    }
+}
+
+/// Applies the rule: drops inactive, full and weightless candidates, then draws one of the
+/// rest with probability `weight / sum of remaining weights`.
+///
+/// Exactly one number is drawn from `rng` when some candidate is eligible, none otherwise,
+/// so a seeded generator gives a reproducible sequence of decisions.
+pub fn choose<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Decision {
+    let verdicts: Vec<Verdict> = candidates
+        .iter()
+        .map(|candidate| Verdict {
+            candidate: *candidate,
+            excluded: exclusion(candidate),
+        })
+        .collect();
+    let total_weight: u64 = eligible_weights(&verdicts).map(|(_, w)| w).sum();
+    if total_weight == 0 {
+        return Decision {
+            candidates: verdicts,
+            total_weight,
+            draw: None,
+            chosen: None,
+        };
+    }
+    let draw = rng.random_range(0..total_weight);
+    let mut remaining = draw;
+    let mut chosen = None;
+    for (operator_id, weight) in eligible_weights(&verdicts) {
+        if remaining < weight {
+            chosen = Some(operator_id);
+            break;
+        }
+        remaining -= weight;
+    }
+    Decision {
+        candidates: verdicts,
+        total_weight,
+        draw: Some(draw),
+        chosen,
+    }
+}
+
+fn eligible_weights(verdicts: &[Verdict]) -> impl Iterator<Item = (OperatorId, u64)> + '_ {
+    verdicts.iter().filter(|v| v.excluded.is_none()).map(|v| {
+        // Eligible means weight > 0, so the conversion cannot fail.
+        let weight = u64::try_from(v.candidate.weight).unwrap_or(0);
+        (v.candidate.operator_id, weight)
+    })
+}

@@ -1,0 +1,50 @@
+//! The domain of mini-crm, free of I/O: entities, validated values, the distribution rule,
+//! the ports storage implements and the registration use case written against them.
+//!
+//! This crate knows nothing of SQL, HTTP or an async runtime, so other Rust services can
+//! embed it. The rule takes its randomness as an argument; a seeded [`rand_chacha`]-style
+//! generator makes a run reproducible:
+//!
+//! ```
+//! use crm_core::{Candidate, Exclusion, OperatorId, choose};
+//! use rand::SeedableRng;
+//! # use rand_chacha::ChaCha8Rng;
+//!
+//! let candidates = [
+//!     Candidate { operator_id: OperatorId(1), weight: 10, is_active: true, open_contacts: 0, max_active_contacts: 5 },
+//!     Candidate { operator_id: OperatorId(2), weight: 30, is_active: true, open_contacts: 3, max_active_contacts: 3 },
+//!     Candidate { operator_id: OperatorId(3), weight: 20, is_active: false, open_contacts: 0, max_active_contacts: 5 },
+//! ];
+//! let mut rng = ChaCha8Rng::seed_from_u64(7);
+//! let decision = choose(&candidates, &mut rng);
+//!
+//! // Operator 2 is full and 3 is off, so 1 is the only one left.
+//! assert_eq!(decision.chosen, Some(OperatorId(1)));
+//! assert_eq!(decision.candidates[1].excluded, Some(Exclusion::AtCapacity));
+//! assert_eq!(decision.candidates[2].excluded, Some(Exclusion::Inactive));
+//! ```
+//!
+//! Storage adapters implement [`RegistrationTx`] (one registration's unit of work) and
+//! [`Store`] (everything the HTTP layer needs); [`register_contact`] is the one place the
+//! registration steps are written.
+
+mod distribution;
+mod ids;
+mod model;
+mod ports;
+mod register;
+mod values;
+
+pub use distribution::{Candidate, Decision, Exclusion, Verdict, choose, exclusion};
+pub use ids::{ContactId, LeadId, OperatorId, SourceId};
+pub use model::{
+    Contact, ContactFilter, ContactStatus, Lead, LeadFilter, LeadWithContacts, NewContact,
+    NewOperator, NewSource, Operator, OperatorFilter, OperatorPatch, OperatorStats,
+    OperatorSummary, Page, RepeatedOperator, Source, SourceOperator, SourcePatch, SourceRef,
+    WeightEntry, WeightSet,
+};
+pub use ports::{BoxError, Entity, Inserted, Prepared, RegistrationTx, Store, StoreError};
+pub use register::{Registered, register_contact};
+pub use values::{
+    ExternalLeadId, MaxActiveContacts, Name, Payload, SourceCode, ValueError, Weight,
+};

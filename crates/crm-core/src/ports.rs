@@ -1,0 +1,316 @@
+//! Ports: the traits storage adapters implement. The core owns them; adapters (SQLite,
+//! PostgreSQL, an in-memory fake) live elsewhere.
+//!
+//! Every method documents the errors it may return as a contract: an adapter MUST map
+//! the situation named to that variant, so callers (the HTTP layer) can rely on it.
+
+use std::future::Future;
+
+use thiserror::Error;
+
+use crate::{
+    Candidate, Contact, ContactFilter, ContactId, Decision, ExternalLeadId, Lead, LeadFilter,
+    LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, Operator, OperatorFilter,
+    OperatorId, OperatorPatch, OperatorStats, Payload, Source, SourceId, SourcePatch, SourceRef,
+    WeightSet,
+};
+
+/// A boxed error from an adapter's driver, kept for logs and never shown to clients.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Which kind of entity a [`StoreError::NotFound`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    /// An operator.
+    Operator,
+    /// A source.
+    Source,
+    /// A lead.
+    Lead,
+    /// A contact.
+    Contact,
+}
+
+impl Entity {
+    /// Lower-case name for messages.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Source => "source",
+            Self::Lead => "lead",
+            Self::Contact => "contact",
+        }
+    }
+}
+
+/// What can go wrong in a store operation. The first group are the client's doing and
+/// carry no driver detail; the last three are the service's.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The entity named by the request does not exist.
+    #[error("{} not found", .0.as_str())]
+    NotFound(Entity),
+    /// Another source already has this code.
+    #[error("source code is already taken")]
+    SourceCodeTaken,
+    /// The operator still has contacts, so deleting it would lose their history.
+    #[error("operator has contacts")]
+    OperatorHasContacts,
+    /// The source still has contacts, so deleting it would lose them.
+    #[error("source has contacts")]
+    SourceHasContacts,
+    /// The contact is closed and cannot be assigned.
+    #[error("contact is closed")]
+    ContactClosed,
+    /// The operator is inactive and cannot take a contact.
+    #[error("operator is inactive")]
+    OperatorInactive,
+    /// The operator's open contacts have reached its limit.
+    #[error("operator is at capacity")]
+    OperatorAtCapacity,
+    /// An operator named in the request body does not exist.
+    #[error("operator {operator_id} does not exist")]
+    UnknownOperator {
+        /// Position in a list of operators, when the body had one.
+        index: Option<usize>,
+        /// The id that was not found.
+        operator_id: OperatorId,
+    },
+    /// Too much work is queued; the caller may retry later.
+    #[error("store is overloaded")]
+    Overloaded,
+    /// The database does not answer.
+    #[error("store is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Anything else: a bug or a broken invariant.
+    #[error("internal store error")]
+    Internal(#[source] BoxError),
+}
+
+/// What a registration learned in its first round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The resolved source.
+    pub source_id: SourceId,
+    /// The found or created lead.
+    pub lead_id: LeadId,
+    /// The operators with a weight for the source, with their loads, by operator id.
+    pub candidates: Vec<Candidate>,
+}
+
+/// Outcome of [`RegistrationTx::insert_contact`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// The contact is stored (and its operator's counter raised, if it has one).
+    Stored(Contact),
+    /// The chosen operator reached its limit since the candidates were read; nothing
+    /// was written.
+    OperatorFull,
+}
+
+/// One registration's unit of work. The adapter begins a transaction (or a savepoint)
+/// before handing it out and commits it only when [`register_contact`](crate::register_contact)
+/// returns `Ok`; otherwise everything it wrote is rolled back.
+pub trait RegistrationTx: Send {
+    /// Resolves the source, finds or creates the lead, and reads the candidates.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`]`(Entity::Source)` when the source does not exist
+    /// (the caller then rolls back, so no lead is left behind).
+    fn prepare(
+        &mut self,
+        source: &SourceRef,
+        external_id: &ExternalLeadId,
+    ) -> impl Future<Output = Result<Prepared, StoreError>> + Send;
+
+    /// Claims `operator` (raises its counter only while it is below the limit) and inserts
+    /// the contact with the decision that chose it; with `None` it inserts an unassigned
+    /// contact.
+    ///
+    /// # Errors
+    /// Only driver failures; a lost claim is [`Inserted::OperatorFull`], not an error.
+    fn insert_contact(
+        &mut self,
+        prepared: &Prepared,
+        operator: Option<OperatorId>,
+        payload: &Payload,
+        decision: &Decision,
+    ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
+}
+
+/// The whole service as storage offers it: what the HTTP layer calls.
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when it does not.
+    fn health(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Creates an operator with no load.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn create_operator(
+        &self,
+        new: NewOperator,
+    ) -> impl Future<Output = Result<Operator, StoreError>> + Send;
+
+    /// Lists operators by id.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn list_operators(
+        &self,
+        filter: OperatorFilter,
+    ) -> impl Future<Output = Result<Vec<Operator>, StoreError>> + Send;
+
+    /// Reads one operator.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when it does not exist.
+    fn get_operator(
+        &self,
+        id: OperatorId,
+    ) -> impl Future<Output = Result<Operator, StoreError>> + Send;
+
+    /// Changes the given fields of an operator.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when it does not exist.
+    fn update_operator(
+        &self,
+        id: OperatorId,
+        patch: OperatorPatch,
+    ) -> impl Future<Output = Result<Operator, StoreError>> + Send;
+
+    /// Deletes an operator and its weights.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when it does not exist and
+    /// [`StoreError::OperatorHasContacts`] when any contact (open or closed) names it.
+    fn delete_operator(&self, id: OperatorId)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Creates a source with no operators.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::SourceCodeTaken`] when the code is in use.
+    fn create_source(&self, new: NewSource)
+    -> impl Future<Output = Result<Source, StoreError>> + Send;
+
+    /// Lists sources by id.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn list_sources(&self) -> impl Future<Output = Result<Vec<Source>, StoreError>> + Send;
+
+    /// Reads one source with its weights.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when it does not exist.
+    fn get_source(&self, id: SourceId) -> impl Future<Output = Result<Source, StoreError>> + Send;
+
+    /// Changes the given fields of a source.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when it does not exist and
+    /// [`StoreError::SourceCodeTaken`] when the new code belongs to another source.
+    fn update_source(
+        &self,
+        id: SourceId,
+        patch: SourcePatch,
+    ) -> impl Future<Output = Result<Source, StoreError>> + Send;
+
+    /// Deletes a source and its weights.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when it does not exist and
+    /// [`StoreError::SourceHasContacts`] when any contact came through it.
+    fn delete_source(&self, id: SourceId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces the source's whole weight set atomically: on any error nothing changes.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when the source does not exist and
+    /// [`StoreError::UnknownOperator`] (with the entry's index) for a missing operator.
+    fn replace_weights(
+        &self,
+        id: SourceId,
+        weights: WeightSet,
+    ) -> impl Future<Output = Result<Source, StoreError>> + Send;
+
+    /// Lists leads by id.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn list_leads(
+        &self,
+        filter: LeadFilter,
+    ) -> impl Future<Output = Result<Vec<Lead>, StoreError>> + Send;
+
+    /// Reads a lead with its contacts, oldest first.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when it does not exist.
+    fn get_lead(
+        &self,
+        id: LeadId,
+    ) -> impl Future<Output = Result<LeadWithContacts, StoreError>> + Send;
+
+    /// Registers a contact atomically through [`register_contact`](crate::register_contact).
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`]`(Entity::Source)` for an unknown source, having
+    /// written nothing; [`StoreError::Overloaded`] when the adapter sheds load.
+    fn register_contact(
+        &self,
+        new: NewContact,
+    ) -> impl Future<Output = Result<Contact, StoreError>> + Send;
+
+    /// Lists contacts by id.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn list_contacts(
+        &self,
+        filter: ContactFilter,
+    ) -> impl Future<Output = Result<Vec<Contact>, StoreError>> + Send;
+
+    /// Reads one contact.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when it does not exist.
+    fn get_contact(&self, id: ContactId)
+    -> impl Future<Output = Result<Contact, StoreError>> + Send;
+
+    /// Closes a contact and releases its operator's counter; closing a closed contact
+    /// changes nothing.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when it does not exist.
+    fn close_contact(
+        &self,
+        id: ContactId,
+    ) -> impl Future<Output = Result<Contact, StoreError>> + Send;
+
+    /// Assigns an open contact to an operator by hand, releasing the previous operator's
+    /// counter; assigning it to its current operator changes nothing.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] for an unknown contact,
+    /// [`StoreError::UnknownOperator`] for an unknown operator,
+    /// [`StoreError::ContactClosed`], [`StoreError::OperatorInactive`] or
+    /// [`StoreError::OperatorAtCapacity`] when the rule forbids it.
+    fn assign_contact(
+        &self,
+        id: ContactId,
+        operator_id: OperatorId,
+    ) -> impl Future<Output = Result<Contact, StoreError>> + Send;
+
+    /// Load figures of every operator, by id.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn operator_stats(&self) -> impl Future<Output = Result<Vec<OperatorStats>, StoreError>> + Send;
+}

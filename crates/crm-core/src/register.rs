@@ -1,0 +1,58 @@
+//! The registration use case, written once against [`RegistrationTx`].
+
+use rand::Rng;
+
+use crate::{Contact, Decision, Inserted, NewContact, RegistrationTx, StoreError, choose};
+
+/// A stored contact and the decision that placed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The contact as stored.
+    pub contact: Contact,
+    /// Why it went where it went.
+    pub decision: Decision,
+}
+
+/// Registers a contact inside the unit of work `tx`: resolve the source, find or create the
+/// lead, read the candidates, choose, then claim the operator and insert the contact.
+///
+/// When the chosen operator filled up between the read and the claim (another replica won
+/// the race), it is treated as at capacity and the rule runs again over the rest, so the
+/// loop ends after at most one retry per candidate, at worst storing the contact unassigned.
+///
+/// # Errors
+/// Whatever `tx` returns; the caller then rolls the unit of work back.
+pub async fn register_contact<T, R>(
+    tx: &mut T,
+    new: &NewContact,
+    rng: &mut R,
+) -> Result<Registered, StoreError>
+where
+    T: RegistrationTx + ?Sized,
+    R: Rng + ?Sized,
+{
+    let prepared = tx.prepare(&new.source, &new.external_lead_id).await?;
+    let mut candidates = prepared.candidates.clone();
+    loop {
+        let decision = choose(&candidates, rng);
+        match tx
+            .insert_contact(&prepared, decision.chosen, &new.payload, &decision)
+            .await?
+        {
+            Inserted::Stored(contact) => return Ok(Registered { contact, decision }),
+            Inserted::OperatorFull => {
+                let Some(lost) = decision.chosen else {
+                    return Err(StoreError::Internal(
+                        "an unassigned insert reported a lost claim".into(),
+                    ));
+                };
+                for candidate in &mut candidates {
+                    if candidate.operator_id == lost {
+                        candidate.open_contacts =
+                            candidate.open_contacts.max(candidate.max_active_contacts);
+                    }
+                }
+            }
+        }
+    }
+}
