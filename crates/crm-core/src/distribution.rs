@@ -3,14 +3,15 @@
 use rand::{Rng, RngExt};
 use serde::Serialize;
 
-use crate::OperatorId;
+use crate::{OperatorId, Weight};
 
 /// An operator that has a weight for the contact's source, with its current load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Candidate {
     /// The operator.
     pub operator_id: OperatorId,
-    /// Its weight for the source (stored weights are positive; the rule still guards).
+    /// Its weight for the source (stored weights are 1..=1,000,000; the rule still guards
+    /// against non-positive ones and caps larger ones at [`Weight::MAX`]).
     pub weight: i64,
     /// Whether it takes contacts.
     pub is_active: bool,
@@ -110,10 +111,12 @@ pub fn choose<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Decisio
     }
 }
 
+/// Eligible candidates with their weights, each capped at [`Weight::MAX`] so that no sum
+/// of them can overflow (stored weights never exceed it; hand-built candidates might).
 fn eligible_weights(verdicts: &[Verdict]) -> impl Iterator<Item = (OperatorId, u64)> + '_ {
     verdicts.iter().filter(|v| v.excluded.is_none()).map(|v| {
         // Eligible means weight > 0, so the conversion cannot fail.
-        let weight = u64::try_from(v.candidate.weight).unwrap_or(0);
+        let weight = u64::try_from(v.candidate.weight.min(Weight::MAX)).unwrap_or(0);
         (v.candidate.operator_id, weight)
     })
 }

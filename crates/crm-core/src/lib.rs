@@ -2,8 +2,8 @@
 //! the ports storage implements and the registration use case written against them.
 //!
 //! This crate knows nothing of SQL, HTTP or an async runtime, so other Rust services can
-//! embed it. The rule takes its randomness as an argument; a seeded [`rand_chacha`]-style
-//! generator makes a run reproducible:
+//! embed it. The rule takes its randomness as an argument; a seeded generator such as
+//! `rand_chacha::ChaCha8Rng` makes a run reproducible:
 //!
 //! ```
 //! use crm_core::{Candidate, Exclusion, OperatorId, choose};

@@ -112,7 +112,11 @@ pub enum Inserted {
 /// One registration's unit of work. The adapter begins a transaction (or a savepoint)
 /// before handing it out and commits it only when [`register_contact`](crate::register_contact)
 /// returns `Ok`; otherwise everything it wrote is rolled back.
-pub trait RegistrationTx: Send {
+///
+/// The trait does not demand `Send`: an adapter over a synchronous connection that never
+/// leaves its thread (the SQLite writer) fits as well as an async one, whose futures are
+/// `Send` through its concrete types.
+pub trait RegistrationTx {
     /// Resolves the source, finds or creates the lead, and reads the candidates.
     ///
     /// # Errors
@@ -122,7 +126,7 @@ pub trait RegistrationTx: Send {
         &mut self,
         source: &SourceRef,
         external_id: &ExternalLeadId,
-    ) -> impl Future<Output = Result<Prepared, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Prepared, StoreError>>;
 
     /// Claims `operator` (raises its counter only while it is below the limit) and inserts
     /// the contact with the decision that chose it; with `None` it inserts an unassigned
@@ -136,7 +140,7 @@ pub trait RegistrationTx: Send {
         operator: Option<OperatorId>,
         payload: &Payload,
         decision: &Decision,
-    ) -> impl Future<Output = Result<Inserted, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Inserted, StoreError>>;
 }
 
 /// The whole service as storage offers it: what the HTTP layer calls.
@@ -189,15 +193,19 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// MUST return [`StoreError::NotFound`] when it does not exist and
     /// [`StoreError::OperatorHasContacts`] when any contact (open or closed) names it.
-    fn delete_operator(&self, id: OperatorId)
-    -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn delete_operator(
+        &self,
+        id: OperatorId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Creates a source with no operators.
     ///
     /// # Errors
     /// MUST return [`StoreError::SourceCodeTaken`] when the code is in use.
-    fn create_source(&self, new: NewSource)
-    -> impl Future<Output = Result<Source, StoreError>> + Send;
+    fn create_source(
+        &self,
+        new: NewSource,
+    ) -> impl Future<Output = Result<Source, StoreError>> + Send;
 
     /// Lists sources by id.
     ///
@@ -281,8 +289,10 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// MUST return [`StoreError::NotFound`] when it does not exist.
-    fn get_contact(&self, id: ContactId)
-    -> impl Future<Output = Result<Contact, StoreError>> + Send;
+    fn get_contact(
+        &self,
+        id: ContactId,
+    ) -> impl Future<Output = Result<Contact, StoreError>> + Send;
 
     /// Closes a contact and releases its operator's counter; closing a closed contact
     /// changes nothing.
@@ -312,5 +322,6 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// Only driver failures.
-    fn operator_stats(&self) -> impl Future<Output = Result<Vec<OperatorStats>, StoreError>> + Send;
+    fn operator_stats(&self)
+    -> impl Future<Output = Result<Vec<OperatorStats>, StoreError>> + Send;
 }

@@ -272,7 +272,10 @@ mod tests {
     #[test]
     fn source_codes_allow_a_small_alphabet() {
         assert!(SourceCode::parse("tg_bot-1.v2").is_ok());
-        assert_eq!(SourceCode::parse("tg bot"), Err(ValueError::InvalidCharacter));
+        assert_eq!(
+            SourceCode::parse("tg bot"),
+            Err(ValueError::InvalidCharacter)
+        );
         assert_eq!(SourceCode::parse("бот"), Err(ValueError::InvalidCharacter));
         assert_eq!(SourceCode::parse(""), Err(ValueError::Empty));
         assert_eq!(

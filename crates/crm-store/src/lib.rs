@@ -1,47 +1,258 @@
-//! SeaORM adapters of the mini-crm ports. (Stub: being implemented.)
+//! SeaORM adapters of the mini-crm ports.
+//!
+//! [`connect`] opens the database named by a URL, runs the migrations and returns a
+//! [`DbStore`], which implements [`crm_core::Store`]. On SQLite (the embedded default)
+//! every write goes through one writer thread with group commit, and reads use a
+//! read-only pool beside it.
 
-use crm_core::Store;
+mod entity;
+mod error;
+mod read;
+mod sql;
+mod sqlite;
 
-/// How to reach the database.
+use std::sync::Mutex;
+
+use crm_core::{
+    Contact, ContactFilter, ContactId, Lead, LeadFilter, LeadId, LeadWithContacts, NewContact,
+    NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch, OperatorStats,
+    Source, SourceId, SourcePatch, Store, StoreError, WeightSet, register_contact,
+};
+use sea_orm::DatabaseConnection;
+
+use sqlite::{
+    ops,
+    writer::{Writer, WriterCtx, WriterHandle},
+};
+
+/// The embedded default database.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://crm.db?mode=rwc";
+
+/// How to reach and run the database.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// `sqlite://path?mode=rwc` or `postgres://…`.
     pub database_url: String,
+    /// Size of the read pool.
+    pub max_connections: u32,
+    /// Most writes waiting for the SQLite writer before new ones are refused (503).
+    pub write_queue: usize,
+    /// Seed of the distribution's random generator, for reproducible runs; random if unset.
+    pub seed: Option<u64>,
+    /// `PRAGMA synchronous = NORMAL` instead of `FULL`: faster, but the last commits may
+    /// be lost on power failure (never on a process crash). Opt-in only.
+    pub sqlite_synchronous_normal: bool,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
+            max_connections: 4,
+            write_queue: 4096,
+            seed: None,
+            sqlite_synchronous_normal: false,
         }
     }
 }
-
-/// The embedded default database.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://crm.db?mode=rwc";
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The URL names no supported backend.
-    #[error("unsupported database url {0:?}: expected sqlite:// or postgres://")]
+    #[error("unsupported database url {0:?}: expected sqlite://PATH[?mode=rwc]")]
     UnsupportedUrl(String),
+    /// Another process is serving this SQLite file.
+    #[error("database {0} is in use by another crm-api process (its .lock file is held)")]
+    InUse(String),
+    /// A file could not be opened.
+    #[error("cannot open {path}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database refused the connection.
+    #[error("cannot connect to the database")]
+    Database(#[source] crm_core::BoxError),
+    /// A migration failed.
+    #[error("cannot migrate the database")]
+    Migration(#[source] crm_core::BoxError),
 }
 
 /// A connected store.
-pub struct DbStore {}
+pub struct DbStore {
+    reader: DatabaseConnection,
+    writes: Writes,
+}
+
+enum Writes {
+    Sqlite {
+        handle: WriterHandle,
+        writer: Mutex<Option<Writer>>,
+        _lock: std::fs::File,
+    },
+}
 
 /// Opens the database, runs migrations and starts the writer.
 ///
 /// # Errors
-/// [`ConnectError`] when the database cannot be opened or migrated.
+/// [`ConnectError`] when the database cannot be opened, locked or migrated.
 pub async fn connect(config: &StoreConfig) -> Result<DbStore, ConnectError> {
-    Err(ConnectError::UnsupportedUrl(config.database_url.clone()))
+    if config.database_url.starts_with("sqlite:") {
+        let opened = sqlite::open(config).await?;
+        Ok(DbStore {
+            reader: opened.reader,
+            writes: Writes::Sqlite {
+                handle: opened.writer.handle.clone(),
+                writer: Mutex::new(Some(opened.writer)),
+                _lock: opened.lock,
+            },
+        })
+    } else {
+        Err(ConnectError::UnsupportedUrl(config.database_url.clone()))
+    }
 }
 
 impl DbStore {
-    /// Stops taking writes, commits what is queued, and waits for the writer to finish.
-    pub async fn shutdown(&self) {}
+    /// Stops taking writes, commits what is queued and answers it, then returns.
+    pub async fn shutdown(&self) {
+        match &self.writes {
+            Writes::Sqlite { writer, .. } => {
+                let writer = writer.lock().ok().and_then(|mut w| w.take());
+                if let Some(writer) = writer {
+                    writer.stop().await;
+                }
+            }
+        }
+    }
+
+    async fn write<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriterCtx) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.writes {
+            Writes::Sqlite { handle, .. } => handle.run(job).await,
+        }
+    }
 }
 
-fn _assert_store<S: Store>() {}
+impl Store for DbStore {
+    async fn health(&self) -> Result<(), StoreError> {
+        read::health(&self.reader).await
+    }
+
+    async fn create_operator(&self, new: NewOperator) -> Result<Operator, StoreError> {
+        let id = self
+            .write(move |ctx| ops::create_operator(&ctx.conn, &new))
+            .await?;
+        read::operator(&self.reader, id).await
+    }
+
+    async fn list_operators(&self, filter: OperatorFilter) -> Result<Vec<Operator>, StoreError> {
+        read::operators(&self.reader, filter).await
+    }
+
+    async fn get_operator(&self, id: OperatorId) -> Result<Operator, StoreError> {
+        read::operator(&self.reader, id).await
+    }
+
+    async fn update_operator(
+        &self,
+        id: OperatorId,
+        patch: OperatorPatch,
+    ) -> Result<Operator, StoreError> {
+        self.write(move |ctx| ops::update_operator(&ctx.conn, id, &patch))
+            .await?;
+        read::operator(&self.reader, id).await
+    }
+
+    async fn delete_operator(&self, id: OperatorId) -> Result<(), StoreError> {
+        self.write(move |ctx| ops::delete_operator(&ctx.conn, id))
+            .await
+    }
+
+    async fn create_source(&self, new: NewSource) -> Result<Source, StoreError> {
+        let id = self
+            .write(move |ctx| ops::create_source(&ctx.conn, &new))
+            .await?;
+        read::source(&self.reader, id).await
+    }
+
+    async fn list_sources(&self) -> Result<Vec<Source>, StoreError> {
+        read::sources(&self.reader).await
+    }
+
+    async fn get_source(&self, id: SourceId) -> Result<Source, StoreError> {
+        read::source(&self.reader, id).await
+    }
+
+    async fn update_source(&self, id: SourceId, patch: SourcePatch) -> Result<Source, StoreError> {
+        self.write(move |ctx| ops::update_source(&ctx.conn, id, &patch))
+            .await?;
+        read::source(&self.reader, id).await
+    }
+
+    async fn delete_source(&self, id: SourceId) -> Result<(), StoreError> {
+        self.write(move |ctx| ops::delete_source(&ctx.conn, id))
+            .await
+    }
+
+    async fn replace_weights(
+        &self,
+        id: SourceId,
+        weights: WeightSet,
+    ) -> Result<Source, StoreError> {
+        self.write(move |ctx| ops::replace_weights(&ctx.conn, id, &weights))
+            .await?;
+        read::source(&self.reader, id).await
+    }
+
+    async fn list_leads(&self, filter: LeadFilter) -> Result<Vec<Lead>, StoreError> {
+        read::leads(&self.reader, filter).await
+    }
+
+    async fn get_lead(&self, id: LeadId) -> Result<LeadWithContacts, StoreError> {
+        read::lead(&self.reader, id).await
+    }
+
+    async fn register_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
+        self.write(move |ctx| {
+            let mut tx = ops::SqliteRegistration::new(&ctx.conn);
+            pollster::block_on(register_contact(&mut tx, &new, &mut ctx.rng))
+                .map(|registered| registered.contact)
+        })
+        .await
+    }
+
+    async fn list_contacts(&self, filter: ContactFilter) -> Result<Vec<Contact>, StoreError> {
+        read::contacts(&self.reader, filter).await
+    }
+
+    async fn get_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
+        read::contact(&self.reader, id).await
+    }
+
+    async fn close_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
+        self.write(move |ctx| ops::close_contact(&ctx.conn, id))
+            .await?;
+        read::contact(&self.reader, id).await
+    }
+
+    async fn assign_contact(
+        &self,
+        id: ContactId,
+        operator_id: OperatorId,
+    ) -> Result<Contact, StoreError> {
+        self.write(move |ctx| ops::assign_contact(&ctx.conn, id, operator_id))
+            .await?;
+        read::contact(&self.reader, id).await
+    }
+
+    async fn operator_stats(&self) -> Result<Vec<OperatorStats>, StoreError> {
+        read::stats(&self.reader).await
+    }
+}

@@ -1,0 +1,39 @@
+//! Cost of one application of the distribution rule, [`crm_core::choose`], as the number
+//! of eligible candidates grows.
+//!
+//! Run with `cargo bench -p crm-core --bench pick`.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use crm_core::{Candidate, OperatorId, choose};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// `n` active operators with room to spare and weights 1..=100, all eligible.
+fn eligible(n: i64) -> Vec<Candidate> {
+    (1..=n)
+        .map(|id| Candidate {
+            operator_id: OperatorId(id),
+            weight: id % 100 + 1,
+            is_active: true,
+            open_contacts: 0,
+            max_active_contacts: 10,
+        })
+        .collect()
+}
+
+fn bench_choose(c: &mut Criterion) {
+    let mut group = c.benchmark_group("choose");
+    for n in [10, 100, 10_000] {
+        let candidates = eligible(n);
+        let mut rng = ChaCha8Rng::seed_from_u64(n.unsigned_abs());
+        group.bench_with_input(BenchmarkId::from_parameter(n), &candidates, |b, cs| {
+            b.iter(|| choose(black_box(cs), &mut rng));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_choose);
+criterion_main!(benches);

@@ -1,0 +1,283 @@
+//! The read side, shared by both backends: SeaORM queries over an async connection pool.
+//! On SQLite the pool is read-only and runs beside the writer (WAL).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crm_core::{
+    Contact, ContactFilter, ContactId, ContactStatus, Entity, Lead, LeadFilter, LeadId,
+    LeadWithContacts, Operator, OperatorFilter, OperatorId, OperatorStats, OperatorSummary,
+    Payload, Source, SourceId, SourceOperator, StoreError,
+};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+};
+
+use crate::{
+    entity::{contact, lead, operator, source, weight},
+    error::db_err,
+};
+
+/// Checks that the database answers a trivial query.
+pub async fn health(db: &DatabaseConnection) -> Result<(), StoreError> {
+    db.query_one_raw(Statement::from_string(
+        db.get_database_backend(),
+        "SELECT 1",
+    ))
+    .await
+    .map(drop)
+    .map_err(|err| StoreError::Unavailable(Box::new(err)))
+}
+
+/// Operators by id.
+pub async fn operators(
+    db: &DatabaseConnection,
+    filter: OperatorFilter,
+) -> Result<Vec<Operator>, StoreError> {
+    let mut query = operator::Entity::find().order_by_asc(operator::Column::Id);
+    if let Some(is_active) = filter.is_active {
+        query = query.filter(operator::Column::IsActive.eq(is_active));
+    }
+    let rows = query.all(db).await.map_err(db_err)?;
+    Ok(rows.into_iter().map(to_operator).collect())
+}
+
+/// One operator.
+pub async fn operator(db: &DatabaseConnection, id: OperatorId) -> Result<Operator, StoreError> {
+    operator::Entity::find_by_id(id.get())
+        .one(db)
+        .await
+        .map_err(db_err)?
+        .map(to_operator)
+        .ok_or(StoreError::NotFound(Entity::Operator))
+}
+
+/// All sources with their weights.
+pub async fn sources(db: &DatabaseConnection) -> Result<Vec<Source>, StoreError> {
+    let rows = source::Entity::find()
+        .order_by_asc(source::Column::Id)
+        .all(db)
+        .await
+        .map_err(db_err)?;
+    let mut weights = weights_by_source(db, None).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let operators = weights.remove(&row.id).unwrap_or_default();
+            to_source(row, operators)
+        })
+        .collect())
+}
+
+/// One source with its weights.
+pub async fn source(db: &DatabaseConnection, id: SourceId) -> Result<Source, StoreError> {
+    let row = source::Entity::find_by_id(id.get())
+        .one(db)
+        .await
+        .map_err(db_err)?
+        .ok_or(StoreError::NotFound(Entity::Source))?;
+    let mut weights = weights_by_source(db, Some(id)).await?;
+    let operators = weights.remove(&row.id).unwrap_or_default();
+    Ok(to_source(row, operators))
+}
+
+/// A page of leads by id.
+pub async fn leads(db: &DatabaseConnection, filter: LeadFilter) -> Result<Vec<Lead>, StoreError> {
+    let mut query = lead::Entity::find().order_by_asc(lead::Column::Id);
+    if let Some(external_id) = filter.external_id {
+        query = query.filter(lead::Column::ExternalId.eq(external_id));
+    }
+    if let Some(after) = filter.page.after {
+        query = query.filter(lead::Column::Id.gt(after));
+    }
+    let rows = query
+        .limit(u64::from(filter.page.limit))
+        .all(db)
+        .await
+        .map_err(db_err)?;
+    Ok(rows.into_iter().map(to_lead).collect())
+}
+
+/// One lead with its contacts, oldest first.
+pub async fn lead(db: &DatabaseConnection, id: LeadId) -> Result<LeadWithContacts, StoreError> {
+    let row = lead::Entity::find_by_id(id.get())
+        .one(db)
+        .await
+        .map_err(db_err)?
+        .ok_or(StoreError::NotFound(Entity::Lead))?;
+    let rows = contact::Entity::find()
+        .find_also_related(operator::Entity)
+        .filter(contact::Column::LeadId.eq(id.get()))
+        .order_by_asc(contact::Column::Id)
+        .all(db)
+        .await
+        .map_err(db_err)?;
+    let contacts = rows
+        .into_iter()
+        .map(|(c, o)| to_contact(c, o))
+        .collect::<Result<_, _>>()?;
+    Ok(LeadWithContacts {
+        lead: to_lead(row),
+        contacts,
+    })
+}
+
+/// A page of contacts by id.
+pub async fn contacts(
+    db: &DatabaseConnection,
+    filter: ContactFilter,
+) -> Result<Vec<Contact>, StoreError> {
+    let mut query = contact::Entity::find()
+        .find_also_related(operator::Entity)
+        .order_by_asc(contact::Column::Id);
+    if let Some(status) = filter.status {
+        query = query.filter(contact::Column::Status.eq(status.as_str()));
+    }
+    if let Some(operator_id) = filter.operator_id {
+        query = query.filter(contact::Column::OperatorId.eq(operator_id.get()));
+    }
+    if let Some(source_id) = filter.source_id {
+        query = query.filter(contact::Column::SourceId.eq(source_id.get()));
+    }
+    if let Some(lead_id) = filter.lead_id {
+        query = query.filter(contact::Column::LeadId.eq(lead_id.get()));
+    }
+    if filter.unassigned {
+        query = query.filter(contact::Column::OperatorId.is_null());
+    }
+    if let Some(after) = filter.page.after {
+        query = query.filter(contact::Column::Id.gt(after));
+    }
+    let rows = query
+        .limit(u64::from(filter.page.limit))
+        .all(db)
+        .await
+        .map_err(db_err)?;
+    rows.into_iter().map(|(c, o)| to_contact(c, o)).collect()
+}
+
+/// One contact.
+pub async fn contact(db: &DatabaseConnection, id: ContactId) -> Result<Contact, StoreError> {
+    let (row, operator) = contact::Entity::find_by_id(id.get())
+        .find_also_related(operator::Entity)
+        .one(db)
+        .await
+        .map_err(db_err)?
+        .ok_or(StoreError::NotFound(Entity::Contact))?;
+    to_contact(row, operator)
+}
+
+/// Load figures of every operator.
+pub async fn stats(db: &DatabaseConnection) -> Result<Vec<OperatorStats>, StoreError> {
+    let operators = operator::Entity::find()
+        .order_by_asc(operator::Column::Id)
+        .all(db)
+        .await
+        .map_err(db_err)?;
+    let totals: HashMap<i64, i64> = contact::Entity::find()
+        .select_only()
+        .column(contact::Column::OperatorId)
+        .column_as(contact::Column::Id.count(), "total")
+        .filter(contact::Column::OperatorId.is_not_null())
+        .group_by(contact::Column::OperatorId)
+        .into_tuple::<(i64, i64)>()
+        .all(db)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .collect();
+    Ok(operators
+        .into_iter()
+        .map(|o| OperatorStats {
+            operator_id: OperatorId(o.id),
+            total_contacts: totals.get(&o.id).copied().unwrap_or(0),
+            operator_name: o.name,
+            max_active_contacts: o.max_active_contacts,
+            open_contacts: o.open_contacts,
+        })
+        .collect())
+}
+
+async fn weights_by_source(
+    db: &DatabaseConnection,
+    only: Option<SourceId>,
+) -> Result<BTreeMap<i64, Vec<SourceOperator>>, StoreError> {
+    let mut query = weight::Entity::find()
+        .find_also_related(operator::Entity)
+        .order_by_asc(weight::Column::SourceId)
+        .order_by_asc(weight::Column::OperatorId);
+    if let Some(id) = only {
+        query = query.filter(weight::Column::SourceId.eq(id.get()));
+    }
+    let rows = query.all(db).await.map_err(db_err)?;
+    let mut by_source: BTreeMap<i64, Vec<SourceOperator>> = BTreeMap::new();
+    for (w, o) in rows {
+        let operator = o.ok_or_else(|| broken("a weight names a missing operator"))?;
+        by_source
+            .entry(w.source_id)
+            .or_default()
+            .push(SourceOperator {
+                operator: summary(&operator),
+                weight: w.weight,
+            });
+    }
+    Ok(by_source)
+}
+
+fn broken(what: &'static str) -> StoreError {
+    StoreError::Internal(what.into())
+}
+
+fn to_operator(row: operator::Model) -> Operator {
+    Operator {
+        id: OperatorId(row.id),
+        name: row.name,
+        is_active: row.is_active,
+        max_active_contacts: row.max_active_contacts,
+        open_contacts: row.open_contacts,
+        created_at: row.created_at,
+    }
+}
+
+fn summary(row: &operator::Model) -> OperatorSummary {
+    OperatorSummary {
+        id: OperatorId(row.id),
+        name: row.name.clone(),
+        is_active: row.is_active,
+    }
+}
+
+fn to_source(row: source::Model, operators: Vec<SourceOperator>) -> Source {
+    Source {
+        id: SourceId(row.id),
+        name: row.name,
+        code: row.code,
+        created_at: row.created_at,
+        operators,
+    }
+}
+
+fn to_lead(row: lead::Model) -> Lead {
+    Lead {
+        id: LeadId(row.id),
+        external_id: row.external_id,
+        created_at: row.created_at,
+    }
+}
+
+fn to_contact(
+    row: contact::Model,
+    operator: Option<operator::Model>,
+) -> Result<Contact, StoreError> {
+    Ok(Contact {
+        id: ContactId(row.id),
+        lead_id: LeadId(row.lead_id),
+        source_id: SourceId(row.source_id),
+        operator: operator.as_ref().map(summary),
+        status: ContactStatus::from_db(&row.status)
+            .ok_or_else(|| broken("a contact has an unknown status"))?,
+        payload: Payload::from_stored(row.payload),
+        created_at: row.created_at,
+        closed_at: row.closed_at,
+    })
+}

@@ -1,0 +1,68 @@
+//! The write statements, written once for both backends: `$n` placeholders (the SQLite
+//! adapter turns them into `?n`; no statement has a `$` anywhere else) and `RETURNING`
+//! (SQLite 3.35+, PostgreSQL).
+
+use crm_core::{Candidate, OperatorId, StoreError};
+
+pub const INSERT_OPERATOR: &str = "INSERT INTO operators (name, is_active, max_active_contacts, open_contacts, created_at) \
+     VALUES ($1, $2, $3, 0, $4) RETURNING id";
+pub const UPDATE_OPERATOR: &str = "UPDATE operators SET name = COALESCE($2, name), \
+     is_active = COALESCE($3, is_active), max_active_contacts = COALESCE($4, max_active_contacts) \
+     WHERE id = $1 RETURNING id";
+pub const OPERATOR_EXISTS: &str = "SELECT id FROM operators WHERE id = $1";
+pub const OPERATOR_LOAD: &str =
+    "SELECT is_active, open_contacts, max_active_contacts FROM operators WHERE id = $1";
+pub const OPERATOR_HAS_CONTACTS: &str = "SELECT id FROM contacts WHERE operator_id = $1 LIMIT 1";
+pub const DELETE_OPERATOR: &str = "DELETE FROM operators WHERE id = $1 RETURNING id";
+
+pub const INSERT_SOURCE: &str =
+    "INSERT INTO sources (name, code, created_at) VALUES ($1, $2, $3) RETURNING id";
+pub const UPDATE_SOURCE: &str = "UPDATE sources SET name = COALESCE($2, name), code = COALESCE($3, code) \
+     WHERE id = $1 RETURNING id";
+pub const SOURCE_BY_ID: &str = "SELECT id FROM sources WHERE id = $1";
+pub const SOURCE_BY_CODE: &str = "SELECT id FROM sources WHERE code = $1";
+pub const SOURCE_HAS_CONTACTS: &str = "SELECT id FROM contacts WHERE source_id = $1 LIMIT 1";
+pub const DELETE_SOURCE: &str = "DELETE FROM sources WHERE id = $1 RETURNING id";
+
+pub const DELETE_WEIGHTS: &str =
+    "DELETE FROM operator_source_weights WHERE source_id = $1 RETURNING id";
+pub const INSERT_WEIGHT: &str = "INSERT INTO operator_source_weights (operator_id, source_id, weight) \
+     VALUES ($1, $2, $3) RETURNING id";
+
+/// Finds or creates a lead and returns its id either way (`DO NOTHING` would return no
+/// row for an existing lead).
+pub const UPSERT_LEAD: &str = "INSERT INTO leads (external_id, created_at) VALUES ($1, $2) \
+     ON CONFLICT (external_id) DO UPDATE SET external_id = excluded.external_id RETURNING id";
+/// The operators with a weight for a source, with their loads: columns in the order
+/// [`candidate_from_row`] reads, then the name.
+pub const CANDIDATES: &str = "SELECT o.id, w.weight, o.is_active, o.open_contacts, o.max_active_contacts, o.name \
+     FROM operator_source_weights w JOIN operators o ON o.id = w.operator_id \
+     WHERE w.source_id = $1 ORDER BY o.id";
+/// The capacity check and the counter increment in one statement: no row means the
+/// operator is full (or was switched off) by now.
+pub const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts + 1 \
+     WHERE id = $1 AND is_active AND open_contacts < max_active_contacts RETURNING id";
+pub const RELEASE_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts - 1 \
+     WHERE id = $1 AND open_contacts > 0 RETURNING id";
+pub const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, decision, created_at) \
+     VALUES ($1, $2, $3, 'open', $4, $5, $6) RETURNING id";
+/// Closes an open contact; returns its operator (no row when it was closed already).
+pub const CLOSE_CONTACT: &str = "UPDATE contacts SET status = 'closed', closed_at = $2 \
+     WHERE id = $1 AND status = 'open' RETURNING operator_id";
+pub const CONTACT_STATE: &str = "SELECT status, operator_id FROM contacts WHERE id = $1";
+pub const SET_CONTACT_OPERATOR: &str =
+    "UPDATE contacts SET operator_id = $2 WHERE id = $1 RETURNING id";
+
+/// Reads a [`CANDIDATES`] row through the backend's column getters.
+pub fn candidate_from_row(
+    int: impl Fn(usize) -> Result<i64, StoreError>,
+    flag: impl Fn(usize) -> Result<bool, StoreError>,
+) -> Result<Candidate, StoreError> {
+    Ok(Candidate {
+        operator_id: OperatorId(int(0)?),
+        weight: int(1)?,
+        is_active: flag(2)?,
+        open_contacts: int(3)?,
+        max_active_contacts: int(4)?,
+    })
+}

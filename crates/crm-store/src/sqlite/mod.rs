@@ -1,0 +1,106 @@
+//! The SQLite backend: one writer thread (see [`writer`]) for every write, a read-only
+//! pool for reads, and an exclusive lock file so that only one process writes the file.
+
+pub mod ops;
+pub mod writer;
+
+use std::{fs::File, path::PathBuf};
+
+use fs2::FileExt;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection};
+
+use crate::{ConnectError, StoreConfig};
+use writer::Writer;
+
+/// What [`open`] hands back.
+pub struct Opened {
+    /// Read-only pool.
+    pub reader: DatabaseConnection,
+    /// The writer thread.
+    pub writer: Writer,
+    /// Held for the life of the store; the kernel releases it when the process dies.
+    pub lock: File,
+}
+
+/// Extracts the file path of a `sqlite:` URL; in-memory databases cannot be shared
+/// between the writer and the readers, so they are refused.
+fn file_path(url: &str) -> Result<PathBuf, ConnectError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| ConnectError::UnsupportedUrl(url.to_owned()))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") || path.starts_with("file:") {
+        return Err(ConnectError::UnsupportedUrl(url.to_owned()));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Opens (creating if needed) and migrates the database, then starts the writer.
+pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
+    let path = file_path(&config.database_url)?;
+    let display = path.display().to_string();
+    let lock_path = PathBuf::from(format!("{display}.lock"));
+    let lock = File::create(&lock_path).map_err(|source| ConnectError::Io {
+        path: lock_path.display().to_string(),
+        source,
+    })?;
+    lock.try_lock_exclusive()
+        .map_err(|_| ConnectError::InUse(display.clone()))?;
+
+    let admin = sea_orm::Database::connect(
+        ConnectOptions::new(format!("sqlite://{display}?mode=rwc"))
+            .max_connections(1)
+            .sqlx_logging(false)
+            .to_owned(),
+    )
+    .await
+    .map_err(|err| ConnectError::Database(Box::new(err)))?;
+    admin
+        .execute_unprepared("PRAGMA journal_mode = WAL")
+        .await
+        .map_err(|err| ConnectError::Database(Box::new(err)))?;
+    Migrator::up(&admin, None)
+        .await
+        .map_err(|err| ConnectError::Migration(Box::new(err)))?;
+    admin
+        .close()
+        .await
+        .map_err(|err| ConnectError::Database(Box::new(err)))?;
+
+    let synchronous = if config.sqlite_synchronous_normal {
+        "NORMAL"
+    } else {
+        "FULL"
+    };
+    let writer_url = format!("sqlite://{display}?mode=rw");
+    let connect = move || {
+        let conn = sea_orm_sync::Database::connect(writer_url)?;
+        sea_orm_sync::ConnectionTrait::execute_unprepared(
+            &conn,
+            &format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+            ),
+        )?;
+        Ok(conn)
+    };
+    let writer = Writer::start(connect, config.write_queue, config.seed)
+        .map_err(|err| ConnectError::Database(Box::new(err)))?;
+
+    let reader = sea_orm::Database::connect(
+        ConnectOptions::new(format!("sqlite://{display}?mode=ro"))
+            .max_connections(config.max_connections)
+            .sqlx_logging(false)
+            .to_owned(),
+    )
+    .await
+    .map_err(|err| ConnectError::Database(Box::new(err)))?;
+
+    Ok(Opened {
+        reader,
+        writer,
+        lock,
+    })
+}

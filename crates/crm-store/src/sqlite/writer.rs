@@ -1,0 +1,244 @@
+//! The SQLite writer: one thread owns the only read-write connection and applies every
+//! write, in groups. Each job runs inside its own savepoint (so one failing job never
+//! spoils its group) within one transaction per group, and is answered only after that
+//! transaction commits: a reply of success means durably stored.
+//!
+//! Because this thread is the only writer (the process holds an exclusive lock file, see
+//! `super::open`), `SQLITE_BUSY` cannot happen and a read-then-write inside a job sees no
+//! interleaving.
+
+use std::thread::JoinHandle;
+
+use crm_core::StoreError;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sea_orm_sync::{ConnectionTrait, DatabaseConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::sync_err;
+
+/// Most jobs committed together.
+const MAX_GROUP: usize = 256;
+
+/// What a job gets to work with.
+pub struct WriterCtx {
+    /// The read-write connection, inside the group's transaction and the job's savepoint.
+    pub conn: DatabaseConnection,
+    /// The generator behind every automatic assignment.
+    pub rng: ChaCha8Rng,
+}
+
+/// A job's outcome waiting for its group's commit.
+trait Pending: Send {
+    fn succeeded(&self) -> bool;
+    fn complete(self: Box<Self>, commit: Result<(), &StoreError>);
+}
+
+struct Reply<T> {
+    result: Result<T, StoreError>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T: Send> Pending for Reply<T> {
+    fn succeeded(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    fn complete(self: Box<Self>, commit: Result<(), &StoreError>) {
+        let result = match (self.result, commit) {
+            (Ok(value), Ok(())) => Ok(value),
+            (Ok(_), Err(err)) => Err(StoreError::Unavailable(
+                format!("commit failed: {err}").into(),
+            )),
+            (Err(err), _) => Err(err),
+        };
+        // The requester may have gone away (client disconnected); the write stands.
+        let _ = self.reply.send(result);
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut WriterCtx) -> Box<dyn Pending> + Send>;
+
+enum Msg {
+    Job(Job),
+    /// Finish what is queued, then stop.
+    Stop,
+}
+
+/// The handle requests use to reach the writer. Cloning is cheap.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// Why the writer did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No thread.
+    #[error("cannot start the sqlite writer thread")]
+    Spawn(#[source] std::io::Error),
+    /// No connection.
+    #[error("cannot open the sqlite database for writing")]
+    Connect(#[source] sea_orm_sync::DbErr),
+}
+
+/// The running writer thread.
+pub struct Writer {
+    /// Submits jobs.
+    pub handle: WriterHandle,
+    thread: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts the thread, which opens its connection with `connect` (the connection is
+    /// not `Send`, so it is born on the thread that uses it), with a queue of at most
+    /// `queue` waiting jobs.
+    ///
+    /// # Errors
+    /// The thread could not be spawned, or `connect` failed.
+    pub fn start<C>(connect: C, queue: usize, seed: Option<u64>) -> Result<Self, StartError>
+    where
+        C: FnOnce() -> Result<DatabaseConnection, sea_orm_sync::DbErr> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<Msg>(queue);
+        let rng = match seed {
+            Some(seed) => ChaCha8Rng::seed_from_u64(seed),
+            None => ChaCha8Rng::seed_from_u64(rand::random()),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("crm-sqlite-writer".into())
+            .spawn(move || match connect() {
+                Ok(conn) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run(WriterCtx { conn, rng }, rx);
+                }
+                Err(err) => {
+                    let _ = ready_tx.send(Err(err));
+                }
+            })
+            .map_err(StartError::Spawn)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self {
+                handle: WriterHandle { tx },
+                thread,
+            }),
+            Ok(Err(err)) => Err(StartError::Connect(err)),
+            Err(_) => Err(StartError::Spawn(std::io::Error::other(
+                "the writer thread died while connecting",
+            ))),
+        }
+    }
+
+    /// Stops accepting jobs, and waits until the queued ones are committed and answered.
+    pub async fn stop(self) {
+        // Queued behind every job accepted so far; if the writer is gone already, fine.
+        let _ = self.handle.tx.send(Msg::Stop).await;
+        let thread = self.thread;
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(())) => {}
+            _ => tracing::error!("the sqlite writer thread panicked"),
+        }
+    }
+}
+
+impl WriterHandle {
+    /// Runs `job` on the writer inside its own savepoint and returns its result once the
+    /// group it ran in has committed.
+    ///
+    /// # Errors
+    /// The job's own error; [`StoreError::Overloaded`] when the queue is full;
+    /// [`StoreError::Unavailable`] when the writer has stopped or the commit failed.
+    pub async fn run<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriterCtx) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |ctx| {
+            Box::new(Reply {
+                result: job(ctx),
+                reply,
+            })
+        });
+        self.tx.try_send(Msg::Job(job)).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the sqlite writer has stopped".into())
+}
+
+fn run(mut ctx: WriterCtx, mut rx: mpsc::Receiver<Msg>) {
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    let mut done: Vec<Box<dyn Pending>> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        // After `close`, the receiver still yields what was queued, then `None`.
+        match first {
+            Msg::Job(job) => group.push(job),
+            Msg::Stop => {
+                rx.close();
+                continue;
+            }
+        }
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => group.push(job),
+                Ok(Msg::Stop) => rx.close(),
+                Err(_) => break,
+            }
+        }
+        let commit = run_group(&mut ctx, &mut group, &mut done);
+        if let Err(err) = &commit {
+            tracing::error!(error = %err, jobs = done.len(), "sqlite group commit failed");
+        }
+        for pending in done.drain(..) {
+            pending.complete(commit.as_ref().map(|_| ()));
+        }
+    }
+    tracing::debug!("sqlite writer drained and stopped");
+}
+
+fn run_group(
+    ctx: &mut WriterCtx,
+    group: &mut Vec<Job>,
+    done: &mut Vec<Box<dyn Pending>>,
+) -> Result<(), StoreError> {
+    // Jobs that never ran are dropped with their reply senders: their requesters get
+    // 503 unavailable, which is the truth for a group that could not be written.
+    if let Err(err) = exec(&ctx.conn, "BEGIN IMMEDIATE") {
+        group.clear();
+        return Err(err);
+    }
+    for job in group.drain(..) {
+        if let Err(err) = exec(&ctx.conn, "SAVEPOINT job") {
+            return Err(rollback(ctx, err));
+        }
+        let pending = job(ctx);
+        let end = if pending.succeeded() {
+            exec(&ctx.conn, "RELEASE job")
+        } else {
+            exec(&ctx.conn, "ROLLBACK TO job").and_then(|()| exec(&ctx.conn, "RELEASE job"))
+        };
+        done.push(pending);
+        if let Err(err) = end {
+            return Err(rollback(ctx, err));
+        }
+    }
+    exec(&ctx.conn, "COMMIT").map_err(|err| rollback(ctx, err))
+}
+
+fn rollback(ctx: &WriterCtx, err: StoreError) -> StoreError {
+    if let Err(again) = exec(&ctx.conn, "ROLLBACK") {
+        tracing::error!(error = %again, "sqlite rollback failed");
+    }
+    err
+}
+
+fn exec(conn: &DatabaseConnection, sql: &str) -> Result<(), StoreError> {
+    conn.execute_unprepared(sql).map(drop).map_err(sync_err)
+}

@@ -1,0 +1,269 @@
+//! The store on a real temporary SQLite file: the capacity rule under concurrency,
+//! atomicity of registrations and the counters' agreement with the rows.
+
+use std::sync::Arc;
+
+use crm_core::{
+    ContactFilter, ContactStatus, Entity, ExternalLeadId, MaxActiveContacts, Name, NewContact,
+    NewOperator, NewSource, OperatorFilter, OperatorId, Page, Payload, SourceCode, SourceId,
+    SourceRef, Store, StoreError, Weight, WeightEntry, WeightSet,
+};
+use crm_store::{DbStore, StoreConfig};
+
+struct TestStore {
+    store: Arc<DbStore>,
+    _dir: tempfile::TempDir,
+}
+
+async fn store() -> TestStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = StoreConfig {
+        database_url: format!("sqlite://{}?mode=rwc", dir.path().join("crm.db").display()),
+        ..StoreConfig::default()
+    };
+    let store = crm_store::connect(&config).await.expect("open store");
+    TestStore {
+        store: Arc::new(store),
+        _dir: dir,
+    }
+}
+
+async fn operator(store: &DbStore, name: &str, max: i64) -> OperatorId {
+    store
+        .create_operator(NewOperator {
+            name: Name::parse(name).expect("name"),
+            is_active: true,
+            max_active_contacts: MaxActiveContacts::new(max).expect("max"),
+        })
+        .await
+        .expect("create operator")
+        .id
+}
+
+async fn source(store: &DbStore, code: &str, weights: &[(OperatorId, i64)]) -> SourceId {
+    let id = store
+        .create_source(NewSource {
+            name: Name::parse(code).expect("name"),
+            code: SourceCode::parse(code).expect("code"),
+        })
+        .await
+        .expect("create source")
+        .id;
+    let set = WeightSet::new(
+        weights
+            .iter()
+            .map(|&(operator_id, w)| WeightEntry {
+                operator_id,
+                weight: Weight::new(w).expect("weight"),
+            })
+            .collect(),
+    )
+    .expect("weights");
+    store.replace_weights(id, set).await.expect("weights");
+    id
+}
+
+fn contact(external: &str, source: SourceRef) -> NewContact {
+    NewContact {
+        external_lead_id: ExternalLeadId::parse(external).expect("external id"),
+        source,
+        payload: Payload::from_value(&serde_json::json!({"text": "hi"})).expect("payload"),
+    }
+}
+
+async fn all_contacts(store: &DbStore) -> Vec<crm_core::Contact> {
+    store
+        .list_contacts(ContactFilter {
+            status: None,
+            operator_id: None,
+            source_id: None,
+            lead_id: None,
+            unassigned: false,
+            page: Page {
+                after: None,
+                limit: Page::MAX_LIMIT,
+            },
+        })
+        .await
+        .expect("list contacts")
+}
+
+/// Every operator's counter equals its open rows and stays within its limit.
+async fn assert_counters_match_rows(store: &DbStore) {
+    let contacts = all_contacts(store).await;
+    for op in store
+        .list_operators(OperatorFilter::default())
+        .await
+        .expect("operators")
+    {
+        let open = contacts
+            .iter()
+            .filter(|c| {
+                c.status == ContactStatus::Open && c.operator.as_ref().map(|o| o.id) == Some(op.id)
+            })
+            .count() as i64;
+        assert_eq!(op.open_contacts, open, "counter of operator {}", op.id);
+        assert!(
+            open <= op.max_active_contacts,
+            "operator {} over its limit",
+            op.id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_registrations_never_exceed_capacity() {
+    let t = store().await;
+    let a = operator(&t.store, "A", 5).await;
+    let b = operator(&t.store, "B", 3).await;
+    let src = source(&t.store, "bot", &[(a, 1), (b, 2)]).await;
+
+    let mut tasks = Vec::new();
+    for task in 0..32 {
+        let store = Arc::clone(&t.store);
+        tasks.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            for i in (task..200).step_by(32) {
+                results.push(
+                    store
+                        .register_contact(contact(&format!("lead-{i}"), SourceRef::Id(src)))
+                        .await,
+                );
+            }
+            results
+        }));
+    }
+    let mut stored = Vec::new();
+    for task in tasks {
+        for result in task.await.expect("task") {
+            stored.push(result.expect("registration"));
+        }
+    }
+    assert_eq!(stored.len(), 200);
+    let assigned = stored.iter().filter(|c| c.operator.is_some()).count();
+    assert_eq!(assigned, 8);
+    let rows = all_contacts(&t.store).await;
+    assert_eq!(rows.len(), 200);
+    assert_eq!(rows.iter().filter(|c| c.operator.is_none()).count(), 192);
+    assert_counters_match_rows(&t.store).await;
+    t.store.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_source_writes_nothing() {
+    let t = store().await;
+    let err = t
+        .store
+        .register_contact(contact(
+            "ghost",
+            SourceRef::Code(SourceCode::parse("nope").expect("code")),
+        ))
+        .await
+        .expect_err("unknown source");
+    assert!(
+        matches!(err, StoreError::NotFound(Entity::Source)),
+        "{err:?}"
+    );
+    let leads = t
+        .store
+        .list_leads(crm_core::LeadFilter {
+            external_id: None,
+            page: Page {
+                after: None,
+                limit: 10,
+            },
+        })
+        .await
+        .expect("leads");
+    assert!(leads.is_empty(), "a lead was left behind: {leads:?}");
+}
+
+#[tokio::test]
+async fn closing_frees_capacity_and_same_lead_is_reused() {
+    let t = store().await;
+    let a = operator(&t.store, "A", 1).await;
+    let s1 = source(&t.store, "one", &[(a, 1)]).await;
+    let s2 = source(&t.store, "two", &[(a, 1)]).await;
+    let first = t
+        .store
+        .register_contact(contact("same", SourceRef::Id(s1)))
+        .await
+        .expect("first");
+    let second = t
+        .store
+        .register_contact(contact("same", SourceRef::Id(s2)))
+        .await
+        .expect("second");
+    assert_eq!(first.lead_id, second.lead_id);
+    assert_eq!(first.operator.as_ref().map(|o| o.id), Some(a));
+    assert!(second.operator.is_none(), "operator was full");
+    let closed = t.store.close_contact(first.id).await.expect("close");
+    assert_eq!(closed.status, ContactStatus::Closed);
+    assert!(closed.closed_at.is_some());
+    let third = t
+        .store
+        .register_contact(contact("other", SourceRef::Id(s1)))
+        .await
+        .expect("third");
+    assert_eq!(third.operator.map(|o| o.id), Some(a));
+    assert_counters_match_rows(&t.store).await;
+}
+
+#[tokio::test]
+async fn manual_assignment_moves_the_load() {
+    let t = store().await;
+    let a = operator(&t.store, "A", 1).await;
+    let b = operator(&t.store, "B", 1).await;
+    let s = source(&t.store, "src", &[(a, 1)]).await;
+    let c = t
+        .store
+        .register_contact(contact("x", SourceRef::Id(s)))
+        .await
+        .expect("register");
+    assert_eq!(c.operator.as_ref().map(|o| o.id), Some(a));
+    let moved = t.store.assign_contact(c.id, b).await.expect("assign");
+    assert_eq!(moved.operator.map(|o| o.id), Some(b));
+    let again = t.store.assign_contact(c.id, b).await.expect("no-op");
+    assert_eq!(again.operator.map(|o| o.id), Some(b));
+    let d = t
+        .store
+        .register_contact(contact("y", SourceRef::Id(s)))
+        .await
+        .expect("register");
+    assert_eq!(d.operator.as_ref().map(|o| o.id), Some(a), "a was released");
+    let full = t
+        .store
+        .assign_contact(d.id, b)
+        .await
+        .expect_err("b is full");
+    assert!(matches!(full, StoreError::OperatorAtCapacity), "{full:?}");
+    let missing = t
+        .store
+        .assign_contact(d.id, OperatorId(999))
+        .await
+        .expect_err("unknown operator");
+    assert!(
+        matches!(missing, StoreError::UnknownOperator { .. }),
+        "{missing:?}"
+    );
+    t.store.close_contact(d.id).await.expect("close");
+    let closed = t.store.assign_contact(d.id, b).await.expect_err("closed");
+    assert!(matches!(closed, StoreError::ContactClosed), "{closed:?}");
+    assert_counters_match_rows(&t.store).await;
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_file() {
+    let t = store().await;
+    let _ = t;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("crm.db").display());
+    let config = StoreConfig {
+        database_url: url,
+        ..StoreConfig::default()
+    };
+    let first = crm_store::connect(&config).await.expect("first");
+    let second = crm_store::connect(&config).await;
+    assert!(matches!(second, Err(crm_store::ConnectError::InUse(_))));
+    first.shutdown().await;
+}
