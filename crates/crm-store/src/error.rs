@@ -21,11 +21,3 @@ pub fn sync_err(err: sea_orm_sync::DbErr) -> StoreError {
         other => StoreError::Internal(Box::new(other)),
     }
 }
-
-/// Whether a synchronous driver error is a unique-constraint violation.
-pub fn is_unique_violation(err: &sea_orm_sync::DbErr) -> bool {
-    matches!(
-        err.sql_err(),
-        Some(sea_orm_sync::SqlErr::UniqueConstraintViolation(_))
-    )
-}

@@ -5,25 +5,55 @@
 //! every write goes through one writer thread with group commit, and reads use a
 //! read-only pool beside it.
 
+mod conn;
 mod entity;
 mod error;
+mod ops;
+mod pg;
 mod read;
 mod sql;
 mod sqlite;
+pub mod testing;
 
-use std::sync::Mutex;
+use std::{sync::Mutex, time::Duration};
 
 use crm_core::{
     Contact, ContactFilter, ContactId, Lead, LeadFilter, LeadId, LeadWithContacts, NewContact,
     NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch, OperatorStats,
     Source, SourceId, SourcePatch, Store, StoreError, WeightSet, register_contact,
 };
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use sea_orm::DatabaseConnection;
 
-use sqlite::{
-    ops,
-    writer::{Writer, WriterCtx, WriterHandle},
-};
+use conn::{PgConn, SqliteConn};
+use sqlite::writer::{Writer, WriterHandle};
+
+/// Runs one write on whichever backend the store has: on SQLite as a job of the writer
+/// thread (inside its own savepoint), on PostgreSQL in its own transaction. `$body` is
+/// an expression over `$conn: &impl Conn` that evaluates to a future.
+macro_rules! write {
+    ($self:ident, |$conn:ident| $body:expr) => {
+        match &$self.writes {
+            Writes::Sqlite { handle, .. } => {
+                handle
+                    .run(move |ctx| {
+                        let $conn = &SqliteConn(&ctx.conn);
+                        pollster::block_on($body)
+                    })
+                    .await
+            }
+            Writes::Postgres => {
+                let txn = pg::begin(&$self.reader).await?;
+                let result = {
+                    let $conn = &PgConn(&txn);
+                    $body.await
+                };
+                pg::finish(txn, result).await
+            }
+        }
+    };
+}
 
 /// The embedded default database.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://crm.db?mode=rwc";
@@ -42,6 +72,10 @@ pub struct StoreConfig {
     /// `PRAGMA synchronous = NORMAL` instead of `FULL`: faster, but the last commits may
     /// be lost on power failure (never on a process crash). Opt-in only.
     pub sqlite_synchronous_normal: bool,
+    /// Longest wait for a pooled connection (PostgreSQL) before a request fails with 503.
+    pub acquire_timeout: Duration,
+    /// Longest a single statement may run (PostgreSQL `statement_timeout`); none if unset.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for StoreConfig {
@@ -52,6 +86,8 @@ impl Default for StoreConfig {
             write_queue: 4096,
             seed: None,
             sqlite_synchronous_normal: false,
+            acquire_timeout: pg::DEFAULT_ACQUIRE_TIMEOUT,
+            statement_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -60,7 +96,7 @@ impl Default for StoreConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The URL names no supported backend.
-    #[error("unsupported database url {0:?}: expected sqlite://PATH[?mode=rwc]")]
+    #[error("unsupported database url {0:?}: expected sqlite://PATH[?mode=rwc] or postgres://…")]
     UnsupportedUrl(String),
     /// Another process is serving this SQLite file.
     #[error("database {0} is in use by another crm-api process (its .lock file is held)")]
@@ -84,6 +120,7 @@ pub enum ConnectError {
 
 /// A connected store.
 pub struct DbStore {
+    /// The read pool (SQLite: read-only; PostgreSQL: also used for write transactions).
     reader: DatabaseConnection,
     writes: Writes,
 }
@@ -94,6 +131,7 @@ enum Writes {
         writer: Mutex<Option<Writer>>,
         _lock: std::fs::File,
     },
+    Postgres,
 }
 
 /// Opens the database, runs migrations and starts the writer.
@@ -111,6 +149,13 @@ pub async fn connect(config: &StoreConfig) -> Result<DbStore, ConnectError> {
                 _lock: opened.lock,
             },
         })
+    } else if config.database_url.starts_with("postgres://")
+        || config.database_url.starts_with("postgresql://")
+    {
+        Ok(DbStore {
+            reader: pg::open(config).await?,
+            writes: Writes::Postgres,
+        })
     } else {
         Err(ConnectError::UnsupportedUrl(config.database_url.clone()))
     }
@@ -126,16 +171,11 @@ impl DbStore {
                     writer.stop().await;
                 }
             }
-        }
-    }
-
-    async fn write<T, F>(&self, job: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut WriterCtx) -> Result<T, StoreError> + Send + 'static,
-    {
-        match &self.writes {
-            Writes::Sqlite { handle, .. } => handle.run(job).await,
+            Writes::Postgres => {
+                if let Err(err) = self.reader.close_by_ref().await {
+                    tracing::warn!(error = %err, "closing the postgres pool failed");
+                }
+            }
         }
     }
 }
@@ -146,9 +186,7 @@ impl Store for DbStore {
     }
 
     async fn create_operator(&self, new: NewOperator) -> Result<Operator, StoreError> {
-        let id = self
-            .write(move |ctx| ops::create_operator(&ctx.conn, &new))
-            .await?;
+        let id = write!(self, |conn| ops::create_operator(conn, &new))?;
         read::operator(&self.reader, id).await
     }
 
@@ -165,20 +203,16 @@ impl Store for DbStore {
         id: OperatorId,
         patch: OperatorPatch,
     ) -> Result<Operator, StoreError> {
-        self.write(move |ctx| ops::update_operator(&ctx.conn, id, &patch))
-            .await?;
+        write!(self, |conn| ops::update_operator(conn, id, &patch))?;
         read::operator(&self.reader, id).await
     }
 
     async fn delete_operator(&self, id: OperatorId) -> Result<(), StoreError> {
-        self.write(move |ctx| ops::delete_operator(&ctx.conn, id))
-            .await
+        write!(self, |conn| ops::delete_operator(conn, id))
     }
 
     async fn create_source(&self, new: NewSource) -> Result<Source, StoreError> {
-        let id = self
-            .write(move |ctx| ops::create_source(&ctx.conn, &new))
-            .await?;
+        let id = write!(self, |conn| ops::create_source(conn, &new))?;
         read::source(&self.reader, id).await
     }
 
@@ -191,14 +225,12 @@ impl Store for DbStore {
     }
 
     async fn update_source(&self, id: SourceId, patch: SourcePatch) -> Result<Source, StoreError> {
-        self.write(move |ctx| ops::update_source(&ctx.conn, id, &patch))
-            .await?;
+        write!(self, |conn| ops::update_source(conn, id, &patch))?;
         read::source(&self.reader, id).await
     }
 
     async fn delete_source(&self, id: SourceId) -> Result<(), StoreError> {
-        self.write(move |ctx| ops::delete_source(&ctx.conn, id))
-            .await
+        write!(self, |conn| ops::delete_source(conn, id))
     }
 
     async fn replace_weights(
@@ -206,8 +238,7 @@ impl Store for DbStore {
         id: SourceId,
         weights: WeightSet,
     ) -> Result<Source, StoreError> {
-        self.write(move |ctx| ops::replace_weights(&ctx.conn, id, &weights))
-            .await?;
+        write!(self, |conn| ops::replace_weights(conn, id, &weights))?;
         read::source(&self.reader, id).await
     }
 
@@ -220,12 +251,26 @@ impl Store for DbStore {
     }
 
     async fn register_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
-        self.write(move |ctx| {
-            let mut tx = ops::SqliteRegistration::new(&ctx.conn);
-            pollster::block_on(register_contact(&mut tx, &new, &mut ctx.rng))
-                .map(|registered| registered.contact)
-        })
-        .await
+        match &self.writes {
+            Writes::Sqlite { handle, .. } => {
+                handle
+                    .run(move |ctx| {
+                        let mut tx = ops::Registration::new(SqliteConn(&ctx.conn));
+                        pollster::block_on(register_contact(&mut tx, &new, &mut ctx.rng))
+                            .map(|registered| registered.contact)
+                    })
+                    .await
+            }
+            Writes::Postgres => {
+                let txn = pg::begin(&self.reader).await?;
+                let mut rng = ChaCha8Rng::from_rng(&mut rand::rng());
+                let result =
+                    register_contact(&mut ops::Registration::new(PgConn(&txn)), &new, &mut rng)
+                        .await
+                        .map(|registered| registered.contact);
+                pg::finish(txn, result).await
+            }
+        }
     }
 
     async fn list_contacts(&self, filter: ContactFilter) -> Result<Vec<Contact>, StoreError> {
@@ -237,8 +282,7 @@ impl Store for DbStore {
     }
 
     async fn close_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
-        self.write(move |ctx| ops::close_contact(&ctx.conn, id))
-            .await?;
+        write!(self, |conn| ops::close_contact(conn, id))?;
         read::contact(&self.reader, id).await
     }
 
@@ -247,8 +291,7 @@ impl Store for DbStore {
         id: ContactId,
         operator_id: OperatorId,
     ) -> Result<Contact, StoreError> {
-        self.write(move |ctx| ops::assign_contact(&ctx.conn, id, operator_id))
-            .await?;
+        write!(self, |conn| ops::assign_contact(conn, id, operator_id))?;
         read::contact(&self.reader, id).await
     }
 

@@ -49,6 +49,12 @@ pub const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, oper
 /// Closes an open contact; returns its operator (no row when it was closed already).
 pub const CLOSE_CONTACT: &str = "UPDATE contacts SET status = 'closed', closed_at = $2 \
      WHERE id = $1 AND status = 'open' RETURNING operator_id";
+/// Reads a contact's state; on PostgreSQL the no-op update also locks the row, so the
+/// contact is locked before any operator row (see `ops`).
+pub const LOCK_CONTACT: &str =
+    "UPDATE contacts SET status = status WHERE id = $1 RETURNING status, operator_id";
+/// Locks a source row (PostgreSQL) while its weights are replaced.
+pub const LOCK_SOURCE: &str = "UPDATE sources SET code = code WHERE id = $1 RETURNING id";
 pub const CONTACT_STATE: &str = "SELECT status, operator_id FROM contacts WHERE id = $1";
 pub const SET_CONTACT_OPERATOR: &str =
     "UPDATE contacts SET operator_id = $2 WHERE id = $1 RETURNING id";

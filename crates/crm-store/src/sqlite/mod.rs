@@ -1,7 +1,6 @@
 //! The SQLite backend: one writer thread (see [`writer`]) for every write, a read-only
 //! pool for reads, and an exclusive lock file so that only one process writes the file.
 
-pub mod ops;
 pub mod writer;
 
 use std::{fs::File, path::PathBuf};

@@ -1,5 +1,6 @@
-//! The store on a real temporary SQLite file: the capacity rule under concurrency,
-//! atomicity of registrations and the counters' agreement with the rows.
+//! The store on real databases, the same suite on a temporary SQLite file and on a
+//! temporary PostgreSQL database: the capacity rule under concurrency, atomicity of
+//! registrations and the counters' agreement with the rows.
 
 use std::sync::Arc;
 
@@ -8,23 +9,73 @@ use crm_core::{
     NewOperator, NewSource, OperatorFilter, OperatorId, Page, Payload, SourceCode, SourceId,
     SourceRef, Store, StoreError, Weight, WeightEntry, WeightSet,
 };
-use crm_store::{DbStore, StoreConfig};
+use crm_store::{
+    DbStore, StoreConfig,
+    testing::{Backend, TestDatabase},
+};
+
+/// Runs each named test function once per backend: `sqlite::name` always, and
+/// `postgres::name` when the `postgres-tests` feature is on (`cargo xtask test`).
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(crm_store::testing::Backend::Sqlite).await;
+                }
+            )*
+        }
+        #[cfg(feature = "postgres-tests")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(crm_store::testing::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    concurrent_registrations_never_exceed_capacity,
+    unknown_source_writes_nothing,
+    closing_frees_capacity_and_same_lead_is_reused,
+    manual_assignment_moves_the_load,
+);
+
+/// Plain `cargo test` does not build the PostgreSQL variants; this test's name says so
+/// in every run's output.
+#[cfg(not(feature = "postgres-tests"))]
+#[test]
+fn postgres_variants_skipped_run_cargo_xtask_test_for_them() {
+    eprintln!("postgres tests skipped: `cargo xtask test` runs them against a real server");
+}
 
 struct TestStore {
     store: Arc<DbStore>,
-    _dir: tempfile::TempDir,
+    db: TestDatabase,
 }
 
-async fn store() -> TestStore {
-    let dir = tempfile::tempdir().expect("temp dir");
+impl TestStore {
+    async fn finish(self) {
+        self.store.shutdown().await;
+        drop(self.store);
+        self.db.drop_database().await;
+    }
+}
+
+async fn store(backend: Backend) -> TestStore {
+    let db = TestDatabase::create(backend).await;
     let config = StoreConfig {
-        database_url: format!("sqlite://{}?mode=rwc", dir.path().join("crm.db").display()),
+        database_url: db.url.clone(),
         ..StoreConfig::default()
     };
     let store = crm_store::connect(&config).await.expect("open store");
     TestStore {
         store: Arc::new(store),
-        _dir: dir,
+        db,
     }
 }
 
@@ -111,9 +162,8 @@ async fn assert_counters_match_rows(store: &DbStore) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_registrations_never_exceed_capacity() {
-    let t = store().await;
+async fn concurrent_registrations_never_exceed_capacity(backend: Backend) {
+    let t = store(backend).await;
     let a = operator(&t.store, "A", 5).await;
     let b = operator(&t.store, "B", 3).await;
     let src = source(&t.store, "bot", &[(a, 1), (b, 2)]).await;
@@ -146,12 +196,11 @@ async fn concurrent_registrations_never_exceed_capacity() {
     assert_eq!(rows.len(), 200);
     assert_eq!(rows.iter().filter(|c| c.operator.is_none()).count(), 192);
     assert_counters_match_rows(&t.store).await;
-    t.store.shutdown().await;
+    t.finish().await;
 }
 
-#[tokio::test]
-async fn unknown_source_writes_nothing() {
-    let t = store().await;
+async fn unknown_source_writes_nothing(backend: Backend) {
+    let t = store(backend).await;
     let err = t
         .store
         .register_contact(contact(
@@ -176,11 +225,11 @@ async fn unknown_source_writes_nothing() {
         .await
         .expect("leads");
     assert!(leads.is_empty(), "a lead was left behind: {leads:?}");
+    t.finish().await;
 }
 
-#[tokio::test]
-async fn closing_frees_capacity_and_same_lead_is_reused() {
-    let t = store().await;
+async fn closing_frees_capacity_and_same_lead_is_reused(backend: Backend) {
+    let t = store(backend).await;
     let a = operator(&t.store, "A", 1).await;
     let s1 = source(&t.store, "one", &[(a, 1)]).await;
     let s2 = source(&t.store, "two", &[(a, 1)]).await;
@@ -207,11 +256,11 @@ async fn closing_frees_capacity_and_same_lead_is_reused() {
         .expect("third");
     assert_eq!(third.operator.map(|o| o.id), Some(a));
     assert_counters_match_rows(&t.store).await;
+    t.finish().await;
 }
 
-#[tokio::test]
-async fn manual_assignment_moves_the_load() {
-    let t = store().await;
+async fn manual_assignment_moves_the_load(backend: Backend) {
+    let t = store(backend).await;
     let a = operator(&t.store, "A", 1).await;
     let b = operator(&t.store, "B", 1).await;
     let s = source(&t.store, "src", &[(a, 1)]).await;
@@ -250,16 +299,14 @@ async fn manual_assignment_moves_the_load() {
     let closed = t.store.assign_contact(d.id, b).await.expect_err("closed");
     assert!(matches!(closed, StoreError::ContactClosed), "{closed:?}");
     assert_counters_match_rows(&t.store).await;
+    t.finish().await;
 }
 
 #[tokio::test]
-async fn a_second_process_cannot_open_the_same_file() {
-    let t = store().await;
-    let _ = t;
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("crm.db").display());
+async fn a_second_process_cannot_open_the_same_sqlite_file() {
+    let db = TestDatabase::create(Backend::Sqlite).await;
     let config = StoreConfig {
-        database_url: url,
+        database_url: db.url.clone(),
         ..StoreConfig::default()
     };
     let first = crm_store::connect(&config).await.expect("first");

@@ -1,0 +1,367 @@
+//! Every write, written once over [`Conn`]. Each runs inside a unit of work the backend
+//! opened for it (a savepoint of the SQLite writer's group, or a PostgreSQL transaction),
+//! so an error leaves nothing behind.
+//!
+//! Lock order on PostgreSQL, to rule out deadlocks: a contact row before operator rows,
+//! and operator rows by ascending id.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use crm_core::{
+    Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, Inserted, LeadId,
+    NewOperator, NewSource, OperatorId, OperatorPatch, OperatorSummary, Payload, Prepared,
+    RegistrationTx, SourceId, SourcePatch, SourceRef, StoreError, WeightSet,
+};
+
+use crate::{
+    conn::{Conn, DbError, Row},
+    sql,
+};
+
+/// The current time at the precision stored (microseconds), so what a write returns
+/// equals what a later read returns.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn returned(row: Option<Row>) -> Result<Row, StoreError> {
+    row.ok_or_else(|| StoreError::Internal("a RETURNING statement returned no row".into()))
+}
+
+fn code_taken(err: DbError) -> StoreError {
+    match err {
+        DbError::Unique => StoreError::SourceCodeTaken,
+        DbError::Other(err) => err,
+    }
+}
+
+/// Inserts an operator; returns its id.
+pub async fn create_operator(
+    conn: &impl Conn,
+    new: &NewOperator,
+) -> Result<OperatorId, StoreError> {
+    let values = vec![
+        new.name.as_str().into(),
+        new.is_active.into(),
+        new.max_active_contacts.get().into(),
+        conn.timestamp(now()),
+    ];
+    let row = returned(conn.one(sql::INSERT_OPERATOR, values).await?)?;
+    Ok(OperatorId(row.get(0)?))
+}
+
+/// Changes the given fields.
+pub async fn update_operator(
+    conn: &impl Conn,
+    id: OperatorId,
+    patch: &OperatorPatch,
+) -> Result<(), StoreError> {
+    let values = vec![
+        id.get().into(),
+        patch.name.as_ref().map(|n| n.as_str().to_owned()).into(),
+        patch.is_active.into(),
+        patch.max_active_contacts.map(|m| m.get()).into(),
+    ];
+    conn.one(sql::UPDATE_OPERATOR, values)
+        .await?
+        .map(drop)
+        .ok_or(StoreError::NotFound(Entity::Operator))
+}
+
+/// Deletes an operator that never had contacts.
+pub async fn delete_operator(conn: &impl Conn, id: OperatorId) -> Result<(), StoreError> {
+    if conn
+        .one(sql::OPERATOR_EXISTS, vec![id.get().into()])
+        .await?
+        .is_none()
+    {
+        return Err(StoreError::NotFound(Entity::Operator));
+    }
+    if conn
+        .one(sql::OPERATOR_HAS_CONTACTS, vec![id.get().into()])
+        .await?
+        .is_some()
+    {
+        return Err(StoreError::OperatorHasContacts);
+    }
+    conn.one(sql::DELETE_OPERATOR, vec![id.get().into()])
+        .await?;
+    Ok(())
+}
+
+/// Inserts a source; returns its id.
+pub async fn create_source(conn: &impl Conn, new: &NewSource) -> Result<SourceId, StoreError> {
+    let values = vec![
+        new.name.as_str().into(),
+        new.code.as_str().into(),
+        conn.timestamp(now()),
+    ];
+    let row = returned(
+        conn.one(sql::INSERT_SOURCE, values)
+            .await
+            .map_err(code_taken)?,
+    )?;
+    Ok(SourceId(row.get(0)?))
+}
+
+/// Changes the given fields.
+pub async fn update_source(
+    conn: &impl Conn,
+    id: SourceId,
+    patch: &SourcePatch,
+) -> Result<(), StoreError> {
+    let values = vec![
+        id.get().into(),
+        patch.name.as_ref().map(|n| n.as_str().to_owned()).into(),
+        patch.code.as_ref().map(|c| c.as_str().to_owned()).into(),
+    ];
+    conn.one(sql::UPDATE_SOURCE, values)
+        .await
+        .map_err(code_taken)?
+        .map(drop)
+        .ok_or(StoreError::NotFound(Entity::Source))
+}
+
+/// Deletes a source that never had contacts.
+pub async fn delete_source(conn: &impl Conn, id: SourceId) -> Result<(), StoreError> {
+    if conn
+        .one(sql::SOURCE_BY_ID, vec![id.get().into()])
+        .await?
+        .is_none()
+    {
+        return Err(StoreError::NotFound(Entity::Source));
+    }
+    if conn
+        .one(sql::SOURCE_HAS_CONTACTS, vec![id.get().into()])
+        .await?
+        .is_some()
+    {
+        return Err(StoreError::SourceHasContacts);
+    }
+    conn.one(sql::DELETE_SOURCE, vec![id.get().into()]).await?;
+    Ok(())
+}
+
+/// Replaces a source's weights.
+pub async fn replace_weights(
+    conn: &impl Conn,
+    id: SourceId,
+    weights: &WeightSet,
+) -> Result<(), StoreError> {
+    // Locks the source row on PostgreSQL, so concurrent replacements apply one by one.
+    if conn
+        .one(sql::LOCK_SOURCE, vec![id.get().into()])
+        .await?
+        .is_none()
+    {
+        return Err(StoreError::NotFound(Entity::Source));
+    }
+    for (index, entry) in weights.entries().iter().enumerate() {
+        let exists = conn
+            .one(sql::OPERATOR_EXISTS, vec![entry.operator_id.get().into()])
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::UnknownOperator {
+                index: Some(index),
+                operator_id: entry.operator_id,
+            });
+        }
+    }
+    conn.all(sql::DELETE_WEIGHTS, vec![id.get().into()]).await?;
+    for entry in weights.entries() {
+        let values = vec![
+            entry.operator_id.get().into(),
+            id.get().into(),
+            entry.weight.get().into(),
+        ];
+        conn.one(sql::INSERT_WEIGHT, values).await?;
+    }
+    Ok(())
+}
+
+/// Closes an open contact and releases its operator; a closed one stays as it is.
+pub async fn close_contact(conn: &impl Conn, id: ContactId) -> Result<(), StoreError> {
+    let closed = conn
+        .one(
+            sql::CLOSE_CONTACT,
+            vec![id.get().into(), conn.timestamp(now())],
+        )
+        .await?;
+    match closed {
+        Some(row) => {
+            if let Some(operator_id) = row.get::<Option<i64>>(0)? {
+                release(conn, operator_id).await?;
+            }
+            Ok(())
+        }
+        None if conn
+            .one(sql::CONTACT_STATE, vec![id.get().into()])
+            .await?
+            .is_some() =>
+        {
+            Ok(())
+        }
+        None => Err(StoreError::NotFound(Entity::Contact)),
+    }
+}
+
+async fn release(conn: &impl Conn, operator_id: i64) -> Result<(), StoreError> {
+    conn.one(sql::RELEASE_OPERATOR, vec![operator_id.into()])
+        .await?
+        .map(drop)
+        .ok_or_else(|| StoreError::Internal("an operator's counter would go below zero".into()))
+}
+
+/// Assigns an open contact to an operator by hand, moving the load from its previous
+/// operator.
+pub async fn assign_contact(
+    conn: &impl Conn,
+    id: ContactId,
+    operator_id: OperatorId,
+) -> Result<(), StoreError> {
+    let contact = conn
+        .one(sql::LOCK_CONTACT, vec![id.get().into()])
+        .await?
+        .ok_or(StoreError::NotFound(Entity::Contact))?;
+    let status: String = contact.get(0)?;
+    let current: Option<i64> = contact.get(1)?;
+    if status != ContactStatus::Open.as_str() {
+        return Err(StoreError::ContactClosed);
+    }
+    let operator = conn
+        .one(sql::OPERATOR_LOAD, vec![operator_id.get().into()])
+        .await?
+        .ok_or(StoreError::UnknownOperator {
+            index: None,
+            operator_id,
+        })?;
+    if current == Some(operator_id.get()) {
+        return Ok(());
+    }
+    if !operator.get::<bool>(0)? {
+        return Err(StoreError::OperatorInactive);
+    }
+    // Operator rows are locked in ascending id order; a failed claim rolls the whole
+    // unit of work back, so releasing first is safe.
+    if let Some(previous) = current.filter(|&p| p < operator_id.get()) {
+        release(conn, previous).await?;
+    }
+    if conn
+        .one(sql::CLAIM_OPERATOR, vec![operator_id.get().into()])
+        .await?
+        .is_none()
+    {
+        return Err(StoreError::OperatorAtCapacity);
+    }
+    if let Some(previous) = current.filter(|&p| p > operator_id.get()) {
+        release(conn, previous).await?;
+    }
+    conn.one(
+        sql::SET_CONTACT_OPERATOR,
+        vec![id.get().into(), operator_id.get().into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One registration's unit of work over a [`Conn`].
+pub struct Registration<C> {
+    conn: C,
+    now: DateTime<Utc>,
+    operators: Vec<OperatorSummary>,
+}
+
+impl<C: Conn> Registration<C> {
+    /// A unit of work on `conn`, which the caller has put inside a savepoint or transaction.
+    pub fn new(conn: C) -> Self {
+        Self {
+            conn,
+            now: now(),
+            operators: Vec::new(),
+        }
+    }
+}
+
+impl<C: Conn> RegistrationTx for Registration<C> {
+    async fn prepare(
+        &mut self,
+        source: &SourceRef,
+        external_id: &ExternalLeadId,
+    ) -> Result<Prepared, StoreError> {
+        let source = match source {
+            SourceRef::Id(id) => {
+                self.conn
+                    .one(sql::SOURCE_BY_ID, vec![id.get().into()])
+                    .await?
+            }
+            SourceRef::Code(code) => {
+                self.conn
+                    .one(sql::SOURCE_BY_CODE, vec![code.as_str().into()])
+                    .await?
+            }
+        }
+        .ok_or(StoreError::NotFound(Entity::Source))?;
+        let source_id = SourceId(source.get(0)?);
+        let values = vec![external_id.as_str().into(), self.conn.timestamp(self.now)];
+        let lead = returned(self.conn.one(sql::UPSERT_LEAD, values).await?)?;
+        let lead_id = LeadId(lead.get(0)?);
+        let rows = self
+            .conn
+            .all(sql::CANDIDATES, vec![source_id.get().into()])
+            .await?;
+        let mut candidates = Vec::with_capacity(rows.len());
+        self.operators.clear();
+        for row in &rows {
+            let candidate = sql::candidate_from_row(|i| row.get(i), |i| row.get(i))?;
+            self.operators.push(OperatorSummary {
+                id: candidate.operator_id,
+                name: row.get(5)?,
+                is_active: candidate.is_active,
+            });
+            candidates.push(candidate);
+        }
+        Ok(Prepared {
+            source_id,
+            lead_id,
+            candidates,
+        })
+    }
+
+    async fn insert_contact(
+        &mut self,
+        prepared: &Prepared,
+        operator: Option<OperatorId>,
+        payload: &Payload,
+        decision: &Decision,
+    ) -> Result<Inserted, StoreError> {
+        if let Some(id) = operator
+            && self
+                .conn
+                .one(sql::CLAIM_OPERATOR, vec![id.get().into()])
+                .await?
+                .is_none()
+        {
+            return Ok(Inserted::OperatorFull);
+        }
+        let decision_json =
+            serde_json::to_string(decision).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let values = vec![
+            prepared.lead_id.get().into(),
+            prepared.source_id.get().into(),
+            operator.map(OperatorId::get).into(),
+            payload.as_json().into(),
+            decision_json.into(),
+            self.conn.timestamp(self.now),
+        ];
+        let row = returned(self.conn.one(sql::INSERT_CONTACT, values).await?)?;
+        Ok(Inserted::Stored(Contact {
+            id: ContactId(row.get(0)?),
+            lead_id: prepared.lead_id,
+            source_id: prepared.source_id,
+            operator: operator.and_then(|id| self.operators.iter().find(|o| o.id == id).cloned()),
+            status: ContactStatus::Open,
+            payload: payload.clone(),
+            created_at: self.now,
+            closed_at: None,
+        }))
+    }
+}

@@ -1,0 +1,104 @@
+//! Throwaway databases for tests, for this crate and for crates built on it: a fresh
+//! SQLite file in a temporary directory, or a fresh database on the PostgreSQL server
+//! named by `CRM_TEST_POSTGRES_URL` (`cargo xtask test` starts one).
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use sea_orm::{ConnectionTrait, Database};
+
+/// The environment variable naming the PostgreSQL server tests may use.
+pub const POSTGRES_URL_VAR: &str = "CRM_TEST_POSTGRES_URL";
+
+/// Which backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A temporary database on the test PostgreSQL server.
+    Postgres,
+}
+
+/// A database that exists until [`TestDatabase::drop_database`] (PostgreSQL) or until
+/// dropped (SQLite: the directory is removed).
+pub struct TestDatabase {
+    /// The URL to connect the store to.
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique_name() -> String {
+    format!(
+        "crm_test_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl TestDatabase {
+    /// Creates an empty database on `backend`.
+    ///
+    /// # Panics
+    /// When it cannot be created: this is test support, a failure is the test's failure.
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(unique_name());
+                std::fs::create_dir_all(&dir).expect("create a temporary directory");
+                Self {
+                    url: format!("sqlite://{}?mode=rwc", dir.join("crm.db").display()),
+                    cleanup: Cleanup::Dir(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var(POSTGRES_URL_VAR)
+                    .unwrap_or_else(|_| panic!("{POSTGRES_URL_VAR} is not set"));
+                let name = unique_name();
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("connect to the test postgres");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create a test database");
+                let _ = admin.close().await;
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map_or(admin_url.as_str(), |(base, _)| base);
+                Self {
+                    url: format!("{base}/{name}"),
+                    cleanup: Cleanup::Postgres { admin_url, name },
+                }
+            }
+        }
+    }
+
+    /// Removes a PostgreSQL test database (SQLite files go when this is dropped).
+    pub async fn drop_database(&self) {
+        if let Cleanup::Postgres { admin_url, name } = &self.cleanup
+            && let Ok(admin) = Database::connect(admin_url).await
+        {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+            let _ = admin.close().await;
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Cleanup::Dir(dir) = &self.cleanup {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! `cargo xtask test`: the whole suite, on SQLite and on a real PostgreSQL.
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::postgres::Postgres;
+
+pub fn run(args: &[String]) -> Result<()> {
+    let sqlite_only = args.iter().any(|a| a == "--sqlite-only");
+    if let Some(unknown) = args.iter().find(|a| *a != "--sqlite-only") {
+        bail!("unknown option {unknown:?} for test");
+    }
+    let sh = Shell::new()?;
+    sh.change_dir(crate::project_root());
+
+    // Kept alive until the tests are done; dropping it stops the server, also on failure.
+    let mut _server = None;
+    let mut features: Vec<&str> = Vec::new();
+    if !sqlite_only {
+        let url = match std::env::var("CRM_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                let server = Postgres::start().context(
+                    "cannot start a throwaway PostgreSQL (set CRM_TEST_POSTGRES_URL to use \
+                     another, or pass --sqlite-only)",
+                )?;
+                let url = server.url();
+                _server = Some(server);
+                url
+            }
+        };
+        eprintln!("xtask: PostgreSQL tests use {url}");
+        sh.set_var("CRM_TEST_POSTGRES_URL", url);
+        features.push("--features=crm-store/postgres-tests,crm-api/postgres-tests");
+    }
+    cmd!(sh, "cargo test --workspace --locked {features...}").run()?;
+    Ok(())
+}
