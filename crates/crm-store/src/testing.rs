@@ -21,8 +21,7 @@ pub enum Backend {
     Postgres,
 }
 
-/// A database that exists until [`TestDatabase::drop_database`] (PostgreSQL) or until
-/// dropped (SQLite: the directory is removed).
+/// A database that exists until dropped (or [`TestDatabase::drop_database`]).
 pub struct TestDatabase {
     /// The URL to connect the store to.
     pub url: String,
@@ -82,23 +81,43 @@ impl TestDatabase {
         }
     }
 
-    /// Removes a PostgreSQL test database (SQLite files go when this is dropped).
+    /// Removes a PostgreSQL test database now (dropping the value does it too).
     pub async fn drop_database(&self) {
-        if let Cleanup::Postgres { admin_url, name } = &self.cleanup
-            && let Ok(admin) = Database::connect(admin_url).await
-        {
-            let _ = admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
-            let _ = admin.close().await;
+        if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
+            drop_postgres_database(admin_url, name).await;
         }
+    }
+}
+
+async fn drop_postgres_database(admin_url: &str, name: &str) {
+    if let Ok(admin) = Database::connect(admin_url).await {
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+        let _ = admin.close().await;
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Cleanup::Dir(dir) = &self.cleanup {
-            let _ = std::fs::remove_dir_all(dir);
+        match &self.cleanup {
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Postgres { admin_url, name } => {
+                // Drop runs inside the test's runtime, which must not be blocked on; a
+                // helper thread with its own runtime removes the database.
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                let _ = std::thread::spawn(move || {
+                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        rt.block_on(drop_postgres_database(&admin_url, &name));
+                    }
+                })
+                .join();
+            }
         }
     }
 }

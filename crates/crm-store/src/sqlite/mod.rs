@@ -91,6 +91,7 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
     let reader = sea_orm::Database::connect(
         ConnectOptions::new(format!("sqlite://{display}?mode=ro"))
             .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
             .sqlx_logging(false)
             .to_owned(),
     )

@@ -1,0 +1,224 @@
+//! `/api/contacts`: registering contacts, reading them, closing and assigning them by hand.
+
+use std::sync::Arc;
+
+use crm_core::{
+    ContactFilter, ContactId, LeadId, NewContact, OperatorId, Page, Payload, SourceId, SourceRef,
+    Store, ValueError,
+};
+use poem_openapi::{
+    Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{ParseFromJSON, ParseResult, ToJSON, Type},
+};
+use serde_json::Value;
+
+use super::{ApiTags, default_page_limit};
+use crate::{
+    body::{Fields, FromBody, JsonBody, external_lead_id, integer, source_code},
+    dto::{Contact, ContactStatus, Created, Listed, contacts, next_link},
+    error::ApiResult,
+};
+
+/// Contact endpoints over a store.
+pub(crate) struct ContactsApi<S>(pub(crate) Arc<S>);
+
+/// A contact to register: give exactly one of `source_id` and `source_code`.
+#[derive(Debug, Object)]
+struct CreateContact {
+    /// The lead's identifier in its channel, kept exactly as sent (1..=255 characters,
+    /// not all whitespace); a JSON integer is taken as its decimal text.
+    external_lead_id: StringOrInteger,
+    /// The source, by id.
+    source_id: Option<i64>,
+    /// The source, by code.
+    source_code: Option<String>,
+    /// Anything the source sends along (at most 64 KiB as JSON); `null` when left out.
+    payload: Option<Value>,
+}
+
+/// A manual assignment.
+#[derive(Debug, Object)]
+struct AssignContact {
+    /// An existing, active operator below its limit.
+    operator_id: i64,
+}
+
+/// Schema of a value that is a string or an integer; [`FromBody`] does the parsing.
+#[derive(Debug)]
+struct StringOrInteger(Value);
+
+#[OpenApi(tag = "ApiTags::Contacts")]
+impl<S: Store> ContactsApi<S> {
+    /// Register a contact
+    ///
+    /// Finds or creates the lead and assigns an operator of the source by weight among
+    /// those active and below their limit; when none is, the contact stays unassigned.
+    #[oai(path = "/api/contacts", method = "post")]
+    async fn create(&self, body: JsonBody<CreateContact>) -> ApiResult<Created<Contact>> {
+        let contact = self.0.register_contact(body.0).await?;
+        Ok(Created::Created(Json(contact.try_into()?)))
+    }
+
+    /// List contacts by id, a page at a time
+    #[oai(path = "/api/contacts", method = "get")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        /// Only contacts with this status.
+        status: Query<Option<ContactStatus>>,
+        /// Only contacts assigned to this operator.
+        operator_id: Query<Option<i64>>,
+        /// Only contacts from this source.
+        source_id: Query<Option<i64>>,
+        /// Only contacts of this lead.
+        lead_id: Query<Option<i64>>,
+        /// `true`: only contacts without an operator.
+        unassigned: Query<Option<bool>>,
+        /// Page size.
+        #[oai(
+            default = "default_page_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+        /// Only contacts with a larger id: the last id of the previous page.
+        after: Query<Option<i64>>,
+    ) -> ApiResult<Listed<Contact>> {
+        let filter = ContactFilter {
+            status: status.0.map(Into::into),
+            operator_id: operator_id.0.map(OperatorId),
+            source_id: source_id.0.map(SourceId),
+            lead_id: lead_id.0.map(LeadId),
+            unassigned: unassigned.0.unwrap_or(false),
+            page: Page {
+                after: after.0,
+                limit: limit.0,
+            },
+        };
+        let text = |v: Option<i64>| v.map(|v| v.to_string());
+        let params = [
+            ("status", filter.status.map(|s| s.as_str().to_owned())),
+            ("operator_id", text(operator_id.0)),
+            ("source_id", text(source_id.0)),
+            ("lead_id", text(lead_id.0)),
+            ("unassigned", filter.unassigned.then(|| "true".to_owned())),
+        ];
+        let found = self.0.list_contacts(filter).await?;
+        let last = found.last().map(|c| c.id.get());
+        let link = next_link("/api/contacts", &params, limit.0, found.len(), last);
+        Ok(Listed::Page(Json(contacts(found)?), link))
+    }
+
+    /// Read a contact
+    #[oai(path = "/api/contacts/:id", method = "get")]
+    async fn get(&self, id: Path<i64>) -> ApiResult<Json<Contact>> {
+        Ok(Json(self.0.get_contact(ContactId(id.0)).await?.try_into()?))
+    }
+
+    /// Close a contact, freeing its operator's capacity; closing again changes nothing
+    #[oai(path = "/api/contacts/:id/close", method = "post")]
+    async fn close(&self, id: Path<i64>) -> ApiResult<Json<Contact>> {
+        Ok(Json(
+            self.0.close_contact(ContactId(id.0)).await?.try_into()?,
+        ))
+    }
+
+    /// Assign an open contact to an operator by hand
+    ///
+    /// The operator needs no weight for the contact's source; the previous operator's
+    /// capacity is freed. Assigning it to its current operator changes nothing.
+    #[oai(path = "/api/contacts/:id/assign", method = "post")]
+    async fn assign(
+        &self,
+        id: Path<i64>,
+        body: JsonBody<AssignContact>,
+    ) -> ApiResult<Json<Contact>> {
+        let contact = self.0.assign_contact(ContactId(id.0), body.0).await?;
+        Ok(Json(contact.try_into()?))
+    }
+}
+
+impl FromBody for CreateContact {
+    type Output = NewContact;
+
+    fn from_fields(f: &mut Fields<'_>) -> Option<NewContact> {
+        let external_lead_id = f.required("external_lead_id", external_lead_id);
+        // Like the original, an explicit `null` is the same as leaving the field out.
+        let given = |name| f.get(name).filter(|v| !v.is_null());
+        let source = match (given("source_id"), given("source_code")) {
+            (Some(id), None) => f
+                .check("source_id", integer(id))
+                .map(|id| SourceRef::Id(SourceId(id))),
+            (None, Some(code)) => f
+                .check("source_code", source_code(code))
+                .map(SourceRef::Code),
+            (None, None) => {
+                f.fail("source_id", "give source_id or source_code");
+                None
+            }
+            (Some(_), Some(_)) => {
+                f.fail("source_code", "give source_id or source_code, not both");
+                None
+            }
+        };
+        let payload = match f.get("payload") {
+            None => Some(Payload::null()),
+            Some(value) => f.check(
+                "payload",
+                Payload::from_value(value).map_err(|e: ValueError| e.to_string()),
+            ),
+        };
+        Some(NewContact {
+            external_lead_id: external_lead_id?,
+            source: source?,
+            payload: payload?,
+        })
+    }
+}
+
+impl FromBody for AssignContact {
+    type Output = OperatorId;
+
+    fn from_fields(f: &mut Fields<'_>) -> Option<OperatorId> {
+        f.required("operator_id", integer).map(OperatorId)
+    }
+}
+
+impl Type for StringOrInteger {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Value;
+    type RawElementValueType = Value;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string_or_integer".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            one_of: vec![String::schema_ref(), i64::schema_ref()],
+            ..MetaSchema::ANY
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Value> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for StringOrInteger {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        Ok(Self(value.unwrap_or_default()))
+    }
+}
+
+impl ToJSON for StringOrInteger {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.clone())
+    }
+}

@@ -1,0 +1,62 @@
+//! `/api/leads`: the end customers, each with all their contacts.
+
+use std::sync::Arc;
+
+use crm_core::{LeadFilter, LeadId, Page, Store};
+use poem_openapi::{
+    OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+
+use super::{ApiTags, default_page_limit};
+use crate::{
+    dto::{Lead, LeadDetail, Listed, list, next_link},
+    error::ApiResult,
+};
+
+/// Lead endpoints over a store.
+pub(crate) struct LeadsApi<S>(pub(crate) Arc<S>);
+
+#[OpenApi(tag = "ApiTags::Leads")]
+impl<S: Store> LeadsApi<S> {
+    /// List leads by id, a page at a time
+    #[oai(path = "/api/leads", method = "get")]
+    async fn list(
+        &self,
+        /// Only the lead with this external id (exact match).
+        external_id: Query<Option<String>>,
+        /// Page size.
+        #[oai(
+            default = "default_page_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+        /// Only leads with a larger id: the last id of the previous page.
+        after: Query<Option<i64>>,
+    ) -> ApiResult<Listed<Lead>> {
+        let filter = LeadFilter {
+            external_id: external_id.0,
+            page: Page {
+                after: after.0,
+                limit: limit.0,
+            },
+        };
+        let params = [("external_id", filter.external_id.clone())];
+        let leads = self.0.list_leads(filter).await?;
+        let link = next_link(
+            "/api/leads",
+            &params,
+            limit.0,
+            leads.len(),
+            leads.last().map(|l| l.id.get()),
+        );
+        Ok(Listed::Page(Json(list(leads)), link))
+    }
+
+    /// Read a lead with all its contacts, oldest first
+    #[oai(path = "/api/leads/:id", method = "get")]
+    async fn get(&self, id: Path<i64>) -> ApiResult<Json<LeadDetail>> {
+        Ok(Json(self.0.get_lead(LeadId(id.0)).await?.try_into()?))
+    }
+}

@@ -1,0 +1,24 @@
+//! `/api/stats`: load figures for supervisors.
+
+use std::sync::Arc;
+
+use crm_core::Store;
+use poem_openapi::{OpenApi, payload::Json};
+
+use super::ApiTags;
+use crate::{
+    dto::{OperatorStats, list},
+    error::ApiResult,
+};
+
+/// Statistics endpoints over a store.
+pub(crate) struct StatsApi<S>(pub(crate) Arc<S>);
+
+#[OpenApi(tag = "ApiTags::Stats")]
+impl<S: Store> StatsApi<S> {
+    /// Each operator's limit, open and total contacts, by operator id
+    #[oai(path = "/api/stats/operators", method = "get")]
+    async fn operators(&self) -> ApiResult<Json<Vec<OperatorStats>>> {
+        Ok(Json(list(self.0.operator_stats().await?)))
+    }
+}

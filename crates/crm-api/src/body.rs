@@ -1,0 +1,309 @@
+//! JSON request bodies, read field by field straight into the core's validated commands.
+//!
+//! poem-openapi's own `Json<T>` reports a syntax error and a wrong field type alike as one
+//! 400 that names no field, and its `String` takes numbers and booleans. So each body type
+//! here derives `Object` only for its schema in the OpenAPI document, and [`FromBody`]
+//! parses it: every problem is collected with its field path (`operators[1].weight`) so one
+//! 422 names them all, as pydantic did. Unknown fields are ignored.
+
+use crm_core::{ExternalLeadId, MaxActiveContacts, Name, SourceCode, ValueError, Weight};
+use poem::{Request, RequestBody};
+use poem_openapi::{
+    payload::{ParsePayload, Payload as OaiPayload},
+    registry::{MetaSchemaRef, Registry},
+    types::Type,
+};
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, FieldError, payload_too_large};
+
+/// Largest accepted request body.
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A JSON body parsed by `T`'s [`FromBody`] into `T::Output`.
+pub(crate) struct JsonBody<T: FromBody>(pub(crate) T::Output);
+
+/// A body schema that knows how to read itself from a JSON object.
+pub(crate) trait FromBody: Type {
+    /// The validated command it becomes.
+    type Output: Send;
+
+    /// Reads the fields; returns `None` only after recording at least one error.
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self::Output>;
+}
+
+/// The fields of one JSON object, with the path to it and the errors found so far.
+pub(crate) struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    prefix: String,
+    errors: &'a mut Vec<FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    /// The raw value of a field, if present (`null` included).
+    pub(crate) fn get(&self, name: &str) -> Option<&'a Value> {
+        self.obj.get(name)
+    }
+
+    /// Records an error for a field of this object.
+    pub(crate) fn fail(&mut self, name: &str, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: format!("{}{name}", self.prefix),
+            message: message.into(),
+        });
+    }
+
+    /// Records `result`'s error, if any, against `name`.
+    pub(crate) fn check<T>(&mut self, name: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.fail(name, message)).ok()
+    }
+
+    /// A field that must be present and not `null`.
+    pub(crate) fn required<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&'a Value) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.get(name) {
+            None | Some(Value::Null) => {
+                self.fail(name, "field required");
+                None
+            }
+            Some(value) => self.check(name, parse(value)),
+        }
+    }
+
+    /// A field that may be left out but, when given, must not be `null`.
+    pub(crate) fn optional<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&'a Value) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.get(name)? {
+            Value::Null => {
+                self.fail(name, "must not be null");
+                None
+            }
+            value => self.check(name, parse(value)),
+        }
+    }
+
+    /// A required array of objects, each read by `item` with its own field paths.
+    pub(crate) fn list<T>(
+        &mut self,
+        name: &str,
+        mut item: impl FnMut(&mut Fields<'_>) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let values = self.required(name, |v| v.as_array().ok_or("must be an array".into()))?;
+        let mut items = Vec::with_capacity(values.len());
+        let mut ok = true;
+        for (i, value) in values.iter().enumerate() {
+            let path = format!("{name}[{i}]");
+            let Some(obj) = value.as_object() else {
+                self.fail(&path, "must be an object");
+                ok = false;
+                continue;
+            };
+            let mut fields = Fields {
+                obj,
+                prefix: format!("{}{path}.", self.prefix),
+                errors: &mut *self.errors,
+            };
+            match item(&mut fields) {
+                Some(parsed) => items.push(parsed),
+                None => ok = false,
+            }
+        }
+        ok.then_some(items)
+    }
+}
+
+impl<T: FromBody> OaiPayload for JsonBody<T> {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn check_content_type(content_type: &str) -> bool {
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json")
+            || essence
+                .rsplit_once('+')
+                .is_some_and(|(ty, suffix)| ty.starts_with("application/") && suffix == "json")
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: FromBody> ParsePayload for JsonBody<T> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(_request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let bytes = body
+            .take()?
+            .into_bytes_limit(MAX_BODY_BYTES)
+            .await
+            .map_err(|err| match err {
+                poem::error::ReadBodyError::PayloadTooLarge => payload_too_large().into(),
+                err => poem::Error::from(err),
+            })?;
+        Ok(Self(parse::<T>(&bytes)?))
+    }
+}
+
+poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: FromBody);
+
+/// Parses a whole body: syntax errors are 400, everything else 422.
+fn parse<T: FromBody>(bytes: &[u8]) -> Result<T::Output, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("body", "a JSON object is required"));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|err| {
+        ApiError::new(
+            crate::error::ErrorCode::MalformedJson,
+            format!("the body is not valid JSON: {err}"),
+        )
+    })?;
+    let Value::Object(obj) = &value else {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    };
+    let mut errors = Vec::new();
+    let output = T::from_fields(&mut Fields {
+        obj,
+        prefix: String::new(),
+        errors: &mut errors,
+    });
+    match output {
+        Some(output) if errors.is_empty() => Ok(output),
+        _ => Err(ApiError::validation(errors)),
+    }
+}
+
+/// A JSON integer in the `i64` range.
+pub(crate) fn integer(value: &Value) -> Result<i64, String> {
+    value
+        .as_i64()
+        .ok_or_else(|| "must be an integer".to_owned())
+}
+
+/// A JSON boolean.
+pub(crate) fn boolean(value: &Value) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| "must be a boolean".to_owned())
+}
+
+/// A JSON string, exactly: numbers and booleans are not text.
+pub(crate) fn string(value: &Value) -> Result<&str, String> {
+    value.as_str().ok_or_else(|| "must be a string".to_owned())
+}
+
+/// A display name.
+pub(crate) fn name(value: &Value) -> Result<Name, String> {
+    checked(Name::parse(string(value)?))
+}
+
+/// A source code.
+pub(crate) fn source_code(value: &Value) -> Result<SourceCode, String> {
+    checked(SourceCode::parse(string(value)?))
+}
+
+/// An operator's limit.
+pub(crate) fn max_active_contacts(value: &Value) -> Result<MaxActiveContacts, String> {
+    checked(MaxActiveContacts::new(integer(value)?))
+}
+
+/// A weight.
+pub(crate) fn weight(value: &Value) -> Result<Weight, String> {
+    checked(Weight::new(integer(value)?))
+}
+
+/// A lead's external id: a string as sent, or a JSON integer as its decimal text.
+pub(crate) fn external_lead_id(value: &Value) -> Result<ExternalLeadId, String> {
+    match value {
+        Value::String(s) => checked(ExternalLeadId::parse(s)),
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            checked(ExternalLeadId::parse(&n.to_string()))
+        }
+        _ => Err("must be a string or an integer".to_owned()),
+    }
+}
+
+fn checked<T>(result: Result<T, ValueError>) -> Result<T, String> {
+    result.map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::Object;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A body with one required, one optional and one list field.
+    #[derive(Object)]
+    struct Probe {
+        a: i64,
+        b: Option<bool>,
+        items: Vec<i64>,
+    }
+
+    impl FromBody for Probe {
+        type Output = (i64, Option<bool>, Vec<i64>);
+
+        fn from_fields(f: &mut Fields<'_>) -> Option<Self::Output> {
+            let a = f.required("a", integer);
+            let b = f.optional("b", boolean);
+            let items = f.list("items", |f| f.required("w", weight).map(Weight::get));
+            Some((a?, b, items?))
+        }
+    }
+
+    fn fields(body: Value) -> Vec<String> {
+        match parse::<Probe>(body.to_string().as_bytes()) {
+            Ok(_) => Vec::new(),
+            Err(err) => err.field_errors().iter().map(|e| e.field.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_path() {
+        assert_eq!(
+            fields(json!({"a": "1", "b": null, "items": [{"w": 0}, 3, {}]})),
+            ["a", "b", "items[0].w", "items[1]", "items[2].w"]
+        );
+    }
+
+    #[test]
+    fn valid_bodies_pass_and_unknown_fields_are_ignored() {
+        let out = parse::<Probe>(br#"{"a": 5, "items": [{"w": 2}], "zzz": 1}"#);
+        assert_eq!(out.ok(), Some((5, None, vec![2])));
+    }
+
+    #[test]
+    fn syntax_errors_are_not_validation_errors() {
+        let err = parse::<Probe>(b"{\"a\": ").err();
+        assert_eq!(
+            err.map(|e| e.code()),
+            Some(crate::error::ErrorCode::MalformedJson)
+        );
+    }
+
+    #[test]
+    fn external_ids_accept_integers_but_no_other_non_strings() {
+        assert_eq!(
+            external_lead_id(&json!(42)).map(|e| e.as_str().to_owned()),
+            Ok("42".to_owned())
+        );
+        assert_eq!(
+            external_lead_id(&json!(" x ")).map(|e| e.as_str().to_owned()),
+            Ok(" x ".to_owned())
+        );
+        for bad in [json!(true), json!(1.5), json!({}), json!([])] {
+            assert!(external_lead_id(&bad).is_err(), "{bad}");
+        }
+    }
+}

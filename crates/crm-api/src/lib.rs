@@ -1,0 +1,115 @@
+//! HTTP API of mini-crm: poem + poem-openapi over any [`crm_core::Store`].
+//!
+//! [`app`] builds the whole service — `/api/…`, `/health`, `/docs` (Swagger UI) and
+//! `/openapi.json` — so the server binary and the integration tests run the same thing.
+//! Every path is served with and without a trailing slash, and every error, including
+//! poem's own (unknown path, wrong method, wrong content type, bad parameters) and a panic
+//! in a handler, is answered as `application/problem+json`.
+
+mod api;
+mod body;
+pub mod config;
+mod dto;
+mod error;
+mod spec;
+
+use std::{any::Any, sync::Arc};
+
+use crm_core::Store;
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
+    http::header::CONTENT_LENGTH,
+    middleware::{CatchPanic, NormalizePath, TrailingSlash},
+};
+use tracing::Instrument;
+
+pub use crate::config::Config;
+use crate::error::{ApiError, ErrorCode, payload_too_large};
+
+/// The whole HTTP service over `store`.
+pub fn app<S: Store>(store: Arc<S>) -> impl Endpoint<Output = Response> + 'static {
+    let api = api::service(store);
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .nest("/", api)
+        .with(NormalizePath::new(TrailingSlash::Trim))
+        .around(limit_body)
+        .catch_all_error(problem)
+        .with(CatchPanic::new().with_handler(panic_problem))
+        .around(trace)
+}
+
+/// The OpenAPI document of [`app`], as served at `/openapi.json`.
+#[must_use]
+pub fn openapi_spec() -> String {
+    api::service(Arc::new(spec::NoStore)).spec()
+}
+
+/// Refuses a body declared larger than the limit before anything reads it; a body that
+/// declares no length is cut off while it is read (see `body::MAX_BODY_BYTES`).
+async fn limit_body<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > body::MAX_BODY_BYTES as u64) {
+        return Err(payload_too_large().into());
+    }
+    Ok(ep.call(req).await?.into_response())
+}
+
+/// Turns every error that reached the top into a problem response.
+async fn problem(err: poem::Error) -> Response {
+    ApiError::from_poem(err).into_response()
+}
+
+/// Logs a handler's panic and answers 500.
+fn panic_problem(panic: Box<dyn Any + Send>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-text panic");
+    tracing::error!(panic = message, "handler panicked");
+    ApiError::new(
+        ErrorCode::Internal,
+        "the server failed to handle the request",
+    )
+    .into_response()
+}
+
+/// One span per request; the status is logged at debug level.
+async fn trace<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+    async move {
+        let resp = ep.call(req).await?.into_response();
+        tracing::debug!(status = resp.status().as_u16(), "response");
+        Ok(resp)
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use poem::{endpoint::make_sync, http::StatusCode};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_as_a_500_problem() {
+        let ep = make_sync(|_| -> &'static str { panic!("boom") })
+            .with(CatchPanic::new().with_handler(panic_problem));
+        let resp = ep.call(Request::default()).await.expect("a response");
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(resp.content_type(), Some("application/problem+json"));
+        let body = resp.into_body().into_string().await.expect("a body");
+        assert!(
+            body.contains(r#""code":"internal""#) && !body.contains("boom"),
+            "{body}"
+        );
+    }
+}

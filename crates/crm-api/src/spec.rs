@@ -1,0 +1,83 @@
+//! A store with no database, so the OpenAPI document can be rendered without one.
+
+use crm_core::{
+    Contact, ContactFilter, ContactId, Lead, LeadFilter, LeadId, LeadWithContacts, NewContact,
+    NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch, OperatorStats,
+    Source, SourceId, SourcePatch, Store, StoreError, WeightSet,
+};
+
+/// Answers every call with [`StoreError::Unavailable`]; only its type matters.
+pub(crate) struct NoStore;
+
+fn none<T>() -> Result<T, StoreError> {
+    Err(StoreError::Unavailable(
+        "no database: spec rendering only".into(),
+    ))
+}
+
+impl Store for NoStore {
+    async fn health(&self) -> Result<(), StoreError> {
+        none()
+    }
+    async fn create_operator(&self, _: NewOperator) -> Result<Operator, StoreError> {
+        none()
+    }
+    async fn list_operators(&self, _: OperatorFilter) -> Result<Vec<Operator>, StoreError> {
+        none()
+    }
+    async fn get_operator(&self, _: OperatorId) -> Result<Operator, StoreError> {
+        none()
+    }
+    async fn update_operator(
+        &self,
+        _: OperatorId,
+        _: OperatorPatch,
+    ) -> Result<Operator, StoreError> {
+        none()
+    }
+    async fn delete_operator(&self, _: OperatorId) -> Result<(), StoreError> {
+        none()
+    }
+    async fn create_source(&self, _: NewSource) -> Result<Source, StoreError> {
+        none()
+    }
+    async fn list_sources(&self) -> Result<Vec<Source>, StoreError> {
+        none()
+    }
+    async fn get_source(&self, _: SourceId) -> Result<Source, StoreError> {
+        none()
+    }
+    async fn update_source(&self, _: SourceId, _: SourcePatch) -> Result<Source, StoreError> {
+        none()
+    }
+    async fn delete_source(&self, _: SourceId) -> Result<(), StoreError> {
+        none()
+    }
+    async fn replace_weights(&self, _: SourceId, _: WeightSet) -> Result<Source, StoreError> {
+        none()
+    }
+    async fn list_leads(&self, _: LeadFilter) -> Result<Vec<Lead>, StoreError> {
+        none()
+    }
+    async fn get_lead(&self, _: LeadId) -> Result<LeadWithContacts, StoreError> {
+        none()
+    }
+    async fn register_contact(&self, _: NewContact) -> Result<Contact, StoreError> {
+        none()
+    }
+    async fn list_contacts(&self, _: ContactFilter) -> Result<Vec<Contact>, StoreError> {
+        none()
+    }
+    async fn get_contact(&self, _: ContactId) -> Result<Contact, StoreError> {
+        none()
+    }
+    async fn close_contact(&self, _: ContactId) -> Result<Contact, StoreError> {
+        none()
+    }
+    async fn assign_contact(&self, _: ContactId, _: OperatorId) -> Result<Contact, StoreError> {
+        none()
+    }
+    async fn operator_stats(&self) -> Result<Vec<OperatorStats>, StoreError> {
+        none()
+    }
+}

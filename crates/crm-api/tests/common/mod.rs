@@ -1,0 +1,281 @@
+//! Test harness: the real app on port 0 over a fresh temporary database (SQLite, or
+//! PostgreSQL under `cargo xtask test`), and a client with one method per endpoint.
+
+// Each test binary uses a different subset of the helpers.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use crm_store::{
+    DbStore, StoreConfig,
+    testing::{Backend, TestDatabase},
+};
+use poem::{
+    Server,
+    listener::{Acceptor as _, Listener as _, TcpListener},
+};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::Value;
+
+/// A running app and a client for it. The database lives as long as this value.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The store the app runs on, for checking state directly.
+    pub store: Arc<DbStore>,
+    pub client: reqwest::Client,
+    db: TestDatabase,
+}
+
+/// Runs each named test function (taking a [`Backend`]) once per backend: `sqlite::name`
+/// always, and `postgres::name` when the `postgres-tests` feature is on.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(crm_store::testing::Backend::Sqlite).await;
+                }
+            )*
+        }
+        #[cfg(feature = "postgres-tests")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(crm_store::testing::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A fresh store on a temporary SQLite file, exactly as the server opens one.
+pub async fn test_store(backend: Backend) -> (Arc<DbStore>, TestDatabase) {
+    let db = TestDatabase::create(backend).await;
+    let config = StoreConfig {
+        database_url: db.url.clone(),
+        ..StoreConfig::default()
+    };
+    let store = crm_store::connect(&config).await.expect("test store opens");
+    (Arc::new(store), db)
+}
+
+/// Starts [`crm_api::app`] on 127.0.0.1 with an OS-chosen port, in a background task.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_on(Backend::Sqlite).await
+}
+
+/// Starts [`crm_api::app`] on a fresh database of `backend`.
+pub async fn spawn_app_on(backend: Backend) -> TestApp {
+    let (store, db) = test_store(backend).await;
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .expect("bind a free port");
+    let addr = *acceptor.local_addr()[0]
+        .as_socket_addr()
+        .expect("a TCP address");
+    let app = crm_api::app(Arc::clone(&store));
+    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+    TestApp {
+        address: format!("http://{addr}"),
+        store,
+        client: reqwest::Client::new(),
+        db,
+    }
+}
+
+impl TestApp {
+    /// Any request with a JSON body.
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Response {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.expect("request is answered")
+    }
+
+    /// Any request with raw bytes and an optional Content-Type.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .body(body);
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
+        req.send().await.expect("request is answered")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub async fn health(&self) -> Response {
+        self.get("/health").await
+    }
+
+    pub async fn create_operator(&self, body: &Value) -> Response {
+        self.send(Method::POST, "/api/operators", Some(body)).await
+    }
+
+    pub async fn list_operators(&self, query: &str) -> Response {
+        self.get(&format!("/api/operators{query}")).await
+    }
+
+    pub async fn get_operator(&self, id: i64) -> Response {
+        self.get(&format!("/api/operators/{id}")).await
+    }
+
+    pub async fn update_operator(&self, id: i64, body: &Value) -> Response {
+        let path = format!("/api/operators/{id}");
+        self.send(Method::PATCH, &path, Some(body)).await
+    }
+
+    pub async fn delete_operator(&self, id: i64) -> Response {
+        let path = format!("/api/operators/{id}");
+        self.send(Method::DELETE, &path, None).await
+    }
+
+    pub async fn create_source(&self, body: &Value) -> Response {
+        self.send(Method::POST, "/api/sources", Some(body)).await
+    }
+
+    pub async fn list_sources(&self) -> Response {
+        self.get("/api/sources").await
+    }
+
+    pub async fn get_source(&self, id: i64) -> Response {
+        self.get(&format!("/api/sources/{id}")).await
+    }
+
+    pub async fn update_source(&self, id: i64, body: &Value) -> Response {
+        let path = format!("/api/sources/{id}");
+        self.send(Method::PATCH, &path, Some(body)).await
+    }
+
+    pub async fn delete_source(&self, id: i64) -> Response {
+        let path = format!("/api/sources/{id}");
+        self.send(Method::DELETE, &path, None).await
+    }
+
+    pub async fn put_weights(&self, source_id: i64, body: &Value) -> Response {
+        let path = format!("/api/sources/{source_id}/operators");
+        self.send(Method::PUT, &path, Some(body)).await
+    }
+
+    pub async fn list_leads(&self, query: &str) -> Response {
+        self.get(&format!("/api/leads{query}")).await
+    }
+
+    pub async fn get_lead(&self, id: i64) -> Response {
+        self.get(&format!("/api/leads/{id}")).await
+    }
+
+    pub async fn create_contact(&self, body: &Value) -> Response {
+        self.send(Method::POST, "/api/contacts", Some(body)).await
+    }
+
+    pub async fn list_contacts(&self, query: &str) -> Response {
+        self.get(&format!("/api/contacts{query}")).await
+    }
+
+    pub async fn get_contact(&self, id: i64) -> Response {
+        self.get(&format!("/api/contacts/{id}")).await
+    }
+
+    pub async fn close_contact(&self, id: i64) -> Response {
+        let path = format!("/api/contacts/{id}/close");
+        self.send(Method::POST, &path, None).await
+    }
+
+    pub async fn assign_contact(&self, id: i64, body: &Value) -> Response {
+        let path = format!("/api/contacts/{id}/assign");
+        self.send(Method::POST, &path, Some(body)).await
+    }
+
+    pub async fn operator_stats(&self) -> Response {
+        self.get("/api/stats/operators").await
+    }
+
+    /// Creates an operator and returns its id.
+    pub async fn operator(&self, name: &str, max_active_contacts: i64) -> i64 {
+        let body = serde_json::json!({"name": name, "max_active_contacts": max_active_contacts});
+        id_of(json(self.create_operator(&body).await, StatusCode::CREATED).await)
+    }
+
+    /// Creates a source with the given `(operator_id, weight)` pairs and returns its id.
+    pub async fn source(&self, code: &str, weights: &[(i64, i64)]) -> i64 {
+        let body = serde_json::json!({"name": code, "code": code});
+        let id = id_of(json(self.create_source(&body).await, StatusCode::CREATED).await);
+        let operators: Vec<Value> = weights
+            .iter()
+            .map(|(operator_id, weight)| serde_json::json!({"operator_id": operator_id, "weight": weight}))
+            .collect();
+        let body = serde_json::json!({ "operators": operators });
+        json(self.put_weights(id, &body).await, StatusCode::OK).await;
+        id
+    }
+
+    /// Registers a contact from `external_lead_id` through the source `code`.
+    pub async fn contact(&self, external_lead_id: &str, code: &str) -> Value {
+        let body = serde_json::json!({"external_lead_id": external_lead_id, "source_code": code});
+        json(self.create_contact(&body).await, StatusCode::CREATED).await
+    }
+}
+
+/// Asserts the status and a JSON body, and returns the body.
+pub async fn json(resp: Response, status: StatusCode) -> Value {
+    let actual = resp.status();
+    let text = resp.text().await.expect("body is readable");
+    assert_eq!(actual, status, "body: {text}");
+    serde_json::from_str(&text).expect("body is JSON")
+}
+
+/// Asserts a problem response: status, `application/problem+json`, `code`, and the members
+/// every problem has. Returns the body.
+pub async fn problem(resp: Response, status: StatusCode, code: &str) -> Value {
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = json(resp, status).await;
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "{body}"
+    );
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert_eq!(body["type"], format!("/problems/{code}"), "{body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+/// The fields a 422 names, in order.
+pub fn fields(problem: &Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// The `id` of an entity.
+pub fn id_of(entity: Value) -> i64 {
+    entity["id"].as_i64().expect("entity has an integer id")
+}

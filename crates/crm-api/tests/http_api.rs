@@ -1,0 +1,501 @@
+//! Every row of the endpoint table over HTTP, against the real app and a fresh SQLite store.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashSet;
+
+use common::{fields, id_of, json, problem, spawn_app_on};
+use crm_store::testing::Backend;
+
+on_every_backend!(
+    operators_are_created_with_defaults_read_changed_and_deleted,
+    an_operator_with_contacts_cannot_be_deleted,
+    sources_are_created_read_changed_and_deleted,
+    weights_replace_the_whole_set_or_nothing,
+    registration_finds_or_creates_the_lead_and_keeps_the_payload,
+    an_unknown_source_is_404_and_writes_no_lead,
+    capacity_is_respected_and_closing_frees_it,
+    manual_assignment_follows_the_rules,
+    listings_filter_and_page_with_a_link,
+    concurrent_registrations_never_exceed_capacity,
+);
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn operators_are_created_with_defaults_read_changed_and_deleted(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let created = json(
+        app.create_operator(&json!({"name": "  Ann  "})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(created["name"], "Ann");
+    assert_eq!(created["is_active"], true);
+    assert_eq!(created["max_active_contacts"], 10);
+    assert_eq!(created["active_contacts"], 0);
+    assert!(
+        created["created_at"]
+            .as_str()
+            .is_some_and(|t| t.contains('T'))
+    );
+    let id = id_of(created.clone());
+    assert_eq!(
+        json(app.get_operator(id).await, StatusCode::OK).await,
+        created
+    );
+
+    let changed = json(
+        app.update_operator(id, &json!({"is_active": false, "max_active_contacts": 3}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (
+            &changed["name"],
+            &changed["is_active"],
+            &changed["max_active_contacts"]
+        ),
+        (&json!("Ann"), &json!(false), &json!(3))
+    );
+
+    let bob = app.operator("Bob", 5).await;
+    let active = json(app.list_operators("?is_active=true").await, StatusCode::OK).await;
+    assert_eq!(ids(&active), [bob]);
+    let all = json(app.list_operators("").await, StatusCode::OK).await;
+    assert_eq!(ids(&all), [id, bob]);
+
+    let resp = app.delete_operator(id).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    problem(
+        app.get_operator(id).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    problem(
+        app.delete_operator(id).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let resp = app.update_operator(id, &json!({"name": "x"})).await;
+    problem(resp, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+async fn an_operator_with_contacts_cannot_be_deleted(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let ann = app.operator("Ann", 5).await;
+    app.source("tg", &[(ann, 1)]).await;
+    app.contact("u1", "tg").await;
+    let resp = app.delete_operator(ann).await;
+    problem(resp, StatusCode::CONFLICT, "operator_has_contacts").await;
+    json(app.get_operator(ann).await, StatusCode::OK).await;
+}
+
+async fn sources_are_created_read_changed_and_deleted(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let created = json(
+        app.create_source(&json!({"name": "Telegram", "code": "tg"}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(created["code"], "tg");
+    assert_eq!(created["operators"], json!([]));
+    let id = id_of(created.clone());
+    assert_eq!(
+        json(app.get_source(id).await, StatusCode::OK).await,
+        created
+    );
+
+    let resp = app
+        .create_source(&json!({"name": "Other", "code": "tg"}))
+        .await;
+    problem(resp, StatusCode::CONFLICT, "source_code_taken").await;
+    // Codes are case-sensitive.
+    let wa = id_of(
+        json(
+            app.create_source(&json!({"name": "WhatsApp", "code": "TG"}))
+                .await,
+            StatusCode::CREATED,
+        )
+        .await,
+    );
+    let resp = app.update_source(wa, &json!({"code": "tg"})).await;
+    problem(resp, StatusCode::CONFLICT, "source_code_taken").await;
+
+    let changed = json(
+        app.update_source(id, &json!({"name": "Telegram bot"}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (&changed["name"], &changed["code"]),
+        (&json!("Telegram bot"), &json!("tg"))
+    );
+    assert_eq!(
+        ids(&json(app.list_sources().await, StatusCode::OK).await),
+        [id, wa]
+    );
+
+    assert_eq!(app.delete_source(wa).await.status(), StatusCode::NO_CONTENT);
+    problem(app.get_source(wa).await, StatusCode::NOT_FOUND, "not_found").await;
+
+    app.contact("u1", "tg").await;
+    problem(
+        app.delete_source(id).await,
+        StatusCode::CONFLICT,
+        "source_has_contacts",
+    )
+    .await;
+}
+
+async fn weights_replace_the_whole_set_or_nothing(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let ann = app.operator("Ann", 5).await;
+    let bob = app.operator("Bob", 5).await;
+    let source = app.source("tg", &[(ann, 10)]).await;
+
+    let put = |body: Value| {
+        let app = &app;
+        async move { app.put_weights(source, &body).await }
+    };
+    let replaced = json(
+        put(json!({"operators": [{"operator_id": bob, "weight": 3}, {"operator_id": ann, "weight": 7}]})).await,
+        StatusCode::OK,
+    )
+    .await;
+    let set: HashSet<(i64, i64)> = replaced["operators"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            (
+                o["operator_id"].as_i64().unwrap_or(0),
+                o["weight"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(set, HashSet::from([(ann, 7), (bob, 3)]));
+    assert_eq!(replaced["operators"][0]["operator"]["name"], "Ann");
+
+    for (body, field) in [
+        (
+            json!({"operators": [{"operator_id": ann, "weight": 1}, {"operator_id": ann, "weight": 2}]}),
+            "operators[1].operator_id",
+        ),
+        (
+            json!({"operators": [{"operator_id": ann, "weight": 1}, {"operator_id": 999, "weight": 2}]}),
+            "operators[1].operator_id",
+        ),
+        (
+            json!({"operators": [{"operator_id": ann, "weight": 0}]}),
+            "operators[0].weight",
+        ),
+        (
+            json!({"operators": [{"operator_id": ann, "weight": 1_000_001}]}),
+            "operators[0].weight",
+        ),
+        (
+            json!({"operators": [{"weight": 1}]}),
+            "operators[0].operator_id",
+        ),
+        (json!({"operators": {}}), "operators"),
+    ] {
+        let body = problem(
+            put(body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(fields(&body), [field]);
+    }
+    let unchanged = json(app.get_source(source).await, StatusCode::OK).await;
+    assert_eq!(unchanged["operators"], replaced["operators"]);
+
+    let cleared = json(put(json!({"operators": []})).await, StatusCode::OK).await;
+    assert_eq!(cleared["operators"], json!([]));
+    let resp = app.put_weights(999, &json!({"operators": []})).await;
+    problem(resp, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+async fn registration_finds_or_creates_the_lead_and_keeps_the_payload(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let ann = app.operator("Ann", 5).await;
+    let tg = app.source("tg", &[(ann, 1)]).await;
+    let wa = app.source("wa", &[(ann, 1)]).await;
+
+    let first = json(
+        app.create_contact(
+            &json!({"external_lead_id": 12345, "source_id": tg, "payload": "hello"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(first["payload"], "hello");
+    assert_eq!(first["status"], "open");
+    assert_eq!(first["operator_id"], ann);
+    assert_eq!(
+        first["operator"],
+        json!({"id": ann, "name": "Ann", "is_active": true})
+    );
+    assert_eq!(first["closed_at"], Value::Null);
+
+    let payload = json!({"text": "hi", "nested": {"z": 1, "a": [1, 2]}});
+    let second = json(
+        app.create_contact(
+            &json!({"external_lead_id": "12345", "source_code": "wa", "payload": payload}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(second["payload"], payload);
+    assert_eq!(second["lead_id"], first["lead_id"]);
+    assert_eq!(second["source_id"], wa);
+
+    let third = app.contact(" 12345 ", "tg").await;
+    assert_eq!(third["payload"], Value::Null);
+    assert_ne!(
+        third["lead_id"], first["lead_id"],
+        "ids are kept exactly as sent"
+    );
+
+    let lead = json(
+        app.get_lead(first["lead_id"].as_i64().unwrap_or(0)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(lead["external_id"], "12345");
+    assert_eq!(lead["contacts"], json!([first, second]));
+    let found = json(
+        app.list_leads("?external_id=%2012345%20").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(ids(&found), [third["lead_id"].as_i64().unwrap_or(0)]);
+    assert_eq!(
+        json(app.get_contact(id_of(second.clone())).await, StatusCode::OK).await,
+        second
+    );
+}
+
+async fn an_unknown_source_is_404_and_writes_no_lead(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let resp = app
+        .create_contact(&json!({"external_lead_id": "u1", "source_code": "nope"}))
+        .await;
+    problem(resp, StatusCode::NOT_FOUND, "not_found").await;
+    let resp = app
+        .create_contact(&json!({"external_lead_id": "u1", "source_id": 42}))
+        .await;
+    problem(resp, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(
+        json(app.list_leads("").await, StatusCode::OK).await,
+        json!([])
+    );
+    assert_eq!(
+        json(app.list_contacts("").await, StatusCode::OK).await,
+        json!([])
+    );
+}
+
+async fn capacity_is_respected_and_closing_frees_it(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let ann = app.operator("Ann", 1).await;
+    app.source("tg", &[(ann, 1)]).await;
+
+    let first = app.contact("u1", "tg").await;
+    assert_eq!(first["operator_id"], ann);
+    let second = app.contact("u2", "tg").await;
+    assert_eq!(second["operator_id"], Value::Null);
+    assert_eq!(second["operator"], Value::Null);
+
+    let closed = json(
+        app.close_contact(id_of(first.clone())).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(closed["status"], "closed");
+    assert!(closed["closed_at"].is_string());
+    let again = json(app.close_contact(id_of(first)).await, StatusCode::OK).await;
+    assert_eq!(again, closed);
+
+    let third = app.contact("u3", "tg").await;
+    assert_eq!(third["operator_id"], ann);
+    let stats = json(app.operator_stats().await, StatusCode::OK).await;
+    assert_eq!(
+        stats,
+        json!([{"operator_id": ann, "operator_name": "Ann", "max_active_contacts": 1, "open_contacts": 1, "total_contacts": 2}])
+    );
+    problem(
+        app.close_contact(999).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+}
+
+async fn manual_assignment_follows_the_rules(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let ann = app.operator("Ann", 1).await;
+    let bob = app.operator("Bob", 1).await;
+    let off = app.operator("Off", 5).await;
+    json(
+        app.update_operator(off, &json!({"is_active": false})).await,
+        StatusCode::OK,
+    )
+    .await;
+    app.source("tg", &[(ann, 1)]).await;
+    let contact = id_of(app.contact("u1", "tg").await);
+
+    // Moving it to Bob (no weight for the source needed) frees Ann.
+    let moved = json(
+        app.assign_contact(contact, &json!({"operator_id": bob}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(moved["operator_id"], bob);
+    let same = json(
+        app.assign_contact(contact, &json!({"operator_id": bob}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(same, moved);
+    let ann_now = json(app.get_operator(ann).await, StatusCode::OK).await;
+    assert_eq!(ann_now["active_contacts"], 0);
+
+    let other = id_of(app.contact("u2", "tg").await);
+    let resp = app
+        .assign_contact(other, &json!({"operator_id": bob}))
+        .await;
+    problem(resp, StatusCode::CONFLICT, "operator_at_capacity").await;
+    let resp = app
+        .assign_contact(other, &json!({"operator_id": off}))
+        .await;
+    problem(resp, StatusCode::CONFLICT, "operator_inactive").await;
+    let resp = app
+        .assign_contact(other, &json!({"operator_id": 999}))
+        .await;
+    let body = problem(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(fields(&body), ["operator_id"]);
+    let resp = app.assign_contact(999, &json!({"operator_id": bob})).await;
+    problem(resp, StatusCode::NOT_FOUND, "not_found").await;
+
+    json(app.close_contact(contact).await, StatusCode::OK).await;
+    let resp = app
+        .assign_contact(contact, &json!({"operator_id": ann}))
+        .await;
+    problem(resp, StatusCode::CONFLICT, "contact_closed").await;
+}
+
+async fn listings_filter_and_page_with_a_link(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let ann = app.operator("Ann", 2).await;
+    let tg = app.source("tg", &[(ann, 1)]).await;
+    let mut all = Vec::new();
+    for i in 0..5 {
+        all.push(id_of(app.contact(&format!("u{i}"), "tg").await));
+    }
+    let assigned = json(
+        app.list_contacts(&format!("?operator_id={ann}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(ids(&assigned), &all[..2]);
+    let unassigned = json(app.list_contacts("?unassigned=true").await, StatusCode::OK).await;
+    assert_eq!(ids(&unassigned), &all[2..]);
+    json(app.close_contact(all[0]).await, StatusCode::OK).await;
+    let closed = json(app.list_contacts("?status=closed").await, StatusCode::OK).await;
+    assert_eq!(ids(&closed), [all[0]]);
+
+    // Follow the Link header to the end.
+    let mut seen = Vec::new();
+    let mut next = Some(format!("/api/contacts?source_id={tg}&limit=2"));
+    while let Some(path) = next.take() {
+        let resp = app.get(&path).await;
+        next = resp
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                Some(
+                    v.strip_prefix('<')?
+                        .split_once(">; rel=\"next\"")?
+                        .0
+                        .to_owned(),
+                )
+            });
+        seen.extend(ids(&json(resp, StatusCode::OK).await));
+        assert!(seen.len() <= all.len(), "the cursor moves on");
+    }
+    assert_eq!(seen, all);
+
+    let leads = json(app.list_leads("?limit=3").await, StatusCode::OK).await;
+    assert_eq!(leads.as_array().map(Vec::len), Some(3));
+    let after = leads[2]["id"].as_i64().unwrap_or(0);
+    let rest = json(
+        app.list_leads(&format!("?after={after}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(rest.as_array().map(Vec::len), Some(2));
+}
+
+async fn concurrent_registrations_never_exceed_capacity(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let ann = app.operator("Ann", 5).await;
+    let bob = app.operator("Bob", 3).await;
+    app.source("tg", &[(ann, 1), (bob, 1)]).await;
+
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let (client, address) = (app.client.clone(), app.address.clone());
+            tokio::spawn(async move {
+                let body = json!({"external_lead_id": format!("u{i}"), "source_code": "tg"});
+                let resp = client
+                    .post(format!("{address}/api/contacts"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("answered");
+                json(resp, StatusCode::CREATED).await
+            })
+        })
+        .collect();
+    let mut assigned = 0;
+    for task in tasks {
+        if !task.await.expect("task finishes")["operator_id"].is_null() {
+            assigned += 1;
+        }
+    }
+    assert_eq!(assigned, 8);
+    let stats = json(app.operator_stats().await, StatusCode::OK).await;
+    let open: Vec<_> = stats
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["open_contacts"].clone())
+        .collect();
+    assert_eq!(open, [json!(5), json!(3)]);
+    let unassigned = json(
+        app.list_contacts("?unassigned=true&limit=1000").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(unassigned.as_array().map(Vec::len), Some(56));
+}
+
+fn ids(list: &Value) -> Vec<i64> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["id"].as_i64())
+        .collect()
+}

@@ -1,0 +1,237 @@
+//! Two crm-api processes on one PostgreSQL database, registering at once: the capacity
+//! limit holds across processes, every contact is stored, and the counters equal the rows.
+//! Built only with the `postgres-tests` feature (`cargo xtask test` turns it on).
+#![cfg(feature = "postgres-tests")]
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crm_store::testing::{Backend, TestDatabase};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+/// A server process, killed when dropped (also when the test panics).
+struct Replica {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn start_replica(database_url: &str, client: &reqwest::Client) -> Replica {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_crm-api"))
+        .env("CRM_DATABASE_URL", database_url)
+        .env("CRM_BIND", format!("127.0.0.1:{port}"))
+        .env("CRM_DB_MAX_CONNECTIONS", "16")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start crm-api");
+    let replica = Replica {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = client.get(format!("{}/health", replica.base)).send().await
+            && resp.status().is_success()
+        {
+            return replica;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica on port {port} never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    let resp = client.post(url).json(&body).send().await.expect("answered");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(client: &reqwest::Client, url: String) -> Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// All contacts, following the pages.
+async fn all_contacts(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = get(
+            client,
+            format!("{base}/api/contacts?limit=1000&after={after}"),
+        )
+        .await;
+        let items = page.as_array().expect("a list").clone();
+        if items.is_empty() {
+            return all;
+        }
+        after = items.last().and_then(|c| c["id"].as_i64()).expect("ids");
+        all.extend(items);
+    }
+}
+
+/// Registers `count` contacts, alternating replicas, at most 64 at a time; returns the
+/// created contacts and asserts every answer was a 201.
+async fn register_many(
+    client: &reqwest::Client,
+    bases: &[String; 2],
+    source_id: i64,
+    prefix: &str,
+    count: usize,
+) -> Vec<Value> {
+    let permits = Arc::new(Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let client = client.clone();
+        let url = format!("{}/api/contacts", bases[i % 2]);
+        let permits = Arc::clone(&permits);
+        let body =
+            json!({"external_lead_id": format!("{prefix}-{}", i % 150), "source_id": source_id});
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire().await.expect("semaphore");
+            post(&client, url, body).await
+        }));
+    }
+    let mut created = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.expect("task");
+        assert_eq!(status, 201, "registration answered {status}: {body}");
+        created.push(body);
+    }
+    created
+}
+
+/// Every operator's counter equals its open rows and is within its limit.
+async fn assert_counters_match_rows(client: &reqwest::Client, base: &str) {
+    let contacts = all_contacts(client, base).await;
+    let stats = get(client, format!("{base}/api/stats/operators")).await;
+    for op in stats.as_array().expect("stats") {
+        let id = op["operator_id"].as_i64().expect("id");
+        let open_rows = contacts
+            .iter()
+            .filter(|c| c["operator_id"].as_i64() == Some(id) && c["status"] == "open")
+            .count() as i64;
+        let counter = op["open_contacts"].as_i64().expect("counter");
+        assert_eq!(counter, open_rows, "operator {id}: counter vs rows");
+        assert!(
+            counter <= op["max_active_contacts"].as_i64().expect("limit"),
+            "operator {id} over its limit"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_one_capacity_limit() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let client = reqwest::Client::new();
+    // Both start at once: migrations must run once, under the advisory lock.
+    let (a, b) = tokio::join!(
+        start_replica(&db.url, &client),
+        start_replica(&db.url, &client)
+    );
+    let bases = [a.base.clone(), b.base.clone()];
+
+    let (_, anna) = post(
+        &client,
+        format!("{}/api/operators", bases[0]),
+        json!({"name": "Anna", "max_active_contacts": 5}),
+    )
+    .await;
+    let (_, boris) = post(
+        &client,
+        format!("{}/api/operators", bases[1]),
+        json!({"name": "Boris", "max_active_contacts": 3}),
+    )
+    .await;
+    let (_, source) = post(
+        &client,
+        format!("{}/api/sources", bases[0]),
+        json!({"name": "Bot", "code": "bot"}),
+    )
+    .await;
+    let source_id = source["id"].as_i64().expect("source id");
+    let resp = client
+        .put(format!("{}/api/sources/{source_id}/operators", bases[1]))
+        .json(&json!({"operators": [
+            {"operator_id": anna["id"], "weight": 1},
+            {"operator_id": boris["id"], "weight": 1},
+        ]}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let created = register_many(&client, &bases, source_id, "lead", 400).await;
+    let assigned = created
+        .iter()
+        .filter(|c| !c["operator_id"].is_null())
+        .count();
+    assert_eq!(assigned, 8, "exactly the 5 + 3 places are taken");
+
+    let stored = all_contacts(&client, &bases[0]).await;
+    assert_eq!(stored.len(), 400);
+    assert_eq!(
+        stored.iter().filter(|c| c["operator_id"].is_null()).count(),
+        392
+    );
+    assert_counters_match_rows(&client, &bases[1]).await;
+
+    // Round two: close the assigned contacts while registering more on both replicas.
+    let to_close: Vec<i64> = stored
+        .iter()
+        .filter(|c| !c["operator_id"].is_null())
+        .filter_map(|c| c["id"].as_i64())
+        .collect();
+    let closer = {
+        let client = client.clone();
+        let bases = bases.clone();
+        tokio::spawn(async move {
+            for (i, id) in to_close.into_iter().enumerate() {
+                let resp = client
+                    .post(format!("{}/api/contacts/{id}/close", bases[i % 2]))
+                    .send()
+                    .await
+                    .expect("answered");
+                assert_eq!(resp.status().as_u16(), 200, "close of contact {id}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let more = register_many(&client, &bases, source_id, "again", 200).await;
+    closer.await.expect("closer");
+    assert_eq!(more.len(), 200);
+    assert_eq!(all_contacts(&client, &bases[0]).await.len(), 600);
+    assert_counters_match_rows(&client, &bases[0]).await;
+
+    drop((a, b));
+    db.drop_database().await;
+}
