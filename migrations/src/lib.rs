@@ -1,7 +1,7 @@
 //! Schema migrations of mini-crm. The schema changes only through these files; a file
 //! is never edited once released, a new one is added instead.
 
-pub use sea_orm_migration::prelude::*;
+pub use sea_orm_migration::{MigrationStatus, prelude::*};
 
 mod m20261125_000001_create_schema;
 

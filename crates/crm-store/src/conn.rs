@@ -17,6 +17,8 @@ use crate::error::{db_err, sync_err};
 pub enum DbError {
     /// A unique constraint refused the statement.
     Unique,
+    /// A foreign key refused the statement (e.g. a row gained a reference meanwhile).
+    ForeignKey,
     /// Anything else, already mapped.
     Other(StoreError),
 }
@@ -25,6 +27,7 @@ impl From<DbError> for StoreError {
     fn from(err: DbError) -> Self {
         match err {
             DbError::Unique => StoreError::Internal("unexpected unique violation".into()),
+            DbError::ForeignKey => StoreError::Internal("unexpected foreign key violation".into()),
             DbError::Other(err) => err,
         }
     }
@@ -94,13 +97,10 @@ impl SqliteConn<'_> {
 }
 
 fn sync_db_err(err: sea_orm_sync::DbErr) -> DbError {
-    if matches!(
-        err.sql_err(),
-        Some(sea_orm_sync::SqlErr::UniqueConstraintViolation(_))
-    ) {
-        DbError::Unique
-    } else {
-        DbError::Other(sync_err(err))
+    match err.sql_err() {
+        Some(sea_orm_sync::SqlErr::UniqueConstraintViolation(_)) => DbError::Unique,
+        Some(sea_orm_sync::SqlErr::ForeignKeyConstraintViolation(_)) => DbError::ForeignKey,
+        _ => DbError::Other(sync_err(err)),
     }
 }
 

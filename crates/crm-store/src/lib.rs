@@ -8,6 +8,7 @@
 mod conn;
 mod entity;
 mod error;
+mod migrate;
 mod ops;
 mod pg;
 mod read;
@@ -25,6 +26,8 @@ use crm_core::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sea_orm::DatabaseConnection;
+
+pub use migrate::{MigrateAction, MigrationState, migrate};
 
 use conn::{PgConn, SqliteConn};
 use sqlite::writer::{Writer, WriterHandle};

@@ -30,7 +30,7 @@ fn returned(row: Option<Row>) -> Result<Row, StoreError> {
 fn code_taken(err: DbError) -> StoreError {
     match err {
         DbError::Unique => StoreError::SourceCodeTaken,
-        DbError::Other(err) => err,
+        other => other.into(),
     }
 }
 
@@ -137,7 +137,12 @@ pub async fn delete_source(conn: &impl Conn, id: SourceId) -> Result<(), StoreEr
     {
         return Err(StoreError::SourceHasContacts);
     }
-    conn.one(sql::DELETE_SOURCE, vec![id.get().into()]).await?;
+    conn.one(sql::DELETE_SOURCE, vec![id.get().into()])
+        .await
+        .map_err(|err| match err {
+            DbError::ForeignKey => StoreError::SourceHasContacts,
+            other => other.into(),
+        })?;
     Ok(())
 }
 

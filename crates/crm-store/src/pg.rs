@@ -15,7 +15,7 @@ use crate::{ConnectError, StoreConfig, error::db_err};
 
 /// Any number: the key of the advisory lock that serialises migrations of replicas
 /// starting together.
-const MIGRATION_LOCK: i64 = 0x0063_726d_5f6d_6967;
+pub const MIGRATION_LOCK: i64 = 0x0063_726d_5f6d_6967;
 
 /// Connects the pool and runs pending migrations under an advisory lock.
 pub async fn open(config: &StoreConfig) -> Result<DatabaseConnection, ConnectError> {

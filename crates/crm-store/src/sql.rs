@@ -53,8 +53,10 @@ pub const CLOSE_CONTACT: &str = "UPDATE contacts SET status = 'closed', closed_a
 /// contact is locked before any operator row (see `ops`).
 pub const LOCK_CONTACT: &str =
     "UPDATE contacts SET status = status WHERE id = $1 RETURNING status, operator_id";
-/// Locks a source row (PostgreSQL) while its weights are replaced.
-pub const LOCK_SOURCE: &str = "UPDATE sources SET code = code WHERE id = $1 RETURNING id";
+/// Locks a source row (PostgreSQL) while its weights are replaced. It touches `name`, not
+/// the unique `code`, so the lock is `FOR NO KEY UPDATE` and does not block registrations,
+/// whose contact insert only takes a key-share lock on the source.
+pub const LOCK_SOURCE: &str = "UPDATE sources SET name = name WHERE id = $1 RETURNING id";
 pub const CONTACT_STATE: &str = "SELECT status, operator_id FROM contacts WHERE id = $1";
 pub const SET_CONTACT_OPERATOR: &str =
     "UPDATE contacts SET operator_id = $2 WHERE id = $1 RETURNING id";

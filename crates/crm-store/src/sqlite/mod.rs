@@ -36,9 +36,10 @@ fn file_path(url: &str) -> Result<PathBuf, ConnectError> {
     Ok(PathBuf::from(path))
 }
 
-/// Opens (creating if needed) and migrates the database, then starts the writer.
-pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
-    let path = file_path(&config.database_url)?;
+/// Takes the exclusive lock beside the database file named by `url`; returns the file's
+/// path and the held lock.
+pub fn lock(url: &str) -> Result<(String, File), ConnectError> {
+    let path = file_path(url)?;
     let display = path.display().to_string();
     let lock_path = PathBuf::from(format!("{display}.lock"));
     let lock = File::create(&lock_path).map_err(|source| ConnectError::Io {
@@ -47,6 +48,12 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
     })?;
     lock.try_lock_exclusive()
         .map_err(|_| ConnectError::InUse(display.clone()))?;
+    Ok((display, lock))
+}
+
+/// Opens (creating if needed) and migrates the database, then starts the writer.
+pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
+    let (display, lock) = lock(&config.database_url)?;
 
     let admin = sea_orm::Database::connect(
         ConnectOptions::new(format!("sqlite://{display}?mode=rwc"))
