@@ -11,35 +11,50 @@ mod body;
 pub mod config;
 mod dto;
 mod error;
+mod metrics;
 mod spec;
 
-use std::{any::Any, sync::Arc};
+use std::{any::Any, sync::Arc, time::Instant};
 
 use crm_core::Store;
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
-    http::header::CONTENT_LENGTH,
+    Endpoint, EndpointExt, IntoResponse, PathPattern, Request, Response, Route,
+    http::{HeaderValue, header::CONTENT_LENGTH},
     middleware::{CatchPanic, NormalizePath, TrailingSlash},
 };
+use rand::RngExt;
 use tracing::Instrument;
 
 pub use crate::config::Config;
-use crate::error::{ApiError, ErrorCode, payload_too_large};
+use crate::{
+    error::{ApiError, ErrorCode, payload_too_large},
+    metrics::{Metrics, MetricsEndpoint},
+};
+
+/// The header that carries a request's id, accepted from the client or generated.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// The whole HTTP service over `store`.
 pub fn app<S: Store>(store: Arc<S>) -> impl Endpoint<Output = Response> + 'static {
+    let metrics = Arc::new(Metrics::new());
+    let scrape = MetricsEndpoint {
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+    };
     let api = api::service(store);
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     Route::new()
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at("/metrics", scrape)
         .nest("/", api)
         .with(NormalizePath::new(TrailingSlash::Trim))
         .around(limit_body)
         .catch_all_error(problem)
         .with(CatchPanic::new().with_handler(panic_problem))
-        .around(trace)
+        .data(Arc::clone(&metrics))
+        .around(move |ep, req| observe(ep, req, Arc::clone(&metrics)))
 }
 
 /// The OpenAPI document of [`app`], as served at `/openapi.json`.
@@ -81,16 +96,54 @@ fn panic_problem(panic: Box<dyn Any + Send>) -> Response {
     .into_response()
 }
 
-/// One span per request; the status is logged at debug level.
-async fn trace<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
-    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+/// One span per request, carrying its id (the client's `X-Request-Id` when it is
+/// usable, otherwise a fresh one, echoed back either way); one access log line and the
+/// HTTP metrics per answered request.
+async fn observe<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    metrics: Arc<Metrics>,
+) -> poem::Result<Response> {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| usable_request_id(id))
+        .map_or_else(new_request_id, str::to_owned);
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", id = %request_id, method = %method, path = %req.uri().path());
     async move {
-        let resp = ep.call(req).await?.into_response();
-        tracing::debug!(status = resp.status().as_u16(), "response");
+        let mut resp = ep.call(req).await?.into_response();
+        let route = resp
+            .data::<PathPattern>()
+            .map_or("unmatched", |p| p.0.as_ref())
+            .to_owned();
+        let took = started.elapsed();
+        metrics.http(method.as_str(), &route, resp.status(), took);
+        tracing::info!(
+            method = %method,
+            route = %route,
+            status = resp.status().as_u16(),
+            latency_ms = took.as_secs_f64() * 1000.0,
+            "access"
+        );
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(REQUEST_ID, value);
+        }
         Ok(resp)
     }
     .instrument(span)
     .await
+}
+
+/// 1..=128 visible ASCII characters: anything else could forge log lines.
+fn usable_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", rand::rng().random::<u128>())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use crm_core::{
     Contact, ContactFilter, ContactId, Lead, LeadFilter, LeadId, LeadWithContacts, NewContact,
     NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch, OperatorStats,
-    Source, SourceId, SourcePatch, Store, StoreError, WeightSet,
+    PoolStatus, Source, SourceId, SourcePatch, Store, StoreError, WeightSet,
 };
 
 /// Answers every call with [`StoreError::Unavailable`]; only its type matters.
@@ -79,5 +79,11 @@ impl Store for NoStore {
     }
     async fn operator_stats(&self) -> Result<Vec<OperatorStats>, StoreError> {
         none()
+    }
+    async fn unassigned_backlog(&self) -> Result<Vec<(SourceId, i64)>, StoreError> {
+        none()
+    }
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus::default()
     }
 }

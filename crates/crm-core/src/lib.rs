@@ -43,7 +43,9 @@ pub use model::{
     OperatorSummary, Page, RepeatedOperator, Source, SourceOperator, SourcePatch, SourceRef,
     WeightEntry, WeightSet,
 };
-pub use ports::{BoxError, Entity, Inserted, Prepared, RegistrationTx, Store, StoreError};
+pub use ports::{
+    BoxError, Entity, Inserted, PoolStatus, Prepared, RegistrationTx, Store, StoreError,
+};
 pub use register::{Registered, register_contact};
 pub use values::{
     ExternalLeadId, MaxActiveContacts, Name, Payload, SourceCode, ValueError, Weight,

@@ -143,6 +143,19 @@ pub trait RegistrationTx {
     ) -> impl Future<Output = Result<Inserted, StoreError>>;
 }
 
+/// How busy the store's connections are, for monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open in the pool.
+    pub connections: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// The pool's limit.
+    pub max_connections: u32,
+    /// Writes waiting for a single writer, where the adapter has one (SQLite).
+    pub queued_writes: Option<u64>,
+}
+
 /// The whole service as storage offers it: what the HTTP layer calls.
 pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
@@ -324,4 +337,15 @@ pub trait Store: Send + Sync + 'static {
     /// Only driver failures.
     fn operator_stats(&self)
     -> impl Future<Output = Result<Vec<OperatorStats>, StoreError>> + Send;
+
+    /// Open contacts without an operator, per source that has any, by source id.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn unassigned_backlog(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(SourceId, i64)>, StoreError>> + Send;
+
+    /// How busy the connections are; cheap, no I/O.
+    fn pool_status(&self) -> PoolStatus;
 }

@@ -21,7 +21,7 @@ use std::{sync::Mutex, time::Duration};
 use crm_core::{
     Contact, ContactFilter, ContactId, Lead, LeadFilter, LeadId, LeadWithContacts, NewContact,
     NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch, OperatorStats,
-    Source, SourceId, SourcePatch, Store, StoreError, WeightSet, register_contact,
+    PoolStatus, Source, SourceId, SourcePatch, Store, StoreError, WeightSet, register_contact,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -125,6 +125,7 @@ pub enum ConnectError {
 pub struct DbStore {
     /// The read pool (SQLite: read-only; PostgreSQL: also used for write transactions).
     reader: DatabaseConnection,
+    max_connections: u32,
     writes: Writes,
 }
 
@@ -146,6 +147,7 @@ pub async fn connect(config: &StoreConfig) -> Result<DbStore, ConnectError> {
         let opened = sqlite::open(config).await?;
         Ok(DbStore {
             reader: opened.reader,
+            max_connections: config.max_connections,
             writes: Writes::Sqlite {
                 handle: opened.writer.handle.clone(),
                 writer: Mutex::new(Some(opened.writer)),
@@ -157,6 +159,7 @@ pub async fn connect(config: &StoreConfig) -> Result<DbStore, ConnectError> {
     {
         Ok(DbStore {
             reader: pg::open(config).await?,
+            max_connections: config.max_connections,
             writes: Writes::Postgres,
         })
     } else {
@@ -300,5 +303,17 @@ impl Store for DbStore {
 
     async fn operator_stats(&self) -> Result<Vec<OperatorStats>, StoreError> {
         read::stats(&self.reader).await
+    }
+
+    async fn unassigned_backlog(&self) -> Result<Vec<(SourceId, i64)>, StoreError> {
+        read::unassigned_backlog(&self.reader).await
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        let mut status = read::pool_status(&self.reader, self.max_connections);
+        if let Writes::Sqlite { handle, .. } = &self.writes {
+            status.queued_writes = Some(handle.queued());
+        }
+        status
     }
 }

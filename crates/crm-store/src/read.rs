@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use crm_core::{
     Contact, ContactFilter, ContactId, ContactStatus, Entity, Lead, LeadFilter, LeadId,
     LeadWithContacts, Operator, OperatorFilter, OperatorId, OperatorStats, OperatorSummary,
-    Payload, Source, SourceId, SourceOperator, StoreError,
+    Payload, PoolStatus, Source, SourceId, SourceOperator, StoreError,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -196,6 +196,46 @@ pub async fn stats(db: &DatabaseConnection) -> Result<Vec<OperatorStats>, StoreE
             open_contacts: o.open_contacts,
         })
         .collect())
+}
+
+/// Open unassigned contacts per source (an index range of `ix_contacts_operator_status`).
+pub async fn unassigned_backlog(
+    db: &DatabaseConnection,
+) -> Result<Vec<(SourceId, i64)>, StoreError> {
+    let rows = contact::Entity::find()
+        .select_only()
+        .column(contact::Column::SourceId)
+        .column_as(contact::Column::Id.count(), "backlog")
+        .filter(contact::Column::OperatorId.is_null())
+        .filter(contact::Column::Status.eq(ContactStatus::Open.as_str()))
+        .group_by(contact::Column::SourceId)
+        .order_by_asc(contact::Column::SourceId)
+        .into_tuple::<(i64, i64)>()
+        .all(db)
+        .await
+        .map_err(db_err)?;
+    Ok(rows.into_iter().map(|(id, n)| (SourceId(id), n)).collect())
+}
+
+/// The read pool's figures.
+pub fn pool_status(db: &DatabaseConnection, max_connections: u32) -> PoolStatus {
+    let (connections, idle) = match db.get_database_backend() {
+        sea_orm::DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        sea_orm::DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        _ => (0, 0),
+    };
+    PoolStatus {
+        connections,
+        idle: u32::try_from(idle).unwrap_or(u32::MAX),
+        max_connections,
+        queued_writes: None,
+    }
 }
 
 async fn weights_by_source(

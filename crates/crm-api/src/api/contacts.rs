@@ -1,11 +1,12 @@
 //! `/api/contacts`: registering contacts, reading them, closing and assigning them by hand.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use crm_core::{
     ContactFilter, ContactId, LeadId, NewContact, OperatorId, Page, Payload, SourceId, SourceRef,
     Store, ValueError,
 };
+use poem::web::Data;
 use poem_openapi::{
     Object, OpenApi,
     param::{Path, Query},
@@ -20,6 +21,7 @@ use crate::{
     body::{Fields, FromBody, JsonBody, external_lead_id, integer, source_code},
     dto::{Contact, ContactStatus, Created, Listed, contacts, next_link},
     error::ApiResult,
+    metrics::Metrics,
 };
 
 /// Contact endpoints over a store.
@@ -57,8 +59,14 @@ impl<S: Store> ContactsApi<S> {
     /// Finds or creates the lead and assigns an operator of the source by weight among
     /// those active and below their limit; when none is, the contact stays unassigned.
     #[oai(path = "/api/contacts", method = "post")]
-    async fn create(&self, body: JsonBody<CreateContact>) -> ApiResult<Created<Contact>> {
+    async fn create(
+        &self,
+        body: JsonBody<CreateContact>,
+        metrics: Data<&Arc<Metrics>>,
+    ) -> ApiResult<Created<Contact>> {
+        let started = Instant::now();
         let contact = self.0.register_contact(body.0).await?;
+        metrics.registered(&contact, started.elapsed());
         Ok(Created::Created(Json(contact.try_into()?)))
     }
 

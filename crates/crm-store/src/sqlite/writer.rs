@@ -169,6 +169,14 @@ impl WriterHandle {
     }
 }
 
+impl WriterHandle {
+    /// Jobs waiting in the queue now.
+    #[must_use]
+    pub fn queued(&self) -> u64 {
+        (self.tx.max_capacity() - self.tx.capacity()) as u64
+    }
+}
+
 fn stopped() -> StoreError {
     StoreError::Unavailable("the sqlite writer has stopped".into())
 }
