@@ -4,6 +4,7 @@
 pub use sea_orm_migration::{MigrationStatus, prelude::*};
 
 mod m20261125_000001_create_schema;
+mod m20261125_000002_create_idempotency_keys;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -11,6 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_create_schema::Migration)]
+        vec![
+            Box::new(m20261125_000001_create_schema::Migration),
+            Box::new(m20261125_000002_create_idempotency_keys::Migration),
+        ]
     }
 }

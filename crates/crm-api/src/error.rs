@@ -48,6 +48,8 @@ pub(crate) enum ErrorCode {
     UnsupportedMediaType,
     /// 422: fields, parameters or path ids are missing, of the wrong type or out of range.
     ValidationFailed,
+    /// 422: the `Idempotency-Key` came before with a different request.
+    IdempotencyKeyReused,
     /// 500: a bug; the cause is logged, not shown.
     Internal,
     /// 503: too much work is queued; retry after `Retry-After` seconds.
@@ -161,6 +163,11 @@ impl ErrorCode {
                 "validation_failed",
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Validation failed",
+            ),
+            Self::IdempotencyKeyReused => (
+                "idempotency_key_reused",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency key reused",
             ),
             Self::Internal => (
                 "internal",
@@ -299,6 +306,7 @@ impl From<StoreError> for ApiError {
             StoreError::ContactClosed => ErrorCode::ContactClosed,
             StoreError::OperatorInactive => ErrorCode::OperatorInactive,
             StoreError::OperatorAtCapacity => ErrorCode::OperatorAtCapacity,
+            StoreError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             StoreError::UnknownOperator { index, .. } => {
                 let field = match index {
                     Some(i) => format!("operators[{i}].operator_id"),
@@ -404,7 +412,7 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 16] = [
+    const ALL: [ErrorCode; 17] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
@@ -418,6 +426,7 @@ mod tests {
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::ValidationFailed,
+        ErrorCode::IdempotencyKeyReused,
         ErrorCode::Internal,
         ErrorCode::Overloaded,
         ErrorCode::Unavailable,

@@ -1,9 +1,10 @@
 //! A store with no database, so the OpenAPI document can be rendered without one.
 
 use crm_core::{
-    Contact, ContactFilter, ContactId, Lead, LeadFilter, LeadId, LeadWithContacts, NewContact,
-    NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch, OperatorStats,
-    PoolStatus, Source, SourceId, SourcePatch, Store, StoreError, WeightSet,
+    Contact, ContactFilter, ContactId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts,
+    NewContact, NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch,
+    OperatorStats, PoolStatus, Registration, Source, SourceId, SourcePatch, Store, StoreError,
+    WeightSet,
 };
 
 /// Answers every call with [`StoreError::Unavailable`]; only its type matters.
@@ -81,6 +82,13 @@ impl Store for NoStore {
         none()
     }
     async fn unassigned_backlog(&self) -> Result<Vec<(SourceId, i64)>, StoreError> {
+        none()
+    }
+    async fn register_contact_once(
+        &self,
+        _: NewContact,
+        _: IdempotencyKey,
+    ) -> Result<Registration, StoreError> {
         none()
     }
     fn pool_status(&self) -> PoolStatus {

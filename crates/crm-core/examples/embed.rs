@@ -10,9 +10,9 @@ use std::error::Error;
 
 use chrono::Utc;
 use crm_core::{
-    Candidate, Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, Inserted,
-    LeadId, NewContact, OperatorId, OperatorSummary, Payload, Prepared, RegistrationTx, SourceCode,
-    SourceId, SourceRef, StoreError, register_contact,
+    Candidate, Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey,
+    Inserted, KeyClaim, LeadId, NewContact, OperatorId, OperatorSummary, Payload, Prepared,
+    RegistrationTx, SourceCode, SourceId, SourceRef, StoreError, register_contact,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -36,9 +36,34 @@ struct Memory {
     operators: BTreeMap<OperatorId, Operator>,
     leads: BTreeMap<String, LeadId>,
     contacts: Vec<Contact>,
+    /// Idempotency keys and their answers (this example registers without keys).
+    keys: BTreeMap<(String, String), (String, Option<Contact>)>,
 }
 
 impl RegistrationTx for Memory {
+    async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
+        let id = (key.credential().to_owned(), key.key().to_owned());
+        Ok(match self.keys.get(&id) {
+            None => {
+                self.keys.insert(id, (key.fingerprint().to_owned(), None));
+                KeyClaim::Claimed
+            }
+            Some((fingerprint, _)) if fingerprint != key.fingerprint() => KeyClaim::Reused,
+            Some((_, answer)) => answer.clone().map_or(KeyClaim::Claimed, KeyClaim::Replay),
+        })
+    }
+
+    async fn record_key(
+        &mut self,
+        key: &IdempotencyKey,
+        contact: &Contact,
+    ) -> Result<(), StoreError> {
+        let id = (key.credential().to_owned(), key.key().to_owned());
+        self.keys
+            .insert(id, (key.fingerprint().to_owned(), Some(contact.clone())));
+        Ok(())
+    }
+
     async fn prepare(
         &mut self,
         source: &SourceRef,
@@ -134,6 +159,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         ]),
         leads: BTreeMap::new(),
         contacts: Vec::new(),
+        keys: BTreeMap::new(),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(42);
 

@@ -44,9 +44,10 @@ pub use model::{
     WeightEntry, WeightSet,
 };
 pub use ports::{
-    BoxError, Entity, Inserted, PoolStatus, Prepared, RegistrationTx, Store, StoreError,
+    BoxError, Entity, Inserted, KeyClaim, PoolStatus, Prepared, RegistrationTx, Store, StoreError,
 };
-pub use register::{Registered, register_contact};
+pub use register::{Registered, Registration, register_contact, register_contact_once};
 pub use values::{
-    ExternalLeadId, MaxActiveContacts, Name, Payload, SourceCode, ValueError, Weight,
+    ExternalLeadId, IdempotencyKey, MaxActiveContacts, Name, Payload, SourceCode, ValueError,
+    Weight,
 };

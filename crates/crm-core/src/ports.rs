@@ -9,10 +9,10 @@ use std::future::Future;
 use thiserror::Error;
 
 use crate::{
-    Candidate, Contact, ContactFilter, ContactId, Decision, ExternalLeadId, Lead, LeadFilter,
-    LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, Operator, OperatorFilter,
-    OperatorId, OperatorPatch, OperatorStats, Payload, Source, SourceId, SourcePatch, SourceRef,
-    WeightSet,
+    Candidate, Contact, ContactFilter, ContactId, Decision, ExternalLeadId, IdempotencyKey, Lead,
+    LeadFilter, LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, Operator,
+    OperatorFilter, OperatorId, OperatorPatch, OperatorStats, Payload, Registration, Source,
+    SourceId, SourcePatch, SourceRef, WeightSet,
 };
 
 /// A boxed error from an adapter's driver, kept for logs and never shown to clients.
@@ -77,6 +77,9 @@ pub enum StoreError {
         /// The id that was not found.
         operator_id: OperatorId,
     },
+    /// The idempotency key was used before with a different request.
+    #[error("idempotency key was used with a different request")]
+    IdempotencyKeyReused,
     /// Too much work is queued; the caller may retry later.
     #[error("store is overloaded")]
     Overloaded,
@@ -107,6 +110,17 @@ pub enum Inserted {
     /// The chosen operator reached its limit since the candidates were read; nothing
     /// was written.
     OperatorFull,
+}
+
+/// Outcome of [`RegistrationTx::claim_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The key is new (or expired): this registration owns it now.
+    Claimed,
+    /// The key was used with the same request: here is the contact it answered.
+    Replay(Contact),
+    /// The key was used with a different request.
+    Reused,
 }
 
 /// One registration's unit of work. The adapter begins a transaction (or a savepoint)
@@ -141,6 +155,27 @@ pub trait RegistrationTx {
         payload: &Payload,
         decision: &Decision,
     ) -> impl Future<Output = Result<Inserted, StoreError>>;
+
+    /// Takes `key` for this registration, or reports how it was used within its
+    /// lifetime. When another unit of work holds the same key uncommitted, this MUST wait
+    /// for it and then answer from what it committed (or claim the key if it rolled back).
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn claim_key(
+        &mut self,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<KeyClaim, StoreError>>;
+
+    /// Stores the answer to a claimed key, in this unit of work.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn record_key(
+        &mut self,
+        key: &IdempotencyKey,
+        contact: &Contact,
+    ) -> impl Future<Output = Result<(), StoreError>>;
 }
 
 /// How busy the store's connections are, for monitoring.
@@ -288,6 +323,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         new: NewContact,
     ) -> impl Future<Output = Result<Contact, StoreError>> + Send;
+
+    /// Registers a contact at most once per idempotency key (see [`register_contact_once`](crate::register_contact_once)).
+    ///
+    /// # Errors
+    /// As [`Store::register_contact`], and [`StoreError::IdempotencyKeyReused`] when the
+    /// key came with a different request.
+    fn register_contact_once(
+        &self,
+        new: NewContact,
+        key: IdempotencyKey,
+    ) -> impl Future<Output = Result<Registration, StoreError>> + Send;
 
     /// Lists contacts by id.
     ///

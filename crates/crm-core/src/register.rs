@@ -2,7 +2,10 @@
 
 use rand::Rng;
 
-use crate::{Contact, Decision, Inserted, NewContact, RegistrationTx, StoreError, choose};
+use crate::{
+    Contact, Decision, IdempotencyKey, Inserted, KeyClaim, NewContact, RegistrationTx, StoreError,
+    choose,
+};
 
 /// A stored contact and the decision that placed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +14,49 @@ pub struct Registered {
     pub contact: Contact,
     /// Why it went where it went.
     pub decision: Decision,
+}
+
+/// What a registration with an idempotency key answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The contact, as first answered when `replayed`.
+    pub contact: Contact,
+    /// The key had been used with the same request: nothing new was stored.
+    pub replayed: bool,
+}
+
+/// Registers a contact at most once per idempotency key, inside `tx`: the first request
+/// with a key registers and records its answer in the same unit of work; a repeat with
+/// the same request gets that answer back; a different request with the key is refused.
+///
+/// # Errors
+/// [`StoreError::IdempotencyKeyReused`], or whatever `tx` returns.
+pub async fn register_contact_once<T, R>(
+    tx: &mut T,
+    new: &NewContact,
+    key: &IdempotencyKey,
+    rng: &mut R,
+) -> Result<Registration, StoreError>
+where
+    T: RegistrationTx + ?Sized,
+    R: Rng + ?Sized,
+{
+    match tx.claim_key(key).await? {
+        KeyClaim::Claimed => {}
+        KeyClaim::Replay(contact) => {
+            return Ok(Registration {
+                contact,
+                replayed: true,
+            });
+        }
+        KeyClaim::Reused => return Err(StoreError::IdempotencyKeyReused),
+    }
+    let registered = register_contact(tx, new, rng).await?;
+    tx.record_key(key, &registered.contact).await?;
+    Ok(Registration {
+        contact: registered.contact,
+        replayed: false,
+    })
 }
 
 /// Registers a contact inside the unit of work `tx`: resolve the source, find or create the

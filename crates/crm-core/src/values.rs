@@ -224,6 +224,57 @@ impl Payload {
     }
 }
 
+/// A client's `Idempotency-Key` for one registration, scoped to the credential that sent
+/// it, with a fingerprint of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    credential: String,
+    key: String,
+    fingerprint: String,
+}
+
+impl IdempotencyKey {
+    /// Longest accepted key, in characters.
+    pub const MAX_CHARS: usize = 255;
+    /// How long a key is remembered.
+    pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+    /// Checks `key` (1..=255 visible ASCII characters). `credential` names who sent it
+    /// and `fingerprint` identifies the request body; both are opaque here.
+    ///
+    /// # Errors
+    /// [`ValueError::Empty`], [`ValueError::TooLong`] or [`ValueError::InvalidCharacter`].
+    pub fn new(credential: &str, key: &str, fingerprint: &str) -> Result<Self, ValueError> {
+        check_len(key, Self::MAX_CHARS)?;
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ValueError::InvalidCharacter);
+        }
+        Ok(Self {
+            credential: credential.to_owned(),
+            key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+        })
+    }
+
+    /// Who sent it.
+    #[must_use]
+    pub fn credential(&self) -> &str {
+        &self.credential
+    }
+
+    /// The key itself.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The request it came with.
+    #[must_use]
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

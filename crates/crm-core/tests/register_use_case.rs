@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::Utc;
 use crm_core::{
     Candidate, Contact, ContactId, ContactStatus, Decision, Entity, Exclusion, ExternalLeadId,
-    Inserted, LeadId, NewContact, OperatorId, OperatorSummary, Payload, Prepared, RegistrationTx,
-    SourceCode, SourceId, SourceRef, StoreError, register_contact,
+    IdempotencyKey, Inserted, KeyClaim, LeadId, NewContact, OperatorId, OperatorSummary, Payload,
+    Prepared, RegistrationTx, SourceCode, SourceId, SourceRef, StoreError, register_contact,
+    register_contact_once,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -49,6 +50,8 @@ struct FakeTx {
     lost: BTreeSet<OperatorId>,
     /// Claims seen so far, to turn a retry loop that never ends into a failure.
     claims: usize,
+    /// Idempotency keys: (credential, key) → (fingerprint, answer).
+    keys: BTreeMap<(String, String), (String, Option<Contact>)>,
 }
 
 impl FakeTx {
@@ -63,6 +66,7 @@ impl FakeTx {
             race,
             lost: BTreeSet::new(),
             claims: 0,
+            keys: BTreeMap::new(),
         }
     }
 
@@ -80,6 +84,34 @@ impl FakeTx {
 }
 
 impl RegistrationTx for FakeTx {
+    async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
+        let id = (key.credential().to_owned(), key.key().to_owned());
+        Ok(match self.keys.get(&id) {
+            None => {
+                self.keys.insert(id, (key.fingerprint().to_owned(), None));
+                KeyClaim::Claimed
+            }
+            Some((fingerprint, _)) if fingerprint != key.fingerprint() => KeyClaim::Reused,
+            Some((_, Some(contact))) => KeyClaim::Replay(contact.clone()),
+            Some((_, None)) => return Err(StoreError::Internal("key without answer".into())),
+        })
+    }
+
+    async fn record_key(
+        &mut self,
+        key: &IdempotencyKey,
+        contact: &Contact,
+    ) -> Result<(), StoreError> {
+        let id = (key.credential().to_owned(), key.key().to_owned());
+        match self.keys.get_mut(&id) {
+            Some(entry) => {
+                entry.1 = Some(contact.clone());
+                Ok(())
+            }
+            None => Err(StoreError::Internal("recording an unclaimed key".into())),
+        }
+    }
+
     async fn prepare(
         &mut self,
         source: &SourceRef,
@@ -367,4 +399,55 @@ fn contacts_fill_operators_up_to_their_limits_then_go_unassigned() {
         (tx.open(1), tx.open(2), tx.open(3), tx.open(4)),
         (3, 3, 0, 2)
     );
+}
+
+#[test]
+fn a_repeated_key_replays_the_first_answer_and_stores_nothing_new() {
+    let mut tx = FakeTx::new(team(), Race::Never);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let key = IdempotencyKey::new("admin", "retry-1", "body-a").expect("valid key");
+    let contact = new_contact(SourceRef::Id(SOURCE), "lead-1");
+    let first = pollster::block_on(register_contact_once(&mut tx, &contact, &key, &mut rng))
+        .expect("first registration");
+    assert!(!first.replayed);
+    let loads: Vec<i64> = (1..=4).map(|id| tx.open(id)).collect();
+    let again = pollster::block_on(register_contact_once(&mut tx, &contact, &key, &mut rng))
+        .expect("replay");
+    assert!(again.replayed);
+    assert_eq!(again.contact, first.contact);
+    assert_eq!(tx.contacts.len(), 1, "no second contact");
+    assert_eq!(tx.leads.len(), 1, "no second lead");
+    let after: Vec<i64> = (1..=4).map(|id| tx.open(id)).collect();
+    assert_eq!(loads, after, "no second assignment");
+
+    // The same key from another credential is another key.
+    let other = IdempotencyKey::new("source-key:9", "retry-1", "body-a").expect("valid key");
+    let third = pollster::block_on(register_contact_once(&mut tx, &contact, &other, &mut rng))
+        .expect("another credential");
+    assert!(!third.replayed);
+    assert_eq!(tx.contacts.len(), 2);
+}
+
+#[test]
+fn a_key_reused_with_another_request_is_refused() {
+    let mut tx = FakeTx::new(team(), Race::Never);
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let contact = new_contact(SourceRef::Id(SOURCE), "lead-1");
+    let key = IdempotencyKey::new("admin", "k", "body-a").expect("valid key");
+    pollster::block_on(register_contact_once(&mut tx, &contact, &key, &mut rng)).expect("first");
+    let changed = IdempotencyKey::new("admin", "k", "body-b").expect("valid key");
+    let err = pollster::block_on(register_contact_once(&mut tx, &contact, &changed, &mut rng))
+        .expect_err("reused key");
+    assert!(matches!(err, StoreError::IdempotencyKeyReused), "{err:?}");
+    assert_eq!(tx.contacts.len(), 1);
+}
+
+#[test]
+fn idempotency_keys_are_visible_ascii_of_bounded_length() {
+    assert!(IdempotencyKey::new("c", "a-B_9.~!", "f").is_ok());
+    assert!(IdempotencyKey::new("c", "", "f").is_err());
+    assert!(IdempotencyKey::new("c", "has space", "f").is_err());
+    assert!(IdempotencyKey::new("c", "ключ", "f").is_err());
+    assert!(IdempotencyKey::new("c", &"k".repeat(255), "f").is_ok());
+    assert!(IdempotencyKey::new("c", &"k".repeat(256), "f").is_err());
 }

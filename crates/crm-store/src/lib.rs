@@ -19,9 +19,10 @@ pub mod testing;
 use std::{sync::Mutex, time::Duration};
 
 use crm_core::{
-    Contact, ContactFilter, ContactId, Lead, LeadFilter, LeadId, LeadWithContacts, NewContact,
-    NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch, OperatorStats,
-    PoolStatus, Source, SourceId, SourcePatch, Store, StoreError, WeightSet, register_contact,
+    Contact, ContactFilter, ContactId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts,
+    NewContact, NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch,
+    OperatorStats, PoolStatus, Registration, Source, SourceId, SourcePatch, Store, StoreError,
+    WeightSet, register_contact, register_contact_once,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -168,6 +169,16 @@ pub async fn connect(config: &StoreConfig) -> Result<DbStore, ConnectError> {
 }
 
 impl DbStore {
+    /// Forgets idempotency keys older than [`IdempotencyKey::LIFETIME`]; returns how many.
+    /// Expired keys are ignored (and taken over) anyway; this only keeps the table small,
+    /// so run it now and then (the server does, hourly).
+    ///
+    /// # Errors
+    /// Driver failures.
+    pub async fn expire_idempotency_keys(&self) -> Result<usize, StoreError> {
+        write!(self, |conn| ops::expire_keys(conn))
+    }
+
     /// Stops taking writes, commits what is queued and answers it, then returns.
     pub async fn shutdown(&self) {
         match &self.writes {
@@ -274,6 +285,30 @@ impl Store for DbStore {
                     register_contact(&mut ops::Registration::new(PgConn(&txn)), &new, &mut rng)
                         .await
                         .map(|registered| registered.contact);
+                pg::finish(txn, result).await
+            }
+        }
+    }
+
+    async fn register_contact_once(
+        &self,
+        new: NewContact,
+        key: IdempotencyKey,
+    ) -> Result<Registration, StoreError> {
+        match &self.writes {
+            Writes::Sqlite { handle, .. } => {
+                handle
+                    .run(move |ctx| {
+                        let mut tx = ops::Registration::new(SqliteConn(&ctx.conn));
+                        pollster::block_on(register_contact_once(&mut tx, &new, &key, &mut ctx.rng))
+                    })
+                    .await
+            }
+            Writes::Postgres => {
+                let txn = pg::begin(&self.reader).await?;
+                let mut rng = ChaCha8Rng::from_rng(&mut rand::rng());
+                let mut tx = ops::Registration::new(PgConn(&txn));
+                let result = register_contact_once(&mut tx, &new, &key, &mut rng).await;
                 pg::finish(txn, result).await
             }
         }

@@ -7,10 +7,11 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use crm_core::{
-    Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, Inserted, LeadId,
-    NewOperator, NewSource, OperatorId, OperatorPatch, OperatorSummary, Payload, Prepared,
-    RegistrationTx, SourceId, SourcePatch, SourceRef, StoreError, WeightSet,
+    Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey, Inserted,
+    KeyClaim, LeadId, NewOperator, NewSource, OperatorId, OperatorPatch, OperatorSummary, Payload,
+    Prepared, RegistrationTx, SourceId, SourcePatch, SourceRef, StoreError, WeightSet,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::{
     conn::{Conn, DbError, Row},
@@ -268,6 +269,62 @@ pub async fn assign_contact(
     Ok(())
 }
 
+/// Forgets idempotency keys older than their lifetime; returns how many.
+pub async fn expire_keys(conn: &impl Conn) -> Result<usize, StoreError> {
+    let oldest = now() - IdempotencyKey::LIFETIME;
+    Ok(conn
+        .all(sql::EXPIRE_KEYS, vec![conn.timestamp(oldest)])
+        .await?
+        .len())
+}
+
+/// A contact as first answered, kept with its idempotency key so a replay returns the
+/// same body even after the contact was closed or reassigned.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    id: i64,
+    lead_id: i64,
+    source_id: i64,
+    operator: Option<(i64, String, bool)>,
+    payload: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<&Contact> for Snapshot {
+    fn from(c: &Contact) -> Self {
+        Self {
+            id: c.id.get(),
+            lead_id: c.lead_id.get(),
+            source_id: c.source_id.get(),
+            operator: c
+                .operator
+                .as_ref()
+                .map(|o| (o.id.get(), o.name.clone(), o.is_active)),
+            payload: c.payload.as_json().to_owned(),
+            created_at: c.created_at,
+        }
+    }
+}
+
+impl From<Snapshot> for Contact {
+    fn from(s: Snapshot) -> Self {
+        Self {
+            id: ContactId(s.id),
+            lead_id: LeadId(s.lead_id),
+            source_id: SourceId(s.source_id),
+            operator: s.operator.map(|(id, name, is_active)| OperatorSummary {
+                id: OperatorId(id),
+                name,
+                is_active,
+            }),
+            status: ContactStatus::Open,
+            payload: Payload::from_stored(s.payload),
+            created_at: s.created_at,
+            closed_at: None,
+        }
+    }
+}
+
 /// One registration's unit of work over a [`Conn`].
 pub struct Registration<C> {
     conn: C,
@@ -287,6 +344,50 @@ impl<C: Conn> Registration<C> {
 }
 
 impl<C: Conn> RegistrationTx for Registration<C> {
+    async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
+        let oldest = self.now - IdempotencyKey::LIFETIME;
+        let values = vec![
+            key.credential().into(),
+            key.key().into(),
+            key.fingerprint().into(),
+            self.conn.timestamp(self.now),
+            self.conn.timestamp(oldest),
+        ];
+        if self.conn.one(sql::CLAIM_KEY, values).await?.is_some() {
+            return Ok(KeyClaim::Claimed);
+        }
+        let row = self
+            .conn
+            .one(
+                sql::READ_KEY,
+                vec![key.credential().into(), key.key().into()],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Internal("a live idempotency key vanished".into()))?;
+        let fingerprint: String = row.get(0)?;
+        if fingerprint != key.fingerprint() {
+            return Ok(KeyClaim::Reused);
+        }
+        let snapshot: Option<String> = row.get(1)?;
+        let snapshot = snapshot.ok_or_else(|| {
+            StoreError::Internal("a committed idempotency key has no answer".into())
+        })?;
+        let snapshot: Snapshot =
+            serde_json::from_str(&snapshot).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        Ok(KeyClaim::Replay(snapshot.into()))
+    }
+
+    async fn record_key(
+        &mut self,
+        key: &IdempotencyKey,
+        contact: &Contact,
+    ) -> Result<(), StoreError> {
+        let snapshot = serde_json::to_string(&Snapshot::from(contact))
+            .map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let values = vec![key.credential().into(), key.key().into(), snapshot.into()];
+        returned(self.conn.one(sql::RECORD_KEY, values).await?).map(drop)
+    }
+
     async fn prepare(
         &mut self,
         source: &SourceRef,

@@ -61,6 +61,20 @@ pub const CONTACT_STATE: &str = "SELECT status, operator_id FROM contacts WHERE 
 pub const SET_CONTACT_OPERATOR: &str =
     "UPDATE contacts SET operator_id = $2 WHERE id = $1 RETURNING id";
 
+/// Takes an idempotency key: inserts it, or takes over an expired one (`$5` is the
+/// oldest creation time still alive). No row: the key is alive and someone else's, and on
+/// PostgreSQL this statement first waits for an uncommitted holder to finish.
+pub const CLAIM_KEY: &str = "INSERT INTO idempotency_keys (credential, key, fingerprint, snapshot, created_at) \
+     VALUES ($1, $2, $3, NULL, $4) \
+     ON CONFLICT (credential, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+     snapshot = NULL, created_at = excluded.created_at \
+     WHERE idempotency_keys.created_at < $5 RETURNING key";
+pub const READ_KEY: &str =
+    "SELECT fingerprint, snapshot FROM idempotency_keys WHERE credential = $1 AND key = $2";
+pub const RECORD_KEY: &str =
+    "UPDATE idempotency_keys SET snapshot = $3 WHERE credential = $1 AND key = $2 RETURNING key";
+pub const EXPIRE_KEYS: &str = "DELETE FROM idempotency_keys WHERE created_at < $1 RETURNING key";
+
 /// Reads a [`CANDIDATES`] row through the backend's column getters.
 pub fn candidate_from_row(
     int: impl Fn(usize) -> Result<i64, StoreError>,

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use crm_core::{
-    ContactFilter, ContactStatus, Entity, ExternalLeadId, MaxActiveContacts, Name, NewContact,
-    NewOperator, NewSource, OperatorFilter, OperatorId, Page, Payload, SourceCode, SourceId,
-    SourceRef, Store, StoreError, Weight, WeightEntry, WeightSet,
+    ContactFilter, ContactStatus, Entity, ExternalLeadId, IdempotencyKey, MaxActiveContacts, Name,
+    NewContact, NewOperator, NewSource, OperatorFilter, OperatorId, Page, Payload, SourceCode,
+    SourceId, SourceRef, Store, StoreError, Weight, WeightEntry, WeightSet,
 };
 use crm_store::{
     DbStore, StoreConfig,
@@ -43,6 +43,8 @@ on_every_backend!(
     unknown_source_writes_nothing,
     closing_frees_capacity_and_same_lead_is_reused,
     manual_assignment_moves_the_load,
+    an_idempotency_key_replays_and_refuses_reuse,
+    concurrent_requests_with_one_key_store_one_contact,
 );
 
 /// Plain `cargo test` does not build the PostgreSQL variants; this test's name says so
@@ -313,4 +315,90 @@ async fn a_second_process_cannot_open_the_same_sqlite_file() {
     let second = crm_store::connect(&config).await;
     assert!(matches!(second, Err(crm_store::ConnectError::InUse(_))));
     first.shutdown().await;
+}
+
+async fn an_idempotency_key_replays_and_refuses_reuse(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 1).await;
+    let src = source(&t.store, "src", &[(a, 1)]).await;
+    let key = IdempotencyKey::new("admin", "key-1", "fingerprint-1").expect("key");
+    let first = t
+        .store
+        .register_contact_once(contact("x", SourceRef::Id(src)), key.clone())
+        .await
+        .expect("first");
+    assert!(!first.replayed);
+    assert_eq!(first.contact.operator.as_ref().map(|o| o.id), Some(a));
+    // Closing it changes the contact, not the answer a retry gets.
+    t.store
+        .close_contact(first.contact.id)
+        .await
+        .expect("close");
+    let again = t
+        .store
+        .register_contact_once(contact("x", SourceRef::Id(src)), key.clone())
+        .await
+        .expect("replay");
+    assert!(again.replayed);
+    assert_eq!(again.contact, first.contact);
+    let reused = IdempotencyKey::new("admin", "key-1", "fingerprint-2").expect("key");
+    let err = t
+        .store
+        .register_contact_once(contact("x", SourceRef::Id(src)), reused)
+        .await
+        .expect_err("reused");
+    assert!(matches!(err, StoreError::IdempotencyKeyReused), "{err:?}");
+    // A failed registration does not keep its key: the same key works once the source exists.
+    let ghost = IdempotencyKey::new("admin", "key-2", "fingerprint-3").expect("key");
+    let missing = t
+        .store
+        .register_contact_once(
+            contact(
+                "y",
+                SourceRef::Code(SourceCode::parse("nope").expect("code")),
+            ),
+            ghost.clone(),
+        )
+        .await
+        .expect_err("unknown source");
+    assert!(matches!(missing, StoreError::NotFound(Entity::Source)));
+    let ok = t
+        .store
+        .register_contact_once(contact("y", SourceRef::Id(src)), ghost)
+        .await
+        .expect("the key was not taken by the failed attempt");
+    assert!(!ok.replayed);
+    assert_eq!(all_contacts(&t.store).await.len(), 2);
+    assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
+async fn concurrent_requests_with_one_key_store_one_contact(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 100).await;
+    let src = source(&t.store, "src", &[(a, 1)]).await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = Arc::clone(&t.store);
+        tasks.push(tokio::spawn(async move {
+            let key = IdempotencyKey::new("admin", "same", "same-body").expect("key");
+            store
+                .register_contact_once(contact("lead", SourceRef::Id(src)), key)
+                .await
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task").expect("registration"));
+    }
+    assert_eq!(answers.iter().filter(|r| !r.replayed).count(), 1);
+    let first = &answers
+        .iter()
+        .find(|r| !r.replayed)
+        .expect("one original")
+        .contact;
+    assert!(answers.iter().all(|r| &r.contact == first));
+    assert_eq!(all_contacts(&t.store).await.len(), 1);
+    assert_counters_match_rows(&t.store).await;
+    t.finish().await;
 }

@@ -3,24 +3,25 @@
 use std::{sync::Arc, time::Instant};
 
 use crm_core::{
-    ContactFilter, ContactId, LeadId, NewContact, OperatorId, Page, Payload, SourceId, SourceRef,
-    Store, ValueError,
+    ContactFilter, ContactId, IdempotencyKey, LeadId, NewContact, OperatorId, Page, Payload,
+    SourceId, SourceRef, Store, ValueError,
 };
 use poem::web::Data;
 use poem_openapi::{
-    Object, OpenApi,
-    param::{Path, Query},
+    ApiResponse, Object, OpenApi,
+    param::{Header, Path, Query},
     payload::Json,
     registry::{MetaSchema, MetaSchemaRef},
     types::{ParseFromJSON, ParseResult, ToJSON, Type},
 };
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::{ApiTags, default_page_limit};
 use crate::{
     body::{Fields, FromBody, JsonBody, external_lead_id, integer, source_code},
-    dto::{Contact, ContactStatus, Created, Listed, contacts, next_link},
-    error::ApiResult,
+    dto::{Contact, ContactStatus, Listed, contacts, next_link},
+    error::{ApiError, ApiResult},
     metrics::Metrics,
 };
 
@@ -41,6 +42,60 @@ struct CreateContact {
     payload: Option<Value>,
 }
 
+/// The answer to a registration.
+#[derive(Debug, ApiResponse)]
+enum Registered {
+    /// Registered (or, with `Idempotent-Replayed: true`, registered before).
+    #[oai(status = 201)]
+    Created(
+        Json<Contact>,
+        /// `true` when this is the stored answer to an earlier request with the same key.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<String>,
+    ),
+}
+
+/// Whose idempotency keys these are. Until credentials exist, every client shares one
+/// identity, as DECISIONS.md settles for a server without authentication.
+const CREDENTIAL: &str = "anonymous";
+
+/// What makes two registrations "the same request": the parsed body, with object keys
+/// in a canonical order, hashed.
+fn fingerprint(new: &NewContact) -> String {
+    let source = match &new.source {
+        SourceRef::Id(id) => serde_json::json!({ "id": id.get() }),
+        SourceRef::Code(code) => serde_json::json!({ "code": code.as_str() }),
+    };
+    let payload = new.payload.to_value().unwrap_or(Value::Null);
+    let canonical = canonical(&serde_json::json!([
+        new.external_lead_id.as_str(),
+        source,
+        payload
+    ]));
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// JSON text with every object's keys sorted, so key order does not matter.
+fn canonical(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            let inner: Vec<String> = entries
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), canonical(v)))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(items) => {
+            let inner: Vec<String> = items.iter().map(canonical).collect();
+            format!("[{}]", inner.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// A manual assignment.
 #[derive(Debug, Object)]
 struct AssignContact {
@@ -58,16 +113,38 @@ impl<S: Store> ContactsApi<S> {
     ///
     /// Finds or creates the lead and assigns an operator of the source by weight among
     /// those active and below their limit; when none is, the contact stays unassigned.
+    ///
+    /// With an `Idempotency-Key`, a retry of the same request (same credential, same body
+    /// after parsing) within 24 hours gets the first answer again, marked
+    /// `Idempotent-Replayed: true`, and registers nothing; the key with a different body
+    /// is refused (422 `idempotency_key_reused`).
     #[oai(path = "/api/contacts", method = "post")]
     async fn create(
         &self,
         body: JsonBody<CreateContact>,
+        /// 1..=255 visible ASCII characters chosen by the client, one per logical request.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         metrics: Data<&Arc<Metrics>>,
-    ) -> ApiResult<Created<Contact>> {
+    ) -> ApiResult<Registered> {
         let started = Instant::now();
-        let contact = self.0.register_contact(body.0).await?;
-        metrics.registered(&contact, started.elapsed());
-        Ok(Created::Created(Json(contact.try_into()?)))
+        let new = body.0;
+        let (contact, replayed) = match idempotency_key.0 {
+            None => (self.0.register_contact(new).await?, false),
+            Some(key) => {
+                let key = IdempotencyKey::new(CREDENTIAL, &key, &fingerprint(&new))
+                    .map_err(|err| ApiError::invalid("Idempotency-Key", err.to_string()))?;
+                let registration = self.0.register_contact_once(new, key).await?;
+                (registration.contact, registration.replayed)
+            }
+        };
+        if !replayed {
+            metrics.registered(&contact, started.elapsed());
+        }
+        Ok(Registered::Created(
+            Json(contact.try_into()?),
+            replayed.then(|| "true".to_owned()),
+        ))
     }
 
     /// List contacts by id, a page at a time
