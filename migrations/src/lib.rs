@@ -5,6 +5,7 @@ pub use sea_orm_migration::{MigrationStatus, prelude::*};
 
 mod m20261125_000001_create_schema;
 mod m20261125_000002_create_idempotency_keys;
+mod m20261125_000003_create_source_keys;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_create_schema::Migration),
             Box::new(m20261125_000002_create_idempotency_keys::Migration),
+            Box::new(m20261125_000003_create_source_keys::Migration),
         ]
     }
 }

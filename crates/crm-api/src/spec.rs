@@ -91,6 +91,18 @@ impl Store for NoStore {
     ) -> Result<Registration, StoreError> {
         none()
     }
+    async fn create_source_key(&self, _: NewSourceKey) -> Result<SourceKey, StoreError> {
+        none()
+    }
+    async fn list_source_keys(&self, _: SourceId) -> Result<Vec<SourceKey>, StoreError> {
+        none()
+    }
+    async fn delete_source_key(&self, _: SourceId, _: SourceKeyId) -> Result<(), StoreError> {
+        none()
+    }
+    async fn authenticate_source_key(&self, _: &str) -> Result<Option<SourceKey>, StoreError> {
+        none()
+    }
     fn pool_status(&self) -> PoolStatus {
         PoolStatus::default()
     }

@@ -43,3 +43,7 @@ id_type!(
     /// Identifies a [`Contact`](crate::Contact).
     ContactId
 );
+id_type!(
+    /// Identifies a source's ingest key.
+    SourceKeyId
+);

@@ -36,12 +36,12 @@ mod register;
 mod values;
 
 pub use distribution::{Candidate, Decision, Exclusion, Verdict, choose, exclusion};
-pub use ids::{ContactId, LeadId, OperatorId, SourceId};
+pub use ids::{ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
 pub use model::{
     Contact, ContactFilter, ContactStatus, Lead, LeadFilter, LeadWithContacts, NewContact,
-    NewOperator, NewSource, Operator, OperatorFilter, OperatorPatch, OperatorStats,
-    OperatorSummary, Page, RepeatedOperator, Source, SourceOperator, SourcePatch, SourceRef,
-    WeightEntry, WeightSet,
+    NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorPatch, OperatorStats,
+    OperatorSummary, Page, RepeatedOperator, Source, SourceKey, SourceOperator, SourcePatch,
+    SourceRef, WeightEntry, WeightSet,
 };
 pub use ports::{
     BoxError, Entity, Inserted, KeyClaim, PoolStatus, Prepared, RegistrationTx, Store, StoreError,

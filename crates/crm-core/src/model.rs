@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     ContactId, ExternalLeadId, LeadId, MaxActiveContacts, Name, OperatorId, Payload, SourceCode,
-    SourceId, Weight,
+    SourceId, SourceKeyId, Weight,
 };
 
 /// A human who handles contacts.
@@ -145,6 +145,36 @@ pub struct OperatorStats {
     pub open_contacts: i64,
     /// Contacts assigned to it now, any status.
     pub total_contacts: i64,
+}
+
+/// An ingest key of a source, as listed (the key itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceKey {
+    /// Identifier.
+    pub id: SourceKeyId,
+    /// The source it may register contacts for.
+    pub source_id: SourceId,
+    /// What the key is for, as its creator described it.
+    pub label: Option<String>,
+    /// The key's first characters, to tell keys apart.
+    pub prefix: String,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+    /// When it was last used (updated at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A key to store: its hash, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSourceKey {
+    /// The source.
+    pub source_id: SourceId,
+    /// Optional description.
+    pub label: Option<Name>,
+    /// The key's first characters.
+    pub prefix: String,
+    /// A hash of the key (hex SHA-256).
+    pub hash: String,
 }
 
 /// A new operator.

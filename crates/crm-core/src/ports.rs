@@ -10,9 +10,9 @@ use thiserror::Error;
 
 use crate::{
     Candidate, Contact, ContactFilter, ContactId, Decision, ExternalLeadId, IdempotencyKey, Lead,
-    LeadFilter, LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, Operator,
-    OperatorFilter, OperatorId, OperatorPatch, OperatorStats, Payload, Registration, Source,
-    SourceId, SourcePatch, SourceRef, WeightSet,
+    LeadFilter, LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, NewSourceKey,
+    Operator, OperatorFilter, OperatorId, OperatorPatch, OperatorStats, Payload, Registration,
+    Source, SourceId, SourceKey, SourceKeyId, SourcePatch, SourceRef, WeightSet,
 };
 
 /// A boxed error from an adapter's driver, kept for logs and never shown to clients.
@@ -394,4 +394,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// How busy the connections are; cheap, no I/O.
     fn pool_status(&self) -> PoolStatus;
+
+    /// Stores a source's new ingest key.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when the source does not exist.
+    fn create_source_key(
+        &self,
+        new: NewSourceKey,
+    ) -> impl Future<Output = Result<SourceKey, StoreError>> + Send;
+
+    /// A source's keys, by id.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when the source does not exist.
+    fn list_source_keys(
+        &self,
+        source_id: SourceId,
+    ) -> impl Future<Output = Result<Vec<SourceKey>, StoreError>> + Send;
+
+    /// Revokes a key of a source.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when the source has no such key.
+    fn delete_source_key(
+        &self,
+        source_id: SourceId,
+        key_id: SourceKeyId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Finds the key with this hash and notes its use; `None` when no key has it.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn authenticate_source_key(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = Result<Option<SourceKey>, StoreError>> + Send;
 }

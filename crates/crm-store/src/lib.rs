@@ -20,9 +20,10 @@ use std::{sync::Mutex, time::Duration};
 
 use crm_core::{
     Contact, ContactFilter, ContactId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts,
-    NewContact, NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch,
-    OperatorStats, PoolStatus, Registration, Source, SourceId, SourcePatch, Store, StoreError,
-    WeightSet, register_contact, register_contact_once,
+    NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId,
+    OperatorPatch, OperatorStats, PoolStatus, Registration, Source, SourceId, SourceKey,
+    SourceKeyId, SourcePatch, Store, StoreError, WeightSet, register_contact,
+    register_contact_once,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -342,6 +343,39 @@ impl Store for DbStore {
 
     async fn unassigned_backlog(&self) -> Result<Vec<(SourceId, i64)>, StoreError> {
         read::unassigned_backlog(&self.reader).await
+    }
+
+    async fn create_source_key(&self, new: NewSourceKey) -> Result<SourceKey, StoreError> {
+        let id = write!(self, |conn| ops::create_source_key(conn, &new))?;
+        read::source_key(&self.reader, id).await
+    }
+
+    async fn list_source_keys(&self, source_id: SourceId) -> Result<Vec<SourceKey>, StoreError> {
+        read::source_keys(&self.reader, source_id).await
+    }
+
+    async fn delete_source_key(
+        &self,
+        source_id: SourceId,
+        key_id: SourceKeyId,
+    ) -> Result<(), StoreError> {
+        write!(self, |conn| ops::delete_source_key(conn, source_id, key_id))
+    }
+
+    async fn authenticate_source_key(&self, hash: &str) -> Result<Option<SourceKey>, StoreError> {
+        let Some(key) = read::source_key_by_hash(&self.reader, hash).await? else {
+            return Ok(None);
+        };
+        // A write per request would cost every ingest a trip through the writer; the
+        // last use is recorded at most once a minute per key.
+        let stale = key
+            .last_used_at
+            .is_none_or(|t| ops::now() - t > chrono::Duration::minutes(1));
+        if stale {
+            let id = key.id;
+            write!(self, |conn| ops::touch_source_key(conn, id))?;
+        }
+        Ok(Some(key))
     }
 
     fn pool_status(&self) -> PoolStatus {

@@ -8,8 +8,9 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use crm_core::{
     Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey, Inserted,
-    KeyClaim, LeadId, NewOperator, NewSource, OperatorId, OperatorPatch, OperatorSummary, Payload,
-    Prepared, RegistrationTx, SourceId, SourcePatch, SourceRef, StoreError, WeightSet,
+    KeyClaim, LeadId, NewOperator, NewSource, NewSourceKey, OperatorId, OperatorPatch,
+    OperatorSummary, Payload, Prepared, RegistrationTx, SourceId, SourceKeyId, SourcePatch,
+    SourceRef, StoreError, WeightSet,
 };
 use serde::{Deserialize, Serialize};
 
@@ -264,6 +265,54 @@ pub async fn assign_contact(
     conn.one(
         sql::SET_CONTACT_OPERATOR,
         vec![id.get().into(), operator_id.get().into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores a source's key; returns its id.
+pub async fn create_source_key(
+    conn: &impl Conn,
+    new: &NewSourceKey,
+) -> Result<SourceKeyId, StoreError> {
+    if conn
+        .one(sql::SOURCE_BY_ID, vec![new.source_id.get().into()])
+        .await?
+        .is_none()
+    {
+        return Err(StoreError::NotFound(Entity::Source));
+    }
+    let values = vec![
+        new.source_id.get().into(),
+        new.label.as_ref().map(|l| l.as_str().to_owned()).into(),
+        new.prefix.as_str().into(),
+        new.hash.as_str().into(),
+        conn.timestamp(now()),
+    ];
+    let row = returned(conn.one(sql::INSERT_SOURCE_KEY, values).await?)?;
+    Ok(SourceKeyId(row.get(0)?))
+}
+
+/// Revokes a source's key.
+pub async fn delete_source_key(
+    conn: &impl Conn,
+    source_id: SourceId,
+    key_id: SourceKeyId,
+) -> Result<(), StoreError> {
+    conn.one(
+        sql::DELETE_SOURCE_KEY,
+        vec![key_id.get().into(), source_id.get().into()],
+    )
+    .await?
+    .map(drop)
+    .ok_or(StoreError::NotFound(Entity::Source))
+}
+
+/// Notes that a key was used now.
+pub async fn touch_source_key(conn: &impl Conn, key_id: SourceKeyId) -> Result<(), StoreError> {
+    conn.one(
+        sql::TOUCH_SOURCE_KEY,
+        vec![key_id.get().into(), conn.timestamp(now())],
     )
     .await?;
     Ok(())

@@ -75,6 +75,13 @@ pub const RECORD_KEY: &str =
     "UPDATE idempotency_keys SET snapshot = $3 WHERE credential = $1 AND key = $2 RETURNING key";
 pub const EXPIRE_KEYS: &str = "DELETE FROM idempotency_keys WHERE created_at < $1 RETURNING key";
 
+pub const INSERT_SOURCE_KEY: &str = "INSERT INTO source_keys (source_id, label, prefix, hash, created_at) \
+     VALUES ($1, $2, $3, $4, $5) RETURNING id";
+pub const DELETE_SOURCE_KEY: &str =
+    "DELETE FROM source_keys WHERE id = $1 AND source_id = $2 RETURNING id";
+pub const TOUCH_SOURCE_KEY: &str =
+    "UPDATE source_keys SET last_used_at = $2 WHERE id = $1 RETURNING id";
+
 /// Reads a [`CANDIDATES`] row through the backend's column getters.
 pub fn candidate_from_row(
     int: impl Fn(usize) -> Result<i64, StoreError>,

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crm_core::{
     ContactFilter, ContactStatus, Entity, ExternalLeadId, IdempotencyKey, MaxActiveContacts, Name,
-    NewContact, NewOperator, NewSource, OperatorFilter, OperatorId, Page, Payload, SourceCode,
-    SourceId, SourceRef, Store, StoreError, Weight, WeightEntry, WeightSet,
+    NewContact, NewOperator, NewSource, NewSourceKey, OperatorFilter, OperatorId, Page, Payload,
+    SourceCode, SourceId, SourceKeyId, SourceRef, Store, StoreError, Weight, WeightEntry,
+    WeightSet,
 };
 use crm_store::{
     DbStore, StoreConfig,
@@ -45,6 +46,7 @@ on_every_backend!(
     manual_assignment_moves_the_load,
     an_idempotency_key_replays_and_refuses_reuse,
     concurrent_requests_with_one_key_store_one_contact,
+    source_keys_are_stored_as_hashes_listed_and_revoked,
 );
 
 /// Plain `cargo test` does not build the PostgreSQL variants; this test's name says so
@@ -400,5 +402,81 @@ async fn concurrent_requests_with_one_key_store_one_contact(backend: Backend) {
     assert!(answers.iter().all(|r| &r.contact == first));
     assert_eq!(all_contacts(&t.store).await.len(), 1);
     assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
+async fn source_keys_are_stored_as_hashes_listed_and_revoked(backend: Backend) {
+    let t = store(backend).await;
+    let src = source(&t.store, "bot", &[]).await;
+    let other = source(&t.store, "other", &[]).await;
+    let new = |source_id, hash: &str| NewSourceKey {
+        source_id,
+        label: Some(Name::parse("prod bot").expect("label")),
+        prefix: "crm_sk_ab".to_owned(),
+        hash: hash.to_owned(),
+    };
+    let key = t
+        .store
+        .create_source_key(new(src, "h1"))
+        .await
+        .expect("key");
+    assert_eq!(key.source_id, src);
+    assert_eq!(key.label.as_deref(), Some("prod bot"));
+    assert!(key.last_used_at.is_none());
+    let missing = t
+        .store
+        .create_source_key(new(SourceId(999), "h2"))
+        .await
+        .expect_err("unknown source");
+    assert!(matches!(missing, StoreError::NotFound(Entity::Source)));
+
+    let found = t
+        .store
+        .authenticate_source_key("h1")
+        .await
+        .expect("lookup")
+        .expect("known hash");
+    assert_eq!(found.id, key.id);
+    assert!(
+        t.store
+            .authenticate_source_key("nope")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    let listed = t.store.list_source_keys(src).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].last_used_at.is_some(), "use was recorded");
+    assert!(
+        t.store
+            .list_source_keys(other)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    let wrong = t
+        .store
+        .delete_source_key(other, key.id)
+        .await
+        .expect_err("another source's key");
+    assert!(matches!(wrong, StoreError::NotFound(_)));
+    t.store
+        .delete_source_key(src, key.id)
+        .await
+        .expect("revoke");
+    assert!(
+        t.store
+            .authenticate_source_key("h1")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    let gone = t
+        .store
+        .delete_source_key(src, SourceKeyId(key.id.get()))
+        .await
+        .expect_err("already revoked");
+    assert!(matches!(gone, StoreError::NotFound(_)));
     t.finish().await;
 }

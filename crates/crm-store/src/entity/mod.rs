@@ -5,4 +5,5 @@ pub mod contact;
 pub mod lead;
 pub mod operator;
 pub mod source;
+pub mod source_key;
 pub mod weight;
