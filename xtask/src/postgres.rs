@@ -9,7 +9,17 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian installs PostgreSQL 15's programs (`initdb`, `pg_ctl`, `psql`).
+pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// How durable the throwaway server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `fsync=off`, no synchronous commit: tests check logic, not crash safety.
+    Off,
+    /// PostgreSQL's defaults (fsync, synchronous commit, full page writes): benchmarks.
+    Full,
+}
 
 /// A running server.
 pub struct Postgres {
@@ -18,9 +28,14 @@ pub struct Postgres {
 }
 
 impl Postgres {
+    /// Initialises a cluster for tests (fsync off) and starts it.
+    pub fn start() -> Result<Self> {
+        Self::start_with(Durability::Off)
+    }
+
     /// Initialises a cluster and starts it. As root, the server runs as the `postgres`
     /// user (initdb refuses root).
-    pub fn start() -> Result<Self> {
+    pub fn start_with(durability: Durability) -> Result<Self> {
         let root = is_root();
         let base = std::env::temp_dir().join(format!("crm-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
@@ -49,9 +64,12 @@ impl Postgres {
             .output()
             .context("run initdb")
             .and_then(check)?;
+        let durability = match durability {
+            Durability::Off => " -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            Durability::Full => "",
+        };
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300{durability}",
             server.dir.display()
         );
         server
@@ -70,6 +88,14 @@ impl Postgres {
     /// The URL of the `postgres` database as superuser.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The server's main process id (from `postmaster.pid`), for CPU accounting.
+    pub fn pid(&self) -> Result<u32> {
+        let path = self.dir.join("data").join("postmaster.pid");
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        Ok(text.lines().next().unwrap_or_default().trim().parse()?)
     }
 
     fn as_postgres(&self, root: bool, program: &str) -> Command {

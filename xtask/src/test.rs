@@ -7,7 +7,11 @@ use crate::postgres::Postgres;
 
 pub fn run(args: &[String]) -> Result<()> {
     let sqlite_only = args.iter().any(|a| a == "--sqlite-only");
-    if let Some(unknown) = args.iter().find(|a| *a != "--sqlite-only") {
+    let no_fuzz = args.iter().any(|a| a == "--no-fuzz");
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| !matches!(a.as_str(), "--sqlite-only" | "--no-fuzz"))
+    {
         bail!("unknown option {unknown:?} for test");
     }
     let sh = Shell::new()?;
@@ -33,6 +37,19 @@ pub fn run(args: &[String]) -> Result<()> {
         sh.set_var("CRM_TEST_POSTGRES_URL", url);
         features.push("--features=crm-store/postgres-tests,crm-api/postgres-tests");
     }
+    // The bench smoke run builds its server as the tests did (nothing to rebuild).
+    let mut no_run: Vec<String> = ["test", "--workspace", "--locked", "--no-run"]
+        .map(String::from)
+        .into();
+    no_run.extend(features.iter().map(|f| (*f).to_owned()));
     cmd!(sh, "cargo test --workspace --locked {features...}").run()?;
+    // The benchmark harness, briefly, so it cannot rot (results go to a temporary file).
+    crate::bench::smoke(&no_run)?;
+    // schemathesis against a live server, bounded (see fuzz_api.rs); skipped only on request.
+    if no_fuzz {
+        eprintln!("xtask: --no-fuzz: skipping fuzz-api");
+    } else {
+        crate::fuzz_api::run(&[])?;
+    }
     Ok(())
 }

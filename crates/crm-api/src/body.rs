@@ -6,6 +6,8 @@
 //! parses it: every problem is collected with its field path (`operators[1].weight`) so one
 //! 422 names them all, as pydantic did. Unknown fields are ignored.
 
+use std::fmt::Write as _;
+
 use crm_core::{ExternalLeadId, MaxActiveContacts, Name, SourceCode, ValueError, Weight};
 use poem::{Request, RequestBody};
 use poem_openapi::{
@@ -19,6 +21,35 @@ use crate::error::{ApiError, FieldError, payload_too_large};
 
 /// Largest accepted request body.
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Exactly the characters Rust's `str::trim` removes (Unicode `White_Space`), as ranges.
+const WHITESPACE: [(char, char); 10] = [
+    ('\u{9}', '\u{d}'),
+    (' ', ' '),
+    ('\u{85}', '\u{85}'),
+    ('\u{a0}', '\u{a0}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{2000}', '\u{200a}'),
+    ('\u{2028}', '\u{2029}'),
+    ('\u{202f}', '\u{202f}'),
+    ('\u{205f}', '\u{205f}'),
+    ('\u{3000}', '\u{3000}'),
+];
+
+/// A JSON Schema pattern for "not only whitespace": one character outside [`WHITESPACE`].
+/// Spelled out rather than `\S`, whose meaning differs between regex dialects (and from
+/// `str::trim`), so the document and the server agree on every string.
+pub(crate) fn not_blank_pattern() -> String {
+    let mut class = String::from("[^");
+    for (first, last) in WHITESPACE {
+        let _ = write!(class, "\\u{:04X}", u32::from(first));
+        if last != first {
+            let _ = write!(class, "-\\u{:04X}", u32::from(last));
+        }
+    }
+    class.push(']');
+    class
+}
 
 /// A JSON body parsed by `T`'s [`FromBody`] into `T::Output`.
 pub(crate) struct JsonBody<T: FromBody>(pub(crate) T::Output);
@@ -289,6 +320,18 @@ mod tests {
         assert_eq!(
             err.map(|e| e.code()),
             Some(crate::error::ErrorCode::MalformedJson)
+        );
+    }
+
+    #[test]
+    fn the_whitespace_table_is_what_trim_removes() {
+        let listed = |c: char| WHITESPACE.iter().any(|&(a, b)| (a..=b).contains(&c));
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            assert_eq!(listed(c), c.is_whitespace(), "{:04X}", u32::from(c));
+        }
+        assert_eq!(
+            not_blank_pattern(),
+            "[^\\u0009-\\u000D\\u0020\\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028-\\u2029\\u202F\\u205F\\u3000]"
         );
     }
 

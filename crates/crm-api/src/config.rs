@@ -1,55 +1,144 @@
 //! Server configuration: environment variables with equal command-line flags.
+//!
+//! Every setting has a flag and an environment variable (`CRM_…`); the binary also reads
+//! an optional `.env` file before parsing, whose values count as environment variables
+//! that are not set already. `docs/configuration.md` lists them all.
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::Parser;
+use clap::Args;
 use crm_store::StoreConfig;
 
-/// How to run the server. Each setting is a flag or an environment variable; the log
-/// filter comes from `RUST_LOG` (default `info`).
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "crm-api",
-    version,
-    about = "mini-crm: distributes customer contacts among operators"
-)]
+/// How to run the server. The log filter comes from `RUST_LOG` (default `info`).
+///
+/// The arguments are global: they may stand before or after a subcommand.
+#[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Database URL: `sqlite://path?mode=rwc` or `postgres://…`.
-    #[arg(long, env = "CRM_DATABASE_URL", default_value = crm_store::DEFAULT_DATABASE_URL)]
+    /// Database URL: `sqlite://PATH?mode=rwc` (a file, created if missing) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`.
+    #[arg(
+        long,
+        env = "CRM_DATABASE_URL",
+        default_value = crm_store::DEFAULT_DATABASE_URL,
+        hide_env_values = true,
+        global = true
+    )]
     pub database_url: String,
 
     /// Address to listen on.
-    #[arg(long, env = "CRM_BIND", default_value = "127.0.0.1:8000")]
+    #[arg(
+        long,
+        env = "CRM_BIND",
+        default_value = "127.0.0.1:8000",
+        global = true
+    )]
     pub bind: SocketAddr,
 
     /// Database pool size (SQLite: the read pool; PostgreSQL: every query).
     #[arg(long, env = "CRM_DB_MAX_CONNECTIONS", default_value_t = 8,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
+          value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
     pub db_max_connections: u32,
 
     /// Longest wait for a pooled connection, in milliseconds, before a request fails
     /// with 503.
     #[arg(long, env = "CRM_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub db_acquire_timeout_ms: u64,
 
     /// Longest a PostgreSQL statement may run, in milliseconds (`statement_timeout`);
     /// 0 disables it.
-    #[arg(long, env = "CRM_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "CRM_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
     pub db_statement_timeout_ms: u64,
 
     /// SQLite: writes waiting for the writer before new ones get 503 overloaded.
     #[arg(long, env = "CRM_WRITE_QUEUE", default_value_t = 4096,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
     pub write_queue: u64,
 
-    /// SQLite: `synchronous = NORMAL` instead of `FULL`. Faster, but the last commits may
-    /// be lost on power failure (never on a process crash).
-    #[arg(long, env = "CRM_SQLITE_SYNC_NORMAL", default_value_t = false)]
+    /// SQLite: `synchronous = NORMAL` instead of `FULL` (off by default; the variable takes
+    /// true/false, 1/0, yes/no or on/off). Faster, but the last commits may be lost on power failure (never
+    /// on a process crash).
+    #[arg(
+        long,
+        env = "CRM_SQLITE_SYNC_NORMAL",
+        default_value_t = false,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
     pub sqlite_sync_normal: bool,
+
+    /// Log line format: `text` for people, `json` (one object per line, with the span
+    /// fields such as the request id) for log collectors.
+    #[arg(
+        long,
+        env = "CRM_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A setting that parses but cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The database URL names a backend this service does not have. Only the scheme is
+    /// shown: the rest of the URL may carry a password.
+    #[error(
+        "unsupported database url scheme {scheme:?} in CRM_DATABASE_URL/--database-url: \
+         expected sqlite://PATH?mode=rwc or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    )]
+    UnsupportedScheme {
+        /// What stood before the first `:`.
+        scheme: String,
+    },
+    /// An SQLite URL without a file: the writer and the readers must share one file.
+    #[error(
+        "the SQLite database in CRM_DATABASE_URL/--database-url must be a file, \
+         e.g. sqlite://crm.db?mode=rwc (in-memory databases cannot be served)"
+    )]
+    SqliteWithoutFile,
 }
 
 impl Config {
+    /// Checks what the parser cannot: that the database URL names a backend this service
+    /// can serve.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the setting and what it expects.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database_url.as_str();
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() || path.contains(":memory:") || path.starts_with("file:") {
+                return Err(ConfigError::SqliteWithoutFile);
+            }
+            Ok(())
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(())
+        } else {
+            let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+            Err(ConfigError::UnsupportedScheme {
+                scheme: scheme.to_owned(),
+            })
+        }
+    }
+
     /// The store's part of the configuration.
     #[must_use]
     pub fn store_config(&self) -> StoreConfig {
@@ -62,6 +151,86 @@ impl Config {
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             statement_timeout: (self.db_statement_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.db_statement_timeout_ms)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn with_url(url: &str) -> Config {
+        Cli::parse_from(["crm-api", "--database-url", url]).config
+    }
+
+    #[test]
+    fn sqlite_files_and_postgres_urls_are_accepted() {
+        for url in [
+            "sqlite://crm.db?mode=rwc",
+            "sqlite:///data/crm.db?mode=rwc",
+            "sqlite:crm.db",
+            "postgres://crm:secret@db:5432/crm",
+            "postgresql://localhost/crm",
+        ] {
+            assert_eq!(with_url(url).validate(), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_sync_flag_reads_booleans() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("crm-api").chain(args.iter().copied()))
+                .map(|cli| cli.config.sqlite_sync_normal)
+        };
+        assert_eq!(parse(&["--sqlite-sync-normal"]).ok(), Some(true));
+        assert!(parse(&["--sqlite-sync-normal=maybe"]).is_err());
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("crm-api").chain(args.iter().copied()))
+                .map(|cli| cli.config.log_format)
+        };
+        assert_eq!(parse(&["--log-format", "json"]).ok(), Some(LogFormat::Json));
+        assert_eq!(parse(&["--log-format", "text"]).ok(), Some(LogFormat::Text));
+        assert!(parse(&["--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn another_scheme_is_refused_without_echoing_the_url() {
+        let err = with_url("mysql://root:hunter2@db/crm")
+            .validate()
+            .expect_err("mysql is not supported");
+        assert_eq!(
+            err,
+            ConfigError::UnsupportedScheme {
+                scheme: "mysql".to_owned()
+            }
+        );
+        let message = err.to_string();
+        assert!(
+            !message.contains("hunter2") && !message.contains('\n'),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn in_memory_and_empty_sqlite_urls_are_refused() {
+        for url in ["sqlite::memory:", "sqlite://", "sqlite://?mode=rwc"] {
+            assert_eq!(
+                with_url(url).validate(),
+                Err(ConfigError::SqliteWithoutFile),
+                "{url}"
+            );
         }
     }
 }

@@ -392,6 +392,7 @@ fn param_message(name: &str, reason: &str) -> String {
         "limit" => "must be an integer between 1 and 1000",
         "is_active" | "unassigned" => "must be true or false",
         "status" => "must be open or closed",
+        "Idempotency-Key" => "must be 1 to 255 visible ASCII characters",
         _ => return format!("invalid value: {reason}"),
     }
     .to_owned()

@@ -19,7 +19,7 @@ use std::{any::Any, sync::Arc, time::Instant};
 use crm_core::Store;
 use poem::{
     Endpoint, EndpointExt, IntoResponse, PathPattern, Request, Response, Route,
-    http::{HeaderValue, header::CONTENT_LENGTH},
+    http::{HeaderValue, Method, header::CONTENT_LENGTH},
     middleware::{CatchPanic, NormalizePath, TrailingSlash},
 };
 use rand::RngExt;
@@ -42,6 +42,7 @@ pub fn app<S: Store>(store: Arc<S>) -> impl Endpoint<Output = Response> + 'stati
         metrics: Arc::clone(&metrics),
     };
     let api = api::service(store);
+    let allowed = Arc::new(api::AllowedMethods::of_api::<S>().with("/metrics", &[Method::GET]));
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     Route::new()
@@ -52,6 +53,7 @@ pub fn app<S: Store>(store: Arc<S>) -> impl Endpoint<Output = Response> + 'stati
         .with(NormalizePath::new(TrailingSlash::Trim))
         .around(limit_body)
         .catch_all_error(problem)
+        .around(move |ep, req| api::allow_header(ep, req, Arc::clone(&allowed)))
         .with(CatchPanic::new().with_handler(panic_problem))
         .data(Arc::clone(&metrics))
         .around(move |ep, req| observe(ep, req, Arc::clone(&metrics)))

@@ -1,29 +1,134 @@
-//! The mini-crm server: reads its configuration, opens the store, serves HTTP until
-//! SIGINT or SIGTERM, then lets the store commit what is queued.
+//! The mini-crm server binary: reads its configuration (flags, environment, an optional
+//! `.env` file), then serves HTTP until SIGINT or SIGTERM (`crm-api`, `crm-api serve`),
+//! runs migrations alone (`crm-api migrate …`) or prints the OpenAPI document
+//! (`crm-api openapi`).
 
-use std::{sync::Arc, time::Duration};
+mod cli;
+
+use std::{
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
-use clap::Parser as _;
-use crm_api::Config;
+use clap::{CommandFactory as _, Parser as _, error::ErrorKind};
+use crm_api::{Config, config::LogFormat};
+use crm_store::MigrateAction;
 use poem::{
     Server,
     listener::{Acceptor as _, Listener as _, TcpListener},
 };
 use tracing_subscriber::EnvFilter;
 
+use crate::cli::{Cli, Command};
+
 /// How long open connections may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+/// The optional settings file, looked up in the current directory only.
+const DOTENV: &str = ".env";
 
+fn main() -> anyhow::Result<()> {
+    // Before any thread exists: loading sets environment variables.
+    let dotenv = load_dotenv(Path::new(DOTENV))?;
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => start(&cli.config, dotenv, Logs::Stdout)?.block_on(serve(&cli.config)),
+        Command::Migrate { action } => {
+            start(&cli.config, dotenv, Logs::Stderr)?.block_on(migrate(&cli.config, action.into()))
+        }
+        Command::Openapi => print_openapi(),
+    }
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy)]
+enum Logs {
+    /// While serving, as they always have.
+    Stdout,
+    /// For the one-shot commands, whose stdout is their result.
+    Stderr,
+}
+
+/// Validates the settings (exiting with a usage error like clap's own), starts logging
+/// and builds the async runtime.
+fn start(
+    config: &Config,
+    dotenv: Option<PathBuf>,
+    logs: Logs,
+) -> anyhow::Result<tokio::runtime::Runtime> {
+    if let Err(err) = config.validate() {
+        Cli::command().error(ErrorKind::ValueValidation, err).exit();
+    }
+    init_tracing(config.log_format, logs);
+    if let Some(path) = dotenv {
+        tracing::info!("read settings from {}", path.display());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Reads `path` into the environment when it exists; variables already set win.
+fn load_dotenv(path: &Path) -> anyhow::Result<Option<PathBuf>> {
+    match dotenvy::from_path(path) {
+        Ok(()) => Ok(Some(path.to_path_buf())),
+        Err(err) if err.not_found() => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Logs with the `RUST_LOG` filter (default `info`), in the configured format.
+fn init_tracing(format: LogFormat, logs: Logs) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match (format, logs) {
+        (LogFormat::Text, Logs::Stdout) => builder.init(),
+        (LogFormat::Text, Logs::Stderr) => builder.with_writer(io::stderr).init(),
+        (LogFormat::Json, Logs::Stdout) => builder.json().init(),
+        (LogFormat::Json, Logs::Stderr) => builder.json().with_writer(io::stderr).init(),
+    }
+}
+
+/// `crm-api openapi`: the document as served at `/openapi.json`.
+fn print_openapi() -> anyhow::Result<()> {
+    write_stdout(&format!("{}\n", crm_api::openapi_spec()))
+}
+
+/// `crm-api migrate …`: runs `action`, then prints every migration with its state.
+async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<()> {
+    let states = crm_store::migrate(&config.store_config(), action)
+        .await
+        // Not the URL itself: it may carry a password.
+        .context("migration failed")?;
+    let listing: String = states
+        .iter()
+        .map(|state| {
+            let label = if state.applied { "applied" } else { "pending" };
+            format!("{label}  {}\n", state.name)
+        })
+        .collect();
+    write_stdout(&listing)
+}
+
+/// Writes a command's result; a reader that went away early (`crm-api openapi | head`)
+/// is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
+            Err(err).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `crm-api` / `crm-api serve`: opens the store, serves HTTP until a shutdown signal,
+/// then lets the store commit what is queued.
+async fn serve(config: &Config) -> anyhow::Result<()> {
     let store = crm_store::connect(&config.store_config())
         .await
         // Not the URL itself: it may carry a password.

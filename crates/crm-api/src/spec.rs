@@ -2,9 +2,9 @@
 
 use crm_core::{
     Contact, ContactFilter, ContactId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts,
-    NewContact, NewOperator, NewSource, Operator, OperatorFilter, OperatorId, OperatorPatch,
-    OperatorStats, PoolStatus, Registration, Source, SourceId, SourcePatch, Store, StoreError,
-    WeightSet,
+    NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId,
+    OperatorPatch, OperatorStats, PoolStatus, Registration, Source, SourceId, SourceKey,
+    SourceKeyId, SourcePatch, Store, StoreError, WeightSet,
 };
 
 /// Answers every call with [`StoreError::Unavailable`]; only its type matters.

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Instant};
 
 use crm_core::{
-    ContactFilter, ContactId, IdempotencyKey, LeadId, NewContact, OperatorId, Page, Payload,
+    ContactFilter, ContactId, ExternalLeadId, IdempotencyKey, LeadId, NewContact, OperatorId, Page, Payload,
     SourceId, SourceRef, Store, ValueError,
 };
 use poem::web::Data;
@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::{ApiTags, default_page_limit};
 use crate::{
-    body::{Fields, FromBody, JsonBody, external_lead_id, integer, source_code},
+    body::{Fields, FromBody, JsonBody, external_lead_id, integer, not_blank_pattern, source_code},
     dto::{Contact, ContactStatus, Listed, contacts, next_link},
     error::{ApiError, ApiResult},
     metrics::Metrics,
@@ -34,9 +34,11 @@ struct CreateContact {
     /// The lead's identifier in its channel, kept exactly as sent (1..=255 characters,
     /// not all whitespace); a JSON integer is taken as its decimal text.
     external_lead_id: StringOrInteger,
-    /// The source, by id.
+    /// The source, by id; `null` is the same as leaving it out.
+    #[oai(nullable)]
     source_id: Option<i64>,
-    /// The source, by code.
+    /// The source, by code; `null` is the same as leaving it out.
+    #[oai(nullable, validator(pattern = r"^[A-Za-z0-9_.-]{1,100}$"))]
     source_code: Option<String>,
     /// Anything the source sends along (at most 64 KiB as JSON); `null` when left out.
     payload: Option<Value>,
@@ -123,7 +125,7 @@ impl<S: Store> ContactsApi<S> {
         &self,
         body: JsonBody<CreateContact>,
         /// 1..=255 visible ASCII characters chosen by the client, one per logical request.
-        #[oai(name = "Idempotency-Key")]
+        #[oai(name = "Idempotency-Key", validator(pattern = r"^[!-~]{1,255}$"))]
         idempotency_key: Header<Option<String>>,
         metrics: Data<&Arc<Metrics>>,
     ) -> ApiResult<Registered> {
@@ -281,8 +283,14 @@ impl Type for StringOrInteger {
     }
 
     fn schema_ref() -> MetaSchemaRef {
+        let string = MetaSchema {
+            min_length: Some(1),
+            max_length: Some(ExternalLeadId::MAX_CHARS),
+            pattern: Some(not_blank_pattern()),
+            ..MetaSchema::new("string")
+        };
         MetaSchemaRef::Inline(Box::new(MetaSchema {
-            one_of: vec![String::schema_ref(), i64::schema_ref()],
+            one_of: vec![MetaSchemaRef::Inline(Box::new(string)), i64::schema_ref()],
             ..MetaSchema::ANY
         }))
     }

@@ -7,10 +7,17 @@ mod operators;
 mod sources;
 mod stats;
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use crm_core::{Page, Store};
-use poem_openapi::{OpenApiService, Tags};
+use poem::{
+    Endpoint, IntoResponse, Request, Response,
+    http::{HeaderValue, Method, StatusCode, header::ALLOW},
+};
+use poem_openapi::{OpenApi, OpenApiService, Tags};
 
 /// Groups of operations in the OpenAPI document.
 #[derive(Tags)]
@@ -59,4 +66,106 @@ pub(crate) fn service<S: Store>(store: Arc<S>) -> OpenApiService<Apis<S>, ()> {
 /// Page size when none is asked for.
 fn default_page_limit() -> u32 {
     Page::DEFAULT_LIMIT
+}
+
+/// The methods each path answers, for the `Allow` header every 405 must carry (RFC 9110).
+pub(crate) struct AllowedMethods {
+    /// Each path template split into segments (`None` for a `{variable}`), with its header.
+    routes: Vec<(Vec<Option<String>>, HeaderValue)>,
+}
+
+impl AllowedMethods {
+    /// The operations of the API over `S`, as in its OpenAPI document. poem answers
+    /// `HEAD` wherever there is a `GET`, so those list it too.
+    pub(crate) fn of_api<S: Store>() -> Self {
+        let mut by_path: BTreeMap<String, Vec<Method>> = BTreeMap::new();
+        for api in <Apis<S> as OpenApi>::meta() {
+            for path in api.paths {
+                let methods = by_path.entry(path.path).or_default();
+                methods.extend(path.operations.into_iter().map(|o| o.method));
+                if methods.contains(&Method::GET) {
+                    methods.push(Method::HEAD);
+                }
+            }
+        }
+        by_path
+            .iter()
+            .fold(Self { routes: Vec::new() }, |allowed, (path, methods)| {
+                allowed.with(path, methods)
+            })
+    }
+
+    /// Adds a path `template` (`/api/operators/{id}`) that answers `methods`.
+    pub(crate) fn with(mut self, template: &str, methods: &[Method]) -> Self {
+        let segments = segments(template)
+            .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_owned()))
+            .collect();
+        let ranked: BTreeSet<usize> = methods
+            .iter()
+            .filter_map(|m| METHOD_ORDER.iter().position(|o| *o == m.as_str()))
+            .collect();
+        let list: Vec<&str> = ranked.into_iter().map(|i| METHOD_ORDER[i]).collect();
+        if let Ok(value) = HeaderValue::from_str(&list.join(", ")) {
+            self.routes.push((segments, value));
+        }
+        self
+    }
+
+    /// The `Allow` value of the path a request named, if it is one of ours.
+    pub(crate) fn header(&self, path: &str) -> Option<&HeaderValue> {
+        let requested: Vec<&str> = segments(path).collect();
+        self.routes.iter().find_map(|(template, value)| {
+            let matches = template.len() == requested.len()
+                && template
+                    .iter()
+                    .zip(&requested)
+                    .all(|(t, r)| t.as_deref().is_none_or(|t| t == *r));
+            matches.then_some(value)
+        })
+    }
+}
+
+/// The order methods are listed in.
+const METHOD_ORDER: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+
+/// The non-empty segments of a path (so a trailing slash does not count).
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+/// Adds `Allow` to every 405 of a path in `allowed`.
+pub(crate) async fn allow_header<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    allowed: Arc<AllowedMethods>,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_owned();
+    let mut resp = ep.call(req).await?.into_response();
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(value) = allowed.header(&path)
+    {
+        resp.headers_mut().insert(ALLOW, value.clone());
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::NoStore;
+
+    #[test]
+    fn allow_lists_the_methods_of_the_matching_path() {
+        let allowed = AllowedMethods::of_api::<NoStore>().with("/metrics", &[Method::GET]);
+        let header = |path| allowed.header(path).and_then(|v| v.to_str().ok());
+        assert_eq!(header("/api/operators"), Some("GET, HEAD, POST"));
+        assert_eq!(
+            header("/api/operators/7/"),
+            Some("GET, HEAD, PATCH, DELETE")
+        );
+        assert_eq!(header("/api/contacts/x/assign"), Some("POST"));
+        assert_eq!(header("/api/sources/1/operators"), Some("PUT"));
+        assert_eq!(header("/metrics"), Some("GET"));
+        assert_eq!(header("/api/nothing"), None);
+    }
 }

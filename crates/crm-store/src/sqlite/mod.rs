@@ -7,7 +7,7 @@ use std::{fs::File, path::PathBuf};
 
 use fs2::FileExt;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, TransactionTrait};
 
 use crate::{ConnectError, StoreConfig};
 use writer::Writer;
@@ -67,7 +67,14 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
         .execute_unprepared("PRAGMA journal_mode = WAL")
         .await
         .map_err(|err| ConnectError::Database(Box::new(err)))?;
-    Migrator::up(&admin, None)
+    // In one transaction (SQLite's DDL is transactional): a crash mid-migration leaves
+    // the schema as it was, never tables without their row in `seaql_migrations`.
+    let migrated = async {
+        let txn = admin.begin().await?;
+        Migrator::up(&txn, None).await?;
+        txn.commit().await
+    };
+    migrated
         .await
         .map_err(|err| ConnectError::Migration(Box::new(err)))?;
     admin

@@ -1,0 +1,525 @@
+//! Crash safety on SQLite: the `crm-api` binary is SIGKILLed in the middle of a burst of
+//! concurrent registrations and closes, then restarted on the same file. Every contact
+//! whose 201 reached the client must still be there exactly as answered, every close whose
+//! 200 reached the client must have stuck, the file must pass `PRAGMA integrity_check` and
+//! `PRAGMA foreign_key_check`, and every operator's counter must equal its open rows and
+//! stay within its limit. The restart must work although the killed process held the
+//! `<db>.lock` file (the kernel releases the lock with the process).
+//!
+//! Three rounds on one file, each killed after a different number of answers.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::File,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore};
+
+/// Registrations fired per round; far more than can finish before the kill.
+const BURST: usize = 1500;
+/// Requests in flight at once.
+const IN_FLIGHT: usize = 48;
+/// External ids the burst draws from, so leads repeat.
+const LEADS: usize = 150;
+/// After how many 201s each round's server is killed.
+const KILL_AFTER: [usize; 3] = [150, 40, 400];
+/// Operators' limits: small, so they fill and free up all through the burst.
+const LIMITS: [i64; 4] = [2, 3, 1, 4];
+
+/// A server process; SIGKILLed when dropped, so a failing test leaves none behind.
+struct Server {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// `Child::kill` is SIGKILL on Unix: no shutdown hook, no drain, no flush.
+    fn sigkill(mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        let status = self.child.wait().expect("reap the server");
+        assert!(!status.success(), "the server was killed, not stopped");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn database_url(db: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", db.display())
+}
+
+/// Spawns `crm-api` on `db` (in `dir`, so no developer's `.env` is read) without waiting.
+fn spawn(dir: &Path, db: &Path, log_name: &str) -> (Child, u16, PathBuf) {
+    let port = free_port();
+    let log = dir.join(log_name);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crm-api"));
+    // Only the settings below: none of the developer's (e.g. an admin token).
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CRM_")) {
+        command.env_remove(name);
+    }
+    let child = command
+        .current_dir(dir)
+        .env("CRM_DATABASE_URL", database_url(db))
+        .env("CRM_BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(File::create(&log).expect("log file"))
+        .stderr(File::create(log.with_extension("err")).expect("log file"))
+        .spawn()
+        .expect("start crm-api");
+    (child, port, log)
+}
+
+async fn start(dir: &Path, db: &Path, client: &reqwest::Client, round: usize) -> Server {
+    let (child, port, log) = spawn(dir, db, &format!("round-{round}.log"));
+    let mut server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = client.get(format!("{}/health", server.base)).send().await
+            && resp.status().is_success()
+        {
+            return server;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let err = std::fs::read_to_string(server.log.with_extension("err")).unwrap_or_default();
+            panic!("round {round}: the server exited with {status} instead of starting:\n{err}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "round {round}: the server never became healthy:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Result<(u16, Value), reqwest::Error> {
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+async fn get(client: &reqwest::Client, url: String) -> Value {
+    let (status, body) = send(client.get(&url)).await.expect("answered");
+    assert_eq!(status, 200, "GET {url}: {body}");
+    body
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
+    let (status, answer) = send(client.post(&url).json(&body)).await.expect("answered");
+    assert!(
+        status == 200 || status == 201,
+        "POST {url}: {status} {answer}"
+    );
+    answer
+}
+
+/// Every item of an id-paged listing.
+async fn all(client: &reqwest::Client, base: &str, what: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = get(
+            client,
+            format!("{base}/api/{what}?limit=1000&after={after}"),
+        )
+        .await;
+        let page = page.as_array().expect("a list").clone();
+        let Some(last) = page.last() else {
+            return items;
+        };
+        after = last["id"].as_i64().expect("an id");
+        items.extend(page);
+    }
+}
+
+/// What one request of the burst learned.
+enum Outcome {
+    /// The 201 reached the client: this contact must survive.
+    Registered { external_id: String, contact: Value },
+    /// The 201 reached the client and so did the 200 of closing it.
+    Closed { external_id: String, contact: Value },
+    /// An answer, but not the expected one: a bug, whenever it came.
+    Refused {
+        what: &'static str,
+        status: u16,
+        body: Value,
+    },
+    /// No answer: the server died first. The write may or may not have happened.
+    Unknown,
+}
+
+/// Fires the burst; once `kill_after` registrations are answered, `killed` is notified
+/// and the requests still running or not yet sent meet a dead server.
+async fn burst(
+    client: &reqwest::Client,
+    base: &str,
+    source_id: i64,
+    round: usize,
+    kill_after: usize,
+    acked: Arc<AtomicUsize>,
+    killed: Arc<Notify>,
+) -> Vec<tokio::task::JoinHandle<Outcome>> {
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut tasks = Vec::with_capacity(BURST);
+    for i in 0..BURST {
+        let client = client.clone();
+        let base = base.to_owned();
+        let permits = Arc::clone(&permits);
+        let acked = Arc::clone(&acked);
+        let killed = Arc::clone(&killed);
+        let external_id = format!("lead-{}", (i * 7 + round) % LEADS);
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore");
+            let body = json!({
+                "external_lead_id": external_id,
+                "source_id": source_id,
+                "payload": {"round": round, "i": i},
+            });
+            let contact = match send(client.post(format!("{base}/api/contacts")).json(&body)).await
+            {
+                Ok((201, contact)) if contact.is_object() => contact,
+                // The body was cut off by the kill: not an acknowledgement.
+                Ok((201, _)) | Err(_) => return Outcome::Unknown,
+                Ok((status, body)) => {
+                    return Outcome::Refused {
+                        what: "registration",
+                        status,
+                        body,
+                    };
+                }
+            };
+            if acked.fetch_add(1, Ordering::SeqCst) + 1 == kill_after {
+                killed.notify_one();
+            }
+            // Every third assigned contact is closed at once, so counters go down as
+            // well as up while the server dies.
+            if i % 3 == 0 && !contact["operator_id"].is_null() {
+                let id = contact["id"].as_i64().expect("an id");
+                match send(client.post(format!("{base}/api/contacts/{id}/close"))).await {
+                    Ok((200, _)) => {
+                        return Outcome::Closed {
+                            external_id,
+                            contact,
+                        };
+                    }
+                    Ok((status, body)) => {
+                        return Outcome::Refused {
+                            what: "close",
+                            status,
+                            body,
+                        };
+                    }
+                    // The registration stands; the close may or may not have happened.
+                    Err(_) => {}
+                }
+            }
+            Outcome::Registered {
+                external_id,
+                contact,
+            }
+        }));
+    }
+    tasks
+}
+
+/// Checks the file itself, with no server on it: the WAL a killed writer left behind is
+/// read as SQLite reads it at the next start.
+fn check_file(db: &Path, round: usize) {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the database read-only");
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .expect("integrity_check");
+    assert_eq!(integrity, "ok", "round {round}: integrity_check");
+    let mut fk = conn.prepare("PRAGMA foreign_key_check").expect("prepare");
+    let violations = fk
+        .query_map([], |row| row.get::<_, String>(0))
+        .expect("foreign_key_check")
+        .count();
+    assert_eq!(violations, 0, "round {round}: rows whose parent is missing");
+    let mut counters = conn
+        .prepare(
+            "SELECT o.id, o.open_contacts, o.max_active_contacts, \
+             (SELECT count(*) FROM contacts c WHERE c.operator_id = o.id AND c.status = 'open') \
+             FROM operators o ORDER BY o.id",
+        )
+        .expect("prepare");
+    let rows = counters
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })
+        .expect("counters")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("counter rows");
+    assert_eq!(rows.len(), LIMITS.len(), "round {round}: operators");
+    for (id, counter, limit, open_rows) in rows {
+        assert_eq!(
+            counter, open_rows,
+            "round {round}: operator {id} counter vs rows"
+        );
+        assert!(
+            counter <= limit,
+            "round {round}: operator {id} holds {counter} > {limit}"
+        );
+    }
+}
+
+/// Through the API of the restarted server: every acknowledged contact as answered, every
+/// acknowledged close closed, leads unique, counters equal to rows and within limits.
+async fn check_api(
+    client: &reqwest::Client,
+    base: &str,
+    acknowledged: &BTreeMap<i64, (String, Value, bool)>,
+    round: usize,
+) {
+    let contacts: HashMap<i64, Value> = all(client, base, "contacts")
+        .await
+        .into_iter()
+        .map(|c| (c["id"].as_i64().expect("an id"), c))
+        .collect();
+    let leads = all(client, base, "leads").await;
+    let lead_ids: HashMap<i64, String> = leads
+        .iter()
+        .map(|l| {
+            (
+                l["id"].as_i64().expect("an id"),
+                l["external_id"].as_str().expect("external id").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(lead_ids.len(), leads.len(), "round {round}: lead ids");
+    let mut external: Vec<&String> = lead_ids.values().collect();
+    external.sort();
+    external.dedup();
+    assert_eq!(
+        external.len(),
+        leads.len(),
+        "round {round}: a repeated external id"
+    );
+
+    for (id, (external_id, answered, closed)) in acknowledged {
+        let stored = contacts
+            .get(id)
+            .unwrap_or_else(|| panic!("round {round}: acknowledged contact {id} is lost"));
+        for field in [
+            "lead_id",
+            "source_id",
+            "operator_id",
+            "created_at",
+            "payload",
+        ] {
+            assert_eq!(
+                stored[field], answered[field],
+                "round {round}: contact {id}: {field} differs from the 201"
+            );
+        }
+        let lead = stored["lead_id"].as_i64().expect("lead id");
+        assert_eq!(
+            lead_ids.get(&lead),
+            Some(external_id),
+            "round {round}: contact {id}: lead"
+        );
+        if *closed {
+            assert_eq!(
+                stored["status"], "closed",
+                "round {round}: close of {id} lost"
+            );
+        }
+    }
+
+    let stats = get(client, format!("{base}/api/stats/operators")).await;
+    let stats = stats.as_array().expect("stats");
+    assert_eq!(stats.len(), LIMITS.len());
+    for op in stats {
+        let id = op["operator_id"].as_i64().expect("id");
+        let open_rows = contacts
+            .values()
+            .filter(|c| c["operator_id"].as_i64() == Some(id) && c["status"] == "open")
+            .count() as i64;
+        let counter = op["open_contacts"].as_i64().expect("counter");
+        let limit = op["max_active_contacts"].as_i64().expect("limit");
+        assert_eq!(
+            counter, open_rows,
+            "round {round}: operator {id} counter vs rows"
+        );
+        assert!(
+            counter <= limit,
+            "round {round}: operator {id} holds {counter} > {limit}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_burst_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("crm.db");
+    let lock = dir.path().join("crm.db.lock");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("a client");
+
+    let server = start(dir.path(), &db, &client, 0).await;
+    let base = server.base.clone();
+    let mut operators = Vec::new();
+    for (n, limit) in LIMITS.iter().enumerate() {
+        let op = post(
+            &client,
+            format!("{base}/api/operators"),
+            json!({"name": format!("Operator {n}"), "max_active_contacts": limit}),
+        )
+        .await;
+        operators.push(json!({"operator_id": op["id"], "weight": n + 1}));
+    }
+    let source = post(
+        &client,
+        format!("{base}/api/sources"),
+        json!({"name": "Bot", "code": "bot"}),
+    )
+    .await;
+    let source_id = source["id"].as_i64().expect("source id");
+    let (status, body) = send(
+        client
+            .put(format!("{base}/api/sources/{source_id}/operators"))
+            .json(&json!({"operators": operators})),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(status, 200, "weights: {body}");
+
+    // A second server on the same file is refused while the first lives.
+    let (second, _, second_log) = spawn(dir.path(), &db, "second.log");
+    let mut second = Server {
+        child: second,
+        base: String::new(),
+        log: second_log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.child.try_wait().expect("poll the second server") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a second server on the same file kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let err = std::fs::read_to_string(second.log.with_extension("err")).unwrap_or_default();
+    assert!(
+        !status.success() && err.contains("in use"),
+        "a second server on the same file must exit with a clear message: {status} {err}"
+    );
+    drop(second);
+
+    let mut acknowledged: BTreeMap<i64, (String, Value, bool)> = BTreeMap::new();
+    let mut server = Some(server);
+    for (round, &kill_after) in KILL_AFTER.iter().enumerate() {
+        let live = server.take().expect("a running server");
+        let acked = Arc::new(AtomicUsize::new(0));
+        let killed = Arc::new(Notify::new());
+        let tasks = burst(
+            &client,
+            &live.base,
+            source_id,
+            round,
+            kill_after,
+            Arc::clone(&acked),
+            Arc::clone(&killed),
+        )
+        .await;
+        tokio::time::timeout(Duration::from_secs(30), killed.notified())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: {kill_after} registrations never answered"));
+        live.sigkill();
+
+        let (mut answered, mut unknown) = (0, 0);
+        for task in tasks {
+            match task.await.expect("a burst task") {
+                Outcome::Registered {
+                    external_id,
+                    contact,
+                } => {
+                    answered += 1;
+                    let id = contact["id"].as_i64().expect("an id");
+                    acknowledged.insert(id, (external_id, contact, false));
+                }
+                Outcome::Closed {
+                    external_id,
+                    contact,
+                } => {
+                    answered += 1;
+                    let id = contact["id"].as_i64().expect("an id");
+                    acknowledged.insert(id, (external_id, contact, true));
+                }
+                Outcome::Refused { what, status, body } => {
+                    panic!("round {round}: a {what} was answered {status}: {body}")
+                }
+                Outcome::Unknown => unknown += 1,
+            }
+        }
+        assert!(answered >= kill_after, "round {round}: {answered} answered");
+        assert!(
+            unknown > 0,
+            "round {round}: the burst finished before the kill, so nothing was cut short"
+        );
+        eprintln!("round {round}: killed after {answered} acknowledged, {unknown} cut short");
+
+        assert!(
+            lock.exists(),
+            "the killed server's lock file is still there"
+        );
+        check_file(&db, round);
+        let restarted = start(dir.path(), &db, &client, round + 1).await;
+        check_api(&client, &restarted.base, &acknowledged, round).await;
+        // The store takes writes again after recovery.
+        post(
+            &client,
+            format!("{}/api/contacts", restarted.base),
+            json!({"external_lead_id": "after-restart", "source_code": "bot"}),
+        )
+        .await;
+        server = Some(restarted);
+    }
+    let last = server.take().expect("a running server");
+    // Readers beside the live writer see a sound file too.
+    check_file(&db, KILL_AFTER.len());
+    drop(last);
+}

@@ -1,0 +1,294 @@
+//! The options of `cargo xtask bench`, and the settings they resolve to.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Parser, ValueEnum};
+
+/// Options as typed on the command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "cargo xtask bench",
+    about = "HTTP load test of POST /api/contacts against a fresh crm-api (loopback only)",
+    after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --scenario realistic\n  \
+                  cargo xtask bench --preload 1000000\n  cargo xtask bench --postgres --replicas 2"
+)]
+pub struct Options {
+    /// Seconds of measured load, after the warm-up.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub duration: u64,
+
+    /// Seconds of load before measuring (not counted).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub warmup: u64,
+
+    /// Requests in flight at once: one keep-alive connection per replica for each.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
+
+    /// Run on a throwaway PostgreSQL 15 (fsync on) instead of an SQLite file.
+    #[arg(long)]
+    pub postgres: bool,
+
+    /// crm-api processes on the same database, load split round-robin (PostgreSQL only).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub replicas: u64,
+
+    /// Contacts stored before the run, directly in SQL (most of them closed).
+    #[arg(long, default_value_t = 0)]
+    pub preload: u64,
+
+    /// What to seed and fire.
+    #[arg(long, value_enum, default_value_t = Scenario::Default)]
+    pub scenario: Scenario,
+
+    /// Which registrations carry an `Idempotency-Key` (each its own)
+    /// [default: none; realistic scenario: half].
+    #[arg(long, value_enum)]
+    pub idempotency: Option<Keys>,
+
+    /// The server's `RUST_LOG`.
+    #[arg(long, default_value = "warn")]
+    pub log: String,
+
+    /// Database pool size per server (`CRM_DB_MAX_CONNECTIONS`); default 16 on
+    /// PostgreSQL, the server's own default on SQLite.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=250))]
+    pub pool: Option<u32>,
+
+    /// SQLite `synchronous = NORMAL` (`CRM_SQLITE_SYNC_NORMAL`): less durable, faster.
+    #[arg(long)]
+    pub sqlite_sync_normal: bool,
+
+    /// Stop after this many measured requests, even before the duration is over.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub max_requests: u64,
+
+    /// CSV file the result row is appended to, relative to the workspace root
+    /// [default: docs/bench-results.csv; with --smoke: a temporary file].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Benchmark this crm-api executable (e.g. one built from another commit, for a
+    /// before/after comparison) instead of building the work tree's. The CSV records the
+    /// commit of the git work tree the executable lies in.
+    #[arg(long, value_name = "PATH")]
+    pub server_exe: Option<PathBuf>,
+
+    /// A short run on a debug build (a few hundred requests) that checks the harness
+    /// works; writes its row to a temporary file unless --out is given.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// The seeded data and the traffic fired at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// 10 operators of capacity 1,000,000 on one source, weights 1..10; registrations
+    /// only, half from returning leads.
+    Default,
+    /// 20 operators of capacity 5..50 over three sources, contacts closed at about a tenth
+    /// of the registration rate, returning leads; the counters are checked afterwards.
+    Realistic,
+}
+
+impl Scenario {
+    /// The name used in the report and the CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Realistic => "realistic",
+        }
+    }
+}
+
+/// Which registrations carry an `Idempotency-Key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Keys {
+    /// None.
+    None,
+    /// Every other one.
+    Half,
+    /// Every one.
+    All,
+}
+
+impl Keys {
+    /// The name used in the report and the CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Half => "half",
+            Self::All => "all",
+        }
+    }
+}
+
+/// Which database the servers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One SQLite file in a temporary directory.
+    Sqlite,
+    /// A throwaway PostgreSQL cluster, fsync on.
+    Postgres,
+}
+
+impl Backend {
+    /// The name used in the report and the CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// The options checked and resolved: what the run actually does.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub backend: Backend,
+    pub scenario: Scenario,
+    pub keys: Keys,
+    pub replicas: usize,
+    pub concurrency: usize,
+    pub warmup_secs: u64,
+    pub duration_secs: u64,
+    pub max_requests: u64,
+    pub preload: u64,
+    pub log: String,
+    pub pool: Option<u32>,
+    pub sqlite_sync_normal: bool,
+    pub release: bool,
+    pub smoke: bool,
+    pub server_exe: Option<PathBuf>,
+    /// `None`: a temporary file (the smoke run's default).
+    pub out: Option<PathBuf>,
+    /// The command line as typed, for the report and the CSV.
+    pub command: String,
+}
+
+/// Parses the arguments after `bench`; `Ok(None)` when help was printed.
+pub fn parse(args: &[String]) -> Result<Option<Settings>> {
+    let options = match Options::try_parse_from(
+        std::iter::once("cargo xtask bench".to_owned()).chain(args.iter().cloned()),
+    ) {
+        Ok(options) => options,
+        Err(err) if !err.use_stderr() => {
+            // --help or --version: clap prints them; not an error.
+            err.print()?;
+            return Ok(None);
+        }
+        Err(err) => bail!("{err}"),
+    };
+    let command = std::iter::once("cargo xtask bench".to_owned())
+        .chain(args.iter().map(|a| shell_word(a)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    resolve(options, command).map(Some)
+}
+
+fn resolve(o: Options, command: String) -> Result<Settings> {
+    let backend = if o.postgres {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    if backend == Backend::Sqlite && o.replicas > 1 {
+        bail!(
+            "--replicas {} needs --postgres: an SQLite file is served by exactly one process \
+             (it holds an exclusive lock on the database)",
+            o.replicas
+        );
+    }
+    if backend == Backend::Postgres && o.sqlite_sync_normal {
+        bail!("--sqlite-sync-normal applies to SQLite only");
+    }
+    let (warmup_secs, duration_secs, max_requests) = if o.smoke {
+        // A few hundred requests: enough to exercise every part, short enough for CI.
+        (0, o.duration.min(3), o.max_requests.min(400))
+    } else {
+        (o.warmup, o.duration, o.max_requests)
+    };
+    Ok(Settings {
+        backend,
+        scenario: o.scenario,
+        keys: o.idempotency.unwrap_or(match o.scenario {
+            Scenario::Default => Keys::None,
+            Scenario::Realistic => Keys::Half,
+        }),
+        replicas: usize::try_from(o.replicas)?,
+        concurrency: usize::try_from(if o.smoke {
+            o.concurrency.min(8)
+        } else {
+            o.concurrency
+        })?,
+        warmup_secs,
+        duration_secs,
+        max_requests,
+        preload: o.preload,
+        log: o.log,
+        pool: o
+            .pool
+            .or((backend == Backend::Postgres).then_some(DEFAULT_PG_POOL)),
+        sqlite_sync_normal: o.sqlite_sync_normal,
+        release: !o.smoke,
+        smoke: o.smoke,
+        server_exe: o.server_exe,
+        out: match o.out {
+            Some(out) => Some(out),
+            None if o.smoke => None,
+            None => Some(PathBuf::from(DEFAULT_OUT)),
+        },
+        command,
+    })
+}
+
+/// Where hand-run results are kept.
+const DEFAULT_OUT: &str = "docs/bench-results.csv";
+
+/// The PostgreSQL pool per server: the prototype measured 8 and 32 as no better.
+const DEFAULT_PG_POOL: u32 = 16;
+
+impl Settings {
+    /// The settings that shape the figures, as one compact string for the report.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![
+            format!("c={}", self.concurrency),
+            format!("warmup={}s", self.warmup_secs),
+            format!("duration={}s", self.duration_secs),
+            format!("replicas={}", self.replicas),
+            format!("preload={}", self.preload),
+            format!("idempotency={}", self.keys.name()),
+            format!("log={}", self.log),
+            match &self.server_exe {
+                Some(exe) => format!("exe={}", exe.display()),
+                None => format!("build={}", if self.release { "release" } else { "debug" }),
+            },
+        ];
+        if let Some(pool) = self.pool {
+            parts.push(format!("pool={pool}"));
+        }
+        if self.backend == Backend::Sqlite {
+            let sync = if self.sqlite_sync_normal {
+                "normal"
+            } else {
+                "full"
+            };
+            parts.push(format!("sync={sync}"));
+        }
+        parts.join(" ")
+    }
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}

@@ -1,0 +1,154 @@
+//! A minimal HTTP/1.1 client: one keep-alive connection carrying one request at a time,
+//! which is exactly what a load-test user is. hyper's low-level connection API has no
+//! pool to contend on and does the least work per request, so the generator takes as
+//! little CPU as possible from the server it shares two cores with.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Method, Request,
+    client::conn::http1::{self, SendRequest},
+    header,
+};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+/// The longest a request may take before it counts as an error: far beyond any
+/// acceptable latency, short enough that a hung server cannot stall the harness.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An answer: the status and the whole body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON, with the status in the error when it is not.
+    pub fn json(&self) -> Result<Value> {
+        serde_json::from_slice(&self.body).with_context(|| {
+            format!(
+                "answer {} is not JSON: {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// One connection to one server, opened on first use and again after a failure.
+pub struct Connection {
+    addr: SocketAddr,
+    host: String,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    /// A connection to `addr`; nothing is opened yet.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            host: addr.to_string(),
+            sender: None,
+        }
+    }
+
+    /// Sends one request and reads the whole answer, within [`REQUEST_TIMEOUT`]. On a
+    /// transport error or a timeout the connection is dropped; the next request opens a
+    /// new one.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<Answer> {
+        self.send_with(method, path, body, None).await
+    }
+
+    /// [`Connection::send`] with one extra header (e.g. `Idempotency-Key`).
+    pub async fn send_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        extra: Option<(&'static str, &str)>,
+    ) -> Result<Answer> {
+        let request = self.send_once(method, path, body, extra);
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, request)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    /// Sends JSON (or nothing) and expects a 2xx JSON answer.
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let bytes = body.map(|b| Bytes::from(b.to_string()));
+        let answer = self
+            .send(method.clone(), path, bytes)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        if !(200..300).contains(&answer.status) {
+            bail!(
+                "{method} {path} answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+        answer.json()
+    }
+
+    async fn send_once(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        extra: Option<(&'static str, &str)>,
+    ) -> Result<Answer> {
+        let sender = match &mut self.sender {
+            Some(sender) => sender,
+            None => self.sender.insert(connect(self.addr).await?),
+        };
+        sender.ready().await.context("connection closed")?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.host);
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some((name, value)) = extra {
+            request = request.header(name, value);
+        }
+        let request = request.body(Full::new(body.unwrap_or_default()))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer { status, body })
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    // The connection is driven by its own task; it ends when the sender is dropped.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}

@@ -1,0 +1,321 @@
+//! `cargo xtask bench`: an HTTP load test of contact registration. It builds crm-api,
+//! starts it on a fresh database (SQLite, or a throwaway PostgreSQL with fsync on, with one
+//! or more replicas), seeds a scenario, optionally preloads contacts, fires
+//! `POST /api/contacts` at a fixed concurrency, prints the figures and appends them to a
+//! CSV file. Everything it starts is stopped again, also on failure (drop guards).
+//!
+//! One module per concern: `cli` (options), `server` (build and child process), `http`
+//! (the client), `scenario` (seed, bodies, closer, counter check), `preload` (bulk SQL),
+//! `load` (the generator), `stats` (percentiles and figures), `csv` (the results file).
+
+mod cli;
+mod csv;
+mod http;
+mod load;
+mod preload;
+mod scenario;
+mod server;
+mod stats;
+
+use std::{
+    path::Path,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use self::{
+    cli::{Backend, Scenario, Settings},
+    http::Connection,
+    load::{Plan, Shared},
+    scenario::{Bodies, OpenContacts},
+    server::{Launch, Server},
+    stats::Figures,
+};
+use crate::postgres::{Durability, Postgres};
+
+/// How long a server may take to start (migrations included) before the run fails.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// `cargo xtask bench [OPTIONS]`.
+pub fn run(args: &[String]) -> Result<()> {
+    let Some(settings) = cli::parse(args)? else {
+        return Ok(());
+    };
+    let root = crate::project_root();
+    if cfg!(debug_assertions) && !settings.smoke {
+        return rerun_optimised(&root, args);
+    }
+    let (exe, repo) = match &settings.server_exe {
+        Some(exe) => {
+            let exe = std::fs::canonicalize(exe)
+                .with_context(|| format!("no crm-api executable at {}", exe.display()))?;
+            let repo = exe.parent().map_or_else(|| root.clone(), Path::to_path_buf);
+            (exe, repo)
+        }
+        None => (
+            server::build(&root, &server::build_args(settings.release))?,
+            root.clone(),
+        ),
+    };
+    bench(&settings, &exe, &root, &repo)
+}
+
+/// Runs this same command from an optimised build of xtask: unoptimised, the load
+/// generator itself costs about 25 µs of CPU per request (measured), which the server
+/// would lose on a 2-core machine. The smoke run stays on the debug build.
+fn rerun_optimised(root: &Path, args: &[String]) -> Result<()> {
+    eprintln!("bench: running the load generator from an optimised build of xtask");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench"])
+        .args(args)
+        .status()
+        .context("run cargo run --release -p xtask")?;
+    if !status.success() {
+        bail!("cargo xtask bench failed ({status})");
+    }
+    Ok(())
+}
+
+/// The smoke runs `cargo xtask test` ends with: both scenarios on a debug build, a few
+/// hundred requests each, results in a temporary file; fails on any error. `cargo_args`
+/// build the server: the test run's own `cargo test … --no-run` reuses what the tests
+/// built instead of building crm-api again with other features.
+pub fn smoke(cargo_args: &[String]) -> Result<()> {
+    let root = crate::project_root();
+    let exe = server::build(&root, cargo_args)?;
+    for args in [
+        &["--smoke"][..],
+        &["--smoke", "--scenario", "realistic", "--preload", "20000"][..],
+    ] {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let settings = cli::parse(&args)?.context("smoke settings")?;
+        bench(&settings, &exe, &root, &root)
+            .with_context(|| format!("bench smoke run failed: {}", settings.command))?;
+    }
+    Ok(())
+}
+
+/// One whole run: database, servers, seed, preload, load, checks, report. `repo` is the
+/// git work tree the executable was built from (its commit goes into the CSV).
+fn bench(settings: &Settings, exe: &Path, root: &Path, repo: &Path) -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("crm-bench-")
+        .tempdir()
+        .context("create a temporary directory")?;
+    // Declared before the servers, so it is dropped (stopped) after them.
+    let postgres = match settings.backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(
+            Postgres::start_with(Durability::Full)
+                .context("cannot start a throwaway PostgreSQL for the benchmark")?,
+        ),
+    };
+    let sqlite_file = dir.path().join("bench.db");
+    let database_url = match &postgres {
+        Some(pg) => pg.url(),
+        None => format!("sqlite://{}?mode=rwc", sqlite_file.display()),
+    };
+    let launch = Launch {
+        exe: exe.to_owned(),
+        database_url: database_url.clone(),
+        log: settings.log.clone(),
+        pool: settings.pool,
+        sqlite_sync_normal: settings.sqlite_sync_normal,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let log_file = |i: usize| dir.path().join(format!("crm-api-{i}.log"));
+        let mut first = Server::start(&launch, &log_file(0))?;
+        first.wait_healthy(STARTUP).await?;
+        let seeded = scenario::seed(&mut Connection::new(first.addr()), settings.scenario).await?;
+        let mut servers = Vec::new();
+        if settings.preload > 0 {
+            // Bulk SQL while no server runs: the SQLite writer must be alone on its file.
+            first.stop()?;
+            eprintln!("bench: preloading {} contacts", settings.preload);
+            let started = std::time::Instant::now();
+            let done = match &postgres {
+                Some(_) => preload::postgres(&database_url, &seeded, settings.preload)?,
+                None => preload::sqlite(&sqlite_file, &seeded, settings.preload)?,
+            };
+            eprintln!(
+                "bench: preloaded {} contacts ({} open) of {} leads in {:.1} s",
+                done.contacts,
+                done.open,
+                done.leads,
+                started.elapsed().as_secs_f64()
+            );
+        } else {
+            servers.push(first);
+        }
+        while servers.len() < settings.replicas {
+            servers.push(Server::start(&launch, &log_file(servers.len()))?);
+        }
+        for server in &mut servers {
+            server.wait_healthy(STARTUP).await?;
+        }
+
+        let postgres_pid = postgres.as_ref().map(Postgres::pid).transpose()?;
+        let figures = fire(settings, &servers, &seeded, postgres_pid).await?;
+        let figures = finish(settings, servers, figures).await?;
+        report(settings, root, repo, &figures, dir.path())
+    })
+}
+
+/// The measured load, with the closers of the realistic scenario beside it.
+async fn fire(
+    settings: &Settings,
+    servers: &[Server],
+    seeded: &scenario::Seeded,
+    postgres_pid: Option<u32>,
+) -> Result<Figures> {
+    let targets: Vec<_> = servers.iter().map(Server::addr).collect();
+    let realistic = settings.scenario == Scenario::Realistic;
+    let open = realistic.then(|| Arc::new(OpenContacts::default()));
+    let plan = Plan {
+        targets: targets.clone(),
+        warmup: Duration::from_secs(settings.warmup_secs),
+        duration: Duration::from_secs(settings.duration_secs),
+        max_requests: settings.max_requests,
+        open_contacts: open.clone(),
+    };
+    let shared = Arc::new(Shared::default());
+    let closers: Vec<_> = match &open {
+        Some(open) => (0..scenario::CLOSERS)
+            .map(|_| {
+                tokio::spawn(scenario::closer(
+                    targets.clone(),
+                    Arc::clone(open),
+                    Arc::clone(&shared.registered),
+                    Arc::clone(&shared.stop),
+                ))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let bodies = (0..settings.concurrency)
+        .map(|worker| Bodies::new(worker, seeded, settings.scenario, settings.keys))
+        .collect();
+    eprintln!(
+        "bench: {} s warm-up, {} s measured, {} requests in flight{}",
+        settings.warmup_secs,
+        settings.duration_secs,
+        settings.concurrency,
+        if servers.len() > 1 {
+            format!(", each worker alternating over {} replicas", servers.len())
+        } else {
+            String::new()
+        }
+    );
+    let load_before = stats::load_average();
+    let cpu = |servers: &[Server]| -> Result<(f64, f64, f64)> {
+        let server: f64 = servers
+            .iter()
+            .map(Server::cpu_seconds)
+            .sum::<Result<f64>>()?;
+        let database = postgres_pid.map_or(Ok(0.0), server::tree_cpu_seconds)?;
+        Ok((server, server::cpu_seconds("/proc/self/stat")?, database))
+    };
+    let threads = |servers: &[Server]| -> Result<Vec<_>> {
+        servers.iter().map(Server::thread_cpu_seconds).collect()
+    };
+    let cpu_before = cpu(servers)?;
+    let threads_before = threads(servers)?;
+    let outcome = load::run(&plan, bodies, Arc::clone(&shared)).await;
+    let cpu_after = cpu(servers)?;
+    let threads_after = threads(servers)?;
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut closed = None;
+    for closer in closers {
+        let c = closer.await.context("a closer panicked")?;
+        let total = closed.get_or_insert(scenario::Closed::default());
+        total.ok += c.ok;
+        total.failed += c.failed;
+    }
+    let outcome = outcome?;
+    let rss: Vec<u64> = servers
+        .iter()
+        .map(Server::peak_rss_kib)
+        .collect::<Result<_>>()?;
+    let mut figures = Figures::new(&outcome, &rss, closed, load_before);
+    figures.server_cpu_s = cpu_after.0 - cpu_before.0;
+    figures.generator_cpu_s = cpu_after.1 - cpu_before.1;
+    figures.database_cpu_s = postgres_pid.map(|_| cpu_after.2 - cpu_before.2);
+    for (before, after) in threads_before.iter().zip(&threads_after) {
+        for (name, seconds) in after {
+            let used = seconds - before.get(name).copied().unwrap_or(0.0);
+            *figures.thread_cpu_s.entry(name.clone()).or_insert(0.0) += used;
+        }
+    }
+    Ok(figures)
+}
+
+/// The counter check (realistic scenario), then a graceful stop of every server.
+async fn finish(
+    settings: &Settings,
+    servers: Vec<Server>,
+    mut figures: Figures,
+) -> Result<Figures> {
+    if settings.scenario == Scenario::Realistic {
+        let mut conn = Connection::new(servers[0].addr());
+        let check = scenario::check_counters(&mut conn).await?;
+        figures.counters = Some(if check.problems.is_empty() {
+            format!(
+                "ok: {} operators, every counter equals its {} open rows in total, none over its limit",
+                check.operators, check.open_rows
+            )
+        } else {
+            format!("FAILED: {}", check.problems.join("; "))
+        });
+    }
+    if !figures.clean() {
+        for server in &servers {
+            eprintln!("{}", server.log_tail());
+        }
+    }
+    for server in servers {
+        server.stop()?;
+    }
+    Ok(figures)
+}
+
+/// Prints the figures, appends the CSV row, and fails when the run was not sound.
+fn report(
+    settings: &Settings,
+    root: &Path,
+    repo: &Path,
+    figures: &Figures,
+    tmp: &Path,
+) -> Result<()> {
+    figures.print(settings);
+    let out = match &settings.out {
+        Some(out) => root.join(out),
+        None => tmp.join("bench-results.csv"),
+    };
+    csv::append(&out, repo, settings, figures)?;
+    println!("results:   appended to {}", out.display());
+    if figures
+        .counters
+        .as_deref()
+        .is_some_and(|c| c.starts_with("FAILED"))
+    {
+        bail!("operator counters do not match their open contacts (see above)");
+    }
+    if settings.smoke {
+        if figures.requests == 0 || !figures.clean() {
+            bail!("the smoke run saw no requests, errors or non-2xx answers");
+        }
+        let rows = std::fs::read_to_string(&out)?.lines().count();
+        if rows < 2 {
+            bail!("the smoke run wrote no result row to {}", out.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Latency percentiles and the run's figures. Percentiles come from an HDR histogram:
+//! constant memory and cost per sample, 3 significant digits, and histograms of the
+//! workers merge exactly, which sorting millions of samples would not beat.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::Result;
+use hdrhistogram::Histogram;
+
+use super::{cli::Settings, load::Outcome, scenario::Closed};
+
+/// The 1-minute load average, from /proc/loadavg.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// Latencies in microseconds, 1 µs to 60 s.
+pub type Latencies = Histogram<u64>;
+
+/// An empty latency histogram.
+pub fn new_latencies() -> Result<Latencies> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// The figures of one run, as printed and as stored in the CSV.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub requests: u64,
+    pub window: Duration,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+    pub non_2xx: u64,
+    pub non_2xx_by_status: BTreeMap<u16, u64>,
+    pub first_error: Option<String>,
+    pub assigned: u64,
+    pub unassigned: u64,
+    /// Every 201, warm-up included.
+    pub registered_total: u64,
+    /// The closer's closes (realistic scenario).
+    pub closed: Option<Closed>,
+    /// Peak RSS of the largest replica and of all replicas together, KiB.
+    pub rss_max_kib: u64,
+    pub rss_sum_kib: u64,
+    /// The counter check's verdict: `None` when the scenario does not check.
+    pub counters: Option<String>,
+    /// The 1-minute load average just before the load started.
+    pub load_before: String,
+    /// CPU seconds used during warm-up and measurement by the servers (together) and by
+    /// this load generator (closers included).
+    pub server_cpu_s: f64,
+    pub generator_cpu_s: f64,
+    /// PostgreSQL's CPU seconds in the same span (its postmaster and backends).
+    pub database_cpu_s: Option<f64>,
+    /// The servers' CPU seconds in the same span by thread name.
+    pub thread_cpu_s: BTreeMap<String, f64>,
+}
+
+impl Figures {
+    /// Figures from the load generator's outcome and the servers' peak RSS.
+    pub fn new(
+        outcome: &Outcome,
+        rss_kib: &[u64],
+        closed: Option<Closed>,
+        load_before: String,
+    ) -> Self {
+        let ms = |q: f64| outcome.latencies.value_at_quantile(q) as f64 / 1000.0;
+        let window = outcome.window;
+        Self {
+            requests: outcome.answered,
+            window,
+            per_sec: outcome.answered as f64 / window.as_secs_f64().max(1e-9),
+            p50_ms: ms(0.50),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            max_ms: outcome.latencies.max() as f64 / 1000.0,
+            errors: outcome.errors,
+            non_2xx: outcome.non_2xx.values().sum(),
+            non_2xx_by_status: outcome.non_2xx.clone(),
+            first_error: outcome.first_error.clone(),
+            assigned: outcome.assigned,
+            unassigned: outcome.unassigned,
+            registered_total: outcome.registered_total,
+            closed,
+            rss_max_kib: rss_kib.iter().copied().max().unwrap_or(0),
+            rss_sum_kib: rss_kib.iter().sum(),
+            counters: None,
+            load_before,
+            server_cpu_s: 0.0,
+            generator_cpu_s: 0.0,
+            database_cpu_s: None,
+            thread_cpu_s: BTreeMap::new(),
+        }
+    }
+
+    /// Zero transport errors and only 2xx answers.
+    pub fn clean(&self) -> bool {
+        self.errors == 0 && self.non_2xx == 0 && self.closed.is_none_or(|c| c.failed == 0)
+    }
+
+    /// Prints the figures for a person.
+    pub fn print(&self, settings: &Settings) {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!();
+        println!("command:   {}", settings.command);
+        println!(
+            "backend:   {} ({} scenario), {}",
+            settings.backend.name(),
+            settings.scenario.name(),
+            settings.describe()
+        );
+        println!(
+            "requests:  {} in {:.2} s = {:.0} registrations/s",
+            self.requests,
+            self.window.as_secs_f64(),
+            self.per_sec
+        );
+        println!(
+            "latency:   p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.p50_ms, self.p95_ms, self.p99_ms, self.max_ms
+        );
+        let statuses: Vec<String> = self
+            .non_2xx_by_status
+            .iter()
+            .map(|(status, n)| format!("{status}: {n}"))
+            .collect();
+        println!(
+            "failures:  {} errors, {} non-2xx{}",
+            self.errors,
+            self.non_2xx,
+            if statuses.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", statuses.join(", "))
+            }
+        );
+        if let Some(err) = &self.first_error {
+            println!("           first error: {err}");
+        }
+        println!(
+            "contacts:  {} assigned, {} unassigned (201s in the window)",
+            self.assigned, self.unassigned
+        );
+        if let Some(closed) = self.closed {
+            println!(
+                "closer:    {} closed, {} failed (whole run)",
+                closed.ok, closed.failed
+            );
+        }
+        println!(
+            "server:    peak RSS {:.1} MiB{}",
+            mib(self.rss_max_kib),
+            if settings.replicas > 1 {
+                format!(
+                    " (largest replica; {:.1} MiB over {} replicas)",
+                    mib(self.rss_sum_kib),
+                    settings.replicas
+                )
+            } else {
+                String::new()
+            }
+        );
+        let registered = self.registered_total.max(1) as f64;
+        println!(
+            "cpu:       server {:.1} s ({:.0} µs per registration), load generator {:.1} s \
+             ({:.0} µs per registration), warm-up included",
+            self.server_cpu_s,
+            self.server_cpu_s * 1e6 / registered,
+            self.generator_cpu_s,
+            self.generator_cpu_s * 1e6 / registered
+        );
+        let threads: Vec<String> = self
+            .thread_cpu_s
+            .iter()
+            .filter(|(_, s)| **s >= 0.05)
+            .map(|(name, s)| format!("{name} {s:.1} s ({:.0} µs)", s * 1e6 / registered))
+            .collect();
+        println!("threads:   {}", threads.join(", "));
+        if let Some(db) = self.database_cpu_s {
+            println!(
+                "database:  PostgreSQL {db:.1} s ({:.0} µs per registration)",
+                db * 1e6 / registered
+            );
+        }
+        println!(
+            "machine:   load average {} before the run (2 cores: above ~0.5 means other work)",
+            self.load_before
+        );
+        if let Some(counters) = &self.counters {
+            println!("counters:  {counters}");
+        }
+    }
+}

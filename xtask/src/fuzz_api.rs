@@ -1,0 +1,371 @@
+//! `cargo xtask fuzz-api`: schemathesis against the OpenAPI document of a live server.
+//!
+//! Installs a pinned schemathesis once into `target/fuzz-venv`, builds `crm-api`, starts it
+//! on a fresh SQLite database on a free port with a random admin token, seeds one operator,
+//! one source with a weight and one contact (so id 1 exists for each), then runs
+//! schemathesis over every operation with that token, a fixed seed and a bounded number of
+//! examples. Any failure fails the task; the server is stopped in every case.
+
+use std::{
+    ffi::OsString,
+    fs,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::{Value, json};
+
+/// Exactly what `pip freeze` showed for the run this task was tuned with: schemathesis,
+/// hypothesis and everything they pull in, so a later release cannot change the run.
+const PINS: &[&str] = &[
+    "schemathesis==4.32.5",
+    "hypothesis==6.170.17",
+    "hypothesis-graphql==0.13.5",
+    "jsonschema_rs==0.60.3",
+    "anyio==4.16.0",
+    "certifi==2026.10.19.post1",
+    "charset-normalizer==3.5.2",
+    "click==8.5.1",
+    "graphql-core==3.3.2",
+    "harfile==0.6.0",
+    "idna==3.20",
+    "iniconfig==2.3.1",
+    "markdown-it-py==4.3.0",
+    "MarkupSafe==3.0.4",
+    "mdurl==0.1.2",
+    "packaging==26.3",
+    "pluggy==1.7.0",
+    "Pygments==2.21.0",
+    "pyrate-limiter==4.5.1",
+    "pytest==9.2.0",
+    "PyYAML==6.0.4",
+    "requests==2.34.2",
+    "rich==15.0.0",
+    "sortedcontainers==2.4.0",
+    "typing_extensions==4.16.0",
+    "urllib3==2.8.0",
+    "Werkzeug==3.1.9",
+];
+
+/// Every schemathesis check that can hold for this API: `all` but two.
+/// `positive_data_acceptance` expects every schema-valid request to succeed, while the
+/// contract answers 422 for rules JSON Schema cannot state here: an operator listed twice in
+/// a weight list, an operator id in a body that does not exist, both `source_id` and
+/// `source_code` in one registration. `object_level_authorization` needs two users whose
+/// data the API keeps apart; it has one admin credential.
+const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
+                      response_headers_conformance,response_schema_conformance,\
+                      negative_data_rejection,missing_required_header,unsupported_method,\
+                      allow_header_conformance,use_after_free,ensure_resource_availability,\
+                      ignored_auth";
+
+/// Examples per operation unless `--max-examples` says otherwise.
+const DEFAULT_EXAMPLES: u32 = 100;
+/// A fixed seed: the same cases every run, so a failure reproduces.
+const DEFAULT_SEED: u64 = 20_261_125;
+/// How long the server may take to answer `/health`.
+const STARTUP: Duration = Duration::from_secs(60);
+
+const USAGE: &str = "\
+cargo xtask fuzz-api [--max-examples N] [--seed N]
+
+Runs schemathesis (installed once into target/fuzz-venv) against a fresh server.
+  --max-examples N  examples per operation (default 100)
+  --seed N          Hypothesis seed (default 20261125)
+Set CRM_FUZZ_PYTHON to the Python (>= 3.11) to create the venv with (default python3).";
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut examples = DEFAULT_EXAMPLES;
+    let mut seed = DEFAULT_SEED;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--max-examples" => examples = value(arg)?.parse().context("--max-examples")?,
+            "--seed" => seed = value(arg)?.parse().context("--seed")?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown option {other:?} for fuzz-api\n\n{USAGE}"),
+        }
+    }
+
+    let started = Instant::now();
+    let root = crate::project_root();
+    let target = target_dir(&root);
+    let schemathesis = install(&target.join("fuzz-venv"))?;
+
+    eprintln!("xtask: building crm-api");
+    let status = Command::new(cargo())
+        .current_dir(&root)
+        .args(["build", "-q", "-p", "crm-api", "--locked"])
+        .status()
+        .context("run cargo build")?;
+    ensure!(status.success(), "cargo build -p crm-api failed");
+
+    let work = tempfile::Builder::new()
+        .prefix("crm-fuzz-")
+        .tempdir()
+        .context("create a temporary directory")?;
+    let server = Server::start(&target.join("debug/crm-api"), work.path())?;
+    let base = format!("http://{}", server.addr);
+    seed_data(&server).context("seed the server")?;
+
+    eprintln!(
+        "xtask: schemathesis against {base} ({examples} examples per operation, seed {seed})"
+    );
+    let status = Command::new(&schemathesis)
+        .current_dir(work.path())
+        .arg("run")
+        .arg(format!("{base}/openapi.json"))
+        .args(["--checks", CHECKS])
+        .args(["--max-examples", &examples.to_string()])
+        .args(["--seed", &seed.to_string()])
+        // One worker: CPython 3.11 before 3.11.8 can fail `ast.parse` in concurrent
+        // threads (gh-106905), which Hypothesis calls while describing strategies.
+        .args(["--workers", "1"])
+        .args(["--request-timeout", "10"])
+        .args(["--generation-database", "none"])
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {}", server.token),
+        ])
+        .env("NO_COLOR", "1")
+        .status()
+        .context("run schemathesis")?;
+    let log = server.stop();
+    if !status.success() {
+        eprintln!("xtask: the server's log:\n{log}");
+        bail!("schemathesis found failures ({status})");
+    }
+    eprintln!("xtask: fuzz-api passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// `cargo` as cargo itself named it.
+fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// The target directory the build writes to.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// Creates the venv and installs [`PINS`] unless a previous run did exactly that;
+/// returns the schemathesis executable.
+fn install(venv: &Path) -> Result<PathBuf> {
+    let schemathesis = venv.join("bin/schemathesis");
+    let stamp = venv.join("crm-pins.txt");
+    let wanted = PINS.join("\n");
+    if schemathesis.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(schemathesis);
+    }
+    let python = std::env::var_os("CRM_FUZZ_PYTHON").unwrap_or_else(|| "python3".into());
+    eprintln!(
+        "xtask: installing schemathesis into {} with {}",
+        venv.display(),
+        python.to_string_lossy()
+    );
+    let _ = fs::remove_dir_all(venv);
+    let status = Command::new(&python)
+        .args(["-c", "import sys; sys.exit(sys.version_info < (3, 11))"])
+        .status()
+        .with_context(|| format!("run {} (set CRM_FUZZ_PYTHON)", python.to_string_lossy()))?;
+    ensure!(
+        status.success(),
+        "schemathesis needs Python 3.11 or newer; set CRM_FUZZ_PYTHON to one"
+    );
+    let status = Command::new(&python)
+        .arg("-m")
+        .arg("venv")
+        .arg(venv)
+        .status()
+        .context("create the venv")?;
+    ensure!(status.success(), "python -m venv {} failed", venv.display());
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(PINS)
+        .status()
+        .context("run pip")?;
+    ensure!(status.success(), "pip install schemathesis failed");
+    fs::write(&stamp, wanted).context("write the venv stamp")?;
+    Ok(schemathesis)
+}
+
+/// A `crm-api` process on a temporary database; killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// `CRM_ADMIN_TOKEN` of the server, so schemathesis also checks that requests
+    /// without it are refused (`ignored_auth`).
+    token: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `binary` in `dir` (so no `.env` of the project applies) on a fresh SQLite
+    /// file, a free port and a random admin token, and waits until `/health` answers 200.
+    fn start(binary: &Path, dir: &Path) -> Result<Self> {
+        let addr = free_port()?;
+        let token = random_token()?;
+        let log = dir.join("server.log");
+        let out = fs::File::create(&log).context("create the server log")?;
+        let database = format!("sqlite://{}?mode=rwc", dir.join("fuzz.db").display());
+        let mut command = Command::new(binary);
+        // Settings of the caller's shell (a token, another database) must not apply.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("CRM_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .current_dir(dir)
+            .args(["--database-url", &database, "--bind", &addr.to_string()])
+            .env("CRM_ADMIN_TOKEN", &token)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().context("clone the log file")?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        let mut server = Self {
+            child,
+            addr,
+            token,
+            log,
+        };
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Ok((200, _)) = server.request("GET", "/health", None) {
+                return Ok(server);
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!("crm-api exited with {status}:\n{}", server.stop());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "crm-api did not answer /health within {STARTUP:?}:\n{}",
+                    server.stop()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server and returns its log.
+    fn stop(mut self) -> String {
+        self.kill();
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A minimal HTTP/1.0 exchange (no keep-alive, no chunking) with the admin token:
+    /// the status and the body.
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, String)> {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            self.token,
+            body.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("not an HTTP response: {response:?}"))?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .to_owned();
+        Ok((status, body))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> Result<SocketAddr> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("find a free port")?;
+    listener.local_addr().context("find a free port")
+}
+
+/// One operator, a source that gives it all contacts, and a contact: id 1 of each exists,
+/// so generated ids sometimes hit a real entity.
+fn seed_data(server: &Server) -> Result<()> {
+    let steps = [
+        (
+            "POST",
+            "/api/operators",
+            json!({"name": "Fuzz operator", "max_active_contacts": 1000}),
+            201,
+        ),
+        (
+            "POST",
+            "/api/sources",
+            json!({"name": "Fuzz source", "code": "fuzz"}),
+            201,
+        ),
+        (
+            "PUT",
+            "/api/sources/1/operators",
+            json!({"operators": [{"operator_id": 1, "weight": 10}]}),
+            200,
+        ),
+        (
+            "POST",
+            "/api/contacts",
+            json!({"external_lead_id": "fuzz-lead", "source_id": 1, "payload": {"seed": true}}),
+            201,
+        ),
+    ];
+    for (method, path, body, expected) in steps {
+        let (status, answer) = server.request(method, path, Some(&body))?;
+        ensure!(
+            status == expected,
+            "{method} {path} answered {status}: {answer}"
+        );
+        let value: Value = serde_json::from_str(&answer)
+            .with_context(|| format!("{method} {path} answered no JSON: {answer}"))?;
+        ensure!(
+            value["id"] == 1,
+            "{method} {path} did not produce id 1: {answer}"
+        );
+    }
+    Ok(())
+}
+
+/// 32 hex digits from the OS's random source.
+fn random_token() -> Result<String> {
+    let mut bytes = [0_u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,478 @@
+//! `cargo xtask seed-demo [--url URL]`: a realistic demo data set, created through the
+//! public HTTP API of a running server, so it works on either backend and every value
+//! goes through the same validation as a client's.
+//!
+//! Six operators with varied limits (one on leave), three sources with weights, and a
+//! few hundred contacts from new and returning leads. Contacts are closed as the day
+//! goes on, so at the end some are closed, some open, and some, mostly from the source
+//! whose operators are scarce, wait unassigned; a supervisor raises one operator's limit
+//! and hands a few of those out by hand. The plan is fixed by a seed; which operator gets
+//! a contact is the server's draw.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+/// Where `cargo xtask serve` listens.
+const DEFAULT_URL: &str = "http://127.0.0.1:8000";
+
+const USAGE: &str = "usage: cargo xtask seed-demo [--url URL]   (default: http://127.0.0.1:8000)";
+
+/// The seed of the plan: the same leads, sources and messages on every run.
+const SEED: u64 = 0x6d69_6e69_2d63_726d;
+
+/// How many contacts the demo registers.
+const REGISTRATIONS: usize = 320;
+
+/// The last contacts of the day arrive with nobody closing anything, so some operators
+/// end full and the backlog grows.
+const RUSH: usize = 100;
+
+/// The operator (index into [`OPERATORS`]) who takes more at the end of the day.
+const SUPERVISOR_PICK: usize = 4;
+
+/// An operator to create.
+struct OperatorSpec {
+    name: &'static str,
+    max_active_contacts: u32,
+    is_active: bool,
+}
+
+/// A source to create, with its operators' weights by index into [`OPERATORS`].
+struct SourceSpec {
+    name: &'static str,
+    code: &'static str,
+    /// Share of the registrations that come through this source, in percent.
+    share: usize,
+    weights: &'static [(usize, u32)],
+}
+
+const OPERATORS: [OperatorSpec; 6] = [
+    OperatorSpec {
+        name: "Anna Petrova",
+        max_active_contacts: 25,
+        is_active: true,
+    },
+    OperatorSpec {
+        name: "Boris Ivanov",
+        max_active_contacts: 15,
+        is_active: true,
+    },
+    OperatorSpec {
+        name: "Chen Wei",
+        max_active_contacts: 10,
+        is_active: true,
+    },
+    OperatorSpec {
+        name: "Daria Kowalska",
+        max_active_contacts: 6,
+        is_active: true,
+    },
+    OperatorSpec {
+        name: "Emeka Obi",
+        max_active_contacts: 30,
+        is_active: true,
+    },
+    // On leave: keeps her weights, takes nothing.
+    OperatorSpec {
+        name: "Farida Nazarova",
+        max_active_contacts: 8,
+        is_active: false,
+    },
+];
+
+const SOURCES: [SourceSpec; 3] = [
+    SourceSpec {
+        name: "Telegram bot",
+        code: "tg",
+        share: 50,
+        weights: &[(0, 40), (1, 30), (2, 20), (4, 10)],
+    },
+    SourceSpec {
+        name: "Website chat",
+        code: "web",
+        share: 35,
+        weights: &[(4, 50), (0, 20), (3, 20), (5, 10)],
+    },
+    // Few hands: its contacts pile up unassigned once Daria is full.
+    SourceSpec {
+        name: "WhatsApp Business",
+        code: "wa",
+        share: 15,
+        weights: &[(3, 30), (5, 70)],
+    },
+];
+
+const MESSAGES: [&str; 10] = [
+    "Hi! Is the annual plan still discounted?",
+    "My order #{n} has not arrived yet",
+    "Can I change the delivery address?",
+    "How do I reset my password?",
+    "Do you ship to Kazakhstan?",
+    "I was charged twice for order #{n}",
+    "Can someone call me back today?",
+    "Is there a student discount?",
+    "The app crashes when I open my cart",
+    "Thanks, that solved it!",
+];
+
+const PAGES: [&str; 5] = ["/", "/pricing", "/checkout", "/help/delivery", "/account"];
+
+/// One contact to register.
+#[derive(Debug, Clone, PartialEq)]
+struct Registration {
+    /// Index into [`SOURCES`].
+    source: usize,
+    /// The lead's identifier as its channel sends it (Telegram sends numbers).
+    external_lead_id: Value,
+    /// The lead wrote before.
+    returning: bool,
+    payload: Value,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let base = match args {
+        [] => DEFAULT_URL.to_owned(),
+        [flag, url] if flag == "--url" => url.trim_end_matches('/').to_owned(),
+        [flag] if flag == "-h" || flag == "--help" => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        _ => bail!(USAGE),
+    };
+    let api = Api::new(base);
+    api.check_reachable()?;
+    seed(&api)
+}
+
+/// Creates the operators and sources, then registers, closes and assigns contacts.
+fn seed(api: &Api) -> Result<()> {
+    let taken: Vec<String> = api
+        .send("GET", "/api/sources", None)?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["code"].as_str().map(str::to_owned))
+        .filter(|code| SOURCES.iter().any(|s| s.code == code))
+        .collect();
+    if !taken.is_empty() {
+        bail!(
+            "{} already has demo sources ({}): seed an empty database",
+            api.base,
+            taken.join(", ")
+        );
+    }
+
+    let mut operators = Vec::new();
+    for spec in &OPERATORS {
+        let body = json!({
+            "name": spec.name,
+            "max_active_contacts": spec.max_active_contacts,
+            "is_active": spec.is_active,
+        });
+        operators.push(id(&api.send("POST", "/api/operators", Some(&body))?)?);
+    }
+    let mut sources = Vec::new();
+    for spec in &SOURCES {
+        let body = json!({ "name": spec.name, "code": spec.code });
+        let source = id(&api.send("POST", "/api/sources", Some(&body))?)?;
+        let weights: Vec<Value> = spec
+            .weights
+            .iter()
+            .map(|&(op, weight)| json!({ "operator_id": operators[op], "weight": weight }))
+            .collect();
+        let body = json!({ "operators": weights });
+        api.send(
+            "PUT",
+            &format!("/api/sources/{source}/operators"),
+            Some(&body),
+        )?;
+        sources.push(source);
+    }
+
+    let mut rng = SplitMix64(SEED);
+    let plan = plan(&mut rng);
+    let mut tally = Tally::default();
+    // Open contacts that have an operator: the ones that can be closed.
+    let mut open: Vec<i64> = Vec::new();
+    let mut unassigned: Vec<i64> = Vec::new();
+    for (i, reg) in plan.iter().enumerate() {
+        let body = json!({
+            "external_lead_id": reg.external_lead_id,
+            "source_code": SOURCES[reg.source].code,
+            "payload": reg.payload,
+        });
+        let contact = api.send("POST", "/api/contacts", Some(&body))?;
+        let contact_id = id(&contact)?;
+        tally.registered += 1;
+        tally.returning += usize::from(reg.returning);
+        if contact["operator_id"].is_null() {
+            unassigned.push(contact_id);
+        } else {
+            open.push(contact_id);
+        }
+        // Operators work through their queues: every few contacts about half of the
+        // open ones get closed, until the rush at the end of the day.
+        if i % 8 == 7 && i < REGISTRATIONS - RUSH {
+            let mut still_open = Vec::with_capacity(open.len());
+            for contact_id in open.drain(..) {
+                if rng.below(100) < 50 {
+                    api.send("POST", &format!("/api/contacts/{contact_id}/close"), None)?;
+                    tally.closed += 1;
+                } else {
+                    still_open.push(contact_id);
+                }
+            }
+            open = still_open;
+        }
+    }
+
+    // A supervisor lets the most experienced operator take more and hands them the
+    // oldest waiting contacts.
+    let helper = operators[SUPERVISOR_PICK];
+    let raised = OPERATORS[SUPERVISOR_PICK].max_active_contacts + 5;
+    let body = json!({ "max_active_contacts": raised });
+    api.send("PATCH", &format!("/api/operators/{helper}"), Some(&body))?;
+    let by_hand: Vec<i64> = unassigned.drain(..unassigned.len().min(3)).collect();
+    for contact_id in &by_hand {
+        let body = json!({ "operator_id": helper });
+        api.send(
+            "POST",
+            &format!("/api/contacts/{contact_id}/assign"),
+            Some(&body),
+        )?;
+    }
+
+    let leads = plan.iter().filter(|r| !r.returning).count();
+    println!(
+        "seeded {}: {} operators, {} sources, {} contacts from {leads} leads ({} from \
+         returning leads); {} closed, {} open, {} unassigned ({} of the waiting ones \
+         assigned by hand)",
+        api.base,
+        operators.len(),
+        sources.len(),
+        tally.registered,
+        tally.returning,
+        tally.closed,
+        open.len() + by_hand.len(),
+        unassigned.len(),
+        by_hand.len(),
+    );
+    Ok(())
+}
+
+/// What was done, for the closing line.
+#[derive(Debug, Default)]
+struct Tally {
+    registered: usize,
+    returning: usize,
+    closed: usize,
+}
+
+/// The registrations of the demo day, in order: new leads with identifiers in their
+/// channel's style, and returning leads who write again, through any source.
+fn plan(rng: &mut SplitMix64) -> Vec<Registration> {
+    let mut leads: Vec<Value> = Vec::new();
+    let mut plan = Vec::with_capacity(REGISTRATIONS);
+    for n in 0..REGISTRATIONS {
+        let source = pick_source(rng.below(100));
+        let returning = !leads.is_empty() && rng.below(100) < 35;
+        let external_lead_id = if returning {
+            rng.pick(&leads).clone()
+        } else {
+            let id = new_lead_id(source, rng);
+            leads.push(id.clone());
+            id
+        };
+        let text = rng
+            .pick(&MESSAGES)
+            .replace("{n}", &(100_000 + rng.below(900_000)).to_string());
+        let payload = match SOURCES[source].code {
+            "web" => json!({
+                "text": text,
+                "page": rng.pick(&PAGES),
+            }),
+            "tg" => json!({ "text": text, "message_id": 5_000 + n }),
+            _ => json!({ "text": text }),
+        };
+        plan.push(Registration {
+            source,
+            external_lead_id,
+            returning,
+            payload,
+        });
+    }
+    plan
+}
+
+/// The source whose cumulative share first exceeds `percent` (0..100).
+fn pick_source(percent: usize) -> usize {
+    let mut cumulative = 0;
+    for (i, source) in SOURCES.iter().enumerate() {
+        cumulative += source.share;
+        if percent < cumulative {
+            return i;
+        }
+    }
+    SOURCES.len() - 1
+}
+
+/// A new lead's identifier as its first channel knows it: a Telegram user id (a JSON
+/// number), a website session, or a phone number.
+fn new_lead_id(source: usize, rng: &mut SplitMix64) -> Value {
+    match SOURCES[source].code {
+        "tg" => json!(100_000_000 + rng.next() % 900_000_000),
+        "web" => json!(format!("web-{:012x}", rng.next() >> 16)),
+        _ => json!(format!("+4915{:09}", rng.next() % 1_000_000_000)),
+    }
+}
+
+/// The `id` of a created entity.
+fn id(entity: &Value) -> Result<i64> {
+    entity["id"]
+        .as_i64()
+        .with_context(|| format!("no id in the answer {entity}"))
+}
+
+/// A client of the server's HTTP API.
+struct Api {
+    agent: ureq::Agent,
+    base: String,
+    /// Sent as a bearer token when `CRM_ADMIN_TOKEN` is set.
+    token: Option<String>,
+}
+
+impl Api {
+    fn new(base: String) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let token = std::env::var("CRM_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        Self { agent, base, token }
+    }
+
+    /// Fails with a hint when nothing answers `/health`.
+    fn check_reachable(&self) -> Result<()> {
+        self.send("GET", "/health", None)
+            .map(drop)
+            .with_context(|| {
+                format!(
+                    "no healthy crm-api answers at {} (start one with `cargo xtask serve`, or \
+                 pass --url)",
+                    self.base
+                )
+            })
+    }
+
+    /// Sends a request and returns the JSON body of a 2xx answer (`null` when empty);
+    /// any other status is an error naming the problem's `code` and `detail`.
+    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+            None => request.body(String::new()),
+        }
+        .context("cannot build the request")?;
+        let mut response = self
+            .agent
+            .run(request)
+            .with_context(|| format!("{method} {path} failed"))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("{method} {path}: cannot read the answer"))?;
+        let json: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            bail!(
+                "{method} {path} answered {status}: {} {}",
+                json["code"].as_str().unwrap_or("?"),
+                json["detail"].as_str().unwrap_or_default()
+            );
+        }
+        Ok(json)
+    }
+}
+
+/// A tiny deterministic generator (SplitMix64), enough for a demo plan; keeps `rand`
+/// out of xtask.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`; the modulo bias is irrelevant here).
+    fn below(&mut self, n: usize) -> usize {
+        // Truncating to usize keeps the low bits, which are as random as the rest.
+        (self.next() as usize) % n.max(1)
+    }
+
+    /// One of `items` (not empty).
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_is_fixed_by_the_seed() {
+        assert_eq!(plan(&mut SplitMix64(SEED)), plan(&mut SplitMix64(SEED)));
+    }
+
+    #[test]
+    fn the_plan_mixes_sources_and_new_and_returning_leads() {
+        let plan = plan(&mut SplitMix64(SEED));
+        assert_eq!(plan.len(), REGISTRATIONS);
+        let returning = plan.iter().filter(|r| r.returning).count();
+        assert!((70..=150).contains(&returning), "{returning} returning");
+        for (i, source) in SOURCES.iter().enumerate() {
+            let n = plan.iter().filter(|r| r.source == i).count();
+            assert!(n >= 20, "{n} contacts through {}", source.code);
+        }
+        // Telegram identifiers are numbers, as the messenger sends them.
+        assert!(
+            plan.iter()
+                .filter(|r| !r.returning && SOURCES[r.source].code == "tg")
+                .all(|r| r.external_lead_id.is_u64())
+        );
+    }
+
+    #[test]
+    fn every_weight_names_an_operator_and_some_operator_is_off() {
+        for source in &SOURCES {
+            assert!(
+                source
+                    .weights
+                    .iter()
+                    .all(|&(op, w)| op < OPERATORS.len() && w > 0)
+            );
+        }
+        assert!(OPERATORS.iter().any(|o| !o.is_active));
+        assert_eq!(SOURCES.iter().map(|s| s.share).sum::<usize>(), 100);
+    }
+}
