@@ -82,6 +82,16 @@ pub struct Config {
         global = true
     )]
     pub log_format: LogFormat,
+
+    /// Bearer token every `/api` request must carry (`Authorization: Bearer <token>`);
+    /// unset, the API is open and the server listens on loopback addresses only.
+    #[arg(long, env = "CRM_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub admin_token: Option<String>,
+
+    /// Serve an open API (no CRM_ADMIN_TOKEN) on a non-loopback address anyway.
+    #[arg(long, env = "CRM_INSECURE", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new(), global = true)]
+    pub insecure: bool,
 }
 
 /// How log lines are written.
@@ -112,6 +122,18 @@ pub enum ConfigError {
          e.g. sqlite://crm.db?mode=rwc (in-memory databases cannot be served)"
     )]
     SqliteWithoutFile,
+    /// No admin token, but an address other machines can reach.
+    #[error(
+        "refusing to serve an open API on {bind}: set CRM_ADMIN_TOKEN (or --admin-token), \
+         bind to 127.0.0.1, or pass --insecure to accept the risk"
+    )]
+    OpenBeyondLoopback {
+        /// The address asked for.
+        bind: std::net::SocketAddr,
+    },
+    /// A token too short to resist guessing.
+    #[error("CRM_ADMIN_TOKEN must be at least 16 characters")]
+    WeakAdminToken,
 }
 
 impl Config {
@@ -121,6 +143,13 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the setting and what it expects.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.admin_token {
+            Some(token) if token.chars().count() < 16 => return Err(ConfigError::WeakAdminToken),
+            None if !self.bind.ip().is_loopback() && !self.insecure => {
+                return Err(ConfigError::OpenBeyondLoopback { bind: self.bind });
+            }
+            _ => {}
+        }
         let url = self.database_url.as_str();
         if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.strip_prefix("//").unwrap_or(rest);
@@ -136,6 +165,14 @@ impl Config {
             Err(ConfigError::UnsupportedScheme {
                 scheme: scheme.to_owned(),
             })
+        }
+    }
+
+    /// The app's security settings.
+    #[must_use]
+    pub fn security(&self) -> crate::Security {
+        crate::Security {
+            admin_token: self.admin_token.clone(),
         }
     }
 
@@ -232,5 +269,29 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn an_open_api_is_served_on_loopback_only_unless_insecure() {
+        let open = |args: &[&str]| {
+            let mut argv = vec!["crm-api"];
+            argv.extend_from_slice(args);
+            Cli::parse_from(argv).config.validate()
+        };
+        assert_eq!(open(&[]), Ok(()));
+        assert_eq!(open(&["--bind", "[::1]:8000"]), Ok(()));
+        assert!(matches!(
+            open(&["--bind", "0.0.0.0:8000"]),
+            Err(ConfigError::OpenBeyondLoopback { .. })
+        ));
+        assert_eq!(open(&["--bind", "0.0.0.0:8000", "--insecure"]), Ok(()));
+        assert_eq!(
+            open(&["--bind", "0.0.0.0:8000", "--admin-token", "0123456789abcdef"]),
+            Ok(())
+        );
+        assert_eq!(
+            open(&["--admin-token", "short"]),
+            Err(ConfigError::WeakAdminToken)
+        );
     }
 }

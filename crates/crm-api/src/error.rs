@@ -26,6 +26,10 @@ pub(crate) enum ErrorCode {
     MalformedJson,
     /// 400: the request is malformed in another way (e.g. an unreadable body).
     BadRequest,
+    /// 401: missing, unknown or revoked credentials.
+    Unauthorized,
+    /// 403: the credentials may not do this.
+    Forbidden,
     /// 404: the path, or an entity it names, does not exist.
     NotFound,
     /// 405: the path exists, the method does not.
@@ -100,8 +104,10 @@ pub(crate) struct ApiError {
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The statuses an operation may answer with a problem, as declared in the OpenAPI document.
-const DECLARED: [(u16, &str); 8] = [
+const DECLARED: [(u16, &str); 10] = [
     (400, "Malformed JSON body"),
+    (401, "Missing, unknown or revoked credentials"),
+    (403, "The credentials may not do this"),
     (404, "Not found"),
     (409, "Conflict with the current state"),
     (413, "Body larger than 1 MiB"),
@@ -117,6 +123,8 @@ impl ErrorCode {
         match self {
             Self::MalformedJson => ("malformed_json", StatusCode::BAD_REQUEST, "Malformed JSON"),
             Self::BadRequest => ("bad_request", StatusCode::BAD_REQUEST, "Bad request"),
+            Self::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED, "Unauthorized"),
+            Self::Forbidden => ("forbidden", StatusCode::FORBIDDEN, "Forbidden"),
             Self::NotFound => ("not_found", StatusCode::NOT_FOUND, "Not found"),
             Self::MethodNotAllowed => (
                 "method_not_allowed",
@@ -341,6 +349,9 @@ impl ResponseError for ApiError {
         if self.code == ErrorCode::Overloaded {
             resp = resp.header("Retry-After", "1");
         }
+        if self.code == ErrorCode::Unauthorized {
+            resp = resp.header("WWW-Authenticate", "Bearer");
+        }
         resp.body(body)
     }
 }
@@ -363,7 +374,15 @@ impl ApiResponse for ApiError {
                     content_type: PROBLEM_JSON,
                     schema: ProblemBody::schema_ref(),
                 }],
-                headers: if status == 503 {
+                headers: if status == 401 {
+                    vec![MetaHeader {
+                        name: "WWW-Authenticate".to_owned(),
+                        description: Some("Always `Bearer`".to_owned()),
+                        required: true,
+                        deprecated: false,
+                        schema: String::schema_ref(),
+                    }]
+                } else if status == 503 {
                     vec![MetaHeader {
                         name: "Retry-After".to_owned(),
                         description: Some("Seconds to wait, when overloaded".to_owned()),
@@ -413,9 +432,11 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 17] = [
+    const ALL: [ErrorCode; 19] = [
         ErrorCode::MalformedJson,
         ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::SourceCodeTaken,

@@ -7,6 +7,7 @@
 //! in a handler, is answered as `application/problem+json`.
 
 mod api;
+mod auth;
 mod body;
 pub mod config;
 mod dto;
@@ -34,8 +35,25 @@ use crate::{
 /// The header that carries a request's id, accepted from the client or generated.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The whole HTTP service over `store`.
+/// How the app authenticates its callers.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// The admin bearer token; `None` leaves `/api` open to anyone who can connect.
+    pub admin_token: Option<String>,
+}
+
+/// The whole HTTP service over `store`, open to every caller (no admin token).
 pub fn app<S: Store>(store: Arc<S>) -> impl Endpoint<Output = Response> + 'static {
+    app_with(store, Security::default())
+}
+
+/// The whole HTTP service over `store`, with `security`.
+pub fn app_with<S: Store>(
+    store: Arc<S>,
+    security: Security,
+) -> impl Endpoint<Output = Response> + 'static {
+    let admin_token: Option<Arc<str>> = security.admin_token.map(Into::into);
+    let auth_store = Arc::clone(&store);
     let metrics = Arc::new(Metrics::new());
     let scrape = MetricsEndpoint {
         store: Arc::clone(&store),
@@ -52,6 +70,9 @@ pub fn app<S: Store>(store: Arc<S>) -> impl Endpoint<Output = Response> + 'stati
         .nest("/", api)
         .with(NormalizePath::new(TrailingSlash::Trim))
         .around(limit_body)
+        .around(move |ep, req| {
+            auth::authenticate(ep, req, Arc::clone(&auth_store), admin_token.clone())
+        })
         .catch_all_error(problem)
         .around(move |ep, req| api::allow_header(ep, req, Arc::clone(&allowed)))
         .with(CatchPanic::new().with_handler(panic_problem))

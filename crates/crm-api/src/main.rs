@@ -145,15 +145,39 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         .and_then(|a| a.as_socket_addr().copied())
         .unwrap_or(config.bind);
     tracing::info!("listening on http://{addr}, docs at http://{addr}/docs");
+    if config.admin_token.is_none() {
+        tracing::warn!(
+            "no CRM_ADMIN_TOKEN: the API is open to anyone who can reach {addr}; \
+             set one before exposing the service"
+        );
+    }
+    // Expired idempotency keys are ignored anyway; this keeps their table small.
+    let sweeper = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60 * 60));
+            loop {
+                every.tick().await;
+                match store.expire_idempotency_keys().await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(expired = n, "forgot expired idempotency keys")
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "cannot expire idempotency keys"),
+                }
+            }
+        })
+    };
 
     Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
-            crm_api::app(Arc::clone(&store)),
+            crm_api::app_with(Arc::clone(&store), config.security()),
             shutdown_signal(),
             Some(SHUTDOWN_GRACE),
         )
         .await
         .context("server failed")?;
+    sweeper.abort();
     store.shutdown().await;
     tracing::info!("stopped");
     Ok(())

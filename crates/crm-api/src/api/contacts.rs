@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Instant};
 
 use crm_core::{
-    ContactFilter, ContactId, ExternalLeadId, IdempotencyKey, LeadId, NewContact, OperatorId, Page, Payload,
-    SourceId, SourceRef, Store, ValueError,
+    ContactFilter, ContactId, ExternalLeadId, IdempotencyKey, LeadId, NewContact, OperatorId, Page,
+    Payload, SourceId, SourceRef, Store, ValueError,
 };
 use poem::web::Data;
 use poem_openapi::{
@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::{ApiTags, default_page_limit};
 use crate::{
+    auth::{Credentials, Principal},
     body::{Fields, FromBody, JsonBody, external_lead_id, integer, not_blank_pattern, source_code},
     dto::{Contact, ContactStatus, Listed, contacts, next_link},
     error::{ApiError, ApiResult},
@@ -56,10 +57,6 @@ enum Registered {
         Option<String>,
     ),
 }
-
-/// Whose idempotency keys these are. Until credentials exist, every client shares one
-/// identity, as DECISIONS.md settles for a server without authentication.
-const CREDENTIAL: &str = "anonymous";
 
 /// What makes two registrations "the same request": the parsed body, with object keys
 /// in a canonical order, hashed.
@@ -109,6 +106,28 @@ struct AssignContact {
 #[derive(Debug)]
 struct StringOrInteger(Value);
 
+impl<S: Store> ContactsApi<S> {
+    /// A source key may register contacts for its own source only.
+    async fn require_own_source(&self, own: SourceId, named: &SourceRef) -> Result<(), ApiError> {
+        let allowed = match named {
+            SourceRef::Id(id) => *id == own,
+            SourceRef::Code(code) => match self.0.get_source(own).await {
+                Ok(source) => source.code == code.as_str(),
+                Err(crm_core::StoreError::NotFound(_)) => false,
+                Err(err) => return Err(err.into()),
+            },
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                crate::error::ErrorCode::Forbidden,
+                "this source key may only register contacts for its own source",
+            ))
+        }
+    }
+}
+
 #[OpenApi(tag = "ApiTags::Contacts")]
 impl<S: Store> ContactsApi<S> {
     /// Register a contact
@@ -128,13 +147,18 @@ impl<S: Store> ContactsApi<S> {
         #[oai(name = "Idempotency-Key", validator(pattern = r"^[!-~]{1,255}$"))]
         idempotency_key: Header<Option<String>>,
         metrics: Data<&Arc<Metrics>>,
+        principal: Data<&Principal>,
+        _auth: Credentials,
     ) -> ApiResult<Registered> {
         let started = Instant::now();
         let new = body.0;
+        if let Principal::SourceKey { source_id, .. } = *principal.0 {
+            self.require_own_source(source_id, &new.source).await?;
+        }
         let (contact, replayed) = match idempotency_key.0 {
             None => (self.0.register_contact(new).await?, false),
             Some(key) => {
-                let key = IdempotencyKey::new(CREDENTIAL, &key, &fingerprint(&new))
+                let key = IdempotencyKey::new(&principal.identity(), &key, &fingerprint(&new))
                     .map_err(|err| ApiError::invalid("Idempotency-Key", err.to_string()))?;
                 let registration = self.0.register_contact_once(new, key).await?;
                 (registration.contact, registration.replayed)
@@ -172,6 +196,7 @@ impl<S: Store> ContactsApi<S> {
         limit: Query<u32>,
         /// Only contacts with a larger id: the last id of the previous page.
         after: Query<Option<i64>>,
+        _auth: Credentials,
     ) -> ApiResult<Listed<Contact>> {
         let filter = ContactFilter {
             status: status.0.map(Into::into),
@@ -200,13 +225,13 @@ impl<S: Store> ContactsApi<S> {
 
     /// Read a contact
     #[oai(path = "/api/contacts/:id", method = "get")]
-    async fn get(&self, id: Path<i64>) -> ApiResult<Json<Contact>> {
+    async fn get(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<Contact>> {
         Ok(Json(self.0.get_contact(ContactId(id.0)).await?.try_into()?))
     }
 
     /// Close a contact, freeing its operator's capacity; closing again changes nothing
     #[oai(path = "/api/contacts/:id/close", method = "post")]
-    async fn close(&self, id: Path<i64>) -> ApiResult<Json<Contact>> {
+    async fn close(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<Contact>> {
         Ok(Json(
             self.0.close_contact(ContactId(id.0)).await?.try_into()?,
         ))
@@ -221,6 +246,7 @@ impl<S: Store> ContactsApi<S> {
         &self,
         id: Path<i64>,
         body: JsonBody<AssignContact>,
+        _auth: Credentials,
     ) -> ApiResult<Json<Contact>> {
         let contact = self.0.assign_contact(ContactId(id.0), body.0).await?;
         Ok(Json(contact.try_into()?))

@@ -11,6 +11,7 @@ use poem_openapi::{
 
 use super::{ApiTags, default_page_limit};
 use crate::{
+    auth::Credentials,
     dto::{Lead, LeadDetail, Listed, list, next_link},
     error::ApiResult,
 };
@@ -34,6 +35,7 @@ impl<S: Store> LeadsApi<S> {
         limit: Query<u32>,
         /// Only leads with a larger id: the last id of the previous page.
         after: Query<Option<i64>>,
+        _auth: Credentials,
     ) -> ApiResult<Listed<Lead>> {
         let filter = LeadFilter {
             external_id: external_id.0,
@@ -56,7 +58,7 @@ impl<S: Store> LeadsApi<S> {
 
     /// Read a lead with all its contacts, oldest first
     #[oai(path = "/api/leads/:id", method = "get")]
-    async fn get(&self, id: Path<i64>) -> ApiResult<Json<LeadDetail>> {
+    async fn get(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<LeadDetail>> {
         Ok(Json(self.0.get_lead(LeadId(id.0)).await?.try_into()?))
     }
 }

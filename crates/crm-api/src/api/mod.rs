@@ -2,6 +2,7 @@
 
 mod contacts;
 mod health;
+mod keys;
 mod leads;
 mod operators;
 mod sources;
@@ -43,6 +44,7 @@ pub(crate) type Apis<S> = (
     sources::SourcesApi<S>,
     leads::LeadsApi<S>,
     contacts::ContactsApi<S>,
+    keys::KeysApi<S>,
     stats::StatsApi<S>,
 );
 
@@ -54,6 +56,7 @@ pub(crate) fn service<S: Store>(store: Arc<S>) -> OpenApiService<Apis<S>, ()> {
         sources::SourcesApi(Arc::clone(&store)),
         leads::LeadsApi(Arc::clone(&store)),
         contacts::ContactsApi(Arc::clone(&store)),
+        keys::KeysApi(Arc::clone(&store)),
         stats::StatsApi(store),
     );
     OpenApiService::new(apis, "mini-crm", env!("CARGO_PKG_VERSION")).description(

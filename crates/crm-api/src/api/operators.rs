@@ -11,6 +11,7 @@ use poem_openapi::{
 
 use super::ApiTags;
 use crate::{
+    auth::Credentials,
     body::{Fields, FromBody, JsonBody, boolean, max_active_contacts, name},
     dto::{Created, Deleted, Operator, list},
     error::ApiResult,
@@ -53,14 +54,22 @@ struct UpdateOperator {
 impl<S: Store> OperatorsApi<S> {
     /// Create an operator
     #[oai(path = "/api/operators", method = "post")]
-    async fn create(&self, body: JsonBody<CreateOperator>) -> ApiResult<Created<Operator>> {
+    async fn create(
+        &self,
+        body: JsonBody<CreateOperator>,
+        _auth: Credentials,
+    ) -> ApiResult<Created<Operator>> {
         let operator = self.0.create_operator(body.0).await?;
         Ok(Created::Created(Json(operator.into())))
     }
 
     /// List operators by id
     #[oai(path = "/api/operators", method = "get")]
-    async fn list(&self, is_active: Query<Option<bool>>) -> ApiResult<Json<Vec<Operator>>> {
+    async fn list(
+        &self,
+        is_active: Query<Option<bool>>,
+        _auth: Credentials,
+    ) -> ApiResult<Json<Vec<Operator>>> {
         let filter = OperatorFilter {
             is_active: is_active.0,
         };
@@ -69,7 +78,7 @@ impl<S: Store> OperatorsApi<S> {
 
     /// Read an operator
     #[oai(path = "/api/operators/:id", method = "get")]
-    async fn get(&self, id: Path<i64>) -> ApiResult<Json<Operator>> {
+    async fn get(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<Operator>> {
         Ok(Json(self.0.get_operator(OperatorId(id.0)).await?.into()))
     }
 
@@ -79,6 +88,7 @@ impl<S: Store> OperatorsApi<S> {
         &self,
         id: Path<i64>,
         body: JsonBody<UpdateOperator>,
+        _auth: Credentials,
     ) -> ApiResult<Json<Operator>> {
         let operator = self.0.update_operator(OperatorId(id.0), body.0).await?;
         Ok(Json(operator.into()))
@@ -86,7 +96,7 @@ impl<S: Store> OperatorsApi<S> {
 
     /// Delete an operator that never had contacts
     #[oai(path = "/api/operators/:id", method = "delete")]
-    async fn delete(&self, id: Path<i64>) -> ApiResult<Deleted> {
+    async fn delete(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Deleted> {
         self.0.delete_operator(OperatorId(id.0)).await?;
         Ok(Deleted::Deleted)
     }

@@ -7,6 +7,7 @@ use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
 use super::ApiTags;
 use crate::{
+    auth::Credentials,
     body::{Fields, FromBody, JsonBody, integer, name, source_code, weight},
     dto::{Created, Deleted, Source, list},
     error::ApiResult,
@@ -58,33 +59,42 @@ struct WeightInput {
 impl<S: Store> SourcesApi<S> {
     /// Create a source
     #[oai(path = "/api/sources", method = "post")]
-    async fn create(&self, body: JsonBody<CreateSource>) -> ApiResult<Created<Source>> {
+    async fn create(
+        &self,
+        body: JsonBody<CreateSource>,
+        _auth: Credentials,
+    ) -> ApiResult<Created<Source>> {
         let source = self.0.create_source(body.0).await?;
         Ok(Created::Created(Json(source.into())))
     }
 
     /// List sources by id
     #[oai(path = "/api/sources", method = "get")]
-    async fn list(&self) -> ApiResult<Json<Vec<Source>>> {
+    async fn list(&self, _auth: Credentials) -> ApiResult<Json<Vec<Source>>> {
         Ok(Json(list(self.0.list_sources().await?)))
     }
 
     /// Read a source with its operators
     #[oai(path = "/api/sources/:id", method = "get")]
-    async fn get(&self, id: Path<i64>) -> ApiResult<Json<Source>> {
+    async fn get(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<Source>> {
         Ok(Json(self.0.get_source(SourceId(id.0)).await?.into()))
     }
 
     /// Change a source
     #[oai(path = "/api/sources/:id", method = "patch")]
-    async fn update(&self, id: Path<i64>, body: JsonBody<UpdateSource>) -> ApiResult<Json<Source>> {
+    async fn update(
+        &self,
+        id: Path<i64>,
+        body: JsonBody<UpdateSource>,
+        _auth: Credentials,
+    ) -> ApiResult<Json<Source>> {
         let source = self.0.update_source(SourceId(id.0), body.0).await?;
         Ok(Json(source.into()))
     }
 
     /// Delete a source that never had contacts
     #[oai(path = "/api/sources/:id", method = "delete")]
-    async fn delete(&self, id: Path<i64>) -> ApiResult<Deleted> {
+    async fn delete(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Deleted> {
         self.0.delete_source(SourceId(id.0)).await?;
         Ok(Deleted::Deleted)
     }
@@ -97,6 +107,7 @@ impl<S: Store> SourcesApi<S> {
         &self,
         id: Path<i64>,
         body: JsonBody<ReplaceWeights>,
+        _auth: Credentials,
     ) -> ApiResult<Json<Source>> {
         let source = self.0.replace_weights(SourceId(id.0), body.0).await?;
         Ok(Json(source.into()))

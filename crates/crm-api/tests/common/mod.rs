@@ -70,6 +70,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts [`crm_api::app`] on a fresh database of `backend`.
 pub async fn spawn_app_on(backend: Backend) -> TestApp {
+    spawn_app_with(backend, crm_api::Security::default()).await
+}
+
+/// Starts [`crm_api::app_with`] `security` on a fresh database of `backend`.
+pub async fn spawn_app_with(backend: Backend, security: crm_api::Security) -> TestApp {
     let (store, db) = test_store(backend).await;
     let acceptor = TcpListener::bind("127.0.0.1:0")
         .into_acceptor()
@@ -78,7 +83,7 @@ pub async fn spawn_app_on(backend: Backend) -> TestApp {
     let addr = *acceptor.local_addr()[0]
         .as_socket_addr()
         .expect("a TCP address");
-    let app = crm_api::app(Arc::clone(&store));
+    let app = crm_api::app_with(Arc::clone(&store), security);
     tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
     TestApp {
         address: format!("http://{addr}"),

@@ -1,0 +1,137 @@
+//! `/api/sources/{id}/keys`: ingest keys that let a bot register contacts for one source.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use crm_core::{Name, NewSourceKey, SourceId, SourceKeyId, Store};
+use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
+
+use super::ApiTags;
+use crate::{
+    auth::{Credentials, issue_key},
+    body::{Fields, FromBody, JsonBody, name},
+    dto::{Created, Deleted},
+    error::ApiResult,
+};
+
+/// Key endpoints over a store.
+pub(crate) struct KeysApi<S>(pub(crate) Arc<S>);
+
+/// A key to issue.
+#[derive(Debug, Object)]
+struct CreateKey {
+    /// What the key is for (1..=255 characters once trimmed).
+    #[oai(validator(min_length = 1, max_length = 255))]
+    label: Option<String>,
+}
+
+/// An issued key, as listed: the key itself is never shown again.
+#[derive(Debug, Object)]
+struct SourceKey {
+    /// Identifier (for revoking).
+    id: i64,
+    /// The source it may register contacts for.
+    source_id: i64,
+    /// What it is for.
+    label: Option<String>,
+    /// Its first characters.
+    prefix: String,
+    /// When it was issued.
+    created_at: DateTime<Utc>,
+    /// When it was last used (recorded at most once a minute).
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A key just issued: `key` is shown this once and stored only as a hash.
+#[derive(Debug, Object)]
+struct IssuedKey {
+    /// Identifier (for revoking).
+    id: i64,
+    /// The source it may register contacts for.
+    source_id: i64,
+    /// What it is for.
+    label: Option<String>,
+    /// Its first characters.
+    prefix: String,
+    /// When it was issued.
+    created_at: DateTime<Utc>,
+    /// The key: send it as `Authorization: Bearer <key>`.
+    key: String,
+}
+
+impl From<crm_core::SourceKey> for SourceKey {
+    fn from(k: crm_core::SourceKey) -> Self {
+        Self {
+            id: k.id.get(),
+            source_id: k.source_id.get(),
+            label: k.label,
+            prefix: k.prefix,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+        }
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Sources")]
+impl<S: Store> KeysApi<S> {
+    /// Issue an ingest key for a source
+    ///
+    /// The key may only register contacts (`POST /api/contacts`) for this source. It is
+    /// shown in this answer only; the server keeps a hash.
+    #[oai(path = "/api/sources/:id/keys", method = "post")]
+    async fn create(
+        &self,
+        id: Path<i64>,
+        body: JsonBody<CreateKey>,
+        _auth: Credentials,
+    ) -> ApiResult<Created<IssuedKey>> {
+        let issued = issue_key();
+        let key = self
+            .0
+            .create_source_key(NewSourceKey {
+                source_id: SourceId(id.0),
+                label: body.0,
+                prefix: issued.prefix,
+                hash: issued.hash,
+            })
+            .await?;
+        Ok(Created::Created(Json(IssuedKey {
+            id: key.id.get(),
+            source_id: key.source_id.get(),
+            label: key.label,
+            prefix: key.prefix,
+            created_at: key.created_at,
+            key: issued.secret,
+        })))
+    }
+
+    /// List a source's ingest keys
+    #[oai(path = "/api/sources/:id/keys", method = "get")]
+    async fn list(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<Vec<SourceKey>>> {
+        let keys = self.0.list_source_keys(SourceId(id.0)).await?;
+        Ok(Json(keys.into_iter().map(SourceKey::from).collect()))
+    }
+
+    /// Revoke an ingest key
+    #[oai(path = "/api/sources/:id/keys/:key_id", method = "delete")]
+    async fn delete(
+        &self,
+        id: Path<i64>,
+        key_id: Path<i64>,
+        _auth: Credentials,
+    ) -> ApiResult<Deleted> {
+        self.0
+            .delete_source_key(SourceId(id.0), SourceKeyId(key_id.0))
+            .await?;
+        Ok(Deleted::Deleted)
+    }
+}
+
+impl FromBody for CreateKey {
+    type Output = Option<Name>;
+
+    fn from_fields(f: &mut Fields<'_>) -> Option<Option<Name>> {
+        // A bad label is recorded in `f` and answered as 422 by `JsonBody`.
+        Some(f.optional("label", name))
+    }
+}

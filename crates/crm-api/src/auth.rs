@@ -1,0 +1,202 @@
+//! Who is calling, and what they may do.
+//!
+//! With `CRM_ADMIN_TOKEN` set, every `/api` request needs `Authorization: Bearer <token>`:
+//! the admin token may do everything; a source's ingest key (`crm_sk_…`, issued by
+//! `POST /api/sources/{id}/keys`) may only register contacts for its own source. Without
+//! a token the API is open (the server then listens on loopback only, see `main`).
+//! `/health`, `/docs`, `/openapi.json` and `/metrics` are always open.
+//!
+//! Enforcement is one middleware in front of every route ([`authenticate`]), so a new
+//! operation cannot forget it; the operations only declare the scheme for the OpenAPI
+//! document ([`Credentials`]) and the registration checks the key's source.
+
+use std::sync::Arc;
+
+use crm_core::{SourceId, SourceKeyId, Store};
+use poem::{Endpoint, IntoResponse, Request, Response, http::Method};
+use poem_openapi::{SecurityScheme, auth::Bearer};
+use rand::RngExt;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ErrorCode};
+
+/// The prefix of every source key, so a leaked key is recognisable (and scannable).
+pub(crate) const KEY_PREFIX: &str = "crm_sk_";
+
+/// How many characters of a key are kept to tell keys apart.
+const SHOWN_PREFIX: usize = KEY_PREFIX.len() + 6;
+
+/// The caller of a request, as [`authenticate`] established it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Principal {
+    /// Authentication is off: everyone may do everything (one shared identity).
+    Open,
+    /// The admin token.
+    Admin,
+    /// A source's ingest key.
+    SourceKey {
+        /// The source it may register contacts for.
+        source_id: SourceId,
+        /// The key, as this caller's identity.
+        key_id: SourceKeyId,
+    },
+}
+
+impl Principal {
+    /// The identity idempotency keys are scoped by.
+    pub(crate) fn identity(self) -> String {
+        match self {
+            Self::Open => "anonymous".to_owned(),
+            Self::Admin => "admin".to_owned(),
+            Self::SourceKey { key_id, .. } => format!("source-key:{key_id}"),
+        }
+    }
+}
+
+/// The bearer credential, declared for the OpenAPI document so Swagger's "Authorize"
+/// works: the admin token or a source key.
+#[derive(SecurityScheme)]
+#[oai(
+    ty = "bearer",
+    rename = "bearer",
+    bearer_format = "admin token or crm_sk_… source key"
+)]
+pub(crate) struct BearerToken(#[allow(dead_code)] Bearer);
+
+/// What an operation declares: a bearer credential, or none while authentication is off.
+/// The decision is made by [`authenticate`]; this only documents it.
+#[derive(SecurityScheme)]
+#[allow(dead_code)]
+pub(crate) enum Credentials {
+    /// `Authorization: Bearer …`.
+    Bearer(BearerToken),
+    /// No credential (only accepted while the server runs without `CRM_ADMIN_TOKEN`).
+    #[oai(fallback)]
+    Anonymous,
+}
+
+/// A freshly issued key: shown once, stored only as its hash.
+pub(crate) struct IssuedKey {
+    /// The key itself.
+    pub(crate) secret: String,
+    /// Its first characters.
+    pub(crate) prefix: String,
+    /// Its hash, as stored.
+    pub(crate) hash: String,
+}
+
+/// A new source key: 256 random bits.
+pub(crate) fn issue_key() -> IssuedKey {
+    let bytes: [u8; 32] = rand::rng().random();
+    let secret = format!("{KEY_PREFIX}{}", hex(&bytes));
+    IssuedKey {
+        prefix: secret[..SHOWN_PREFIX].to_owned(),
+        hash: hash_key(&secret),
+        secret,
+    }
+}
+
+/// The stored form of a key. Keys are random and long, so a fast hash is enough: there
+/// is nothing to brute-force that is cheaper than guessing the key.
+pub(crate) fn hash_key(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares two secrets in time independent of where they differ (their SHA-256 digests
+/// have equal length, so the length of the secret does not leak either).
+fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Authenticates `/api` requests and stores the [`Principal`] in the request for the
+/// operations; everything else passes.
+pub(crate) async fn authenticate<E: Endpoint, S: Store>(
+    ep: Arc<E>,
+    mut req: Request,
+    store: Arc<S>,
+    admin_token: Option<Arc<str>>,
+) -> poem::Result<Response> {
+    let path = req.uri().path();
+    let guarded = path == "/api" || path.starts_with("/api/");
+    let principal = match (&admin_token, guarded) {
+        (None, _) | (_, false) => Principal::Open,
+        (Some(token), true) => {
+            let principal = identify(&req, token, store.as_ref()).await?;
+            if let Principal::SourceKey { .. } = principal {
+                let ingest = req.method() == Method::POST
+                    && matches!(path.trim_end_matches('/'), "/api/contacts");
+                if !ingest {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "a source key may only register contacts",
+                    )
+                    .into());
+                }
+            }
+            principal
+        }
+    };
+    req.extensions_mut().insert(principal);
+    Ok(ep.call(req).await?.into_response())
+}
+
+async fn identify<S: Store>(req: &Request, admin: &str, store: &S) -> Result<Principal, ApiError> {
+    let token = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("missing bearer credentials"))?;
+    if same_secret(token, admin) {
+        return Ok(Principal::Admin);
+    }
+    if token.starts_with(KEY_PREFIX)
+        && let Some(key) = store.authenticate_source_key(&hash_key(token)).await?
+    {
+        return Ok(Principal::SourceKey {
+            source_id: key.source_id,
+            key_id: key.id,
+        });
+    }
+    Err(unauthorized("unknown or revoked credentials"))
+}
+
+fn unauthorized(detail: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_keys_are_random_prefixed_and_stored_as_hashes() {
+        let a = issue_key();
+        let b = issue_key();
+        assert_ne!(a.secret, b.secret);
+        assert!(a.secret.starts_with(KEY_PREFIX));
+        assert_eq!(a.secret.len(), KEY_PREFIX.len() + 64);
+        assert!(a.secret.starts_with(&a.prefix));
+        assert_eq!(a.hash, hash_key(&a.secret));
+        assert!(!a.hash.contains(&a.secret[KEY_PREFIX.len()..]));
+    }
+
+    #[test]
+    fn secrets_compare_by_value() {
+        assert!(same_secret("s3cret", "s3cret"));
+        assert!(!same_secret("s3cret", "s3cres"));
+        assert!(!same_secret("", "s3cret"));
+    }
+}

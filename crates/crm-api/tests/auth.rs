@@ -1,0 +1,270 @@
+//! Scoped access with `CRM_ADMIN_TOKEN` set: the admin token may do everything, a
+//! source key may only register contacts for its own source, and everything else is
+//! 401 (with `WWW-Authenticate: Bearer`) or 403, as problem details.
+
+#[macro_use]
+mod common;
+
+use common::{json, problem, spawn_app_with};
+use crm_store::testing::Backend;
+use reqwest::{RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-for-tests-0123456789";
+
+on_every_backend!(
+    admin_token_and_source_keys_are_enforced,
+    revoked_keys_stop_working_and_keys_are_listed_without_secrets,
+);
+
+fn bearer(req: RequestBuilder, token: &str) -> RequestBuilder {
+    req.header("authorization", format!("Bearer {token}"))
+}
+
+async fn secured(backend: Backend) -> common::TestApp {
+    spawn_app_with(
+        backend,
+        crm_api::Security {
+            admin_token: Some(ADMIN.to_owned()),
+        },
+    )
+    .await
+}
+
+async fn post_as(
+    app: &common::TestApp,
+    token: Option<&str>,
+    path: &str,
+    body: &Value,
+) -> reqwest::Response {
+    let mut req = app.client.post(format!("{}{path}", app.address)).json(body);
+    if let Some(token) = token {
+        req = bearer(req, token);
+    }
+    req.send().await.expect("answered")
+}
+
+async fn get_as(app: &common::TestApp, token: Option<&str>, path: &str) -> reqwest::Response {
+    let mut req = app.client.get(format!("{}{path}", app.address));
+    if let Some(token) = token {
+        req = bearer(req, token);
+    }
+    req.send().await.expect("answered")
+}
+
+async fn unauthorized(resp: reqwest::Response) {
+    assert_eq!(
+        resp.headers().get("www-authenticate").map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..])
+    );
+    problem(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+async fn admin_token_and_source_keys_are_enforced(backend: Backend) {
+    let app = secured(backend).await;
+    // Open routes stay open.
+    assert_eq!(get_as(&app, None, "/health").await.status(), StatusCode::OK);
+    assert_eq!(
+        get_as(&app, None, "/openapi.json").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_as(&app, None, "/metrics").await.status(),
+        StatusCode::OK
+    );
+    // No or wrong credentials: 401, nothing written.
+    unauthorized(get_as(&app, None, "/api/operators").await).await;
+    unauthorized(get_as(&app, Some("wrong"), "/api/operators").await).await;
+    unauthorized(
+        post_as(
+            &app,
+            Some("crm_sk_forged"),
+            "/api/sources",
+            &json!({"name": "x", "code": "x"}),
+        )
+        .await,
+    )
+    .await;
+
+    let admin = Some(ADMIN);
+    let anna = json(
+        post_as(&app, admin, "/api/operators", &json!({"name": "Anna"})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let bot = json(
+        post_as(
+            &app,
+            admin,
+            "/api/sources",
+            &json!({"name": "Bot", "code": "bot"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let other = json(
+        post_as(
+            &app,
+            admin,
+            "/api/sources",
+            &json!({"name": "Other", "code": "other"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let weights = bearer(
+        app.client.put(format!(
+            "{}/api/sources/{}/operators",
+            app.address, bot["id"]
+        )),
+        ADMIN,
+    )
+    .json(&json!({"operators": [{"operator_id": anna["id"], "weight": 1}]}))
+    .send()
+    .await
+    .expect("answered");
+    assert_eq!(weights.status(), StatusCode::OK);
+    let issued = json(
+        post_as(
+            &app,
+            admin,
+            &format!("/api/sources/{}/keys", bot["id"]),
+            &json!({"label": "prod bot"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let key = issued["key"]
+        .as_str()
+        .expect("the key is shown once")
+        .to_owned();
+    assert!(key.starts_with("crm_sk_"));
+
+    // The key registers contacts for its own source, by id or by code.
+    let by_id = json!({"external_lead_id": "u1", "source_id": bot["id"]});
+    json(
+        post_as(&app, Some(&key), "/api/contacts", &by_id).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let by_code = json!({"external_lead_id": "u2", "source_code": "bot"});
+    json(
+        post_as(&app, Some(&key), "/api/contacts/", &by_code).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    // ...and nothing else.
+    let foreign = json!({"external_lead_id": "u3", "source_id": other["id"]});
+    problem(
+        post_as(&app, Some(&key), "/api/contacts", &foreign).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let foreign_code = json!({"external_lead_id": "u3", "source_code": "other"});
+    problem(
+        post_as(&app, Some(&key), "/api/contacts", &foreign_code).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    problem(
+        get_as(&app, Some(&key), "/api/contacts").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    problem(
+        post_as(&app, Some(&key), "/api/operators", &json!({"name": "Eve"})).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+
+    let contacts = json(get_as(&app, admin, "/api/contacts").await, StatusCode::OK).await;
+    assert_eq!(
+        contacts.as_array().map(Vec::len),
+        Some(2),
+        "the refused requests wrote nothing"
+    );
+    let leads = json(get_as(&app, admin, "/api/leads").await, StatusCode::OK).await;
+    assert_eq!(leads.as_array().map(Vec::len), Some(2));
+}
+
+async fn revoked_keys_stop_working_and_keys_are_listed_without_secrets(backend: Backend) {
+    let app = secured(backend).await;
+    let admin = Some(ADMIN);
+    let bot = json(
+        post_as(
+            &app,
+            admin,
+            "/api/sources",
+            &json!({"name": "Bot", "code": "bot"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let keys_path = format!("/api/sources/{}/keys", bot["id"]);
+    let issued = json(
+        post_as(&app, admin, &keys_path, &json!({})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let key = issued["key"].as_str().expect("key").to_owned();
+    let body = json!({"external_lead_id": "u1", "source_code": "bot"});
+    json(
+        post_as(&app, Some(&key), "/api/contacts", &body).await,
+        StatusCode::CREATED,
+    )
+    .await;
+
+    let listed = json(get_as(&app, admin, &keys_path).await, StatusCode::OK).await;
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], issued["id"]);
+    assert!(key.starts_with(listed[0]["prefix"].as_str().expect("prefix")));
+    assert!(
+        listed[0]["last_used_at"].is_string(),
+        "the use was recorded"
+    );
+    assert!(
+        !listed[0].to_string().contains(&key),
+        "the key is never listed"
+    );
+
+    let revoke = bearer(
+        app.client
+            .delete(format!("{}{keys_path}/{}", app.address, issued["id"])),
+        ADMIN,
+    )
+    .send()
+    .await
+    .expect("answered");
+    assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
+    unauthorized(post_as(&app, Some(&key), "/api/contacts", &body).await).await;
+    problem(
+        post_as(&app, admin, "/api/sources/999/keys", &json!({})).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+}
+
+#[test]
+fn the_openapi_document_declares_the_bearer_scheme() {
+    let spec: Value = serde_json::from_str(&crm_api::openapi_spec()).expect("json");
+    assert_eq!(spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let register = &spec["paths"]["/api/contacts"]["post"];
+    let security = register["security"].as_array().expect("declared");
+    assert!(
+        security.iter().any(|s| s.get("bearer").is_some()),
+        "{security:?}"
+    );
+    assert!(register["responses"].get("401").is_some());
+    assert!(register["responses"].get("403").is_some());
+    assert!(spec["paths"]["/health"]["get"].get("security").is_none());
+}
