@@ -286,7 +286,12 @@ mod tests {
         ));
         assert_eq!(open(&["--bind", "0.0.0.0:8000", "--insecure"]), Ok(()));
         assert_eq!(
-            open(&["--bind", "0.0.0.0:8000", "--admin-token", "0123456789abcdef"]),
+            open(&[
+                "--bind",
+                "0.0.0.0:8000",
+                "--admin-token",
+                "0123456789abcdef"
+            ]),
             Ok(())
         );
         assert_eq!(

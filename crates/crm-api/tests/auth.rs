@@ -257,7 +257,10 @@ async fn revoked_keys_stop_working_and_keys_are_listed_without_secrets(backend: 
 #[test]
 fn the_openapi_document_declares_the_bearer_scheme() {
     let spec: Value = serde_json::from_str(&crm_api::openapi_spec()).expect("json");
-    assert_eq!(spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let register = &spec["paths"]["/api/contacts"]["post"];
     let security = register["security"].as_array().expect("declared");
     assert!(
