@@ -6,14 +6,14 @@
 //! parses it: every problem is collected with its field path (`operators[1].weight`) so one
 //! 422 names them all, as pydantic did. Unknown fields are ignored.
 
-use std::fmt::Write as _;
+use std::{borrow::Cow, fmt::Write as _};
 
 use crm_core::{ExternalLeadId, MaxActiveContacts, Name, SourceCode, ValueError, Weight};
 use poem::{Request, RequestBody};
 use poem_openapi::{
     payload::{ParsePayload, Payload as OaiPayload},
-    registry::{MetaSchemaRef, Registry},
-    types::Type,
+    registry::{MetaSchema, MetaSchemaRef, Registry},
+    types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
 };
 use serde_json::{Map, Value};
 
@@ -36,19 +36,79 @@ const WHITESPACE: [(char, char); 10] = [
     ('\u{3000}', '\u{3000}'),
 ];
 
+/// The ranges of [`WHITESPACE`] as the inside of a regex character class.
+fn whitespace_ranges() -> String {
+    let mut ranges = String::new();
+    for (first, last) in WHITESPACE {
+        let _ = write!(ranges, "\\u{:04X}", u32::from(first));
+        if last != first {
+            let _ = write!(ranges, "-\\u{:04X}", u32::from(last));
+        }
+    }
+    ranges
+}
+
 /// A JSON Schema pattern for "not only whitespace": one character outside [`WHITESPACE`].
 /// Spelled out rather than `\S`, whose meaning differs between regex dialects (and from
 /// `str::trim`), so the document and the server agree on every string.
 pub(crate) fn not_blank_pattern() -> String {
-    let mut class = String::from("[^");
-    for (first, last) in WHITESPACE {
-        let _ = write!(class, "\\u{:04X}", u32::from(first));
-        if last != first {
-            let _ = write!(class, "-\\u{:04X}", u32::from(last));
-        }
+    format!("[^{}]", whitespace_ranges())
+}
+
+/// A JSON Schema pattern for "1..=`max` characters once trimmed": any whitespace, then
+/// one non-whitespace character or two with at most `max - 2` of anything between them,
+/// then any whitespace. (`maxLength` would count the whitespace trimming removes.)
+fn trimmed_pattern(max: usize) -> String {
+    let ws = format!("[{}]", whitespace_ranges());
+    let text = not_blank_pattern();
+    format!(
+        "^{ws}*{text}(?:[\\s\\S]{{0,{}}}{text})?{ws}*$",
+        max.saturating_sub(2)
+    )
+}
+
+/// The schema of a display name (or a key's label): 1..=255 characters once trimmed,
+/// stated as a pattern. [`name`] does the parsing; this type exists for the document.
+#[derive(Debug)]
+pub(crate) struct NameText(String);
+
+impl Type for NameText {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        "name_text".into()
     }
-    class.push(']');
-    class
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            pattern: Some(trimmed_pattern(Name::MAX_CHARS)),
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for NameText {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        String::parse_from_json(value)
+            .map(Self)
+            .map_err(ParseError::propagate)
+    }
+}
+
+impl ToJSON for NameText {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
 }
 
 /// A JSON body parsed by `T`'s [`FromBody`] into `T::Output`.

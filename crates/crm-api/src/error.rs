@@ -255,8 +255,13 @@ impl ApiError {
             return Self::invalid(e.name, param_message(e.name, &e.reason));
         }
         if let Some(e) = err.downcast_ref::<ParsePathError>() {
-            // poem-openapi names path parameters by position (`param0`, …); ours is always `id`.
-            let field = if e.name == "param0" { "id" } else { e.name };
+            // poem-openapi names path parameters by position (`param0`, …); ours are `id`
+            // and, in `/api/sources/{id}/keys/{key_id}`, `key_id`.
+            let field = match e.name {
+                "param0" => "id",
+                "param1" => "key_id",
+                other => other,
+            };
             return Self::invalid(field, param_message(field, &e.reason));
         }
         if let Some(e) = err.downcast_ref::<ContentTypeError>() {
@@ -407,7 +412,7 @@ impl ApiResponse for ApiError {
 /// API get a message in the client's terms; any other keeps poem-openapi's.
 fn param_message(name: &str, reason: &str) -> String {
     match name {
-        "id" | "after" | "operator_id" | "source_id" | "lead_id" => "must be an integer",
+        "id" | "key_id" | "after" | "operator_id" | "source_id" | "lead_id" => "must be an integer",
         "limit" => "must be an integer between 1 and 1000",
         "is_active" | "unassigned" => "must be true or false",
         "status" => "must be open or closed",

@@ -43,6 +43,13 @@ fn operations_with_an_id() -> Vec<(Method, &'static str, Option<Value>)> {
             "/api/sources/{}/operators",
             Some(json!({"operators": []})),
         ),
+        (Method::GET, "/api/sources/{}/keys", None),
+        (
+            Method::POST,
+            "/api/sources/{}/keys",
+            Some(json!({"label": "x"})),
+        ),
+        (Method::DELETE, "/api/sources/{}/keys/1", None),
         (Method::GET, "/api/leads/{}", None),
         (Method::GET, "/api/contacts/{}", None),
         (Method::POST, "/api/contacts/{}/close", None),
@@ -56,11 +63,15 @@ fn operations_with_an_id() -> Vec<(Method, &'static str, Option<Value>)> {
 
 /// Everything the API lists, to show that a rejected request changed nothing.
 async fn snapshot(app: &TestApp) -> Value {
+    // Source 1's keys, or the 404 while there is no source 1.
+    let keys = app.get("/api/sources/1/keys").await;
+    let keys = json!([keys.status().as_u16(), keys.text().await.expect("a body")]);
     json!({
         "operators": json(app.list_operators("").await, StatusCode::OK).await,
         "sources": json(app.list_sources().await, StatusCode::OK).await,
         "leads": json(app.list_leads("").await, StatusCode::OK).await,
         "contacts": json(app.list_contacts("").await, StatusCode::OK).await,
+        "keys": keys,
     })
 }
 
@@ -101,6 +112,28 @@ async fn non_numeric_ids_are_422_on_every_operation_and_write_nothing() {
             assert_eq!(fields(&problem), ["id"], "{method} {path}");
         }
     }
+    assert_eq!(snapshot(&app).await, before);
+}
+
+#[tokio::test]
+async fn bad_key_ids_are_422_naming_key_id() {
+    let (app, before) = seeded().await;
+    for id in OUT_OF_RANGE.iter().chain(&NOT_NUMERIC) {
+        let path = format!("/api/sources/1/keys/{id}");
+        let resp = app.send(Method::DELETE, &path, None).await;
+        let body = problem(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(fields(&body), ["key_id"], "{path}");
+    }
+    // Path parameters are read in order: the first bad one is named.
+    let resp = app
+        .send(Method::DELETE, "/api/sources/x/keys/y", None)
+        .await;
+    let body = problem(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(fields(&body), ["id"]);
+    let resp = app
+        .send(Method::DELETE, "/api/sources/1/keys/0", None)
+        .await;
+    problem(resp, StatusCode::NOT_FOUND, "not_found").await;
     assert_eq!(snapshot(&app).await, before);
 }
 
@@ -366,6 +399,7 @@ async fn a_body_that_is_not_json_is_415_and_writes_nothing() {
         (Method::PUT, "/api/sources/1/operators"),
         (Method::POST, "/api/contacts"),
         (Method::POST, "/api/contacts/1/assign"),
+        (Method::POST, "/api/sources/1/keys"),
     ] {
         for content_type in [
             None,
@@ -411,6 +445,8 @@ async fn undeclared_methods_are_405_with_allow() {
         (Method::OPTIONS, "/api/stats/operators", "GET, HEAD"),
         (Method::POST, "/health", "GET, HEAD"),
         (Method::POST, "/metrics", "GET"),
+        (Method::PUT, "/api/sources/1/keys", "GET, HEAD, POST"),
+        (Method::GET, "/api/sources/1/keys/1", "DELETE"),
     ] {
         let resp = app.send(method.clone(), path, None).await;
         let header = resp
@@ -460,6 +496,13 @@ async fn sql_looking_strings_are_stored_verbatim() {
         let source_id = source["id"].as_i64().expect("an id");
         let weights = json!({"operators": [{"operator_id": operator_id, "weight": 1}]});
         json(app.put_weights(source_id, &weights).await, StatusCode::OK).await;
+        let path = format!("/api/sources/{source_id}/keys");
+        let resp = app
+            .send(Method::POST, &path, Some(&json!({"label": text})))
+            .await;
+        assert_eq!(json(resp, StatusCode::CREATED).await["label"], *text);
+        let keys = json(app.get(&path).await, StatusCode::OK).await;
+        assert_eq!(keys[0]["label"], *text);
         let resp = app.create_source(&json!({"name": "x", "code": text})).await;
         let body = problem(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
         assert_eq!(fields(&body), ["code"]);

@@ -47,7 +47,7 @@ pub fn append(path: &Path, repo: &Path, settings: &Settings, figures: &Figures) 
         figures.counters.clone().unwrap_or_default(),
         format!(
             "{:.0}",
-            figures.server_cpu_s * 1e6 / figures.registered_total.max(1) as f64
+            figures.cpu.server() * 1e6 / figures.registered_total.max(1) as f64
         ),
         machine(&figures.load_before),
         settings.command.clone(),

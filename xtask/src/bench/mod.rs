@@ -6,9 +6,11 @@
 //!
 //! One module per concern: `cli` (options), `server` (build and child process), `http`
 //! (the client), `scenario` (seed, bodies, closer, counter check), `preload` (bulk SQL),
-//! `load` (the generator), `stats` (percentiles and figures), `csv` (the results file).
+//! `load` (the generator), `cpu` (CPU accounting from /proc), `stats` (percentiles and
+//! figures), `csv` (the results file).
 
 mod cli;
+mod cpu;
 mod csv;
 mod http;
 mod load;
@@ -215,22 +217,10 @@ async fn fire(
         }
     );
     let load_before = stats::load_average();
-    let cpu = |servers: &[Server]| -> Result<(f64, f64, f64)> {
-        let server: f64 = servers
-            .iter()
-            .map(Server::cpu_seconds)
-            .sum::<Result<f64>>()?;
-        let database = postgres_pid.map_or(Ok(0.0), server::tree_cpu_seconds)?;
-        Ok((server, server::cpu_seconds("/proc/self/stat")?, database))
-    };
-    let threads = |servers: &[Server]| -> Result<Vec<_>> {
-        servers.iter().map(Server::thread_cpu_seconds).collect()
-    };
-    let cpu_before = cpu(servers)?;
-    let threads_before = threads(servers)?;
+    let pids: Vec<u32> = servers.iter().map(Server::pid).collect::<Result<_>>()?;
+    let before = cpu::Sample::take(&pids, postgres_pid)?;
     let outcome = load::run(&plan, bodies, Arc::clone(&shared)).await;
-    let cpu_after = cpu(servers)?;
-    let threads_after = threads(servers)?;
+    let cpu = cpu::Sample::take(&pids, postgres_pid)?.since(&before);
     shared.stop.store(true, Ordering::Relaxed);
     let mut closed = None;
     for closer in closers {
@@ -244,17 +234,7 @@ async fn fire(
         .iter()
         .map(Server::peak_rss_kib)
         .collect::<Result<_>>()?;
-    let mut figures = Figures::new(&outcome, &rss, closed, load_before);
-    figures.server_cpu_s = cpu_after.0 - cpu_before.0;
-    figures.generator_cpu_s = cpu_after.1 - cpu_before.1;
-    figures.database_cpu_s = postgres_pid.map(|_| cpu_after.2 - cpu_before.2);
-    for (before, after) in threads_before.iter().zip(&threads_after) {
-        for (name, seconds) in after {
-            let used = seconds - before.get(name).copied().unwrap_or(0.0);
-            *figures.thread_cpu_s.entry(name.clone()).or_insert(0.0) += used;
-        }
-    }
-    Ok(figures)
+    Ok(Figures::new(&outcome, &rss, closed, load_before, cpu))
 }
 
 /// The counter check (realistic scenario), then a graceful stop of every server.

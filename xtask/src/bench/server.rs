@@ -3,7 +3,6 @@
 //! and killed by its guard if anything goes wrong on the way.
 
 use std::{
-    collections::BTreeMap,
     fs::File,
     io::{BufRead, BufReader, Read, Seek, SeekFrom},
     net::{SocketAddr, TcpListener},
@@ -158,26 +157,9 @@ impl Server {
             .context("no VmHWM in /proc/PID/status")
     }
 
-    /// CPU time the process has used so far (user + system, all threads), in seconds.
-    pub fn cpu_seconds(&self) -> Result<f64> {
-        let pid = self.child.as_ref().context("server stopped")?.id();
-        cpu_seconds(&format!("/proc/{pid}/stat"))
-    }
-
-    /// CPU seconds so far by thread name (threads of one name added up): shows whether
-    /// the SQLite writer thread or the HTTP workers are the limit.
-    pub fn thread_cpu_seconds(&self) -> Result<BTreeMap<String, f64>> {
-        let pid = self.child.as_ref().context("server stopped")?.id();
-        let mut by_name = BTreeMap::new();
-        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-            let dir = task?.path();
-            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-            // A thread may end between listing and reading: skip it.
-            if let Ok(cpu) = cpu_seconds(&dir.join("stat").to_string_lossy()) {
-                *by_name.entry(name.trim().to_owned()).or_insert(0.0) += cpu;
-            }
-        }
-        Ok(by_name)
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Result<u32> {
+        Ok(self.child.as_ref().context("server stopped")?.id())
     }
 
     /// Stops the server gracefully (SIGTERM, as a deployment would) and checks it exited
@@ -240,66 +222,6 @@ fn log_tail(path: &Path, bytes: u64) -> String {
         path.display(),
         String::from_utf8_lossy(&text)
     )
-}
-
-/// CPU seconds of a process and its children that are alive now (PostgreSQL: the
-/// postmaster and its backends, which live as long as the pools' connections).
-pub fn tree_cpu_seconds(pid: u32) -> Result<f64> {
-    let mut total = cpu_seconds(&format!("/proc/{pid}/stat"))?;
-    for entry in std::fs::read_dir("/proc")? {
-        let path = entry?.path();
-        let is_pid = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
-        if !is_pid {
-            continue;
-        }
-        let stat = path.join("stat");
-        let Ok(line) = std::fs::read_to_string(&stat) else {
-            continue;
-        };
-        // ppid is the second field after the command name.
-        let parent = line
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if parent == Some(pid)
-            && let Ok(cpu) = cpu_seconds(&stat.to_string_lossy())
-        {
-            total += cpu;
-        }
-    }
-    Ok(total)
-}
-
-/// User + system CPU seconds of a process, from its `/proc/…/stat` line.
-pub fn cpu_seconds(stat_path: &str) -> Result<f64> {
-    let stat = std::fs::read_to_string(stat_path).with_context(|| format!("read {stat_path}"))?;
-    // Fields after the command name (which may hold spaces, hence the last ')'):
-    // state is field 3, utime 14 and stime 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("odd /proc stat line")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64> {
-        Ok(fields
-            .get(i)
-            .context("short /proc stat line")?
-            .parse::<u64>()? as f64)
-    };
-    Ok((ticks(11)? + ticks(12)?) / clock_ticks())
-}
-
-/// Kernel clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 fn free_port() -> Result<u16> {

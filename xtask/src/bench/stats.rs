@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::Result;
 use hdrhistogram::Histogram;
 
-use super::{cli::Settings, load::Outcome, scenario::Closed};
+use super::{cli::Settings, cpu::Usage, load::Outcome, scenario::Closed};
 
 /// The 1-minute load average, from /proc/loadavg.
 pub fn load_average() -> String {
@@ -41,7 +41,7 @@ pub struct Figures {
     pub first_error: Option<String>,
     pub assigned: u64,
     pub unassigned: u64,
-    /// Every 201, warm-up included.
+    /// Every 201, warm-up included (the denominator of the CPU figures).
     pub registered_total: u64,
     /// The closer's closes (realistic scenario).
     pub closed: Option<Closed>,
@@ -52,23 +52,19 @@ pub struct Figures {
     pub counters: Option<String>,
     /// The 1-minute load average just before the load started.
     pub load_before: String,
-    /// CPU seconds used during warm-up and measurement by the servers (together) and by
-    /// this load generator (closers included).
-    pub server_cpu_s: f64,
-    pub generator_cpu_s: f64,
-    /// PostgreSQL's CPU seconds in the same span (its postmaster and backends).
-    pub database_cpu_s: Option<f64>,
-    /// The servers' CPU seconds in the same span by thread name.
-    pub thread_cpu_s: BTreeMap<String, f64>,
+    /// CPU used during warm-up and measurement by the servers (by thread), PostgreSQL
+    /// and this load generator (closers included).
+    pub cpu: Usage,
 }
 
 impl Figures {
-    /// Figures from the load generator's outcome and the servers' peak RSS.
+    /// Figures from the load generator's outcome, the servers' peak RSS and the CPU used.
     pub fn new(
         outcome: &Outcome,
         rss_kib: &[u64],
         closed: Option<Closed>,
         load_before: String,
+        cpu: Usage,
     ) -> Self {
         let ms = |q: f64| outcome.latencies.value_at_quantile(q) as f64 / 1000.0;
         let window = outcome.window;
@@ -92,10 +88,7 @@ impl Figures {
             rss_sum_kib: rss_kib.iter().sum(),
             counters: None,
             load_before,
-            server_cpu_s: 0.0,
-            generator_cpu_s: 0.0,
-            database_cpu_s: None,
-            thread_cpu_s: BTreeMap::new(),
+            cpu,
         }
     }
 
@@ -170,19 +163,26 @@ impl Figures {
         println!(
             "cpu:       server {:.1} s ({:.0} µs per registration), load generator {:.1} s \
              ({:.0} µs per registration), warm-up included",
-            self.server_cpu_s,
-            self.server_cpu_s * 1e6 / registered,
-            self.generator_cpu_s,
-            self.generator_cpu_s * 1e6 / registered
+            self.cpu.server(),
+            self.cpu.server() * 1e6 / registered,
+            self.cpu.generator,
+            self.cpu.generator * 1e6 / registered
         );
         let threads: Vec<String> = self
-            .thread_cpu_s
+            .cpu
+            .threads
             .iter()
             .filter(|(_, s)| **s >= 0.05)
-            .map(|(name, s)| format!("{name} {s:.1} s ({:.0} µs)", s * 1e6 / registered))
+            .map(|(name, s)| {
+                format!(
+                    "{name} {s:.1} s ({:.0} µs, {:.0}% of the time)",
+                    s * 1e6 / registered,
+                    s * 100.0 / self.cpu.span.max(1e-9)
+                )
+            })
             .collect();
         println!("threads:   {}", threads.join(", "));
-        if let Some(db) = self.database_cpu_s {
+        if let Some(db) = self.cpu.database {
             println!(
                 "database:  PostgreSQL {db:.1} s ({:.0} µs per registration)",
                 db * 1e6 / registered

@@ -9,7 +9,7 @@ use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 use super::ApiTags;
 use crate::{
     auth::{Credentials, issue_key},
-    body::{Fields, FromBody, JsonBody, name},
+    body::{Fields, FromBody, JsonBody, NameText, name},
     dto::{Created, Deleted},
     error::ApiResult,
 };
@@ -21,8 +21,7 @@ pub(crate) struct KeysApi<S>(pub(crate) Arc<S>);
 #[derive(Debug, Object)]
 struct CreateKey {
     /// What the key is for (1..=255 characters once trimmed).
-    #[oai(validator(min_length = 1, max_length = 255))]
-    label: Option<String>,
+    label: Option<NameText>,
 }
 
 /// An issued key, as listed: the key itself is never shown again.
@@ -32,13 +31,15 @@ struct SourceKey {
     id: i64,
     /// The source it may register contacts for.
     source_id: i64,
-    /// What it is for.
+    /// What it is for; `null` when issued without a label.
+    #[oai(nullable)]
     label: Option<String>,
     /// Its first characters.
     prefix: String,
     /// When it was issued.
     created_at: DateTime<Utc>,
-    /// When it was last used (recorded at most once a minute).
+    /// When it was last used (recorded at most once a minute); `null` if never.
+    #[oai(nullable)]
     last_used_at: Option<DateTime<Utc>>,
 }
 
@@ -49,7 +50,8 @@ struct IssuedKey {
     id: i64,
     /// The source it may register contacts for.
     source_id: i64,
-    /// What it is for.
+    /// What it is for; `null` when issued without a label.
+    #[oai(nullable)]
     label: Option<String>,
     /// Its first characters.
     prefix: String,

@@ -12,7 +12,7 @@ use poem_openapi::{
 use super::ApiTags;
 use crate::{
     auth::Credentials,
-    body::{Fields, FromBody, JsonBody, boolean, max_active_contacts, name},
+    body::{Fields, FromBody, JsonBody, NameText, boolean, max_active_contacts, name},
     dto::{Created, Deleted, Operator, list},
     error::ApiResult,
 };
@@ -24,8 +24,7 @@ pub(crate) struct OperatorsApi<S>(pub(crate) Arc<S>);
 #[derive(Debug, Object)]
 struct CreateOperator {
     /// Display name: 1..=255 characters once trimmed.
-    #[oai(validator(min_length = 1, max_length = 255))]
-    name: String,
+    name: NameText,
     /// Whether it takes contacts.
     #[oai(default = "yes")]
     is_active: bool,
@@ -41,8 +40,7 @@ struct CreateOperator {
 #[derive(Debug, Object)]
 struct UpdateOperator {
     /// Display name: 1..=255 characters once trimmed.
-    #[oai(validator(min_length = 1, max_length = 255))]
-    name: Option<String>,
+    name: Option<NameText>,
     /// Whether it takes contacts.
     is_active: Option<bool>,
     /// Most open contacts it may hold; lowering it below the load takes nothing away.

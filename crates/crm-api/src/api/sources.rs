@@ -8,7 +8,7 @@ use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 use super::ApiTags;
 use crate::{
     auth::Credentials,
-    body::{Fields, FromBody, JsonBody, integer, name, source_code, weight},
+    body::{Fields, FromBody, JsonBody, NameText, integer, name, source_code, weight},
     dto::{Created, Deleted, Source, list},
     error::ApiResult,
 };
@@ -20,8 +20,7 @@ pub(crate) struct SourcesApi<S>(pub(crate) Arc<S>);
 #[derive(Debug, Object)]
 struct CreateSource {
     /// Display name: 1..=255 characters once trimmed.
-    #[oai(validator(min_length = 1, max_length = 255))]
-    name: String,
+    name: NameText,
     /// Unique, case-sensitive code.
     #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,100}$"))]
     code: String,
@@ -31,8 +30,7 @@ struct CreateSource {
 #[derive(Debug, Object)]
 struct UpdateSource {
     /// Display name: 1..=255 characters once trimmed.
-    #[oai(validator(min_length = 1, max_length = 255))]
-    name: Option<String>,
+    name: Option<NameText>,
     /// Unique, case-sensitive code.
     #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,100}$"))]
     code: Option<String>,
