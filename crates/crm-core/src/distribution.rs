@@ -34,13 +34,31 @@ pub enum Exclusion {
 }
 
 /// What the rule made of one candidate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+///
+/// Serialised flat: the candidate's fields, then `excluded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
     /// The candidate as it was seen.
-    #[serde(flatten)]
     pub candidate: Candidate,
     /// `None` when eligible, otherwise why not.
     pub excluded: Option<Exclusion>,
+}
+
+// Written out rather than `#[serde(flatten)]`, which goes through serde's map path: the
+// decision is serialised with every stored contact, on the SQLite writer's hot path.
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = &self.candidate;
+        let mut s = serializer.serialize_struct("Verdict", 6)?;
+        s.serialize_field("operator_id", &c.operator_id)?;
+        s.serialize_field("weight", &c.weight)?;
+        s.serialize_field("is_active", &c.is_active)?;
+        s.serialize_field("open_contacts", &c.open_contacts)?;
+        s.serialize_field("max_active_contacts", &c.max_active_contacts)?;
+        s.serialize_field("excluded", &self.excluded)?;
+        s.end()
+    }
 }
 
 /// The outcome of one application of the rule, with enough detail to explain it.
@@ -119,4 +137,29 @@ fn eligible_weights(verdicts: &[Verdict]) -> impl Iterator<Item = (OperatorId, u
         let weight = u64::try_from(v.candidate.weight.min(Weight::MAX)).unwrap_or(0);
         (v.candidate.operator_id, weight)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_serialises_flat() {
+        let verdict = Verdict {
+            candidate: Candidate {
+                operator_id: OperatorId(3),
+                weight: 5,
+                is_active: true,
+                open_contacts: 2,
+                max_active_contacts: 2,
+            },
+            excluded: Some(Exclusion::AtCapacity),
+        };
+        assert_eq!(
+            serde_json::to_string(&verdict).ok().as_deref(),
+            Some(
+                r#"{"operator_id":3,"weight":5,"is_active":true,"open_contacts":2,"max_active_contacts":2,"excluded":"at_capacity"}"#
+            )
+        );
+    }
 }

@@ -247,6 +247,10 @@ fn rollback(ctx: &WriterCtx, err: StoreError) -> StoreError {
     err
 }
 
+/// Runs a transaction-control statement through the connection's prepared-statement
+/// cache: they run several times per registration, and parsing them each time showed
+/// in the profile (docs/benchmarks.md).
 fn exec(conn: &DatabaseConnection, sql: &str) -> Result<(), StoreError> {
-    conn.execute_unprepared(sql).map(drop).map_err(sync_err)
+    let statement = sea_orm_sync::Statement::from_string(sea_orm_sync::DbBackend::Sqlite, sql);
+    conn.query_one_raw(statement).map(drop).map_err(sync_err)
 }
