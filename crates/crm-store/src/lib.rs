@@ -198,24 +198,31 @@ impl DbStore {
     }
 }
 
+/// Every use case runs in a `debug` span named after it (the request span is its parent);
+/// SeaORM adds a `trace` span per statement.
 impl Store for DbStore {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn health(&self) -> Result<(), StoreError> {
         read::health(&self.reader).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn create_operator(&self, new: NewOperator) -> Result<Operator, StoreError> {
         let id = write!(self, |conn| ops::create_operator(conn, &new))?;
         read::operator(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_operators(&self, filter: OperatorFilter) -> Result<Vec<Operator>, StoreError> {
         read::operators(&self.reader, filter).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_operator(&self, id: OperatorId) -> Result<Operator, StoreError> {
         read::operator(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn update_operator(
         &self,
         id: OperatorId,
@@ -225,32 +232,39 @@ impl Store for DbStore {
         read::operator(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn delete_operator(&self, id: OperatorId) -> Result<(), StoreError> {
         write!(self, |conn| ops::delete_operator(conn, id))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn create_source(&self, new: NewSource) -> Result<Source, StoreError> {
         let id = write!(self, |conn| ops::create_source(conn, &new))?;
         read::source(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_sources(&self) -> Result<Vec<Source>, StoreError> {
         read::sources(&self.reader).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_source(&self, id: SourceId) -> Result<Source, StoreError> {
         read::source(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn update_source(&self, id: SourceId, patch: SourcePatch) -> Result<Source, StoreError> {
         write!(self, |conn| ops::update_source(conn, id, &patch))?;
         read::source(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn delete_source(&self, id: SourceId) -> Result<(), StoreError> {
         write!(self, |conn| ops::delete_source(conn, id))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn replace_weights(
         &self,
         id: SourceId,
@@ -260,14 +274,17 @@ impl Store for DbStore {
         read::source(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_leads(&self, filter: LeadFilter) -> Result<Vec<Lead>, StoreError> {
         read::leads(&self.reader, filter).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_lead(&self, id: LeadId) -> Result<LeadWithContacts, StoreError> {
         read::lead(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn register_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
         match &self.writes {
             Writes::Sqlite { handle, .. } => {
@@ -291,6 +308,7 @@ impl Store for DbStore {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn register_contact_once(
         &self,
         new: NewContact,
@@ -315,19 +333,23 @@ impl Store for DbStore {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_contacts(&self, filter: ContactFilter) -> Result<Vec<Contact>, StoreError> {
         read::contacts(&self.reader, filter).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn get_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
         read::contact(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn close_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
         write!(self, |conn| ops::close_contact(conn, id))?;
         read::contact(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn assign_contact(
         &self,
         id: ContactId,
@@ -337,23 +359,28 @@ impl Store for DbStore {
         read::contact(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn operator_stats(&self) -> Result<Vec<OperatorStats>, StoreError> {
         read::stats(&self.reader).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn unassigned_backlog(&self) -> Result<Vec<(SourceId, i64)>, StoreError> {
         read::unassigned_backlog(&self.reader).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn create_source_key(&self, new: NewSourceKey) -> Result<SourceKey, StoreError> {
         let id = write!(self, |conn| ops::create_source_key(conn, &new))?;
         read::source_key(&self.reader, id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_source_keys(&self, source_id: SourceId) -> Result<Vec<SourceKey>, StoreError> {
         read::source_keys(&self.reader, source_id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn delete_source_key(
         &self,
         source_id: SourceId,
@@ -362,6 +389,7 @@ impl Store for DbStore {
         write!(self, |conn| ops::delete_source_key(conn, source_id, key_id))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn authenticate_source_key(&self, hash: &str) -> Result<Option<SourceKey>, StoreError> {
         let Some(key) = read::source_key_by_hash(&self.reader, hash).await? else {
             return Ok(None);
