@@ -36,7 +36,8 @@ use sqlite::writer::{Writer, WriterHandle};
 
 /// Runs one write on whichever backend the store has: on SQLite as a job of the writer
 /// thread (inside its own savepoint), on PostgreSQL in its own transaction. `$body` is
-/// an expression over `$conn: &impl Conn` that evaluates to a future.
+/// an expression over `$conn: &impl Conn` (or, for a registration, over `$tx` and `$rng`)
+/// that evaluates to a future.
 macro_rules! write {
     ($self:ident, |$conn:ident| $body:expr) => {
         match &$self.writes {
@@ -52,6 +53,31 @@ macro_rules! write {
                 let txn = pg::begin(&$self.reader).await?;
                 let result = {
                     let $conn = &PgConn(&txn);
+                    $body.await
+                };
+                pg::finish(txn, result).await
+            }
+        }
+    };
+    // A registration: `$tx` is the backend's unit of work (`&mut ops::Registration<_>`)
+    // and `$rng` the generator behind the draw (the writer's own on SQLite, a fresh one
+    // per transaction on PostgreSQL).
+    ($self:ident, |$tx:ident, $rng:ident| $body:expr) => {
+        match &$self.writes {
+            Writes::Sqlite { handle, .. } => {
+                handle
+                    .run(move |ctx| {
+                        let $tx = &mut ops::Registration::new(SqliteConn(&ctx.conn));
+                        let $rng = &mut ctx.rng;
+                        pollster::block_on($body)
+                    })
+                    .await
+            }
+            Writes::Postgres => {
+                let txn = pg::begin(&$self.reader).await?;
+                let result = {
+                    let $tx = &mut ops::Registration::new(PgConn(&txn));
+                    let $rng = &mut ChaCha8Rng::from_rng(&mut rand::rng());
                     $body.await
                 };
                 pg::finish(txn, result).await
@@ -286,26 +312,7 @@ impl Store for DbStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn register_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
-        match &self.writes {
-            Writes::Sqlite { handle, .. } => {
-                handle
-                    .run(move |ctx| {
-                        let mut tx = ops::Registration::new(SqliteConn(&ctx.conn));
-                        pollster::block_on(register_contact(&mut tx, &new, &mut ctx.rng))
-                            .map(|registered| registered.contact)
-                    })
-                    .await
-            }
-            Writes::Postgres => {
-                let txn = pg::begin(&self.reader).await?;
-                let mut rng = ChaCha8Rng::from_rng(&mut rand::rng());
-                let result =
-                    register_contact(&mut ops::Registration::new(PgConn(&txn)), &new, &mut rng)
-                        .await
-                        .map(|registered| registered.contact);
-                pg::finish(txn, result).await
-            }
-        }
+        write!(self, |tx, rng| register_contact(tx, &new, rng)).map(|r| r.contact)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -314,23 +321,7 @@ impl Store for DbStore {
         new: NewContact,
         key: IdempotencyKey,
     ) -> Result<Registration, StoreError> {
-        match &self.writes {
-            Writes::Sqlite { handle, .. } => {
-                handle
-                    .run(move |ctx| {
-                        let mut tx = ops::Registration::new(SqliteConn(&ctx.conn));
-                        pollster::block_on(register_contact_once(&mut tx, &new, &key, &mut ctx.rng))
-                    })
-                    .await
-            }
-            Writes::Postgres => {
-                let txn = pg::begin(&self.reader).await?;
-                let mut rng = ChaCha8Rng::from_rng(&mut rand::rng());
-                let mut tx = ops::Registration::new(PgConn(&txn));
-                let result = register_contact_once(&mut tx, &new, &key, &mut rng).await;
-                pg::finish(txn, result).await
-            }
-        }
+        write!(self, |tx, rng| register_contact_once(tx, &new, &key, rng))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
