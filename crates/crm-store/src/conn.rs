@@ -1,15 +1,19 @@
 //! The seam that lets every write be written once for both backends: a [`Conn`] runs
 //! one SQL statement from `sql.rs` and hands back [`Row`]s. The SQLite writer's connection
-//! is synchronous (its futures are ready at once and are driven by `pollster`); the
-//! PostgreSQL one is SeaORM's async transaction.
+//! is synchronous rusqlite (its futures are ready at once and are driven by `pollster`);
+//! the PostgreSQL one is SeaORM's async transaction.
 
-use std::future::{Future, ready};
+use std::{
+    borrow::Cow,
+    future::{Future, ready},
+};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::StoreError;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use sea_orm::sea_query::Value;
 
-use crate::error::{db_err, sync_err};
+use crate::error::db_err;
 
 /// A driver error as the writes need to see it: unique violations are told apart so an
 /// operation can name the field that clashed.
@@ -41,8 +45,8 @@ impl From<StoreError> for DbError {
 
 /// One result row of either driver.
 pub enum Row {
-    /// From the SQLite writer.
-    Sqlite(sea_orm_sync::QueryResult),
+    /// From the SQLite writer: the row's values, copied out of the statement.
+    Sqlite(Vec<rusqlite::types::Value>),
     /// From PostgreSQL.
     Postgres(sea_orm::QueryResult),
 }
@@ -51,11 +55,14 @@ impl Row {
     /// The column at `index`.
     pub fn get<T>(&self, index: usize) -> Result<T, StoreError>
     where
-        T: sea_orm::TryGetable + sea_orm_sync::TryGetable,
+        T: sea_orm::TryGetable + rusqlite::types::FromSql,
     {
         match self {
-            Self::Sqlite(row) => {
-                sea_orm_sync::QueryResult::try_get_by_index(row, index).map_err(sync_err)
+            Self::Sqlite(values) => {
+                let value = values.get(index).ok_or_else(|| {
+                    StoreError::Internal(format!("a row has no column {index}").into())
+                })?;
+                T::column_result(value.into()).map_err(|err| StoreError::Internal(Box::new(err)))
             }
             Self::Postgres(row) => {
                 sea_orm::QueryResult::try_get_by_index(row, index).map_err(db_err)
@@ -81,26 +88,95 @@ pub trait Conn {
     fn timestamp(&self, t: DateTime<Utc>) -> Value;
 }
 
-/// The SQLite writer's connection.
-pub struct SqliteConn<'a>(pub &'a sea_orm_sync::DatabaseConnection);
+/// The SQLite writer's connection (rusqlite: the writer is synchronous, and rusqlite's
+/// cached prepared statements and direct row access are the cheapest way through SQLite).
+pub struct SqliteConn<'a>(pub &'a rusqlite::Connection);
 
-impl SqliteConn<'_> {
-    /// SQLite reads `$2` as a *named* parameter numbered by first appearance, so the
-    /// shared `$n` placeholders become `?n`, which it numbers explicitly.
-    fn statement(sql: &str, values: Vec<Value>) -> sea_orm_sync::Statement {
-        sea_orm_sync::Statement::from_sql_and_values(
-            sea_orm_sync::DbBackend::Sqlite,
-            sql.replace('$', "?"),
-            values,
-        )
+/// A shared statement's text for SQLite. SQLite reads `$2` as a *named* parameter
+/// numbered by first appearance, so the shared `$n` placeholders become `?n`, which it
+/// numbers explicitly. Statements written for SQLite alone use `?n` and pass unchanged.
+fn sqlite_text(sql: &str) -> Cow<'_, str> {
+    if sql.contains('$') {
+        Cow::Owned(sql.replace('$', "?"))
+    } else {
+        Cow::Borrowed(sql)
     }
 }
 
-fn sync_db_err(err: sea_orm_sync::DbErr) -> DbError {
-    match err.sql_err() {
-        Some(sea_orm_sync::SqlErr::UniqueConstraintViolation(_)) => DbError::Unique,
-        Some(sea_orm_sync::SqlErr::ForeignKeyConstraintViolation(_)) => DbError::ForeignKey,
-        _ => DbError::Other(sync_err(err)),
+/// A SeaQuery value bound as a SQLite parameter, without copying text.
+struct Param<'a>(&'a Value);
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        let value = match self.0 {
+            Value::Bool(Some(b)) => ValueRef::Integer(i64::from(*b)),
+            Value::Int(Some(i)) => ValueRef::Integer(i64::from(*i)),
+            Value::BigInt(Some(i)) => ValueRef::Integer(*i),
+            Value::String(Some(s)) => ValueRef::Text(s.as_bytes()),
+            Value::Bool(None) | Value::Int(None) | Value::BigInt(None) | Value::String(None) => {
+                ValueRef::Null
+            }
+            other => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    format!("no SQLite binding for {other:?}").into(),
+                ));
+            }
+        };
+        Ok(ToSqlOutput::Borrowed(value))
+    }
+}
+
+impl SqliteConn<'_> {
+    /// Prepares (through the connection's statement cache) and binds `sql`, then hands
+    /// its rows to `read`.
+    fn query<T>(
+        &self,
+        sql: &str,
+        values: &[Value],
+        read: impl FnOnce(rusqlite::Rows<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        let mut statement = self
+            .0
+            .prepare_cached(&sqlite_text(sql))
+            .map_err(sqlite_err)?;
+        for (index, value) in values.iter().enumerate() {
+            statement
+                .raw_bind_parameter(index + 1, Param(value))
+                .map_err(sqlite_err)?;
+        }
+        read(statement.raw_query()).map_err(sqlite_err)
+    }
+}
+
+fn owned_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let count = row.as_ref().column_count();
+    (0..count)
+        .map(|index| row.get::<_, rusqlite::types::Value>(index))
+        .collect::<rusqlite::Result<_>>()
+        .map(Row::Sqlite)
+}
+
+/// Classifies a SQLite error: constraint violations by kind, and I/O or full-disk
+/// failures as the database being unavailable (they are not the request's fault and
+/// may pass).
+pub fn sqlite_err(err: rusqlite::Error) -> DbError {
+    use rusqlite::ffi;
+    let Some(code) = err.sqlite_error() else {
+        return DbError::Other(StoreError::Internal(Box::new(err)));
+    };
+    match code.extended_code {
+        ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => DbError::Unique,
+        ffi::SQLITE_CONSTRAINT_FOREIGNKEY => DbError::ForeignKey,
+        _ => match code.code {
+            rusqlite::ErrorCode::SystemIoFailure
+            | rusqlite::ErrorCode::DiskFull
+            | rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::DatabaseBusy
+            | rusqlite::ErrorCode::DatabaseLocked => {
+                DbError::Other(StoreError::Unavailable(Box::new(err)))
+            }
+            _ => DbError::Other(StoreError::Internal(Box::new(err))),
+        },
     }
 }
 
@@ -110,13 +186,9 @@ impl Conn for SqliteConn<'_> {
         sql: &str,
         values: Vec<Value>,
     ) -> impl Future<Output = Result<Option<Row>, DbError>> {
-        use sea_orm_sync::ConnectionTrait;
-        ready(
-            self.0
-                .query_one_raw(Self::statement(sql, values))
-                .map(|row| row.map(Row::Sqlite))
-                .map_err(sync_db_err),
-        )
+        ready(self.query(sql, &values, |mut rows| {
+            rows.next()?.map(owned_row).transpose()
+        }))
     }
 
     fn all(
@@ -124,19 +196,17 @@ impl Conn for SqliteConn<'_> {
         sql: &str,
         values: Vec<Value>,
     ) -> impl Future<Output = Result<Vec<Row>, DbError>> {
-        use sea_orm_sync::ConnectionTrait;
-        ready(
-            self.0
-                .query_all_raw(Self::statement(sql, values))
-                .map(|rows| rows.into_iter().map(Row::Sqlite).collect())
-                .map_err(sync_db_err),
-        )
+        ready(self.query(sql, &values, |rows| rows.mapped(owned_row).collect()))
     }
 
     fn timestamp(&self, t: DateTime<Utc>) -> Value {
-        // The text form the async driver reads back on the read side.
-        t.to_rfc3339_opts(SecondsFormat::Micros, true).into()
+        sqlite_timestamp(t).into()
     }
+}
+
+/// A timestamp in the text form the async driver reads back on the read side.
+pub fn sqlite_timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// A PostgreSQL transaction.

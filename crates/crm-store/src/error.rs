@@ -35,12 +35,3 @@ fn connection_lost(err: &sea_orm::SqlxError) -> bool {
         _ => false,
     }
 }
-
-/// Maps an error of the synchronous (writer) driver.
-pub fn sync_err(err: sea_orm_sync::DbErr) -> StoreError {
-    use sea_orm_sync::DbErr;
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => StoreError::Unavailable(Box::new(err)),
-        other => StoreError::Internal(Box::new(other)),
-    }
-}

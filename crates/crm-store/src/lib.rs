@@ -59,7 +59,7 @@ macro_rules! write {
             }
         }
     };
-    // A registration: `$tx` is the backend's unit of work (`&mut ops::Registration<_>`)
+    // A registration: `$tx` is the backend's unit of work (`impl RegistrationTx`)
     // and `$rng` the generator behind the draw (the writer's own on SQLite, a fresh one
     // per transaction on PostgreSQL).
     ($self:ident, |$tx:ident, $rng:ident| $body:expr) => {
@@ -67,7 +67,7 @@ macro_rules! write {
             Writes::Sqlite { handle, .. } => {
                 handle
                     .run(move |ctx| {
-                        let $tx = &mut ops::Registration::new(SqliteConn(&ctx.conn));
+                        let $tx = &mut sqlite::registration::SqliteRegistration::new(&ctx.conn);
                         let $rng = &mut ctx.rng;
                         pollster::block_on($body)
                     })

@@ -374,6 +374,54 @@ impl From<Snapshot> for Contact {
     }
 }
 
+/// Takes an idempotency key for a registration at `now` (see [`RegistrationTx::claim_key`]).
+pub async fn claim_key(
+    conn: &impl Conn,
+    key: &IdempotencyKey,
+    now: DateTime<Utc>,
+) -> Result<KeyClaim, StoreError> {
+    let oldest = now - IdempotencyKey::LIFETIME;
+    let values = vec![
+        key.credential().into(),
+        key.key().into(),
+        key.fingerprint().into(),
+        conn.timestamp(now),
+        conn.timestamp(oldest),
+    ];
+    if conn.one(sql::CLAIM_KEY, values).await?.is_some() {
+        return Ok(KeyClaim::Claimed);
+    }
+    let row = conn
+        .one(
+            sql::READ_KEY,
+            vec![key.credential().into(), key.key().into()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Internal("a live idempotency key vanished".into()))?;
+    let fingerprint: String = row.get(0)?;
+    if fingerprint != key.fingerprint() {
+        return Ok(KeyClaim::Reused);
+    }
+    let snapshot: Option<String> = row.get(1)?;
+    let snapshot = snapshot
+        .ok_or_else(|| StoreError::Internal("a committed idempotency key has no answer".into()))?;
+    let snapshot: Snapshot =
+        serde_json::from_str(&snapshot).map_err(|err| StoreError::Internal(Box::new(err)))?;
+    Ok(KeyClaim::Replay(snapshot.into()))
+}
+
+/// Keeps a registration's answer with its key (see [`RegistrationTx::record_key`]).
+pub async fn record_key(
+    conn: &impl Conn,
+    key: &IdempotencyKey,
+    contact: &Contact,
+) -> Result<(), StoreError> {
+    let snapshot = serde_json::to_string(&Snapshot::from(contact))
+        .map_err(|err| StoreError::Internal(Box::new(err)))?;
+    let values = vec![key.credential().into(), key.key().into(), snapshot.into()];
+    returned(conn.one(sql::RECORD_KEY, values).await?).map(drop)
+}
+
 /// One registration's unit of work over a [`Conn`].
 pub struct Registration<C> {
     conn: C,
@@ -394,36 +442,7 @@ impl<C: Conn> Registration<C> {
 
 impl<C: Conn> RegistrationTx for Registration<C> {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
-        let oldest = self.now - IdempotencyKey::LIFETIME;
-        let values = vec![
-            key.credential().into(),
-            key.key().into(),
-            key.fingerprint().into(),
-            self.conn.timestamp(self.now),
-            self.conn.timestamp(oldest),
-        ];
-        if self.conn.one(sql::CLAIM_KEY, values).await?.is_some() {
-            return Ok(KeyClaim::Claimed);
-        }
-        let row = self
-            .conn
-            .one(
-                sql::READ_KEY,
-                vec![key.credential().into(), key.key().into()],
-            )
-            .await?
-            .ok_or_else(|| StoreError::Internal("a live idempotency key vanished".into()))?;
-        let fingerprint: String = row.get(0)?;
-        if fingerprint != key.fingerprint() {
-            return Ok(KeyClaim::Reused);
-        }
-        let snapshot: Option<String> = row.get(1)?;
-        let snapshot = snapshot.ok_or_else(|| {
-            StoreError::Internal("a committed idempotency key has no answer".into())
-        })?;
-        let snapshot: Snapshot =
-            serde_json::from_str(&snapshot).map_err(|err| StoreError::Internal(Box::new(err)))?;
-        Ok(KeyClaim::Replay(snapshot.into()))
+        claim_key(&self.conn, key, self.now).await
     }
 
     async fn record_key(
@@ -431,10 +450,7 @@ impl<C: Conn> RegistrationTx for Registration<C> {
         key: &IdempotencyKey,
         contact: &Contact,
     ) -> Result<(), StoreError> {
-        let snapshot = serde_json::to_string(&Snapshot::from(contact))
-            .map_err(|err| StoreError::Internal(Box::new(err)))?;
-        let values = vec![key.credential().into(), key.key().into(), snapshot.into()];
-        returned(self.conn.one(sql::RECORD_KEY, values).await?).map(drop)
+        record_key(&self.conn, key, contact).await
     }
 
     async fn prepare(

@@ -1,6 +1,7 @@
 //! The SQLite backend: one writer thread (see [`writer`]) for every write, a read-only
 //! pool for reads, and an exclusive lock file so that only one process writes the file.
 
+pub mod registration;
 pub mod writer;
 
 use std::{fs::File, path::PathBuf};
@@ -11,6 +12,9 @@ use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, TransactionTr
 
 use crate::{ConnectError, StoreConfig};
 use writer::Writer;
+
+/// Prepared statements the writer keeps: more than it has.
+const STATEMENT_CACHE: usize = 96;
 
 /// What [`open`] hands back.
 pub struct Opened {
@@ -87,16 +91,19 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
     } else {
         "FULL"
     };
-    let writer_url = format!("sqlite://{display}?mode=rw");
+    let path = display.clone();
     let connect = move || {
-        let conn = sea_orm_sync::Database::connect(writer_url)?;
-        sea_orm_sync::ConnectionTrait::execute_unprepared(
-            &conn,
-            &format!(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
-            ),
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+        ))?;
+        // Every statement the writer runs stays prepared (there are about forty).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     };
     let writer = Writer::start(connect, config.write_queue, config.seed)

@@ -12,10 +12,10 @@ use std::thread::JoinHandle;
 use crm_core::StoreError;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sea_orm_sync::{ConnectionTrait, DatabaseConnection};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::sync_err;
+use crate::conn::sqlite_err;
 
 /// Most jobs committed together.
 const MAX_GROUP: usize = 256;
@@ -23,7 +23,7 @@ const MAX_GROUP: usize = 256;
 /// What a job gets to work with.
 pub struct WriterCtx {
     /// The read-write connection, inside the group's transaction and the job's savepoint.
-    pub conn: DatabaseConnection,
+    pub conn: Connection,
     /// The generator behind every automatic assignment.
     pub rng: ChaCha8Rng,
 }
@@ -79,7 +79,7 @@ pub enum StartError {
     Spawn(#[source] std::io::Error),
     /// No connection.
     #[error("cannot open the sqlite database for writing")]
-    Connect(#[source] sea_orm_sync::DbErr),
+    Connect(#[source] rusqlite::Error),
 }
 
 /// The running writer thread.
@@ -98,7 +98,7 @@ impl Writer {
     /// The thread could not be spawned, or `connect` failed.
     pub fn start<C>(connect: C, queue: usize, seed: Option<u64>) -> Result<Self, StartError>
     where
-        C: FnOnce() -> Result<DatabaseConnection, sea_orm_sync::DbErr> + Send + 'static,
+        C: FnOnce() -> Result<Connection, rusqlite::Error> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<Msg>(queue);
         let rng = match seed {
@@ -250,7 +250,9 @@ fn rollback(ctx: &WriterCtx, err: StoreError) -> StoreError {
 /// Runs a transaction-control statement through the connection's prepared-statement
 /// cache: they run several times per registration, and parsing them each time showed
 /// in the profile (docs/benchmarks.md).
-fn exec(conn: &DatabaseConnection, sql: &str) -> Result<(), StoreError> {
-    let statement = sea_orm_sync::Statement::from_string(sea_orm_sync::DbBackend::Sqlite, sql);
-    conn.query_one_raw(statement).map(drop).map_err(sync_err)
+fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map(drop)
+        .map_err(|err| sqlite_err(err).into())
 }

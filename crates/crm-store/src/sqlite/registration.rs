@@ -1,0 +1,168 @@
+//! The registration's unit of work on the SQLite writer: the hot path, written against
+//! rusqlite directly.
+//!
+//! It differs from the shared statements (`sql.rs`) in one way, for speed: no
+//! `RETURNING`. SQLite answers `INSERT/UPDATE … RETURNING` by first collecting the
+//! returned rows in a temporary b-tree, which cost ~15 % of the writer's time per
+//! registration (profile in docs/benchmarks.md). The same facts come for free from the
+//! connection: `changes()` after the capacity claim, `last_insert_rowid()` after an
+//! insert, and an existing lead is found by its unique `external_id` before inserting.
+//! That read-then-insert is race-free here because the writer is the only writer of the
+//! file (see `super::writer`); PostgreSQL keeps its single upsert.
+
+use chrono::{DateTime, Utc};
+use crm_core::{
+    Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey, Inserted,
+    KeyClaim, LeadId, OperatorId, OperatorSummary, Payload, Prepared, RegistrationTx, SourceId,
+    SourceRef, StoreError,
+};
+use rusqlite::{Connection, OptionalExtension, Params};
+
+use crate::{
+    conn::{SqliteConn, sqlite_err, sqlite_timestamp},
+    ops, sql,
+};
+
+const SOURCE_BY_ID: &str = "SELECT id FROM sources WHERE id = ?1";
+const SOURCE_BY_CODE: &str = "SELECT id FROM sources WHERE code = ?1";
+const LEAD_BY_EXTERNAL_ID: &str = "SELECT id FROM leads WHERE external_id = ?1";
+const INSERT_LEAD: &str = "INSERT INTO leads (external_id, created_at) VALUES (?1, ?2)";
+/// [`sql::CLAIM_OPERATOR`] without `RETURNING`: one changed row means claimed.
+const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts + 1 \
+     WHERE id = ?1 AND is_active AND open_contacts < max_active_contacts";
+/// [`sql::INSERT_CONTACT`] without `RETURNING`: the id is `last_insert_rowid()`.
+const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, decision, created_at) \
+     VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6)";
+
+fn db(err: rusqlite::Error) -> StoreError {
+    sqlite_err(err).into()
+}
+
+/// One registration inside the writer's current savepoint.
+pub struct SqliteRegistration<'c> {
+    conn: &'c Connection,
+    now: DateTime<Utc>,
+    /// `now` as stored.
+    created_at: String,
+    /// The candidates' names, for the answer.
+    operators: Vec<OperatorSummary>,
+}
+
+impl<'c> SqliteRegistration<'c> {
+    /// A unit of work on the writer's connection, which is inside the job's savepoint.
+    pub fn new(conn: &'c Connection) -> Self {
+        let now = ops::now();
+        Self {
+            conn,
+            now,
+            created_at: sqlite_timestamp(now),
+            operators: Vec::new(),
+        }
+    }
+
+    fn id(&self, sql: &str, params: impl Params) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.query_row(params, |row| row.get(0)).optional())
+            .map_err(db)
+    }
+
+    fn execute(&self, sql: &str, params: impl Params) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute(params))
+            .map_err(db)
+    }
+}
+
+impl RegistrationTx for SqliteRegistration<'_> {
+    async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
+        ops::claim_key(&SqliteConn(self.conn), key, self.now).await
+    }
+
+    async fn record_key(
+        &mut self,
+        key: &IdempotencyKey,
+        contact: &Contact,
+    ) -> Result<(), StoreError> {
+        ops::record_key(&SqliteConn(self.conn), key, contact).await
+    }
+
+    async fn prepare(
+        &mut self,
+        source: &SourceRef,
+        external_id: &ExternalLeadId,
+    ) -> Result<Prepared, StoreError> {
+        let source_id = match source {
+            SourceRef::Id(id) => self.id(SOURCE_BY_ID, [id.get()])?,
+            SourceRef::Code(code) => self.id(SOURCE_BY_CODE, [code.as_str()])?,
+        }
+        .map(SourceId)
+        .ok_or(StoreError::NotFound(Entity::Source))?;
+        let lead_id = match self.id(LEAD_BY_EXTERNAL_ID, [external_id.as_str()])? {
+            Some(id) => id,
+            None => {
+                self.execute(INSERT_LEAD, (external_id.as_str(), &self.created_at))?;
+                self.conn.last_insert_rowid()
+            }
+        };
+        // `$1` is SQLite's parameter 1 as well (named parameters are numbered by first
+        // appearance), so the shared statement serves unchanged.
+        let mut statement = self.conn.prepare_cached(sql::CANDIDATES).map_err(db)?;
+        let mut rows = statement.query([source_id.get()]).map_err(db)?;
+        let mut candidates = Vec::new();
+        self.operators.clear();
+        while let Some(row) = rows.next().map_err(db)? {
+            let candidate =
+                sql::candidate_from_row(|i| row.get(i).map_err(db), |i| row.get(i).map_err(db))?;
+            self.operators.push(OperatorSummary {
+                id: candidate.operator_id,
+                name: row.get(5).map_err(db)?,
+                is_active: candidate.is_active,
+            });
+            candidates.push(candidate);
+        }
+        Ok(Prepared {
+            source_id,
+            lead_id: LeadId(lead_id),
+            candidates,
+        })
+    }
+
+    async fn insert_contact(
+        &mut self,
+        prepared: &Prepared,
+        operator: Option<OperatorId>,
+        payload: &Payload,
+        decision: &Decision,
+    ) -> Result<Inserted, StoreError> {
+        if let Some(id) = operator
+            && self.execute(CLAIM_OPERATOR, [id.get()])? == 0
+        {
+            return Ok(Inserted::OperatorFull);
+        }
+        let decision_json =
+            serde_json::to_string(decision).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        self.execute(
+            INSERT_CONTACT,
+            (
+                prepared.lead_id.get(),
+                prepared.source_id.get(),
+                operator.map(OperatorId::get),
+                payload.as_json(),
+                decision_json,
+                &self.created_at,
+            ),
+        )?;
+        Ok(Inserted::Stored(Contact {
+            id: ContactId(self.conn.last_insert_rowid()),
+            lead_id: prepared.lead_id,
+            source_id: prepared.source_id,
+            operator: operator.and_then(|id| self.operators.iter().find(|o| o.id == id).cloned()),
+            status: ContactStatus::Open,
+            payload: payload.clone(),
+            created_at: self.now,
+            closed_at: None,
+        }))
+    }
+}
