@@ -34,8 +34,6 @@ pub enum Exclusion {
 }
 
 /// What the rule made of one candidate.
-///
-/// Serialised flat: the candidate's fields, then `excluded`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
     /// The candidate as it was seen.
@@ -44,25 +42,24 @@ pub struct Verdict {
     pub excluded: Option<Exclusion>,
 }
 
-// Written out rather than `#[serde(flatten)]`, which goes through serde's map path: the
-// decision is serialised with every stored contact, on the SQLite writer's hot path.
-impl Serialize for Verdict {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let c = &self.candidate;
-        let mut s = serializer.serialize_struct("Verdict", 6)?;
-        s.serialize_field("operator_id", &c.operator_id)?;
-        s.serialize_field("weight", &c.weight)?;
-        s.serialize_field("is_active", &c.is_active)?;
-        s.serialize_field("open_contacts", &c.open_contacts)?;
-        s.serialize_field("max_active_contacts", &c.max_active_contacts)?;
-        s.serialize_field("excluded", &self.excluded)?;
-        s.end()
-    }
-}
-
 /// The outcome of one application of the rule, with enough detail to explain it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// Serialised as the compact decision record stored with every contact (version 2):
+///
+/// ```json
+/// {"v":2,"candidates":[{"id":3,"w":5,"load":2,"max":2,"out":"at_capacity"},
+///  {"id":4,"w":1,"load":0,"max":10}],"total":1,"draw":0,"chosen":4}
+/// ```
+///
+/// Per candidate: operator `id`, weight `w`, open contacts `load`, limit `max`, and `out`
+/// with the reason only when it was excluded (`inactive`, `at_capacity`, `zero_weight`;
+/// checked in that order, so any other verdict implies the operator was active). Then the
+/// eligible weights' `total`, the `draw` in `0..total` and the `chosen` operator (both
+/// `null` when nobody was eligible). Short keys: the record is written with every
+/// contact, and at ten candidates it is a third of the verbose form's size, which is what
+/// a registration writes to disk (docs/benchmarks.md). Records without `v` are version 1:
+/// the same facts under the field names of [`Candidate`], `excluded`, `total_weight`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// Every candidate in the order given, with its verdict.
     pub candidates: Vec<Verdict>,
@@ -72,6 +69,41 @@ pub struct Decision {
     pub draw: Option<u64>,
     /// The chosen operator; `None` exactly when no candidate was eligible.
     pub chosen: Option<OperatorId>,
+}
+
+impl Decision {
+    /// The version of the stored record [`Decision`]'s serialisation writes.
+    pub const RECORD_VERSION: u32 = 2;
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = &self.candidate;
+        let fields = if self.excluded.is_some() { 5 } else { 4 };
+        let mut s = serializer.serialize_struct("Verdict", fields)?;
+        s.serialize_field("id", &c.operator_id)?;
+        s.serialize_field("w", &c.weight)?;
+        s.serialize_field("load", &c.open_contacts)?;
+        s.serialize_field("max", &c.max_active_contacts)?;
+        if let Some(excluded) = &self.excluded {
+            s.serialize_field("out", excluded)?;
+        }
+        s.end()
+    }
+}
+
+impl Serialize for Decision {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Decision", 5)?;
+        s.serialize_field("v", &Self::RECORD_VERSION)?;
+        s.serialize_field("candidates", &self.candidates)?;
+        s.serialize_field("total", &self.total_weight)?;
+        s.serialize_field("draw", &self.draw)?;
+        s.serialize_field("chosen", &self.chosen)?;
+        s.end()
+    }
 }
 
 /// Classifies one candidate: the first reason that applies, in the order inactive,
@@ -141,24 +173,41 @@ fn eligible_weights(verdicts: &[Verdict]) -> impl Iterator<Item = (OperatorId, u
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+
     use super::*;
 
     #[test]
-    fn a_verdict_serialises_flat() {
-        let verdict = Verdict {
-            candidate: Candidate {
-                operator_id: OperatorId(3),
-                weight: 5,
-                is_active: true,
-                open_contacts: 2,
-                max_active_contacts: 2,
-            },
-            excluded: Some(Exclusion::AtCapacity),
+    fn a_decision_serialises_as_the_compact_record() {
+        let full = Candidate {
+            operator_id: OperatorId(3),
+            weight: 5,
+            is_active: true,
+            open_contacts: 2,
+            max_active_contacts: 2,
         };
+        let free = Candidate {
+            operator_id: OperatorId(4),
+            weight: 1,
+            is_active: true,
+            open_contacts: 0,
+            max_active_contacts: 10,
+        };
+        let decision = choose(
+            &[full, free],
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        );
         assert_eq!(
-            serde_json::to_string(&verdict).ok().as_deref(),
+            serde_json::to_string(&decision).ok().as_deref(),
             Some(
-                r#"{"operator_id":3,"weight":5,"is_active":true,"open_contacts":2,"max_active_contacts":2,"excluded":"at_capacity"}"#
+                r#"{"v":2,"candidates":[{"id":3,"w":5,"load":2,"max":2,"out":"at_capacity"},{"id":4,"w":1,"load":0,"max":10}],"total":1,"draw":0,"chosen":4}"#
+            )
+        );
+        let nobody = choose(&[full], &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        assert_eq!(
+            serde_json::to_string(&nobody).ok().as_deref(),
+            Some(
+                r#"{"v":2,"candidates":[{"id":3,"w":5,"load":2,"max":2,"out":"at_capacity"}],"total":0,"draw":null,"chosen":null}"#
             )
         );
     }

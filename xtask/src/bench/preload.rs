@@ -48,24 +48,23 @@ fn int(n: impl TryInto<i64>) -> Result<i64> {
 }
 
 fn layout(seeded: &Seeded, n: u64) -> Layout {
-    // The decision as the server stores it, for a draw through `chosen` from `source`.
+    // The decision record as the server stores it (crm-core's `Decision`, version 2), for
+    // a draw through `chosen` from `source`.
     let decision = |source: usize, chosen: i64| {
         let candidates: Vec<_> = seeded.sources[source]
             .weights
             .iter()
             .map(|&(op, weight)| {
                 json!({
-                    "operator_id": seeded.operators[op].id,
-                    "weight": weight,
-                    "is_active": true,
-                    "open_contacts": 0,
-                    "max_active_contacts": seeded.operators[op].max_active_contacts,
-                    "excluded": null,
+                    "id": seeded.operators[op].id,
+                    "w": weight,
+                    "load": 0,
+                    "max": seeded.operators[op].max_active_contacts,
                 })
             })
             .collect();
         let total: i64 = seeded.sources[source].weights.iter().map(|w| w.1).sum();
-        json!({"candidates": candidates, "total_weight": total, "draw": 0, "chosen": chosen})
+        json!({"v": 2, "candidates": candidates, "total": total, "draw": 0, "chosen": chosen})
             .to_string()
     };
     let mut pairs = Vec::new();
