@@ -44,6 +44,8 @@ macro_rules! write {
             Writes::Sqlite { handle, .. } => {
                 handle
                     .run(move |ctx| {
+                        // Any write but a registration may change what the cache holds.
+                        ctx.cache.clear();
                         let $conn = &SqliteConn(&ctx.conn);
                         pollster::block_on($body)
                     })
@@ -67,7 +69,10 @@ macro_rules! write {
             Writes::Sqlite { handle, .. } => {
                 handle
                     .run(move |ctx| {
-                        let $tx = &mut sqlite::registration::SqliteRegistration::new(&ctx.conn);
+                        let $tx = &mut sqlite::registration::SqliteRegistration::new(
+                            &ctx.conn,
+                            &mut ctx.cache,
+                        );
                         let $rng = &mut ctx.rng;
                         pollster::block_on($body)
                     })
@@ -229,6 +234,13 @@ impl DbStore {
 impl Store for DbStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn health(&self) -> Result<(), StoreError> {
+        if let Writes::Sqlite { handle, .. } = &self.writes
+            && !handle.is_running()
+        {
+            return Err(StoreError::Unavailable(
+                "the sqlite writer has stopped".into(),
+            ));
+        }
         read::health(&self.reader).await
     }
 

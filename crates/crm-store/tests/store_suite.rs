@@ -47,6 +47,7 @@ on_every_backend!(
     an_idempotency_key_replays_and_refuses_reuse,
     concurrent_requests_with_one_key_store_one_contact,
     source_keys_are_stored_as_hashes_listed_and_revoked,
+    registrations_see_every_change_made_between_them,
 );
 
 /// Plain `cargo test` does not build the PostgreSQL variants; this test's name says so
@@ -302,6 +303,102 @@ async fn manual_assignment_moves_the_load(backend: Backend) {
     t.store.close_contact(d.id).await.expect("close");
     let closed = t.store.assign_contact(d.id, b).await.expect_err("closed");
     assert!(matches!(closed, StoreError::ContactClosed), "{closed:?}");
+    assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
+/// Each write between two registrations changes who may get the next contact; the next
+/// registration must see it (the SQLite writer keeps candidates in memory between
+/// registrations, and must forget them on every other write).
+async fn registrations_see_every_change_made_between_them(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 10).await;
+    let b = operator(&t.store, "B", 10).await;
+    let s = source(&t.store, "src", &[(a, 1)]).await;
+    let by_code = || SourceRef::Code(SourceCode::parse("src").expect("code"));
+    let assigned = |c: &crm_core::Contact| c.operator.as_ref().map(|o| o.id);
+    let register = |external: &'static str, source: SourceRef| {
+        let store = Arc::clone(&t.store);
+        async move {
+            store
+                .register_contact(contact(external, source))
+                .await
+                .expect("register")
+        }
+    };
+
+    let first = register("l1", by_code()).await;
+    assert_eq!(assigned(&first), Some(a));
+
+    let off = crm_core::OperatorPatch {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    t.store.update_operator(a, off).await.expect("deactivate");
+    assert_eq!(assigned(&register("l2", by_code()).await), None, "a is off");
+
+    let on_and_full = crm_core::OperatorPatch {
+        is_active: Some(true),
+        max_active_contacts: Some(MaxActiveContacts::new(1).expect("max")),
+        ..Default::default()
+    };
+    t.store
+        .update_operator(a, on_and_full)
+        .await
+        .expect("limit");
+    assert_eq!(
+        assigned(&register("l3", by_code()).await),
+        None,
+        "a is full"
+    );
+
+    t.store.close_contact(first.id).await.expect("close");
+    let after_close = register("l4", SourceRef::Id(s)).await;
+    assert_eq!(assigned(&after_close), Some(a), "closing freed a place");
+
+    let only_b = WeightSet::new(vec![WeightEntry {
+        operator_id: b,
+        weight: Weight::new(1).expect("weight"),
+    }])
+    .expect("weights");
+    t.store.replace_weights(s, only_b).await.expect("weights");
+    assert_eq!(
+        assigned(&register("l5", by_code()).await),
+        Some(b),
+        "new weights"
+    );
+
+    // A failed registration (its key was used for another request) is rolled back with
+    // all it did; the next registrations carry on from the stored state.
+    let key = |body: &str| IdempotencyKey::new("test", "k1", body).expect("key");
+    t.store
+        .register_contact_once(contact("l6", SourceRef::Id(s)), key("one"))
+        .await
+        .expect("keyed");
+    let reused = t
+        .store
+        .register_contact_once(contact("l7", SourceRef::Id(s)), key("two"))
+        .await
+        .expect_err("reused key");
+    assert!(
+        matches!(reused, StoreError::IdempotencyKeyReused),
+        "{reused:?}"
+    );
+
+    let renamed = crm_core::SourcePatch {
+        code: Some(SourceCode::parse("renamed").expect("code")),
+        ..Default::default()
+    };
+    t.store.update_source(s, renamed).await.expect("rename");
+    let gone = t
+        .store
+        .register_contact(contact("l8", by_code()))
+        .await
+        .expect_err("old code");
+    assert!(
+        matches!(gone, StoreError::NotFound(Entity::Source)),
+        "{gone:?}"
+    );
     assert_counters_match_rows(&t.store).await;
     t.finish().await;
 }

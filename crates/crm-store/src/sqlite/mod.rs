@@ -1,6 +1,7 @@
 //! The SQLite backend: one writer thread (see [`writer`]) for every write, a read-only
 //! pool for reads, and an exclusive lock file so that only one process writes the file.
 
+pub mod checkpoint;
 pub mod registration;
 pub mod writer;
 
@@ -11,6 +12,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, TransactionTrait};
 
 use crate::{ConnectError, StoreConfig};
+use checkpoint::Checkpointer;
 use writer::Writer;
 
 /// Prepared statements the writer keeps: more than it has.
@@ -91,8 +93,7 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
     } else {
         "FULL"
     };
-    let path = display.clone();
-    let connect = move || {
+    let open_rw = move |path: String| {
         use rusqlite::OpenFlags;
         let conn = rusqlite::Connection::open_with_flags(
             path,
@@ -102,11 +103,22 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
         ))?;
+        Ok::<_, rusqlite::Error>(conn)
+    };
+    let path = display.clone();
+    let checkpointer =
+        Checkpointer::start(move || open_rw(path)).map_err(|source| ConnectError::Io {
+            path: display.clone(),
+            source,
+        })?;
+    let path = display.clone();
+    let connect = move || {
+        let conn = open_rw(path)?;
         // Every statement the writer runs stays prepared (there are about forty).
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     };
-    let writer = Writer::start(connect, config.write_queue, config.seed)
+    let writer = Writer::start(connect, config.write_queue, config.seed, Some(checkpointer))
         .map_err(|err| ConnectError::Database(Box::new(err)))?;
 
     let reader = sea_orm::Database::connect(

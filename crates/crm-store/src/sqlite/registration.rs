@@ -9,12 +9,23 @@
 //! insert, and an existing lead is found by its unique `external_id` before inserting.
 //! That read-then-insert is race-free here because the writer is the only writer of the
 //! file (see `super::writer`); PostgreSQL keeps its single upsert.
+//!
+//! Being the only writer also lets it keep each source's candidates (operators, weights,
+//! counters) in memory, in a [`SourceCache`], instead of reading them for every
+//! registration: a registration raises the cached counter of the operator it claimed, and
+//! every other write (closes, assignments, operator and weight changes, anything) empties
+//! the cache before it runs, as does any failed job or commit, since its changes were
+//! rolled back. The cache therefore always equals the database; and the claim itself
+//! still checks the operator's row (`open_contacts < max_active_contacts`), so even a
+//! wrong cache could never put an operator over its limit.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey, Inserted,
-    KeyClaim, LeadId, OperatorId, OperatorSummary, Payload, Prepared, RegistrationTx, SourceId,
-    SourceRef, StoreError,
+    Candidate, Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey,
+    Inserted, KeyClaim, LeadId, OperatorId, OperatorSummary, Payload, Prepared, RegistrationTx,
+    SourceId, SourceRef, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, Params};
 
@@ -38,25 +49,51 @@ fn db(err: rusqlite::Error) -> StoreError {
     sqlite_err(err).into()
 }
 
+/// What the writer knows of the sources registrations named (see the module docs).
+#[derive(Default)]
+pub struct SourceCache {
+    by_code: HashMap<String, SourceId>,
+    /// The candidates of each source seen, by operator id, with the operators' names.
+    candidates: HashMap<SourceId, Vec<(Candidate, String)>>,
+}
+
+impl SourceCache {
+    /// Forgets everything; called before any other write and after any failure.
+    pub fn clear(&mut self) {
+        self.by_code.clear();
+        self.candidates.clear();
+    }
+
+    /// Counts a claimed contact on `operator` in every source it is a candidate of.
+    fn claimed(&mut self, operator: OperatorId) {
+        for candidates in self.candidates.values_mut() {
+            for (candidate, _) in candidates.iter_mut() {
+                if candidate.operator_id == operator {
+                    candidate.open_contacts += 1;
+                }
+            }
+        }
+    }
+}
+
 /// One registration inside the writer's current savepoint.
 pub struct SqliteRegistration<'c> {
     conn: &'c Connection,
+    cache: &'c mut SourceCache,
     now: DateTime<Utc>,
     /// `now` as stored.
     created_at: String,
-    /// The candidates' names, for the answer.
-    operators: Vec<OperatorSummary>,
 }
 
 impl<'c> SqliteRegistration<'c> {
     /// A unit of work on the writer's connection, which is inside the job's savepoint.
-    pub fn new(conn: &'c Connection) -> Self {
+    pub fn new(conn: &'c Connection, cache: &'c mut SourceCache) -> Self {
         let now = ops::now();
         Self {
             conn,
+            cache,
             now,
             created_at: sqlite_timestamp(now),
-            operators: Vec::new(),
         }
     }
 
@@ -72,6 +109,37 @@ impl<'c> SqliteRegistration<'c> {
             .prepare_cached(sql)
             .and_then(|mut statement| statement.execute(params))
             .map_err(db)
+    }
+
+    fn source_id(&mut self, source: &SourceRef) -> Result<Option<SourceId>, StoreError> {
+        Ok(match source {
+            SourceRef::Id(id) if self.cache.candidates.contains_key(id) => Some(*id),
+            SourceRef::Id(id) => self.id(SOURCE_BY_ID, [id.get()])?.map(SourceId),
+            SourceRef::Code(code) => match self.cache.by_code.get(code.as_str()) {
+                Some(id) => Some(*id),
+                None => {
+                    let id = self.id(SOURCE_BY_CODE, [code.as_str()])?.map(SourceId);
+                    if let Some(id) = id {
+                        self.cache.by_code.insert(code.as_str().to_owned(), id);
+                    }
+                    id
+                }
+            },
+        })
+    }
+
+    fn read_candidates(&self, source_id: SourceId) -> Result<Vec<(Candidate, String)>, StoreError> {
+        // `$1` is SQLite's parameter 1 as well (named parameters are numbered by first
+        // appearance), so the shared statement serves unchanged.
+        let mut statement = self.conn.prepare_cached(sql::CANDIDATES).map_err(db)?;
+        let mut rows = statement.query([source_id.get()]).map_err(db)?;
+        let mut candidates = Vec::new();
+        while let Some(row) = rows.next().map_err(db)? {
+            let candidate =
+                sql::candidate_from_row(|i| row.get(i).map_err(db), |i| row.get(i).map_err(db))?;
+            candidates.push((candidate, row.get(5).map_err(db)?));
+        }
+        Ok(candidates)
     }
 }
 
@@ -93,12 +161,9 @@ impl RegistrationTx for SqliteRegistration<'_> {
         source: &SourceRef,
         external_id: &ExternalLeadId,
     ) -> Result<Prepared, StoreError> {
-        let source_id = match source {
-            SourceRef::Id(id) => self.id(SOURCE_BY_ID, [id.get()])?,
-            SourceRef::Code(code) => self.id(SOURCE_BY_CODE, [code.as_str()])?,
-        }
-        .map(SourceId)
-        .ok_or(StoreError::NotFound(Entity::Source))?;
+        let source_id = self
+            .source_id(source)?
+            .ok_or(StoreError::NotFound(Entity::Source))?;
         let lead_id = match self.id(LEAD_BY_EXTERNAL_ID, [external_id.as_str()])? {
             Some(id) => id,
             None => {
@@ -106,22 +171,14 @@ impl RegistrationTx for SqliteRegistration<'_> {
                 self.conn.last_insert_rowid()
             }
         };
-        // `$1` is SQLite's parameter 1 as well (named parameters are numbered by first
-        // appearance), so the shared statement serves unchanged.
-        let mut statement = self.conn.prepare_cached(sql::CANDIDATES).map_err(db)?;
-        let mut rows = statement.query([source_id.get()]).map_err(db)?;
-        let mut candidates = Vec::new();
-        self.operators.clear();
-        while let Some(row) = rows.next().map_err(db)? {
-            let candidate =
-                sql::candidate_from_row(|i| row.get(i).map_err(db), |i| row.get(i).map_err(db))?;
-            self.operators.push(OperatorSummary {
-                id: candidate.operator_id,
-                name: row.get(5).map_err(db)?,
-                is_active: candidate.is_active,
-            });
-            candidates.push(candidate);
+        if !self.cache.candidates.contains_key(&source_id) {
+            let candidates = self.read_candidates(source_id)?;
+            self.cache.candidates.insert(source_id, candidates);
         }
+        let candidates = self.cache.candidates[&source_id]
+            .iter()
+            .map(|(candidate, _)| *candidate)
+            .collect();
         Ok(Prepared {
             source_id,
             lead_id: LeadId(lead_id),
@@ -136,10 +193,13 @@ impl RegistrationTx for SqliteRegistration<'_> {
         payload: &Payload,
         decision: &Decision,
     ) -> Result<Inserted, StoreError> {
-        if let Some(id) = operator
-            && self.execute(CLAIM_OPERATOR, [id.get()])? == 0
-        {
-            return Ok(Inserted::OperatorFull);
+        if let Some(id) = operator {
+            if self.execute(CLAIM_OPERATOR, [id.get()])? == 0 {
+                // Cannot happen while the cache is right; read afresh next time.
+                self.cache.clear();
+                return Ok(Inserted::OperatorFull);
+            }
+            self.cache.claimed(id);
         }
         let decision_json =
             serde_json::to_string(decision).map_err(|err| StoreError::Internal(Box::new(err)))?;
@@ -158,11 +218,28 @@ impl RegistrationTx for SqliteRegistration<'_> {
             id: ContactId(self.conn.last_insert_rowid()),
             lead_id: prepared.lead_id,
             source_id: prepared.source_id,
-            operator: operator.and_then(|id| self.operators.iter().find(|o| o.id == id).cloned()),
+            operator: operator.and_then(|id| self.summary(prepared.source_id, id)),
             status: ContactStatus::Open,
             payload: payload.clone(),
             created_at: self.now,
             closed_at: None,
         }))
+    }
+}
+
+impl SqliteRegistration<'_> {
+    /// The answer's view of a cached candidate.
+    fn summary(&self, source_id: SourceId, id: OperatorId) -> Option<OperatorSummary> {
+        self.cache
+            .candidates
+            .get(&source_id)?
+            .iter()
+            .find_map(|(candidate, name)| {
+                (candidate.operator_id == id).then(|| OperatorSummary {
+                    id,
+                    name: name.clone(),
+                    is_active: candidate.is_active,
+                })
+            })
     }
 }

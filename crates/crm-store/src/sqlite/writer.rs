@@ -1,13 +1,17 @@
 //! The SQLite writer: one thread owns the only read-write connection and applies every
 //! write, in groups. Each job runs inside its own savepoint (so one failing job never
 //! spoils its group) within one transaction per group, and is answered only after that
-//! transaction commits: a reply of success means durably stored.
+//! transaction commits: a reply of success means durably stored (at the default
+//! `synchronous = FULL` the commit returns once the WAL is synced).
 //!
 //! Because this thread is the only writer (the process holds an exclusive lock file, see
 //! `super::open`), `SQLITE_BUSY` cannot happen and a read-then-write inside a job sees no
 //! interleaving.
 
-use std::thread::JoinHandle;
+use std::{
+    sync::mpsc as std_mpsc,
+    thread::{JoinHandle, Thread},
+};
 
 use crm_core::StoreError;
 use rand::SeedableRng;
@@ -15,6 +19,10 @@ use rand_chacha::ChaCha8Rng;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::{
+    checkpoint::{self, Checkpointer},
+    registration::SourceCache,
+};
 use crate::conn::sqlite_err;
 
 /// Most jobs committed together.
@@ -26,6 +34,8 @@ pub struct WriterCtx {
     pub conn: Connection,
     /// The generator behind every automatic assignment.
     pub rng: ChaCha8Rng,
+    /// What registrations keep of their sources (see [`SourceCache`]).
+    pub cache: SourceCache,
 }
 
 /// A job's outcome waiting for its group's commit.
@@ -87,16 +97,22 @@ pub struct Writer {
     /// Submits jobs.
     pub handle: WriterHandle,
     thread: JoinHandle<()>,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Writer {
-    /// Starts the thread, which opens its connection with `connect` (the connection is
-    /// not `Send`, so it is born on the thread that uses it), with a queue of at most
-    /// `queue` waiting jobs.
+    /// Starts the thread, which opens its connection with `connect` (on the thread that
+    /// uses it), with a queue of at most `queue` waiting jobs. The writer nudges
+    /// `checkpointer` as the WAL grows (see [`checkpoint`]) and stops it when it stops.
     ///
     /// # Errors
     /// The thread could not be spawned, or `connect` failed.
-    pub fn start<C>(connect: C, queue: usize, seed: Option<u64>) -> Result<Self, StartError>
+    pub fn start<C>(
+        connect: C,
+        queue: usize,
+        seed: Option<u64>,
+        checkpointer: Option<Checkpointer>,
+    ) -> Result<Self, StartError>
     where
         C: FnOnce() -> Result<Connection, rusqlite::Error> + Send + 'static,
     {
@@ -105,29 +121,43 @@ impl Writer {
             Some(seed) => ChaCha8Rng::seed_from_u64(seed),
             None => ChaCha8Rng::seed_from_u64(rand::random()),
         };
-        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
+        let nudge = checkpointer.as_ref().map(Checkpointer::handle);
         let thread = std::thread::Builder::new()
             .name("crm-sqlite-writer".into())
             .spawn(move || match connect() {
                 Ok(conn) => {
+                    checkpoint::watch_wal(&conn);
                     let _ = ready_tx.send(Ok(()));
-                    run(WriterCtx { conn, rng }, rx);
+                    let ctx = WriterCtx {
+                        conn,
+                        rng,
+                        cache: SourceCache::default(),
+                    };
+                    run(ctx, rx, nudge.as_ref());
                 }
                 Err(err) => {
                     let _ = ready_tx.send(Err(err));
                 }
             })
             .map_err(StartError::Spawn)?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
-                handle: WriterHandle { tx },
-                thread,
-            }),
-            Ok(Err(err)) => Err(StartError::Connect(err)),
-            Err(_) => Err(StartError::Spawn(std::io::Error::other(
+        let failed = match ready_rx.recv() {
+            Ok(Ok(())) => {
+                return Ok(Self {
+                    handle: WriterHandle { tx },
+                    thread,
+                    checkpointer,
+                });
+            }
+            Ok(Err(err)) => StartError::Connect(err),
+            Err(_) => StartError::Spawn(std::io::Error::other(
                 "the writer thread died while connecting",
-            ))),
+            )),
+        };
+        if let Some(checkpointer) = checkpointer {
+            checkpointer.stop();
         }
+        Err(failed)
     }
 
     /// Stops accepting jobs, and waits until the queued ones are committed and answered.
@@ -135,9 +165,17 @@ impl Writer {
         // Queued behind every job accepted so far; if the writer is gone already, fine.
         let _ = self.handle.tx.send(Msg::Stop).await;
         let thread = self.thread;
-        match tokio::task::spawn_blocking(move || thread.join()).await {
-            Ok(Ok(())) => {}
-            _ => tracing::error!("the sqlite writer thread panicked"),
+        let checkpointer = self.checkpointer;
+        let joined = tokio::task::spawn_blocking(move || {
+            let joined = thread.join();
+            if let Some(checkpointer) = checkpointer {
+                checkpointer.stop();
+            }
+            joined
+        })
+        .await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("the sqlite writer thread panicked");
         }
     }
 }
@@ -175,13 +213,19 @@ impl WriterHandle {
     pub fn queued(&self) -> u64 {
         (self.tx.max_capacity() - self.tx.capacity()) as u64
     }
+
+    /// Whether the writer still takes jobs (it stops on shutdown).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
 }
 
 fn stopped() -> StoreError {
     StoreError::Unavailable("the sqlite writer has stopped".into())
 }
 
-fn run(mut ctx: WriterCtx, mut rx: mpsc::Receiver<Msg>) {
+fn run(mut ctx: WriterCtx, mut rx: mpsc::Receiver<Msg>, checkpointer: Option<&Thread>) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut done: Vec<Box<dyn Pending>> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
@@ -207,6 +251,15 @@ fn run(mut ctx: WriterCtx, mut rx: mpsc::Receiver<Msg>) {
         for pending in done.drain(..) {
             pending.complete(commit.as_ref().map(|_| ()));
         }
+        // After answering: the group's requests do not wait for this.
+        let frames = checkpoint::wal_frames();
+        if frames >= checkpoint::WAL_RESTART_FRAMES {
+            checkpoint::checkpoint_remainder(&ctx.conn);
+        } else if frames >= checkpoint::NUDGE_FRAMES
+            && let Some(checkpointer) = checkpointer
+        {
+            checkpointer.unpark();
+        }
     }
     tracing::debug!("sqlite writer drained and stopped");
 }
@@ -230,6 +283,8 @@ fn run_group(
         let end = if pending.succeeded() {
             exec(&ctx.conn, "RELEASE job")
         } else {
+            // What the job changed is undone, so what it cached may be wrong.
+            ctx.cache.clear();
             exec(&ctx.conn, "ROLLBACK TO job").and_then(|()| exec(&ctx.conn, "RELEASE job"))
         };
         done.push(pending);
@@ -240,7 +295,8 @@ fn run_group(
     exec(&ctx.conn, "COMMIT").map_err(|err| rollback(ctx, err))
 }
 
-fn rollback(ctx: &WriterCtx, err: StoreError) -> StoreError {
+fn rollback(ctx: &mut WriterCtx, err: StoreError) -> StoreError {
+    ctx.cache.clear();
     if let Err(again) = exec(&ctx.conn, "ROLLBACK") {
         tracing::error!(error = %again, "sqlite rollback failed");
     }
