@@ -81,7 +81,7 @@ macro_rules! write {
             Writes::Postgres => {
                 let txn = pg::begin(&$self.reader).await?;
                 let result = {
-                    let $tx = &mut ops::Registration::new(PgConn(&txn));
+                    let $tx = &mut pg::registration::PgRegistration::new(&txn);
                     let $rng = &mut ChaCha8Rng::from_rng(&mut rand::rng());
                     $body.await
                 };

@@ -1,16 +1,16 @@
-//! Every write, written once over [`Conn`]. Each runs inside a unit of work the backend
-//! opened for it (a savepoint of the SQLite writer's group, or a PostgreSQL transaction),
-//! so an error leaves nothing behind.
+//! Every write, written once over [`Conn`], except the registration's hot path, which
+//! each backend shapes for its own costs (`sqlite::registration`, `pg::registration`).
+//! Each runs inside a unit of work the backend opened for it (a savepoint of the SQLite
+//! writer's group, or a PostgreSQL transaction), so an error leaves nothing behind.
 //!
 //! Lock order on PostgreSQL, to rule out deadlocks: a contact row before operator rows,
 //! and operator rows by ascending id.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use crm_core::{
-    Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey, Inserted,
-    KeyClaim, LeadId, NewOperator, NewSource, NewSourceKey, OperatorId, OperatorPatch,
-    OperatorSummary, Payload, Prepared, RegistrationTx, SourceId, SourceKeyId, SourcePatch,
-    SourceRef, StoreError, WeightSet,
+    Contact, ContactId, ContactStatus, Entity, IdempotencyKey, KeyClaim, LeadId, NewOperator,
+    NewSource, NewSourceKey, OperatorId, OperatorPatch, OperatorSummary, Payload, SourceId,
+    SourceKeyId, SourcePatch, StoreError, WeightSet,
 };
 use serde::{Deserialize, Serialize};
 
@@ -374,7 +374,7 @@ impl From<Snapshot> for Contact {
     }
 }
 
-/// Takes an idempotency key for a registration at `now` (see [`RegistrationTx::claim_key`]).
+/// Takes an idempotency key for a registration at `now` (see [`crm_core::RegistrationTx::claim_key`]).
 pub async fn claim_key(
     conn: &impl Conn,
     key: &IdempotencyKey,
@@ -410,7 +410,7 @@ pub async fn claim_key(
     Ok(KeyClaim::Replay(snapshot.into()))
 }
 
-/// Keeps a registration's answer with its key (see [`RegistrationTx::record_key`]).
+/// Keeps a registration's answer with its key (see [`crm_core::RegistrationTx::record_key`]).
 pub async fn record_key(
     conn: &impl Conn,
     key: &IdempotencyKey,
@@ -420,119 +420,4 @@ pub async fn record_key(
         .map_err(|err| StoreError::Internal(Box::new(err)))?;
     let values = vec![key.credential().into(), key.key().into(), snapshot.into()];
     returned(conn.one(sql::RECORD_KEY, values).await?).map(drop)
-}
-
-/// One registration's unit of work over a [`Conn`].
-pub struct Registration<C> {
-    conn: C,
-    now: DateTime<Utc>,
-    operators: Vec<OperatorSummary>,
-}
-
-impl<C: Conn> Registration<C> {
-    /// A unit of work on `conn`, which the caller has put inside a savepoint or transaction.
-    pub fn new(conn: C) -> Self {
-        Self {
-            conn,
-            now: now(),
-            operators: Vec::new(),
-        }
-    }
-}
-
-impl<C: Conn> RegistrationTx for Registration<C> {
-    async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
-        claim_key(&self.conn, key, self.now).await
-    }
-
-    async fn record_key(
-        &mut self,
-        key: &IdempotencyKey,
-        contact: &Contact,
-    ) -> Result<(), StoreError> {
-        record_key(&self.conn, key, contact).await
-    }
-
-    async fn prepare(
-        &mut self,
-        source: &SourceRef,
-        external_id: &ExternalLeadId,
-    ) -> Result<Prepared, StoreError> {
-        let source = match source {
-            SourceRef::Id(id) => {
-                self.conn
-                    .one(sql::SOURCE_BY_ID, vec![id.get().into()])
-                    .await?
-            }
-            SourceRef::Code(code) => {
-                self.conn
-                    .one(sql::SOURCE_BY_CODE, vec![code.as_str().into()])
-                    .await?
-            }
-        }
-        .ok_or(StoreError::NotFound(Entity::Source))?;
-        let source_id = SourceId(source.get(0)?);
-        let values = vec![external_id.as_str().into(), self.conn.timestamp(self.now)];
-        let lead = returned(self.conn.one(sql::UPSERT_LEAD, values).await?)?;
-        let lead_id = LeadId(lead.get(0)?);
-        let rows = self
-            .conn
-            .all(sql::CANDIDATES, vec![source_id.get().into()])
-            .await?;
-        let mut candidates = Vec::with_capacity(rows.len());
-        self.operators.clear();
-        for row in &rows {
-            let candidate = sql::candidate_from_row(|i| row.get(i), |i| row.get(i))?;
-            self.operators.push(OperatorSummary {
-                id: candidate.operator_id,
-                name: row.get(5)?,
-                is_active: candidate.is_active,
-            });
-            candidates.push(candidate);
-        }
-        Ok(Prepared {
-            source_id,
-            lead_id,
-            candidates,
-        })
-    }
-
-    async fn insert_contact(
-        &mut self,
-        prepared: &Prepared,
-        operator: Option<OperatorId>,
-        payload: &Payload,
-        decision: &Decision,
-    ) -> Result<Inserted, StoreError> {
-        if let Some(id) = operator
-            && self
-                .conn
-                .one(sql::CLAIM_OPERATOR, vec![id.get().into()])
-                .await?
-                .is_none()
-        {
-            return Ok(Inserted::OperatorFull);
-        }
-        let decision_json =
-            serde_json::to_string(decision).map_err(|err| StoreError::Internal(Box::new(err)))?;
-        let values = vec![
-            prepared.lead_id.get().into(),
-            prepared.source_id.get().into(),
-            operator.map(OperatorId::get).into(),
-            payload.as_json().into(),
-            decision_json.into(),
-            self.conn.timestamp(self.now),
-        ];
-        let row = returned(self.conn.one(sql::INSERT_CONTACT, values).await?)?;
-        Ok(Inserted::Stored(Contact {
-            id: ContactId(row.get(0)?),
-            lead_id: prepared.lead_id,
-            source_id: prepared.source_id,
-            operator: operator.and_then(|id| self.operators.iter().find(|o| o.id == id).cloned()),
-            status: ContactStatus::Open,
-            payload: payload.clone(),
-            created_at: self.now,
-            closed_at: None,
-        }))
-    }
 }

@@ -20,7 +20,6 @@ pub const INSERT_SOURCE: &str =
 pub const UPDATE_SOURCE: &str = "UPDATE sources SET name = COALESCE($2, name), code = COALESCE($3, code) \
      WHERE id = $1 RETURNING id";
 pub const SOURCE_BY_ID: &str = "SELECT id FROM sources WHERE id = $1";
-pub const SOURCE_BY_CODE: &str = "SELECT id FROM sources WHERE code = $1";
 pub const SOURCE_HAS_CONTACTS: &str = "SELECT id FROM contacts WHERE source_id = $1 LIMIT 1";
 pub const DELETE_SOURCE: &str = "DELETE FROM sources WHERE id = $1 RETURNING id";
 
@@ -29,10 +28,6 @@ pub const DELETE_WEIGHTS: &str =
 pub const INSERT_WEIGHT: &str = "INSERT INTO operator_source_weights (operator_id, source_id, weight) \
      VALUES ($1, $2, $3) RETURNING id";
 
-/// Finds or creates a lead and returns its id either way (`DO NOTHING` would return no
-/// row for an existing lead).
-pub const UPSERT_LEAD: &str = "INSERT INTO leads (external_id, created_at) VALUES ($1, $2) \
-     ON CONFLICT (external_id) DO UPDATE SET external_id = excluded.external_id RETURNING id";
 /// The operators with a weight for a source, with their loads: columns in the order
 /// [`candidate_from_row`] reads, then the name.
 pub const CANDIDATES: &str = "SELECT o.id, w.weight, o.is_active, o.open_contacts, o.max_active_contacts, o.name \

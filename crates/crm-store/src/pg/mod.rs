@@ -3,6 +3,8 @@
 //! a conditional update (see `sql::CLAIM_OPERATOR`), so no process needs to know of the
 //! others.
 
+pub mod registration;
+
 use std::time::Duration;
 
 use crm_core::StoreError;
