@@ -422,12 +422,11 @@ async fn a_second_process_cannot_open_the_same_sqlite_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_checkpointer_copies_the_wal_into_the_database_file() {
     let t = store(Backend::Sqlite).await;
-    let path = t
-        .db
-        .url
-        .trim_start_matches("sqlite://")
-        .trim_end_matches("?mode=rwc")
-        .to_owned();
+    let path =
+        t.db.url
+            .trim_start_matches("sqlite://")
+            .trim_end_matches("?mode=rwc")
+            .to_owned();
     let file_len = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let a = operator(&t.store, "A", 1_000).await;
     let s = source(&t.store, "src", &[(a, 1)]).await;
