@@ -9,6 +9,7 @@
 //! interleaving.
 
 use std::{
+    panic::{self, AssertUnwindSafe},
     sync::mpsc as std_mpsc,
     thread::{JoinHandle, Thread},
 };
@@ -194,10 +195,14 @@ impl WriterHandle {
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |ctx| {
-            Box::new(Reply {
-                result: job(ctx),
-                reply,
-            })
+            // A panicking job is a bug in that job: it fails alone (its savepoint is rolled
+            // back like any failed job's) instead of taking the writer, and with it every
+            // later write, down with it.
+            let result = panic::catch_unwind(AssertUnwindSafe(|| job(ctx))).unwrap_or_else(|_| {
+                tracing::error!("a sqlite write panicked; it was rolled back");
+                Err(StoreError::Internal("the write panicked".into()))
+            });
+            Box::new(Reply { result, reply })
         });
         self.tx.try_send(Msg::Job(job)).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
@@ -311,4 +316,141 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
         .and_then(|mut statement| statement.execute([]))
         .map(drop)
         .map_err(|err| sqlite_err(err).into())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The writer's promises to its callers, on an in-memory database: a full queue is
+    //! refused at once, a panicking job fails alone, and a stopped writer answers at once.
+    //! (Group commit and savepoints under real registrations: `tests/store_suite.rs`.)
+
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Long enough for a loaded CI machine; a hang would exceed it by far.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    fn start(queue: usize) -> Writer {
+        Writer::start(Connection::open_in_memory, queue, Some(7), None).expect("writer starts")
+    }
+
+    fn rows(ctx: &WriterCtx) -> Result<i64, StoreError> {
+        ctx.conn
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .map_err(|err| sqlite_err(err).into())
+    }
+
+    fn insert(ctx: &WriterCtx, x: i64) -> Result<(), StoreError> {
+        ctx.conn
+            .execute("INSERT INTO t (x) VALUES (?1)", [x])
+            .map(drop)
+            .map_err(|err| sqlite_err(err).into())
+    }
+
+    async fn answer<T>(pending: impl Future<Output = T>) -> T {
+        tokio::time::timeout(PATIENCE, pending)
+            .await
+            .expect("the writer answers without hanging")
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once_and_queued_jobs_still_run() {
+        let writer = start(1);
+        let handle = writer.handle.clone();
+        let (inside_tx, inside) = oneshot::channel();
+        let (release, release_rx) = std_mpsc::channel::<()>();
+        // The first job holds the writer until released; the queue is then empty.
+        let first = tokio::spawn({
+            let handle = handle.clone();
+            async move {
+                handle
+                    .run(move |_| {
+                        let _ = inside_tx.send(());
+                        let _ = release_rx.recv();
+                        Ok(1)
+                    })
+                    .await
+            }
+        });
+        answer(inside).await.expect("the first job runs");
+        // The second takes the queue's one place.
+        let second = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.run(|_| Ok(2)).await }
+        });
+        answer(async {
+            while handle.queued() < 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+
+        let third = answer(handle.run(|_| Ok(3))).await;
+        assert!(
+            matches!(third, Err(StoreError::Overloaded)),
+            "a full queue answers overloaded, got {third:?}"
+        );
+
+        release.send(()).expect("the first job waits");
+        assert_eq!(answer(first).await.expect("joined").expect("first"), 1);
+        assert_eq!(answer(second).await.expect("joined").expect("second"), 2);
+        answer(writer.stop()).await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_rolled_back_alone_and_the_writer_goes_on() {
+        let writer = start(16);
+        let handle = writer.handle.clone();
+        answer(handle.run(|ctx| {
+            ctx.conn
+                .execute_batch("CREATE TABLE t (x INTEGER NOT NULL)")
+                .map_err(|err| sqlite_err(err).into())
+        }))
+        .await
+        .expect("table created");
+
+        // Queued together, so they share one group: the panic is between two good jobs.
+        let jobs = [1, 2, 3].map(|x| {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                handle
+                    .run(move |ctx| {
+                        insert(ctx, x)?;
+                        assert!(x != 2, "a bug in job {x}");
+                        Ok(x)
+                    })
+                    .await
+            })
+        });
+        let mut answers = Vec::new();
+        for job in jobs {
+            answers.push(answer(job).await.expect("joined"));
+        }
+        assert!(matches!(answers[0], Ok(1)), "{:?}", answers[0]);
+        assert!(
+            matches!(answers[1], Err(StoreError::Internal(_))),
+            "the panicking job fails as an internal error, got {:?}",
+            answers[1]
+        );
+        assert!(matches!(answers[2], Ok(3)), "{:?}", answers[2]);
+
+        // Its insert was undone; the others' were committed, and the writer still works.
+        assert_eq!(answer(handle.run(|ctx| rows(ctx))).await.expect("count"), 2);
+        assert!(handle.is_running());
+        answer(writer.stop()).await;
+    }
+
+    #[tokio::test]
+    async fn a_stopped_writer_answers_unavailable_at_once() {
+        let writer = start(16);
+        let handle = writer.handle.clone();
+        answer(writer.stop()).await;
+        assert!(!handle.is_running());
+        let late = answer(handle.run(|_| Ok(()))).await;
+        assert!(
+            matches!(late, Err(StoreError::Unavailable(_))),
+            "got {late:?}"
+        );
+    }
 }
