@@ -2,8 +2,13 @@
 //! which is exactly what a load-test user is. hyper's low-level connection API has no
 //! pool to contend on and does the least work per request, so the generator takes as
 //! little CPU as possible from the server it shares two cores with.
+//!
+//! The connection is polled by the task that sends the request, not by a task of its
+//! own: then a request and its answer wake one task, never hand over between two (with
+//! a spawned connection task every request crossed a channel twice, often between the
+//! runtime's threads; docs/benchmarks.md has the cost).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, pin::Pin, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -41,11 +46,14 @@ impl Answer {
     }
 }
 
+type Driver = Pin<Box<http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>;
+
 /// One connection to one server, opened on first use and again after a failure.
 pub struct Connection {
     addr: SocketAddr,
     host: String,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    /// The request side and the connection future that does its I/O.
+    open: Option<(SendRequest<Full<Bytes>>, Driver)>,
 }
 
 impl Connection {
@@ -54,7 +62,7 @@ impl Connection {
         Self {
             addr,
             host: addr.to_string(),
-            sender: None,
+            open: None,
         }
     }
 
@@ -83,7 +91,7 @@ impl Connection {
             .await
             .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
         if result.is_err() {
-            self.sender = None;
+            self.open = None;
         }
         result
     }
@@ -117,11 +125,10 @@ impl Connection {
         body: Option<Bytes>,
         extra: Option<(&'static str, &str)>,
     ) -> Result<Answer> {
-        let sender = match &mut self.sender {
-            Some(sender) => sender,
-            None => self.sender.insert(connect(self.addr).await?),
+        let (sender, driver) = match &mut self.open {
+            Some(open) => open,
+            None => self.open.insert(connect(self.addr).await?),
         };
-        sender.ready().await.context("connection closed")?;
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -133,22 +140,30 @@ impl Connection {
             request = request.header(name, value);
         }
         let request = request.body(Full::new(body.unwrap_or_default()))?;
-        let response = sender.send_request(request).await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok(Answer { status, body })
+        let exchange = async {
+            sender.ready().await.context("connection closed")?;
+            let response = sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok(Answer { status, body })
+        };
+        // The exchange only progresses while the connection is polled beside it; the
+        // connection future ends only when the connection does.
+        tokio::select! {
+            answer = exchange => answer,
+            ended = driver.as_mut() => match ended {
+                Ok(()) => bail!("the server closed the connection"),
+                Err(err) => Err(err).context("connection failed"),
+            },
+        }
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+async fn connect(addr: SocketAddr) -> Result<(SendRequest<Full<Bytes>>, Driver)> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect to {addr}"))?;
     stream.set_nodelay(true)?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    // The connection is driven by its own task; it ends when the sender is dropped.
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+    Ok((sender, Box::pin(connection)))
 }
