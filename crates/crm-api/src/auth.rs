@@ -1,6 +1,7 @@
 //! Who is calling, and what they may do.
 //!
-//! With `CRM_ADMIN_TOKEN` set, every `/api` request needs `Authorization: Bearer <token>`:
+//! With `CRM_ADMIN_TOKEN` set, every request (every `/api` path, and any path not known
+//! to be open) needs `Authorization: Bearer <token>`:
 //! the admin token may do everything; a source's ingest key (`crm_sk_…`, issued by
 //! `POST /api/sources/{id}/keys`) may only register contacts for its own source. Without
 //! a token the API is open (the server then listens on loopback only, see `main`).
@@ -116,8 +117,18 @@ fn same_secret(given: &str, expected: &str) -> bool {
         == 0
 }
 
-/// Authenticates `/api` requests and stores the [`Principal`] in the request for the
-/// operations; everything else passes.
+/// The paths anyone may read while authentication is on (as the router sees them:
+/// merged slashes, no trailing one).
+fn is_open(path: &str) -> bool {
+    matches!(path, "/health" | "/metrics" | "/openapi.json" | "/docs") || path.starts_with("/docs/")
+}
+
+/// Authenticates every request but those to the open paths, and stores the
+/// [`Principal`] in the request for the operations.
+///
+/// It sees the path after normalisation (the router's view, see `crate::app_with`), and
+/// it guards everything it does not know to be open, so a path that some layer rewrites
+/// or a route added later cannot slip past it.
 pub(crate) async fn authenticate<E: Endpoint, S: Store>(
     ep: Arc<E>,
     mut req: Request,
@@ -125,7 +136,7 @@ pub(crate) async fn authenticate<E: Endpoint, S: Store>(
     admin_token: Option<Arc<str>>,
 ) -> poem::Result<Response> {
     let path = req.uri().path();
-    let guarded = path == "/api" || path.starts_with("/api/");
+    let guarded = !is_open(path);
     let principal = match (&admin_token, guarded) {
         (None, _) | (_, false) => Principal::Open,
         (Some(token), true) => {

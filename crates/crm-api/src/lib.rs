@@ -68,13 +68,15 @@ pub fn app_with<S: Store>(
         .at("/openapi.json", spec)
         .at("/metrics", scrape)
         .nest("/", api)
-        .with(NormalizePath::new(TrailingSlash::Trim))
         .around(limit_body)
         .around(move |ep, req| {
             auth::authenticate(ep, req, Arc::clone(&auth_store), admin_token.clone())
         })
         .catch_all_error(problem)
         .around(move |ep, req| api::allow_header(ep, req, Arc::clone(&allowed)))
+        // Outside authentication: it must judge the path the router will match
+        // (`//api/operators/` is routed as `/api/operators`), never the path as sent.
+        .with(NormalizePath::new(TrailingSlash::Trim))
         .with(CatchPanic::new().with_handler(panic_problem))
         .data(Arc::clone(&metrics))
         .around(move |ep, req| observe(ep, req, Arc::clone(&metrics)))

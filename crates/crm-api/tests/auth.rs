@@ -15,6 +15,7 @@ const ADMIN: &str = "admin-token-for-tests-0123456789";
 on_every_backend!(
     admin_token_and_source_keys_are_enforced,
     revoked_keys_stop_working_and_keys_are_listed_without_secrets,
+    no_spelling_of_a_path_gets_past_authentication,
 );
 
 fn bearer(req: RequestBuilder, token: &str) -> RequestBuilder {
@@ -270,4 +271,52 @@ fn the_openapi_document_declares_the_bearer_scheme() {
     assert!(register["responses"].get("401").is_some());
     assert!(register["responses"].get("403").is_some());
     assert!(spec["paths"]["/health"]["get"].get("security").is_none());
+}
+
+/// The router serves `//api/operators` as `/api/operators` (slashes are merged, a
+/// trailing one trimmed), so authentication must judge the same path the router does:
+/// it once judged the path as sent, and `POST //api/operators` without a token created
+/// an operator.
+async fn no_spelling_of_a_path_gets_past_authentication(backend: Backend) {
+    let app = secured(backend).await;
+    let spellings = [
+        "//api/operators",
+        "///api/operators/",
+        "/api//operators",
+        "//api//operators//",
+        "/api/operators/",
+        "//api",
+        "//docs/../api/operators",
+    ];
+    for path in spellings {
+        let created = post_as(&app, None, path, &json!({"name": "Mallory"})).await;
+        assert_ne!(
+            created.status(),
+            StatusCode::CREATED,
+            "POST {path} without a token"
+        );
+        assert!(
+            !created.status().is_success(),
+            "POST {path} without a token answered {}",
+            created.status()
+        );
+        let listed = get_as(&app, None, path).await;
+        assert!(
+            !listed.status().is_success(),
+            "GET {path} without a token answered {}",
+            listed.status()
+        );
+    }
+    unauthorized(post_as(&app, None, "//api/operators", &json!({"name": "Mallory"})).await).await;
+    let operators = json(
+        get_as(&app, Some(ADMIN), "/api/operators").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(operators, json!([]), "nothing was written");
+    // The open paths stay open in any spelling the router accepts.
+    assert_eq!(
+        get_as(&app, None, "//health").await.status(),
+        StatusCode::OK
+    );
 }
