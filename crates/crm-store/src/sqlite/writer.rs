@@ -354,37 +354,53 @@ mod tests {
             .expect("the writer answers without hanging")
     }
 
-    #[tokio::test]
-    async fn a_full_queue_is_refused_at_once_and_queued_jobs_still_run() {
-        let writer = start(1);
-        let handle = writer.handle.clone();
+    /// Occupies the writer with a job that waits until the returned sender sends (or is
+    /// dropped); returns once that job runs, so the queue is empty behind it.
+    async fn hold(
+        handle: &WriterHandle,
+    ) -> (
+        tokio::task::JoinHandle<Result<i64, StoreError>>,
+        std_mpsc::Sender<()>,
+    ) {
         let (inside_tx, inside) = oneshot::channel();
         let (release, release_rx) = std_mpsc::channel::<()>();
-        // The first job holds the writer until released; the queue is then empty.
-        let first = tokio::spawn({
+        let held = tokio::spawn({
             let handle = handle.clone();
             async move {
                 handle
                     .run(move |_| {
                         let _ = inside_tx.send(());
                         let _ = release_rx.recv();
-                        Ok(1)
+                        Ok(0)
                     })
                     .await
             }
         });
-        answer(inside).await.expect("the first job runs");
+        answer(inside).await.expect("the holding job runs");
+        (held, release)
+    }
+
+    /// Waits until `n` jobs wait in the queue.
+    async fn queued(handle: &WriterHandle, n: u64) {
+        answer(async {
+            while handle.queued() < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once_and_queued_jobs_still_run() {
+        let writer = start(1);
+        let handle = writer.handle.clone();
+        let (held, release) = hold(&handle).await;
         // The second takes the queue's one place.
         let second = tokio::spawn({
             let handle = handle.clone();
             async move { handle.run(|_| Ok(2)).await }
         });
-        answer(async {
-            while handle.queued() < 1 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await;
+        queued(&handle, 1).await;
 
         let third = answer(handle.run(|_| Ok(3))).await;
         assert!(
@@ -392,8 +408,8 @@ mod tests {
             "a full queue answers overloaded, got {third:?}"
         );
 
-        release.send(()).expect("the first job waits");
-        assert_eq!(answer(first).await.expect("joined").expect("first"), 1);
+        release.send(()).expect("the holding job waits");
+        assert_eq!(answer(held).await.expect("joined").expect("held"), 0);
         assert_eq!(answer(second).await.expect("joined").expect("second"), 2);
         answer(writer.stop()).await;
     }
@@ -410,7 +426,9 @@ mod tests {
         .await
         .expect("table created");
 
-        // Queued together, so they share one group: the panic is between two good jobs.
+        // Queued behind a holding job, the three run as one group: the panic is between
+        // two good jobs of the same transaction.
+        let (held, release) = hold(&handle).await;
         let jobs = [1, 2, 3].map(|x| {
             let handle = handle.clone();
             tokio::spawn(async move {
@@ -423,6 +441,9 @@ mod tests {
                     .await
             })
         });
+        queued(&handle, 3).await;
+        release.send(()).expect("the holding job waits");
+        answer(held).await.expect("joined").expect("held");
         let mut answers = Vec::new();
         for job in jobs {
             answers.push(answer(job).await.expect("joined"));
