@@ -7,14 +7,12 @@
 //! a token the API is open (the server then listens on loopback only, see `main`).
 //! `/health`, `/docs`, `/openapi.json` and `/metrics` are always open.
 //!
-//! Enforcement is one middleware in front of every route ([`authenticate`]), so a new
+//! Enforcement is one step in front of every route ([`authenticate`], called by `crate::gate`), so a new
 //! operation cannot forget it; the operations only declare the scheme for the OpenAPI
 //! document ([`Credentials`]) and the registration checks the key's source.
 
-use std::sync::Arc;
-
 use crm_core::{SourceId, SourceKeyId, Store};
-use poem::{Endpoint, IntoResponse, Request, Response, http::Method};
+use poem::{Request, http::Method};
 use poem_openapi::{SecurityScheme, auth::Bearer};
 use rand::RngExt;
 use sha2::{Digest, Sha256};
@@ -126,37 +124,35 @@ fn is_open(path: &str) -> bool {
 /// Authenticates every request but those to the open paths, and stores the
 /// [`Principal`] in the request for the operations.
 ///
-/// It sees the path after normalisation (the router's view, see `crate::app_with`), and
+/// It sees the path after normalisation (the router's view, see `crate::gate`), and
 /// it guards everything it does not know to be open, so a path that some layer rewrites
 /// or a route added later cannot slip past it.
-pub(crate) async fn authenticate<E: Endpoint, S: Store>(
-    ep: Arc<E>,
-    mut req: Request,
-    store: Arc<S>,
-    admin_token: Option<Arc<str>>,
-) -> poem::Result<Response> {
+pub(crate) async fn authenticate<S: Store>(
+    req: &mut Request,
+    store: &S,
+    admin_token: Option<&str>,
+) -> Result<(), ApiError> {
     let path = req.uri().path();
     let guarded = !is_open(path);
-    let principal = match (&admin_token, guarded) {
+    let principal = match (admin_token, guarded) {
         (None, _) | (_, false) => Principal::Open,
         (Some(token), true) => {
-            let principal = identify(&req, token, store.as_ref()).await?;
+            let principal = identify(req, token, store).await?;
             if let Principal::SourceKey { .. } = principal {
                 let ingest = req.method() == Method::POST
-                    && matches!(path.trim_end_matches('/'), "/api/contacts");
+                    && matches!(req.uri().path().trim_end_matches('/'), "/api/contacts");
                 if !ingest {
                     return Err(ApiError::new(
                         ErrorCode::Forbidden,
                         "a source key may only register contacts",
-                    )
-                    .into());
+                    ));
                 }
             }
             principal
         }
     };
     req.extensions_mut().insert(principal);
-    Ok(ep.call(req).await?.into_response())
+    Ok(())
 }
 
 async fn identify<S: Store>(req: &Request, admin: &str, store: &S) -> Result<Principal, ApiError> {

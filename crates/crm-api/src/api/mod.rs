@@ -14,10 +14,7 @@ use std::{
 };
 
 use crm_core::{Page, Store};
-use poem::{
-    Endpoint, IntoResponse, Request, Response,
-    http::{HeaderValue, Method, StatusCode, header::ALLOW},
-};
+use poem::http::{HeaderValue, Method};
 use poem_openapi::{OpenApi, OpenApiService, Tags};
 
 /// Groups of operations in the OpenAPI document.
@@ -134,22 +131,6 @@ const METHOD_ORDER: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"
 /// The non-empty segments of a path (so a trailing slash does not count).
 fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
-}
-
-/// Adds `Allow` to every 405 of a path in `allowed`.
-pub(crate) async fn allow_header<E: Endpoint>(
-    ep: Arc<E>,
-    req: Request,
-    allowed: Arc<AllowedMethods>,
-) -> poem::Result<Response> {
-    let path = req.uri().path().to_owned();
-    let mut resp = ep.call(req).await?.into_response();
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-        && let Some(value) = allowed.header(&path)
-    {
-        resp.headers_mut().insert(ALLOW, value.clone());
-    }
-    Ok(resp)
 }
 
 #[cfg(test)]
