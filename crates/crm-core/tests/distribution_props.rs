@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crm_core::{Candidate, Decision, Exclusion, OperatorId, choose, exclusion};
+use crm_core::{Candidate, Decision, Exclusion, OperatorId, Verdict, choose, exclusion};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -258,4 +258,59 @@ fn frequencies_converge_to_weights() {
         chi_square < CRITICAL_DF4_P999,
         "chi-square {chi_square:.3} >= {CRITICAL_DF4_P999} for counts {counts:?}"
     );
+}
+
+/// Any decision, including ones the rule would never produce (the record must not care).
+fn any_decision() -> impl Strategy<Value = Decision> {
+    let verdict = (
+        any::<i64>(),
+        any::<i64>(),
+        any::<bool>(),
+        any::<i64>(),
+        any::<i64>(),
+        prop::option::of(prop_oneof![
+            Just(Exclusion::Inactive),
+            Just(Exclusion::AtCapacity),
+            Just(Exclusion::ZeroWeight),
+        ]),
+    )
+        .prop_map(|(id, weight, is_active, open, max, excluded)| Verdict {
+            candidate: Candidate {
+                operator_id: OperatorId(id),
+                weight,
+                is_active,
+                open_contacts: open,
+                max_active_contacts: max,
+            },
+            excluded,
+        });
+    (
+        prop::collection::vec(verdict, 0..=12),
+        any::<u64>(),
+        prop::option::of(any::<u64>()),
+        prop::option::of(any::<i64>().prop_map(OperatorId)),
+    )
+        .prop_map(|(candidates, total_weight, draw, chosen)| Decision {
+            candidates,
+            total_weight,
+            draw,
+            chosen,
+        })
+}
+
+proptest! {
+    /// The hand-written record is exactly what serde writes for the same decision, for
+    /// decisions of the rule (realistic values) and for arbitrary ones (extreme integers).
+    #[test]
+    fn the_record_is_the_serde_serialisation(
+        decision in any_decision(),
+        candidates in candidates(),
+        seed in any::<u64>(),
+    ) {
+        let expected = serde_json::to_string(&decision).expect("serialisable");
+        prop_assert_eq!(decision.record(), expected);
+        let chosen = choose(&candidates, &mut ChaCha8Rng::seed_from_u64(seed));
+        let expected = serde_json::to_string(&chosen).expect("serialisable");
+        prop_assert_eq!(chosen.record(), expected);
+    }
 }

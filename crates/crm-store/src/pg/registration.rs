@@ -129,8 +129,7 @@ impl RegistrationTx for PgRegistration<'_> {
         payload: &Payload,
         decision: &Decision,
     ) -> Result<Inserted, StoreError> {
-        let decision_json =
-            serde_json::to_string(decision).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let decision_json = decision.record();
         let values = vec![
             prepared.lead_id.get().into(),
             prepared.source_id.get().into(),

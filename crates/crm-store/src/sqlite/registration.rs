@@ -201,8 +201,7 @@ impl RegistrationTx for SqliteRegistration<'_> {
             }
             self.cache.claimed(id);
         }
-        let decision_json =
-            serde_json::to_string(decision).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let decision_json = decision.record();
         self.execute(
             INSERT_CONTACT,
             (
