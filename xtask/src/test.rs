@@ -16,6 +16,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let sh = Shell::new()?;
     sh.change_dir(crate::project_root());
+    crate::lint::core_dependencies(&sh)?;
 
     // Kept alive until the tests are done; dropping it stops the server, also on failure.
     let mut _server = None;
