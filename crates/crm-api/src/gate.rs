@@ -203,6 +203,7 @@ mod tests {
     use poem::{
         EndpointExt, Route,
         endpoint::make_sync,
+        http::Method,
         middleware::{NormalizePath, TrailingSlash},
     };
     use proptest::prelude::*;
@@ -248,6 +249,19 @@ mod tests {
         make_sync(|req: Request| req.uri().to_string())
     }
 
+    /// The whole app with a token set, over a store that answers nothing (built once: it
+    /// takes milliseconds).
+    static SECURED: std::sync::LazyLock<poem::endpoint::BoxEndpoint<'static, Response>> =
+        std::sync::LazyLock::new(|| {
+            crate::app_with(
+                Arc::new(NoStore),
+                crate::Security {
+                    admin_token: Some("t0ken-for-the-property".into()),
+                },
+            )
+            .boxed()
+        });
+
     proptest! {
         /// The path the routes see is the one poem's `NormalizePath` (which this replaced)
         /// would have given them, for any mix of slashes, segments and query.
@@ -271,6 +285,58 @@ mod tests {
                 (ours, poems)
             });
             prop_assert_eq!(ours, poems);
+        }
+
+        /// With a token set, a request without one is refused (401) whatever its method
+        /// and however its path is spelled (runs of slashes, trailing ones, dot and
+        /// encoded segments), unless the path the router sees is one of the open pages.
+        /// The oracle is written from the rule, not from `normalized`.
+        #[test]
+        fn no_spelling_of_a_guarded_path_is_served_without_a_token(
+            segments in proptest::collection::vec(
+                prop_oneof![
+                    Just("api"), Just("operators"), Just("sources"), Just("contacts"),
+                    Just("leads"), Just("stats"), Just("keys"), Just("1"), Just("docs"),
+                    Just("health"), Just("metrics"), Just("openapi.json"), Just("."),
+                    Just(".."), Just("%2F"), Just("%2e%2e"), Just("API"),
+                ],
+                0..5,
+            ),
+            separators in proptest::collection::vec(1usize..=3, 5),
+            trailing in 0usize..=2,
+            method in prop_oneof![
+                Just(Method::GET), Just(Method::POST), Just(Method::PUT),
+                Just(Method::PATCH), Just(Method::DELETE), Just(Method::HEAD),
+                Just(Method::OPTIONS),
+            ],
+        ) {
+            let mut path = String::new();
+            for (segment, slashes) in segments.iter().zip(&separators) {
+                path.push_str(&"/".repeat(*slashes));
+                path.push_str(segment);
+            }
+            path.push_str(&"/".repeat(trailing));
+            if path.is_empty() {
+                path.push('/');
+            }
+            let routed: Vec<&str> = segments.clone();
+            let open = matches!(
+                routed.as_slice(),
+                ["health"] | ["metrics"] | ["openapi.json"] | ["docs", ..]
+            );
+            let app = &*SECURED;
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+            let status = rt.block_on(async {
+                let req = Request::builder()
+                    .method(method.clone())
+                    .uri(Uri::from_str(&path).expect("a uri"))
+                    .content_type("application/json")
+                    .body(r#"{"name":"Mallory"}"#);
+                app.call(req).await.expect("a response").status()
+            });
+            if !open {
+                prop_assert_eq!(status, StatusCode::UNAUTHORIZED, "{} {}", method, path);
+            }
         }
     }
 }
