@@ -8,12 +8,11 @@
 //!
 //! Three rounds on one file, each killed after a different number of answers.
 
+mod process;
+
 use std::{
     collections::{BTreeMap, HashMap},
-    fs::File,
-    net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -21,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use process::{ServerProcess, all_pages, get_json};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
@@ -35,91 +35,13 @@ const KILL_AFTER: [usize; 3] = [150, 40, 400];
 /// Operators' limits: small, so they fill and free up all through the burst.
 const LIMITS: [i64; 4] = [2, 3, 1, 4];
 
-/// A server process; SIGKILLed when dropped, so a failing test leaves none behind.
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// `Child::kill` is SIGKILL on Unix: no shutdown hook, no drain, no flush.
-    fn sigkill(mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        let status = self.child.wait().expect("reap the server");
-        assert!(!status.success(), "the server was killed, not stopped");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn database_url(db: &Path) -> String {
     format!("sqlite://{}?mode=rwc", db.display())
 }
 
-/// Spawns `crm-api` on `db` (in `dir`, so no developer's `.env` is read) without waiting.
-fn spawn(dir: &Path, db: &Path, log_name: &str) -> (Child, u16, PathBuf) {
-    let port = free_port();
-    let log = dir.join(log_name);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_crm-api"));
-    // Only the settings below: none of the developer's (e.g. an admin token).
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CRM_")) {
-        command.env_remove(name);
-    }
-    let child = command
-        .current_dir(dir)
-        .env("CRM_DATABASE_URL", database_url(db))
-        .env("CRM_BIND", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(File::create(&log).expect("log file"))
-        .stderr(File::create(log.with_extension("err")).expect("log file"))
-        .spawn()
-        .expect("start crm-api");
-    (child, port, log)
-}
-
-async fn start(dir: &Path, db: &Path, client: &reqwest::Client, round: usize) -> Server {
-    let (child, port, log) = spawn(dir, db, &format!("round-{round}.log"));
-    let mut server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(resp) = client.get(format!("{}/health", server.base)).send().await
-            && resp.status().is_success()
-        {
-            return server;
-        }
-        if let Ok(Some(status)) = server.child.try_wait() {
-            let err = std::fs::read_to_string(server.log.with_extension("err")).unwrap_or_default();
-            panic!("round {round}: the server exited with {status} instead of starting:\n{err}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "round {round}: the server never became healthy:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn start(dir: &Path, db: &Path, client: &reqwest::Client, round: usize) -> ServerProcess {
+    let log = format!("round-{round}.log");
+    ServerProcess::start(dir, &log, &database_url(db), &[], client).await
 }
 
 async fn send(req: reqwest::RequestBuilder) -> Result<(u16, Value), reqwest::Error> {
@@ -129,12 +51,6 @@ async fn send(req: reqwest::RequestBuilder) -> Result<(u16, Value), reqwest::Err
     Ok((status, body))
 }
 
-async fn get(client: &reqwest::Client, url: String) -> Value {
-    let (status, body) = send(client.get(&url)).await.expect("answered");
-    assert_eq!(status, 200, "GET {url}: {body}");
-    body
-}
-
 async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
     let (status, answer) = send(client.post(&url).json(&body)).await.expect("answered");
     assert!(
@@ -142,25 +58,6 @@ async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
         "POST {url}: {status} {answer}"
     );
     answer
-}
-
-/// Every item of an id-paged listing.
-async fn all(client: &reqwest::Client, base: &str, what: &str) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = get(
-            client,
-            format!("{base}/api/{what}?limit=1000&after={after}"),
-        )
-        .await;
-        let page = page.as_array().expect("a list").clone();
-        let Some(last) = page.last() else {
-            return items;
-        };
-        after = last["id"].as_i64().expect("an id");
-        items.extend(page);
-    }
 }
 
 /// What one request of the burst learned.
@@ -309,12 +206,12 @@ async fn check_api(
     acknowledged: &BTreeMap<i64, (String, Value, bool)>,
     round: usize,
 ) {
-    let contacts: HashMap<i64, Value> = all(client, base, "contacts")
+    let contacts: HashMap<i64, Value> = all_pages(client, base, "contacts")
         .await
         .into_iter()
         .map(|c| (c["id"].as_i64().expect("an id"), c))
         .collect();
-    let leads = all(client, base, "leads").await;
+    let leads = all_pages(client, base, "leads").await;
     let lead_ids: HashMap<i64, String> = leads
         .iter()
         .map(|l| {
@@ -364,7 +261,7 @@ async fn check_api(
         }
     }
 
-    let stats = get(client, format!("{base}/api/stats/operators")).await;
+    let stats = get_json(client, format!("{base}/api/stats/operators")).await;
     let stats = stats.as_array().expect("stats");
     assert_eq!(stats.len(), LIMITS.len());
     for op in stats {
@@ -425,15 +322,10 @@ async fn sigkill_mid_burst_loses_no_acknowledged_write() {
     assert_eq!(status, 200, "weights: {body}");
 
     // A second server on the same file is refused while the first lives.
-    let (second, _, second_log) = spawn(dir.path(), &db, "second.log");
-    let mut second = Server {
-        child: second,
-        base: String::new(),
-        log: second_log,
-    };
+    let mut second = ServerProcess::spawn(dir.path(), "second.log", &database_url(&db), &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = second.child.try_wait().expect("poll the second server") {
+        if let Some(status) = second.exited() {
             break status;
         }
         assert!(
@@ -442,7 +334,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_write() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let err = std::fs::read_to_string(second.log.with_extension("err")).unwrap_or_default();
+    let err = second.stderr();
     assert!(
         !status.success() && err.contains("in use"),
         "a second server on the same file must exit with a clear message: {status} {err}"

@@ -16,15 +16,15 @@
 //! Built only with the `postgres-tests` feature (`cargo xtask test` turns it on).
 #![cfg(feature = "postgres-tests")]
 
+mod process;
+
 use std::{
-    fs::File,
-    net::{SocketAddr, TcpListener as StdListener},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use crm_store::testing::{Backend, TestDatabase};
+use process::{ServerProcess, assert_counters_match_rows, free_port};
 use serde_json::{Value, json};
 use tokio::{
     net::{TcpSocket, TcpStream},
@@ -152,56 +152,15 @@ async fn run_proxy(
 // The server.
 // ---------------------------------------------------------------------------------------
 
-/// A server process, killed when dropped (also when the test panics).
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn logs(&self) -> String {
-        let out = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let err = std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default();
-        format!("{out}{err}")
-    }
-
-    /// The log lines that explain a 500: what the server logged as a store failure.
-    fn failures(&self) -> String {
-        let logs = self.logs();
-        let lines: Vec<&str> = logs
-            .lines()
-            .filter(|l| l.contains("store failed") || l.contains("panicked"))
-            .take(5)
-            .collect();
-        lines.join("\n")
-    }
-
-    fn assert_alive(&mut self) {
-        let status = self.child.try_wait().expect("poll the server");
-        assert!(
-            status.is_none(),
-            "the server died ({status:?}):\n{}",
-            self.logs()
-        );
-        let logs = self.logs();
-        assert!(!logs.contains("panicked"), "the server panicked:\n{logs}");
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// The log lines that explain a 500: what the server logged as a store failure.
+fn failures(server: &ServerProcess) -> String {
+    let logs = server.logs();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("store failed") || l.contains("panicked"))
+        .take(5)
+        .collect();
+    lines.join("\n")
 }
 
 /// `host:port` of a `postgres://user@host:port/db` URL, and the URL with another address.
@@ -221,50 +180,13 @@ fn split_url(url: &str) -> (SocketAddr, impl Fn(u16) -> String + use<>) {
     })
 }
 
-async fn start_server(database_url: &str, client: &reqwest::Client) -> Server {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let port = free_port();
-    let log = dir.path().join("server.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_crm-api"));
-    // Only the settings below: none of the developer's (e.g. an admin token).
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CRM_")) {
-        command.env_remove(name);
-    }
-    let child = command
-        .current_dir(dir.path())
-        .env("CRM_DATABASE_URL", database_url)
-        .env("CRM_BIND", format!("127.0.0.1:{port}"))
-        .env("CRM_DB_MAX_CONNECTIONS", "4")
-        .env("CRM_DB_ACQUIRE_TIMEOUT_MS", "1000")
-        .env("CRM_DB_STATEMENT_TIMEOUT_MS", "2000")
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(File::create(&log).expect("log file"))
-        .stderr(File::create(log.with_extension("err")).expect("log file"))
-        .spawn()
-        .expect("start crm-api");
-    let mut server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        log,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(resp) = client.get(format!("{}/health", server.base)).send().await
-            && resp.status().is_success()
-        {
-            return server;
-        }
-        server.assert_alive();
-        assert!(
-            Instant::now() < deadline,
-            "the server never became healthy:\n{}",
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn start_server(database_url: &str, client: &reqwest::Client) -> ServerProcess {
+    let env = [
+        ("CRM_DB_MAX_CONNECTIONS", "4"),
+        ("CRM_DB_ACQUIRE_TIMEOUT_MS", "1000"),
+        ("CRM_DB_STATEMENT_TIMEOUT_MS", "2000"),
+    ];
+    ServerProcess::start_in_own_dir(database_url, &env, client).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -365,27 +287,8 @@ async fn fixture(client: &reqwest::Client, base: &str) -> Fixture {
     }
 }
 
-/// Every operator's counter equals its open rows and is within its limit.
-async fn assert_counters_match_rows(client: &reqwest::Client, base: &str) {
-    let contacts = request(client.get(format!("{base}/api/contacts?limit=1000"))).await;
-    assert_eq!(contacts.status, 200, "{contacts:?}");
-    let contacts = contacts.body.as_array().expect("contacts").clone();
-    let stats = request(client.get(format!("{base}/api/stats/operators"))).await;
-    assert_eq!(stats.status, 200, "{stats:?}");
-    for op in stats.body.as_array().expect("stats") {
-        let id = op["operator_id"].as_i64().expect("id");
-        let rows = contacts
-            .iter()
-            .filter(|c| c["operator_id"].as_i64() == Some(id) && c["status"] == "open")
-            .count() as i64;
-        let counter = op["open_contacts"].as_i64().expect("counter");
-        assert_eq!(counter, rows, "operator {id}: counter vs rows");
-        assert!(counter <= op["max_active_contacts"].as_i64().expect("limit"));
-    }
-}
-
 /// Waits until `/health` answers 200 again, without touching the server.
-async fn await_recovery(client: &reqwest::Client, server: &mut Server) -> Duration {
+async fn await_recovery(client: &reqwest::Client, server: &mut ServerProcess) -> Duration {
     let started = Instant::now();
     loop {
         let health = request(client.get(format!("{}/health", server.base))).await;
@@ -497,7 +400,10 @@ async fn admin_sql(admin: &sea_orm::DatabaseConnection, sql: &str) {
 
 /// A database on the shared test server and a crm-api on it, with a way to take the
 /// database away.
-async fn setup(client: &reqwest::Client, mode: Mode) -> (TestDatabase, Outage, Server, Fixture) {
+async fn setup(
+    client: &reqwest::Client,
+    mode: Mode,
+) -> (TestDatabase, Outage, ServerProcess, Fixture) {
     let db = TestDatabase::create(Backend::Postgres).await;
     let (outage, url) = match mode {
         Mode::Proxy => {
@@ -705,7 +611,7 @@ async fn requests_in_flight_when_the_database_goes_away_answer_503(mode: Mode) {
          {wrong:?}\nthe server logged:\n{}",
         wrong.len(),
         failed.len(),
-        server.failures()
+        failures(&server)
     );
     for answer in failed {
         answer.assert_unavailable("a registration in flight at the cut");

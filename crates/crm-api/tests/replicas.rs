@@ -3,100 +3,23 @@
 //! Built only with the `postgres-tests` feature (`cargo xtask test` turns it on).
 #![cfg(feature = "postgres-tests")]
 
-use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod process;
+
+use std::{sync::Arc, time::Duration};
 
 use crm_store::testing::{Backend, TestDatabase};
+use process::{ServerProcess, all_pages, assert_counters_match_rows};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-/// A server process, killed when dropped (also when the test panics).
-struct Replica {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-async fn start_replica(database_url: &str, client: &reqwest::Client) -> Replica {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_crm-api"))
-        .env("CRM_DATABASE_URL", database_url)
-        .env("CRM_BIND", format!("127.0.0.1:{port}"))
-        .env("CRM_DB_MAX_CONNECTIONS", "16")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start crm-api");
-    let replica = Replica {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(resp) = client.get(format!("{}/health", replica.base)).send().await
-            && resp.status().is_success()
-        {
-            return replica;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica on port {port} never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn start_replica(database_url: &str, client: &reqwest::Client) -> ServerProcess {
+    ServerProcess::start_in_own_dir(database_url, &[("CRM_DB_MAX_CONNECTIONS", "16")], client).await
 }
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     let resp = client.post(url).json(&body).send().await.expect("answered");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(client: &reqwest::Client, url: String) -> Value {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("json")
-}
-
-/// All contacts, following the pages.
-async fn all_contacts(client: &reqwest::Client, base: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = get(
-            client,
-            format!("{base}/api/contacts?limit=1000&after={after}"),
-        )
-        .await;
-        let items = page.as_array().expect("a list").clone();
-        if items.is_empty() {
-            return all;
-        }
-        after = items.last().and_then(|c| c["id"].as_i64()).expect("ids");
-        all.extend(items);
-    }
 }
 
 /// Registers `count` contacts, alternating replicas, at most 64 at a time; returns the
@@ -128,25 +51,6 @@ async fn register_many(
         created.push(body);
     }
     created
-}
-
-/// Every operator's counter equals its open rows and is within its limit.
-async fn assert_counters_match_rows(client: &reqwest::Client, base: &str) {
-    let contacts = all_contacts(client, base).await;
-    let stats = get(client, format!("{base}/api/stats/operators")).await;
-    for op in stats.as_array().expect("stats") {
-        let id = op["operator_id"].as_i64().expect("id");
-        let open_rows = contacts
-            .iter()
-            .filter(|c| c["operator_id"].as_i64() == Some(id) && c["status"] == "open")
-            .count() as i64;
-        let counter = op["open_contacts"].as_i64().expect("counter");
-        assert_eq!(counter, open_rows, "operator {id}: counter vs rows");
-        assert!(
-            counter <= op["max_active_contacts"].as_i64().expect("limit"),
-            "operator {id} over its limit"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -197,7 +101,7 @@ async fn two_replicas_share_one_capacity_limit() {
         .count();
     assert_eq!(assigned, 8, "exactly the 5 + 3 places are taken");
 
-    let stored = all_contacts(&client, &bases[0]).await;
+    let stored = all_pages(&client, &bases[0], "contacts").await;
     assert_eq!(stored.len(), 400);
     assert_eq!(
         stored.iter().filter(|c| c["operator_id"].is_null()).count(),
@@ -229,7 +133,7 @@ async fn two_replicas_share_one_capacity_limit() {
     let more = register_many(&client, &bases, source_id, "again", 200).await;
     closer.await.expect("closer");
     assert_eq!(more.len(), 200);
-    assert_eq!(all_contacts(&client, &bases[0]).await.len(), 600);
+    assert_eq!(all_pages(&client, &bases[0], "contacts").await.len(), 600);
     assert_counters_match_rows(&client, &bases[0]).await;
 
     drop((a, b));

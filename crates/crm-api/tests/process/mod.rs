@@ -1,0 +1,204 @@
+//! The `crm-api` binary run as a process, for the tests that need a real one: killed
+//! mid-burst (`crash.rs`), two replicas on one database (`replicas.rs`), a database that
+//! goes away (`pg_outage.rs`). Each of them includes it with `mod process;`.
+#![allow(dead_code)] // every test uses its own part of it
+
+use std::{
+    fs::File,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// How long a server may take to answer `/health` after it was started.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// A `crm-api` process, SIGKILLed when dropped, so a failing test leaves none behind.
+pub struct ServerProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    log: PathBuf,
+    /// The directory it runs in, when it is its own.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ServerProcess {
+    /// Starts `crm-api` on `database_url` without waiting for it, in `dir` (so no
+    /// developer's `.env` is read), with none of the caller's `CRM_…` settings but `env`,
+    /// its stdout in `dir/<log_name>` and its stderr beside it (`.err`).
+    pub fn spawn(dir: &Path, log_name: &str, database_url: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let log = dir.join(log_name);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_crm-api"));
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CRM_")) {
+            command.env_remove(name);
+        }
+        let child = command
+            .current_dir(dir)
+            .env("CRM_DATABASE_URL", database_url)
+            .env("CRM_BIND", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).expect("log file"))
+            .stderr(File::create(log.with_extension("err")).expect("log file"))
+            .spawn()
+            .expect("start crm-api");
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: None,
+        }
+    }
+
+    /// [`ServerProcess::spawn`], then waits until it is healthy.
+    pub async fn start(
+        dir: &Path,
+        log_name: &str,
+        database_url: &str,
+        env: &[(&str, &str)],
+        client: &reqwest::Client,
+    ) -> Self {
+        let mut server = Self::spawn(dir, log_name, database_url, env);
+        server.wait_healthy(client).await;
+        server
+    }
+
+    /// [`ServerProcess::start`] in a temporary directory of its own, removed with it.
+    pub async fn start_in_own_dir(
+        database_url: &str,
+        env: &[(&str, &str)],
+        client: &reqwest::Client,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut server = Self::start(dir.path(), "server.log", database_url, env, client).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Waits until `/health` answers 200; panics with the logs if the process exits or
+    /// panics first, or after [`STARTUP`].
+    pub async fn wait_healthy(&mut self, client: &reqwest::Client) {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Ok(resp) = client.get(format!("{}/health", self.base)).send().await
+                && resp.status().is_success()
+            {
+                return;
+            }
+            self.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "the server at {} never became healthy:\n{}",
+                self.base,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How it exited, if it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("poll the server")
+    }
+
+    /// Panics, with the logs, if the process has exited or logged a panic.
+    pub fn assert_alive(&mut self) {
+        let status = self.exited();
+        assert!(
+            status.is_none(),
+            "the server died ({status:?}):\n{}",
+            self.logs()
+        );
+        let logs = self.logs();
+        assert!(!logs.contains("panicked"), "the server panicked:\n{logs}");
+    }
+
+    /// What it wrote to stdout, then stderr.
+    pub fn logs(&self) -> String {
+        let out = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let err = std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default();
+        format!("{out}{err}")
+    }
+
+    /// What it wrote to stderr.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default()
+    }
+
+    /// `Child::kill` is SIGKILL on Unix: no shutdown hook, no drain, no flush.
+    pub fn sigkill(mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        let status = self.child.wait().expect("reap the server");
+        assert!(!status.success(), "the server was killed, not stopped");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on (now).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `GET url`, which must answer 200 with JSON.
+pub async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    let resp = client.get(&url).send().await.expect("answered");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 200, "GET {url}: {body}");
+    body
+}
+
+/// Every item of an id-paged listing (`/api/<what>`), following the pages.
+pub async fn all_pages(client: &reqwest::Client, base: &str, what: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = get_json(
+            client,
+            format!("{base}/api/{what}?limit=1000&after={after}"),
+        )
+        .await;
+        let page = page.as_array().expect("a list").clone();
+        let Some(last) = page.last() else {
+            return items;
+        };
+        after = last["id"].as_i64().expect("an id");
+        items.extend(page);
+    }
+}
+
+/// Every operator's counter equals its open rows (all of them, page after page) and is
+/// within its limit.
+pub async fn assert_counters_match_rows(client: &reqwest::Client, base: &str) {
+    let contacts = all_pages(client, base, "contacts").await;
+    let stats = get_json(client, format!("{base}/api/stats/operators")).await;
+    for op in stats.as_array().expect("stats") {
+        let id = op["operator_id"].as_i64().expect("id");
+        let open_rows = contacts
+            .iter()
+            .filter(|c| c["operator_id"].as_i64() == Some(id) && c["status"] == "open")
+            .count() as i64;
+        let counter = op["open_contacts"].as_i64().expect("counter");
+        assert_eq!(counter, open_rows, "operator {id}: counter vs open rows");
+        assert!(
+            counter <= op["max_active_contacts"].as_i64().expect("limit"),
+            "operator {id} is over its limit"
+        );
+    }
+}
