@@ -78,7 +78,9 @@ pub fn append(path: &Path, repo: &Path, settings: &Settings, figures: &Figures) 
         .with_context(|| format!("append to {}", path.display()))
 }
 
-/// The commit the harness ran on, `-dirty` when the work tree has changes.
+/// The commit the server was built from, `-dirty` when the work tree changes what goes
+/// into it (the crates, migrations, manifests, lock file and build settings; not docs, so
+/// that the rows this file gains do not mark the next run dirty).
 fn commit(repo: &Path) -> String {
     let git = |args: &[&str]| {
         Command::new("git")
@@ -92,7 +94,19 @@ fn commit(repo: &Path) -> String {
     let Some(hash) = git(&["rev-parse", "--short=10", "HEAD"]) else {
         return "unknown".to_owned();
     };
-    match git(&["status", "--porcelain", "--untracked-files=no"]) {
+    let status = [
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        "crates",
+        "migrations",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo",
+        "rust-toolchain.toml",
+    ];
+    match git(&status) {
         Some(changes) if !changes.is_empty() => format!("{hash}-dirty"),
         _ => hash,
     }
