@@ -102,7 +102,16 @@ impl<A: Endpoint, P: Endpoint, S: Store> Gate<A, P, S> {
         let uri = req.uri().clone();
         let mut resp = match self.admitted(req).await {
             Ok(resp) => resp,
-            Err(err) => ApiError::from_poem(err).into_response(),
+            Err(err) => {
+                // The route an error came from, for its metrics (a 422 of a registration
+                // is counted under `/api/contacts`, only an unknown path as `unmatched`).
+                let route = err.data::<PathPattern>().cloned();
+                let mut resp = ApiError::from_poem(err).into_response();
+                if let Some(route) = route {
+                    resp.set_data(route);
+                }
+                resp
+            }
         };
         if resp.status() == StatusCode::METHOD_NOT_ALLOWED
             && let Some(value) = self.allowed.header(uri.path())

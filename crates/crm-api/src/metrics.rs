@@ -67,7 +67,7 @@ impl Metrics {
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "crm_http_requests_total",
-                "HTTP requests, by route and status",
+                "HTTP requests, by route template (`unmatched` when no route matched) and status",
             ),
             &["method", "route", "status"],
         )

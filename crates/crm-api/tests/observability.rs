@@ -5,7 +5,8 @@ mod common;
 
 use common::spawn_app_on;
 use crm_store::testing::Backend;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 on_every_backend!(metrics_report_registrations_loads_and_requests);
 
@@ -23,6 +24,29 @@ async fn metrics_report_registrations_loads_and_requests(backend: Backend) {
     for lead in ["a", "b", "c"] {
         app.contact(lead, "bot").await;
     }
+    // Refused requests are counted under the route they were sent to; only a path that
+    // matches no route is `unmatched`.
+    let refused = app
+        .send(
+            Method::POST,
+            "/api/contacts",
+            Some(&json!({"external_lead_id": "d", "source_code": "nope"})),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    let invalid = app
+        .send(
+            Method::POST,
+            "/api/contacts",
+            Some(&json!({"source_code": "bot"})),
+        )
+        .await;
+    let invalid_status = invalid.status().as_u16();
+    assert!(invalid.status().is_client_error(), "{invalid_status}");
+    assert_eq!(
+        app.get("/api/nothing").await.status(),
+        StatusCode::NOT_FOUND
+    );
     let resp = app.get("/metrics").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(
@@ -53,6 +77,21 @@ async fn metrics_report_registrations_loads_and_requests(backend: Backend) {
         "crm_http_requests_total{method=\"POST\",route=\"/api/contacts\",status=\"201\"}"
             .to_owned(),
         3.0,
+    );
+    expect(
+        "crm_http_requests_total{method=\"POST\",route=\"/api/contacts\",status=\"404\"}"
+            .to_owned(),
+        1.0,
+    );
+    expect(
+        format!(
+            "crm_http_requests_total{{method=\"POST\",route=\"/api/contacts\",status=\"{invalid_status}\"}}"
+        ),
+        1.0,
+    );
+    expect(
+        "crm_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}".to_owned(),
+        1.0,
     );
     assert!(
         sample(&text, "crm_db_pool_max_connections").is_some_and(|max| max >= 1.0),
