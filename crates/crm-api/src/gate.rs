@@ -231,6 +231,22 @@ mod tests {
         }
     }
 
+    /// A page shadows any operation at its path (the gate asks `is_page` first), where
+    /// one router would have refused the duplicate at start: none may share a path.
+    #[test]
+    fn no_operation_lives_under_a_page() {
+        use poem_openapi::OpenApi;
+        let paths: Vec<String> = <crate::api::Apis<NoStore> as OpenApi>::meta()
+            .into_iter()
+            .flat_map(|api| api.paths)
+            .map(|path| path.path)
+            .collect();
+        assert!(paths.iter().any(|p| p == "/api/contacts"), "{paths:?}");
+        for path in paths {
+            assert!(!is_page(&path), "{path} is both an operation and a page");
+        }
+    }
+
     #[tokio::test]
     async fn a_panicking_handler_is_answered_as_a_500_problem() {
         let ep = gate(make_sync(|_| -> &'static str { panic!("boom") }));

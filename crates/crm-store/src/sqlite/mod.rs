@@ -17,7 +17,7 @@ use writer::Writer;
 
 /// Prepared statements the writer keeps: more than it has.
 const STATEMENT_CACHE: usize = 96;
-/// The writer's page cache, in KiB (SQLite's default is 2,000). A registration looks up
+/// The writer's page cache, in KiB (SQLite's default is 2,000 KiB, `-2000`). A registration looks up
 /// a returning lead and inserts into the contacts' lead index at that lead's place: two
 /// random pages, which a 2 MB cache missed about once per registration (a `pread` each).
 /// 8 MiB keeps those indexes hot for ~700,000 contacts; it is memory the writer only
