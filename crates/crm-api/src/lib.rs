@@ -52,7 +52,8 @@ pub fn app_with<S: Store>(
         metrics: Arc::clone(&metrics),
     };
     let api = api::service(store);
-    let allowed = Arc::new(api::AllowedMethods::of_api::<S>().with("/metrics", &[Method::GET]));
+    let allowed =
+        Arc::new(api::AllowedMethods::of_api::<S>().with("/metrics", &[Method::GET, Method::HEAD]));
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     let pages = Route::new()

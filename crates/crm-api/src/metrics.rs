@@ -217,7 +217,11 @@ impl<S: Store> Endpoint for MetricsEndpoint<S> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        if req.method() != poem::http::Method::GET {
+        // HEAD as everywhere else (hyper sends the headers only).
+        if !matches!(
+            *req.method(),
+            poem::http::Method::GET | poem::http::Method::HEAD
+        ) {
             return Err(poem::error::MethodNotAllowedError.into());
         }
         match self.metrics.render(self.store.as_ref()).await {

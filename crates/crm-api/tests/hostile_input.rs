@@ -444,7 +444,7 @@ async fn undeclared_methods_are_405_with_allow() {
         (Method::GET, "/api/contacts/1/close", "POST"),
         (Method::OPTIONS, "/api/stats/operators", "GET, HEAD"),
         (Method::POST, "/health", "GET, HEAD"),
-        (Method::POST, "/metrics", "GET"),
+        (Method::POST, "/metrics", "GET, HEAD"),
         (Method::PUT, "/api/sources/1/keys", "GET, HEAD, POST"),
         (Method::GET, "/api/sources/1/keys/1", "DELETE"),
     ] {

@@ -47,6 +47,11 @@ async fn metrics_report_registrations_loads_and_requests(backend: Backend) {
         app.get("/api/nothing").await.status(),
         StatusCode::NOT_FOUND
     );
+    // HEAD as on every other GET path (other methods: hostile_input.rs).
+    assert_eq!(
+        app.send(Method::HEAD, "/metrics", None).await.status(),
+        StatusCode::OK
+    );
     let resp = app.get("/metrics").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(

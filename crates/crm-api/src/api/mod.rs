@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn allow_lists_the_methods_of_the_matching_path() {
-        let allowed = AllowedMethods::of_api::<NoStore>().with("/metrics", &[Method::GET]);
+        let allowed =
+            AllowedMethods::of_api::<NoStore>().with("/metrics", &[Method::GET, Method::HEAD]);
         let header = |path| allowed.header(path).and_then(|v| v.to_str().ok());
         assert_eq!(header("/api/operators"), Some("GET, HEAD, POST"));
         assert_eq!(
@@ -149,7 +150,7 @@ mod tests {
         );
         assert_eq!(header("/api/contacts/x/assign"), Some("POST"));
         assert_eq!(header("/api/sources/1/operators"), Some("PUT"));
-        assert_eq!(header("/metrics"), Some("GET"));
+        assert_eq!(header("/metrics"), Some("GET, HEAD"));
         assert_eq!(header("/api/nothing"), None);
     }
 }
