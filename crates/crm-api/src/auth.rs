@@ -139,8 +139,7 @@ pub(crate) async fn authenticate<S: Store>(
         (Some(token), true) => {
             let principal = identify(req, token, store).await?;
             if let Principal::SourceKey { .. } = principal {
-                let ingest = req.method() == Method::POST
-                    && matches!(req.uri().path().trim_end_matches('/'), "/api/contacts");
+                let ingest = req.method() == Method::POST && path == "/api/contacts";
                 if !ingest {
                     return Err(ApiError::new(
                         ErrorCode::Forbidden,
