@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use process::{ServerProcess, all_pages, get_json};
+use process::{ServerProcess, all_pages, assert_counters_match, get_json};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
@@ -264,23 +264,7 @@ async fn check_api(
     let stats = get_json(client, format!("{base}/api/stats/operators")).await;
     let stats = stats.as_array().expect("stats");
     assert_eq!(stats.len(), LIMITS.len());
-    for op in stats {
-        let id = op["operator_id"].as_i64().expect("id");
-        let open_rows = contacts
-            .values()
-            .filter(|c| c["operator_id"].as_i64() == Some(id) && c["status"] == "open")
-            .count() as i64;
-        let counter = op["open_contacts"].as_i64().expect("counter");
-        let limit = op["max_active_contacts"].as_i64().expect("limit");
-        assert_eq!(
-            counter, open_rows,
-            "round {round}: operator {id} counter vs rows"
-        );
-        assert!(
-            counter <= limit,
-            "round {round}: operator {id} holds {counter} > {limit}"
-        );
-    }
+    assert_counters_match(stats, contacts.values(), &format!("round {round}: "));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -27,20 +27,10 @@ async fn metrics_report_registrations_loads_and_requests(backend: Backend) {
     // Refused requests are counted under the route they were sent to; only a path that
     // matches no route is `unmatched`.
     let refused = app
-        .send(
-            Method::POST,
-            "/api/contacts",
-            Some(&json!({"external_lead_id": "d", "source_code": "nope"})),
-        )
+        .create_contact(&json!({"external_lead_id": "d", "source_code": "nope"}))
         .await;
     assert_eq!(refused.status(), StatusCode::NOT_FOUND);
-    let invalid = app
-        .send(
-            Method::POST,
-            "/api/contacts",
-            Some(&json!({"source_code": "bot"})),
-        )
-        .await;
+    let invalid = app.create_contact(&json!({"source_code": "bot"})).await;
     let invalid_status = invalid.status().as_u16();
     assert!(invalid.status().is_client_error(), "{invalid_status}");
     assert_eq!(

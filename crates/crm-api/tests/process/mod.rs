@@ -188,17 +188,32 @@ pub async fn all_pages(client: &reqwest::Client, base: &str, what: &str) -> Vec<
 pub async fn assert_counters_match_rows(client: &reqwest::Client, base: &str) {
     let contacts = all_pages(client, base, "contacts").await;
     let stats = get_json(client, format!("{base}/api/stats/operators")).await;
-    for op in stats.as_array().expect("stats") {
+    assert_counters_match(stats.as_array().expect("stats"), &contacts, "");
+}
+
+/// Every operator in `stats` (`/api/stats/operators`) has a counter equal to its open
+/// rows among `contacts` and within its limit; `context` starts every failure message.
+pub fn assert_counters_match<'a>(
+    stats: &[Value],
+    contacts: impl IntoIterator<Item = &'a Value> + Clone,
+    context: &str,
+) {
+    for op in stats {
         let id = op["operator_id"].as_i64().expect("id");
         let open_rows = contacts
-            .iter()
+            .clone()
+            .into_iter()
             .filter(|c| c["operator_id"].as_i64() == Some(id) && c["status"] == "open")
             .count() as i64;
         let counter = op["open_contacts"].as_i64().expect("counter");
-        assert_eq!(counter, open_rows, "operator {id}: counter vs open rows");
+        let limit = op["max_active_contacts"].as_i64().expect("limit");
+        assert_eq!(
+            counter, open_rows,
+            "{context}operator {id}: counter vs open rows"
+        );
         assert!(
-            counter <= op["max_active_contacts"].as_i64().expect("limit"),
-            "operator {id} is over its limit"
+            counter <= limit,
+            "{context}operator {id} holds {counter} > {limit}"
         );
     }
 }
