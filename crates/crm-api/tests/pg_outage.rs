@@ -24,7 +24,7 @@ use std::{
 };
 
 use crm_store::testing::{Backend, TestDatabase};
-use process::{ServerProcess, assert_counters_match_rows, free_port};
+use process::{ServerProcess, assert_counters_match_rows};
 use serde_json::{Value, json};
 use tokio::{
     net::{TcpSocket, TcpStream},
@@ -52,11 +52,12 @@ struct Proxy {
 
 impl Proxy {
     async fn start(upstream: SocketAddr) -> Self {
-        let port = free_port();
+        // Bound here, on a port the system picks: a port chosen free and bound later could
+        // be taken in between by a server another test starts.
+        let listener = listen(0);
+        let port = listener.local_addr().expect("the proxy's address").port();
         let (control, commands) = mpsc::channel(4);
-        let (ready, listening) = oneshot::channel();
-        tokio::spawn(run_proxy(port, upstream, commands, ready));
-        listening.await.expect("the proxy listens");
+        tokio::spawn(run_proxy(listener, upstream, commands));
         Self { port, control }
     }
 
@@ -92,19 +93,16 @@ fn listen(port: u16) -> tokio::net::TcpListener {
 }
 
 async fn run_proxy(
-    port: u16,
+    first: tokio::net::TcpListener,
     upstream: SocketAddr,
     mut commands: mpsc::Receiver<Control>,
-    ready: oneshot::Sender<()>,
 ) {
-    let mut ready = Some(ready);
+    let port = first.local_addr().expect("the proxy's address").port();
+    let mut first = Some(first);
     let mut restored: Option<oneshot::Sender<()>> = None;
     loop {
-        // Up: accept and pipe until told to cut.
-        let listener = listen(port);
-        if let Some(ready) = ready.take() {
-            let _ = ready.send(());
-        }
+        // Up: accept and pipe until told to cut; after a cut, on the same port again.
+        let listener = first.take().unwrap_or_else(|| listen(port));
         if let Some(restored) = restored.take() {
             let _ = restored.send(());
         }
