@@ -3,9 +3,10 @@
 
 pub mod checkpoint;
 pub mod registration;
+pub mod walbuf;
 pub mod writer;
 
-use std::{fs::File, path::PathBuf};
+use std::{ffi::CStr, fs::File, path::PathBuf};
 
 use fs2::FileExt;
 use migration::{Migrator, MigratorTrait};
@@ -99,12 +100,24 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
     } else {
         "FULL"
     };
-    let open_rw = move |path: String| {
+    // The writer's WAL writes are gathered into one `pwrite` per commit, which is only
+    // safe when every commit syncs the WAL (see `walbuf`).
+    let gather_wal = !config.sqlite_synchronous_normal;
+    if gather_wal {
+        walbuf::register().map_err(|rc| {
+            ConnectError::Database(Box::new(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rc),
+                Some("cannot register the WAL write buffer".into()),
+            )))
+        })?;
+    }
+    let open_rw = move |path: String, vfs: Option<&CStr>| {
         use rusqlite::OpenFlags;
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match vfs {
+            Some(vfs) => rusqlite::Connection::open_with_flags_and_vfs(path, flags, vfs)?,
+            None => rusqlite::Connection::open_with_flags(path, flags)?,
+        };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
@@ -113,13 +126,19 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
     };
     let path = display.clone();
     let checkpointer =
-        Checkpointer::start(move || open_rw(path)).map_err(|source| ConnectError::Io {
+        Checkpointer::start(move || open_rw(path, None)).map_err(|source| ConnectError::Io {
             path: display.clone(),
             source,
         })?;
     let path = display.clone();
     let connect = move || {
-        let conn = open_rw(path)?;
+        let conn = open_rw(path, gather_wal.then_some(walbuf::NAME))?;
+        if gather_wal {
+            // The buffer is only safe if every commit syncs the WAL (0 OFF, 1 NORMAL,
+            // 2 FULL, 3 EXTRA).
+            let level: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+            assert!(level >= 2, "the WAL write buffer needs synchronous = FULL");
+        }
         // Every statement the writer runs stays prepared (there are about forty).
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))?;
