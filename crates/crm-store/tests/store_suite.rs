@@ -417,8 +417,8 @@ async fn a_second_process_cannot_open_the_same_sqlite_file() {
 }
 
 /// The writer turns SQLite's automatic checkpoint off and leaves checkpoints to its
-/// checkpointer thread: once the WAL passes ~1,000 pages (4 MiB), the pages must reach the
-/// database file while the server runs, not only at shutdown.
+/// checkpointer thread: once the WAL passes 4,000 pages (16 MiB, `NUDGE_FRAMES`), the
+/// pages must reach the database file while the server runs, not only at shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_checkpointer_copies_the_wal_into_the_database_file() {
     let t = store(Backend::Sqlite).await;
@@ -432,18 +432,18 @@ async fn the_checkpointer_copies_the_wal_into_the_database_file() {
     let s = source(&t.store, "src", &[(a, 1)]).await;
     let before = file_len();
     let big = serde_json::json!({ "text": "x".repeat(50_000) });
-    for i in 0..120 {
+    for i in 0..480 {
         let mut new = contact(&format!("lead-{i}"), SourceRef::Id(s));
         new.payload = Payload::from_value(&big).expect("payload");
         t.store.register_contact(new).await.expect("register");
     }
-    // 120 × 50 kB is ~6 MB of WAL; the checkpointer copies it in the background.
+    // 480 × 50 kB is ~24 MB of WAL; the checkpointer copies it in the background.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while file_len() < before + 4_000_000 && std::time::Instant::now() < deadline {
+    while file_len() < before + 12_000_000 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(
-        file_len() >= before + 4_000_000,
+        file_len() >= before + 12_000_000,
         "the database file stayed at {} bytes (was {before})",
         file_len()
     );
