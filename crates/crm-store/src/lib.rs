@@ -46,7 +46,7 @@ macro_rules! write {
                     .run(move |ctx| {
                         // Any write but a registration may change what the cache holds.
                         ctx.cache.clear();
-                        let $conn = &SqliteConn(&ctx.conn);
+                        let $conn = &SqliteConn(ctx.conn);
                         pollster::block_on($body)
                     })
                     .await
@@ -70,7 +70,7 @@ macro_rules! write {
                 handle
                     .run(move |ctx| {
                         let $tx = &mut sqlite::registration::SqliteRegistration::new(
-                            &ctx.conn,
+                            &mut ctx.hot,
                             &mut ctx.cache,
                         );
                         let $rng = &mut ctx.rng;

@@ -27,7 +27,7 @@ use crm_core::{
     Inserted, KeyClaim, LeadId, OperatorId, OperatorSummary, Payload, Prepared, RegistrationTx,
     SourceId, SourceRef, StoreError,
 };
-use rusqlite::{Connection, OptionalExtension, Params};
+use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
 use crate::{
     conn::{SqliteConn, sqlite_err, sqlite_timestamp},
@@ -76,21 +76,62 @@ impl SourceCache {
     }
 }
 
-/// One registration inside the writer's current savepoint.
-pub struct SqliteRegistration<'c> {
+/// The statements every registration runs, prepared on first use and then held for the
+/// writer's life. Through rusqlite's statement cache each use hashed the SQL text and
+/// moved the statement out of and back into the cache's LRU list, ~6 % of the writer's
+/// instructions per registration (docs/benchmarks.md).
+pub struct HotStatements<'c> {
     conn: &'c Connection,
-    cache: &'c mut SourceCache,
+    lead_by_external_id: Option<Statement<'c>>,
+    insert_lead: Option<Statement<'c>>,
+    claim_operator: Option<Statement<'c>>,
+    insert_contact: Option<Statement<'c>>,
+}
+
+impl<'c> HotStatements<'c> {
+    /// None prepared yet: the writer starts before anything proves the schema is there.
+    #[must_use]
+    pub fn new(conn: &'c Connection) -> Self {
+        Self {
+            conn,
+            lead_by_external_id: None,
+            insert_lead: None,
+            claim_operator: None,
+            insert_contact: None,
+        }
+    }
+}
+
+/// The statement in `slot`, prepared on `conn` the first time.
+fn held<'s, 'c>(
+    slot: &'s mut Option<Statement<'c>>,
+    conn: &'c Connection,
+    sql: &str,
+) -> Result<&'s mut Statement<'c>, StoreError> {
+    if slot.is_none() {
+        *slot = Some(conn.prepare(sql).map_err(db)?);
+    }
+    Ok(slot.as_mut().expect("prepared just above"))
+}
+
+/// One registration inside the writer's current transaction.
+pub struct SqliteRegistration<'r, 'c> {
+    conn: &'c Connection,
+    hot: &'r mut HotStatements<'c>,
+    cache: &'r mut SourceCache,
     now: DateTime<Utc>,
     /// `now` as stored.
     created_at: String,
 }
 
-impl<'c> SqliteRegistration<'c> {
-    /// A unit of work on the writer's connection, which is inside the job's savepoint.
-    pub fn new(conn: &'c Connection, cache: &'c mut SourceCache) -> Self {
+impl<'r, 'c> SqliteRegistration<'r, 'c> {
+    /// A unit of work on the writer's connection, which is inside the group's
+    /// transaction.
+    pub fn new(hot: &'r mut HotStatements<'c>, cache: &'r mut SourceCache) -> Self {
         let now = ops::now();
         Self {
-            conn,
+            conn: hot.conn,
+            hot,
             cache,
             now,
             created_at: sqlite_timestamp(now),
@@ -101,13 +142,6 @@ impl<'c> SqliteRegistration<'c> {
         self.conn
             .prepare_cached(sql)
             .and_then(|mut statement| statement.query_row(params, |row| row.get(0)).optional())
-            .map_err(db)
-    }
-
-    fn execute(&self, sql: &str, params: impl Params) -> Result<usize, StoreError> {
-        self.conn
-            .prepare_cached(sql)
-            .and_then(|mut statement| statement.execute(params))
             .map_err(db)
     }
 
@@ -143,7 +177,7 @@ impl<'c> SqliteRegistration<'c> {
     }
 }
 
-impl RegistrationTx for SqliteRegistration<'_> {
+impl RegistrationTx for SqliteRegistration<'_, '_> {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
         ops::claim_key(&SqliteConn(self.conn), key, self.now).await
     }
@@ -164,10 +198,20 @@ impl RegistrationTx for SqliteRegistration<'_> {
         let source_id = self
             .source_id(source)?
             .ok_or(StoreError::NotFound(Entity::Source))?;
-        let lead_id = match self.id(LEAD_BY_EXTERNAL_ID, [external_id.as_str()])? {
+        let existing = held(
+            &mut self.hot.lead_by_external_id,
+            self.conn,
+            LEAD_BY_EXTERNAL_ID,
+        )?
+        .query_row([external_id.as_str()], |row| row.get(0))
+        .optional()
+        .map_err(db)?;
+        let lead_id = match existing {
             Some(id) => id,
             None => {
-                self.execute(INSERT_LEAD, (external_id.as_str(), &self.created_at))?;
+                held(&mut self.hot.insert_lead, self.conn, INSERT_LEAD)?
+                    .execute((external_id.as_str(), &self.created_at))
+                    .map_err(db)?;
                 self.conn.last_insert_rowid()
             }
         };
@@ -194,7 +238,10 @@ impl RegistrationTx for SqliteRegistration<'_> {
         decision: &Decision,
     ) -> Result<Inserted, StoreError> {
         if let Some(id) = operator {
-            if self.execute(CLAIM_OPERATOR, [id.get()])? == 0 {
+            let claimed = held(&mut self.hot.claim_operator, self.conn, CLAIM_OPERATOR)?
+                .execute([id.get()])
+                .map_err(db)?;
+            if claimed == 0 {
                 // Cannot happen while the cache is right; read afresh next time.
                 self.cache.clear();
                 return Ok(Inserted::OperatorFull);
@@ -202,17 +249,16 @@ impl RegistrationTx for SqliteRegistration<'_> {
             self.cache.claimed(id);
         }
         let decision_json = decision.record();
-        self.execute(
-            INSERT_CONTACT,
-            (
+        held(&mut self.hot.insert_contact, self.conn, INSERT_CONTACT)?
+            .execute((
                 prepared.lead_id.get(),
                 prepared.source_id.get(),
                 operator.map(OperatorId::get),
                 payload.as_json(),
                 decision_json,
                 &self.created_at,
-            ),
-        )?;
+            ))
+            .map_err(db)?;
         Ok(Inserted::Stored(Contact {
             id: ContactId(self.conn.last_insert_rowid()),
             lead_id: prepared.lead_id,
@@ -226,7 +272,7 @@ impl RegistrationTx for SqliteRegistration<'_> {
     }
 }
 
-impl SqliteRegistration<'_> {
+impl SqliteRegistration<'_, '_> {
     /// The answer's view of a cached candidate.
     fn summary(&self, source_id: SourceId, id: OperatorId) -> Option<OperatorSummary> {
         self.cache

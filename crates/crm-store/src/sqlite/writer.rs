@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     checkpoint::{self, Checkpointer},
-    registration::SourceCache,
+    registration::{HotStatements, SourceCache},
 };
 use crate::conn::sqlite_err;
 
@@ -41,9 +41,11 @@ use crate::conn::sqlite_err;
 const MAX_GROUP: usize = 256;
 
 /// What a job gets to work with.
-pub struct WriterCtx {
-    /// The read-write connection, inside the group's transaction and the job's savepoint.
-    pub conn: Connection,
+pub struct WriterCtx<'c> {
+    /// The read-write connection, inside the group's transaction.
+    pub conn: &'c Connection,
+    /// The registration's statements, prepared once on `conn`.
+    pub hot: HotStatements<'c>,
     /// The generator behind every automatic assignment.
     pub rng: ChaCha8Rng,
     /// What registrations keep of their sources (see [`SourceCache`]).
@@ -54,7 +56,7 @@ pub struct WriterCtx {
 /// transaction, then answered once the group's commit is known.
 trait Job: Send {
     /// Runs the write; whether it succeeded.
-    fn run(&mut self, ctx: &mut WriterCtx) -> bool;
+    fn run(&mut self, ctx: &mut WriterCtx<'_>) -> bool;
     /// Answers the requester with the last run's result and the group's commit.
     fn complete(self: Box<Self>, commit: Result<(), &StoreError>);
 }
@@ -68,10 +70,10 @@ struct Call<F, T> {
 
 impl<F, T> Job for Call<F, T>
 where
-    F: FnMut(&mut WriterCtx) -> Result<T, StoreError> + Send,
+    F: FnMut(&mut WriterCtx<'_>) -> Result<T, StoreError> + Send,
     T: Send,
 {
-    fn run(&mut self, ctx: &mut WriterCtx) -> bool {
+    fn run(&mut self, ctx: &mut WriterCtx<'_>) -> bool {
         // A panicking job is a bug in that job: it fails alone (what it wrote is undone
         // like any failed job's) instead of taking the writer, and with it every later
         // write, down with it.
@@ -161,7 +163,8 @@ impl Writer {
                     checkpoint::watch_wal(&conn);
                     let _ = ready_tx.send(Ok(()));
                     let ctx = WriterCtx {
-                        conn,
+                        conn: &conn,
+                        hot: HotStatements::new(&conn),
                         rng,
                         cache: SourceCache::default(),
                     };
@@ -222,7 +225,7 @@ impl WriterHandle {
     pub async fn run<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnMut(&mut WriterCtx) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut WriterCtx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Call {
@@ -256,7 +259,7 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the sqlite writer has stopped".into())
 }
 
-fn run(mut ctx: WriterCtx, mut rx: mpsc::Receiver<Msg>, checkpointer: Option<&Thread>) {
+fn run(mut ctx: WriterCtx<'_>, mut rx: mpsc::Receiver<Msg>, checkpointer: Option<&Thread>) {
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         // After `close`, the receiver still yields what was queued, then `None`.
@@ -284,7 +287,7 @@ fn run(mut ctx: WriterCtx, mut rx: mpsc::Receiver<Msg>, checkpointer: Option<&Th
         // After answering: the group's requests do not wait for this.
         let frames = checkpoint::wal_frames();
         if frames >= checkpoint::WAL_RESTART_FRAMES {
-            checkpoint::checkpoint_remainder(&ctx.conn);
+            checkpoint::checkpoint_remainder(ctx.conn);
         } else if frames >= checkpoint::NUDGE_FRAMES
             && let Some(checkpointer) = checkpointer
         {
@@ -296,8 +299,8 @@ fn run(mut ctx: WriterCtx, mut rx: mpsc::Receiver<Msg>, checkpointer: Option<&Th
 
 /// Runs `group` in one transaction and commits it (see the module docs). On an error the
 /// transaction is rolled back; jobs that had not run are then answered with it.
-fn run_group(ctx: &mut WriterCtx, group: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    exec(&ctx.conn, "BEGIN IMMEDIATE")?;
+fn run_group(ctx: &mut WriterCtx<'_>, group: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    exec(ctx.conn, "BEGIN IMMEDIATE")?;
     let mut undo = None;
     for (i, job) in group.iter_mut().enumerate() {
         let changes = ctx.conn.total_changes();
@@ -314,33 +317,33 @@ fn run_group(ctx: &mut WriterCtx, group: &mut [Box<dyn Job>]) -> Result<(), Stor
     if let Some(failed) = undo {
         // Some errors (disk full, I/O) end the transaction by themselves.
         if !ctx.conn.is_autocommit() {
-            exec(&ctx.conn, "ROLLBACK")?;
+            exec(ctx.conn, "ROLLBACK")?;
         }
-        exec(&ctx.conn, "BEGIN IMMEDIATE")?;
+        exec(ctx.conn, "BEGIN IMMEDIATE")?;
         for (i, job) in group.iter_mut().enumerate() {
             if i != failed {
                 run_in_savepoint(ctx, job.as_mut()).map_err(|err| rollback(ctx, err))?;
             }
         }
     }
-    exec(&ctx.conn, "COMMIT").map_err(|err| rollback(ctx, err))
+    exec(ctx.conn, "COMMIT").map_err(|err| rollback(ctx, err))
 }
 
 /// Runs `job` inside its own savepoint, which is rolled back if the job fails.
-fn run_in_savepoint(ctx: &mut WriterCtx, job: &mut dyn Job) -> Result<(), StoreError> {
-    exec(&ctx.conn, "SAVEPOINT job")?;
+fn run_in_savepoint(ctx: &mut WriterCtx<'_>, job: &mut dyn Job) -> Result<(), StoreError> {
+    exec(ctx.conn, "SAVEPOINT job")?;
     if job.run(ctx) {
-        exec(&ctx.conn, "RELEASE job")
+        exec(ctx.conn, "RELEASE job")
     } else {
         ctx.cache.clear();
-        exec(&ctx.conn, "ROLLBACK TO job").and_then(|()| exec(&ctx.conn, "RELEASE job"))
+        exec(ctx.conn, "ROLLBACK TO job").and_then(|()| exec(ctx.conn, "RELEASE job"))
     }
 }
 
-fn rollback(ctx: &mut WriterCtx, err: StoreError) -> StoreError {
+fn rollback(ctx: &mut WriterCtx<'_>, err: StoreError) -> StoreError {
     ctx.cache.clear();
     if !ctx.conn.is_autocommit()
-        && let Err(again) = exec(&ctx.conn, "ROLLBACK")
+        && let Err(again) = exec(ctx.conn, "ROLLBACK")
     {
         tracing::error!(error = %again, "sqlite rollback failed");
     }
@@ -381,7 +384,7 @@ mod tests {
         Writer::start(Connection::open_in_memory, queue, Some(7), None).expect("writer starts")
     }
 
-    fn insert(ctx: &WriterCtx, x: i64) -> Result<(), StoreError> {
+    fn insert(ctx: &WriterCtx<'_>, x: i64) -> Result<(), StoreError> {
         ctx.conn
             .execute("INSERT INTO t (x) VALUES (?1)", [x])
             .map(drop)
