@@ -203,8 +203,10 @@ fn usable_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// 128 random bits as 32 lowercase hex digits. (`format!("{:032x}")` of a `u128` cost
+/// ~1,000 instructions per request, ~2 % of the HTTP side.)
 fn new_request_id() -> String {
-    format!("{:032x}", rand::rng().random::<u128>())
+    hex::encode(rand::rng().random::<[u8; 16]>())
 }
 
 #[cfg(test)]

@@ -54,6 +54,10 @@ async fn request_ids_are_echoed_generated_and_logged() {
         .expect("ascii")
         .to_owned();
     assert_eq!(id.len(), 32, "a fresh 128-bit id: {id}");
+    assert!(
+        id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "lowercase hex: {id}"
+    );
 
     let bad = app
         .client
