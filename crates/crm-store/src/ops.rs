@@ -1,7 +1,8 @@
 //! Every write, written once over [`Conn`], except the registration's hot path, which
 //! each backend shapes for its own costs (`sqlite::registration`, `pg::registration`).
-//! Each runs inside a unit of work the backend opened for it (a savepoint of the SQLite
-//! writer's group, or a PostgreSQL transaction), so an error leaves nothing behind.
+//! Each runs inside a unit of work the backend opened for it (a job of the SQLite writer's
+//! group, undone alone if it fails, or a PostgreSQL transaction), so an error leaves
+//! nothing behind.
 //!
 //! Lock order on PostgreSQL, to rule out deadlocks: a contact row before operator rows,
 //! and operator rows by ascending id.
