@@ -35,7 +35,7 @@ use super::{
     checkpoint::{self, Checkpointer},
     registration::{HotStatements, SourceCache},
 };
-use crate::conn::sqlite_err;
+use crate::{conn::sqlite_err, error::chain};
 
 /// Most jobs committed together.
 const MAX_GROUP: usize = 256;
@@ -92,7 +92,7 @@ where
             (Some(Err(err)), _) => Err(err),
             (Some(Ok(value)), Ok(())) => Ok(value),
             (Some(Ok(_)) | None, Err(err)) => Err(StoreError::Unavailable(
-                format!("commit failed: {err}").into(),
+                format!("commit failed: {}", chain(err)).into(),
             )),
             // Every job of a committed group has run.
             (None, Ok(())) => Err(stopped()),
@@ -279,7 +279,7 @@ fn run(mut ctx: WriterCtx<'_>, mut rx: mpsc::Receiver<Msg>, checkpointer: Option
         }
         let commit = run_group(&mut ctx, &mut group);
         if let Err(err) = &commit {
-            tracing::error!(error = %err, jobs = group.len(), "sqlite group commit failed");
+            tracing::error!(error = %chain(err), jobs = group.len(), "sqlite group commit failed");
         }
         for job in group.drain(..) {
             job.complete(commit.as_ref().map(|_| ()));
@@ -345,7 +345,7 @@ fn rollback(ctx: &mut WriterCtx<'_>, err: StoreError) -> StoreError {
     if !ctx.conn.is_autocommit()
         && let Err(again) = exec(ctx.conn, "ROLLBACK")
     {
-        tracing::error!(error = %again, "sqlite rollback failed");
+        tracing::error!(error = %chain(&again), "sqlite rollback failed");
     }
     err
 }
@@ -569,6 +569,32 @@ mod tests {
     async fn a_job_panicking_after_it_wrote_is_undone_and_the_others_run_again() {
         let runs = a_failing_job_fails_alone(Failure::Panicking).await;
         assert_eq!(runs, [2, 1, 1]);
+    }
+
+    /// A failed commit's answer names SQLite's own reason, not only "unavailable": the
+    /// API logs the cause of a 503, and "store is unavailable" alone helps nobody.
+    #[test]
+    fn a_failed_commit_answers_with_its_cause() {
+        let (reply, mut answer) = oneshot::channel::<Result<(), StoreError>>();
+        let job = Box::new(Call {
+            write: |_: &mut WriterCtx<'_>| Ok(()),
+            result: Some(Ok(())),
+            reply,
+        });
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let commit = StoreError::from(sqlite_err(full));
+        job.complete(Err(&commit));
+        let Ok(Err(StoreError::Unavailable(cause))) = answer.try_recv() else {
+            panic!("a failed commit answers unavailable");
+        };
+        let text = chain(cause.as_ref());
+        assert!(
+            text.contains("commit failed") && text.contains("database or disk is full"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
