@@ -5,7 +5,6 @@
 
 use std::{
     fs::File,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -19,7 +18,7 @@ const STARTUP: Duration = Duration::from_secs(30);
 /// A `crm-api` process, SIGKILLed when dropped, so a failing test leaves none behind.
 pub struct ServerProcess {
     child: Child,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, once [`ServerProcess::wait_healthy`] has returned.
     pub base: String,
     log: PathBuf,
     /// The directory it runs in, when it is its own.
@@ -30,8 +29,13 @@ impl ServerProcess {
     /// Starts `crm-api` on `database_url` without waiting for it, in `dir` (so no
     /// developer's `.env` is read), with none of the caller's `CRM_…` settings but `env`,
     /// its stdout in `dir/<log_name>` and its stderr beside it (`.err`).
+    ///
+    /// It listens on a port the system picks (`127.0.0.1:0`) and logs it; [`base`] is
+    /// known once [`ServerProcess::wait_healthy`] has read that line. (Picking a free port
+    /// here and passing it on raced with every other socket opened in between.)
+    ///
+    /// [`base`]: ServerProcess::base
     pub fn spawn(dir: &Path, log_name: &str, database_url: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
         let log = dir.join(log_name);
         let mut command = Command::new(env!("CARGO_BIN_EXE_crm-api"));
         for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CRM_")) {
@@ -40,8 +44,9 @@ impl ServerProcess {
         let child = command
             .current_dir(dir)
             .env("CRM_DATABASE_URL", database_url)
-            .env("CRM_BIND", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
+            .env("CRM_BIND", "127.0.0.1:0")
+            // The binary's own lines (where it listens) but no access log.
+            .env("RUST_LOG", "warn,crm_api=info,crm_api::gate=warn")
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -51,10 +56,18 @@ impl ServerProcess {
             .expect("start crm-api");
         Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: String::new(),
             log,
             _dir: None,
         }
+    }
+
+    /// Where it listens, from its log line `listening on http://<address>, …`.
+    fn listening(&self) -> Option<String> {
+        let logs = self.logs();
+        let rest = &logs[logs.find("listening on http://")? + "listening on ".len()..];
+        let end = rest.find([',', ' ', '\n'])?;
+        Some(rest[..end].to_owned())
     }
 
     /// [`ServerProcess::spawn`], then waits until it is healthy.
@@ -82,12 +95,18 @@ impl ServerProcess {
         server
     }
 
-    /// Waits until `/health` answers 200; panics with the logs if the process exits or
-    /// panics first, or after [`STARTUP`].
+    /// Waits until it has logged where it listens and `/health` answers 200 there; panics
+    /// with the logs if the process exits or panics first, or after [`STARTUP`].
     pub async fn wait_healthy(&mut self, client: &reqwest::Client) {
         let deadline = Instant::now() + STARTUP;
         loop {
-            if let Ok(resp) = client.get(format!("{}/health", self.base)).send().await
+            if self.base.is_empty()
+                && let Some(base) = self.listening()
+            {
+                self.base = base;
+            }
+            if !self.base.is_empty()
+                && let Ok(resp) = client.get(format!("{}/health", self.base)).send().await
                 && resp.status().is_success()
             {
                 return;
@@ -95,7 +114,7 @@ impl ServerProcess {
             self.assert_alive();
             assert!(
                 Instant::now() < deadline,
-                "the server at {} never became healthy:\n{}",
+                "the server at {:?} never became healthy:\n{}",
                 self.base,
                 self.logs()
             );
@@ -145,14 +164,6 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A port nobody listens on (now).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// `GET url`, which must answer 200 with JSON.
