@@ -137,7 +137,12 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
             // The buffer is only safe if every commit syncs the WAL (0 OFF, 1 NORMAL,
             // 2 FULL, 3 EXTRA).
             let level: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
-            assert!(level >= 2, "the WAL write buffer needs synchronous = FULL");
+            if level < 2 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
+                    Some("the WAL write buffer needs synchronous = FULL".into()),
+                ));
+            }
         }
         // Every statement the writer runs stays prepared (there are about forty).
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);

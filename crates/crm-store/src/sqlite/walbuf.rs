@@ -18,11 +18,24 @@
 //! the buffer is written out before that call, as one contiguous range written in order.
 //! Other connections (the checkpointer, the readers) never see a frame before SQLite
 //! publishes it in the WAL index, and with `synchronous = FULL` SQLite publishes a commit
-//! only after syncing the WAL, which writes the buffer out first. So buffered bytes are
-//! only ever frames of the transaction being written. **With `synchronous = NORMAL` there
-//! is no sync per commit and readers could be told about frames still in the buffer: the
-//! shim must only be used with `FULL` (or `EXTRA`), which [`super::open`] ensures.** A
-//! crash loses the buffer, which held nothing committed. Files other than WAL files pass
+//! only after syncing the WAL, which writes the buffer out first. So a commit's frames are
+//! never published while buffered. Conditions, each checked or guaranteed here:
+//!
+//! - **`synchronous = FULL` (or `EXTRA`).** At `NORMAL` there is no sync per commit and
+//!   readers could be told about frames still in the buffer; [`super::open`] uses the shim
+//!   only at `FULL` and checks the level on the connection.
+//! - **Power-safe overwrite** (SQLite's default on Linux). Without it SQLite pads a commit
+//!   to a sector boundary and writes the tail of its last frame *after* the sync, unsynced;
+//!   so a WAL file whose device lacks `SQLITE_IOCAP_POWERSAFE_OVERWRITE` is not buffered.
+//! - **One connection appends to the WAL.** After a rollback, frames of the rolled-back
+//!   transaction may stay buffered until this connection next touches the WAL; harmless
+//!   while it is the only writer (the store's writer thread, behind the process's
+//!   exclusive lock file), not if another connection appended frames in between.
+//! - **A failed write-out is never dropped.** It is reported as `SQLITE_IOERR_WRITE`
+//!   (which makes SQLite roll the whole transaction back) and tried again before the next
+//!   operation on the file, so no frame SQLite was told is written can be skipped.
+//!
+//! A crash loses the buffer, which held nothing committed. Files other than WAL files pass
 //! straight through.
 //!
 //! Only the writer's connection opens its files through the shim (by the VFS name
@@ -48,7 +61,7 @@ pub const NAME: &CStr = c"crm-walbuf";
 /// 124 KiB, about thirty WAL frames of 4 KiB pages.
 pub const CAPACITY: usize = 124 * 1024;
 
-/// The VFS underneath (SQLite's default when the shim was registered).
+/// The VFS underneath: SQLite's `unix` VFS.
 static BASE: AtomicPtr<ffi::sqlite3_vfs> = AtomicPtr::new(ptr::null_mut());
 
 /// Registers the shim (once per process; later calls return the first result).
@@ -59,12 +72,12 @@ pub fn register() -> Result<(), c_int> {
     static REGISTERED: OnceLock<c_int> = OnceLock::new();
     let rc = *REGISTERED.get_or_init(|| {
         // SAFETY: `sqlite3_vfs_find` and `sqlite3_vfs_register` are thread-safe and
-        // initialise SQLite if needed. The copied VFS keeps every field of the default
-        // one (its functions read `pAppData` and `mxPathname`), with our `xOpen`, a file
-        // size large enough for our header, and our name; it is leaked, because SQLite
-        // keeps the pointer for the life of the process.
+        // initialise SQLite if needed. The copied VFS keeps every field of `unix` (its
+        // functions read `pAppData` and `mxPathname`), with our `xOpen`, a file size large
+        // enough for our header, and our name; it is leaked, because SQLite keeps the
+        // pointer for the life of the process.
         unsafe {
-            let base = ffi::sqlite3_vfs_find(ptr::null());
+            let base = ffi::sqlite3_vfs_find(c"unix".as_ptr());
             if base.is_null() {
                 return ffi::SQLITE_ERROR;
             }
@@ -121,8 +134,10 @@ unsafe fn methods(file: *mut ffi::sqlite3_file) -> &'static ffi::sqlite3_io_meth
     unsafe { &*(*inner(file)).pMethods }
 }
 
-/// Writes the buffer out (one call); the buffer is empty afterwards, even on failure
-/// (it only ever holds frames of a transaction that then fails).
+/// Writes the buffer out (one call). On failure the bytes stay buffered, to be written
+/// before anything else happens to the file, and the error is `SQLITE_IOERR_WRITE`
+/// whatever the cause, because an I/O error makes SQLite roll the whole transaction back
+/// (after `SQLITE_FULL` from a read, say, it could go on to commit around the lost frames).
 ///
 /// # Safety
 /// `file` is open.
@@ -138,17 +153,20 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
         let Some(write) = methods(file).xWrite else {
             return ffi::SQLITE_IOERR_WRITE;
         };
-        // At most CAPACITY long, so it fits a c_int and one `unix` VFS write.
         #[cfg(test)]
         tests::BASE_WRITES.set(tests::BASE_WRITES.get() + 1);
+        // At most CAPACITY long, so it fits a c_int and one `unix` VFS write.
         let rc = write(
             inner(file),
             buffer.data.as_ptr().cast(),
             buffer.data.len() as c_int,
             buffer.start,
         );
+        if rc != ffi::SQLITE_OK {
+            return ffi::SQLITE_IOERR_WRITE;
+        }
         buffer.data.clear();
-        rc
+        ffi::SQLITE_OK
     }
 }
 
@@ -172,7 +190,14 @@ unsafe extern "C" fn open(
         if (*inner(file)).pMethods.is_null() {
             return rc;
         }
-        if flags & ffi::SQLITE_OPEN_WAL != 0 {
+        let power_safe = (*inner(file))
+            .pMethods
+            .as_ref()
+            .and_then(|methods| methods.xDeviceCharacteristics)
+            .is_some_and(|characteristics| {
+                characteristics(inner(file)) & ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE != 0
+            });
+        if flags & ffi::SQLITE_OPEN_WAL != 0 && power_safe {
             (*shim).buffer = Box::into_raw(Box::new(Buffer {
                 start: 0,
                 data: Vec::new(),
@@ -567,124 +592,231 @@ mod tests {
         }
     }
 
-    /// A WAL file opened through the shim directly, method by method: every call that
-    /// can observe the file (size, read, truncate, sync, close) sees every write made
-    /// before it, in order, including overwrites of bytes still held.
-    #[test]
-    fn every_observation_sees_the_writes_before_it() {
-        use std::ffi::{CString, c_void};
+    /// A WAL file opened through the shim's own `xOpen`, driven method by method.
+    struct RawWal {
+        /// The file's `szOsFile` bytes, 8-aligned.
+        memory: Vec<u64>,
+        names: rusqlite::ffi::sqlite3_filename,
+        path: std::path::PathBuf,
+    }
 
-        use rusqlite::ffi;
+    impl RawWal {
+        /// Opens `dir/db-wal` (creating `dir/db` first, as SQLite's WAL needs its
+        /// database) with `flags` besides `SQLITE_OPEN_WAL`.
+        fn open(dir: &Path, flags: i32) -> Self {
+            Self::open_with(dir, flags, &[])
+        }
 
-        register().expect("register the shim");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = dir.path().join("db");
-        std::fs::write(&db, b"").expect("the database file");
-        let wal_path = dir.path().join("db-wal");
-        let to_c = |path: &Path| CString::new(path.to_str().expect("utf-8")).expect("no NUL");
-        let (db_c, journal_c, wal_c) = (
-            to_c(&db),
-            to_c(&dir.path().join("db-journal")),
-            to_c(&wal_path),
-        );
-        // SAFETY: the file is opened with the shim's own `xOpen` into `szOsFile` bytes
-        // (8-aligned), used only through the methods it set, closed once, and freed after.
-        unsafe {
-            let vfs = ffi::sqlite3_vfs_find(NAME.as_ptr());
-            assert!(!vfs.is_null());
-            let names = ffi::sqlite3_create_filename(
-                db_c.as_ptr(),
-                journal_c.as_ptr(),
-                wal_c.as_ptr(),
-                0,
-                std::ptr::null_mut(),
-            );
-            let words = ((*vfs).szOsFile as usize).div_ceil(8);
-            let mut memory = vec![0u64; words];
-            let file = memory.as_mut_ptr().cast::<ffi::sqlite3_file>();
-            let flags = ffi::SQLITE_OPEN_WAL | ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE;
-            let rc = ((*vfs).xOpen.expect("xOpen"))(
-                vfs,
-                ffi::sqlite3_filename_wal(names),
-                file,
-                flags,
-                std::ptr::null_mut(),
-            );
-            assert_eq!(rc, ffi::SQLITE_OK);
-            let methods = &*(*file).pMethods;
-            let write = |bytes: &[u8], offset: i64| {
-                let rc = (methods.xWrite.expect("xWrite"))(
-                    file,
-                    bytes.as_ptr().cast::<c_void>(),
+        /// [`RawWal::open`] with URI parameters (`name`, `value`) on the database's name.
+        fn open_with(dir: &Path, flags: i32, parameters: &[(&str, &str)]) -> Self {
+            use std::ffi::CString;
+
+            use rusqlite::ffi;
+
+            register().expect("register the shim");
+            let db = dir.join("db");
+            if !db.exists() {
+                std::fs::write(&db, b"").expect("the database file");
+            }
+            let path = dir.join("db-wal");
+            let to_c = |path: &Path| CString::new(path.to_str().expect("utf-8")).expect("no NUL");
+            let (db_c, journal_c, wal_c) = (to_c(&db), to_c(&dir.join("db-journal")), to_c(&path));
+            let texts: Vec<CString> = parameters
+                .iter()
+                .flat_map(|(name, value)| [*name, *value])
+                .map(|text| CString::new(text).expect("no NUL"))
+                .collect();
+            let mut pointers: Vec<*const std::ffi::c_char> =
+                texts.iter().map(|text| text.as_ptr()).collect();
+            // SAFETY: SQLite copies the names into the filename object it returns; the
+            // file is opened with the shim's own `xOpen` into `szOsFile` bytes, 8-aligned.
+            unsafe {
+                let vfs = ffi::sqlite3_vfs_find(NAME.as_ptr());
+                assert!(!vfs.is_null());
+                let names = ffi::sqlite3_create_filename(
+                    db_c.as_ptr(),
+                    journal_c.as_ptr(),
+                    wal_c.as_ptr(),
+                    parameters.len() as i32,
+                    pointers.as_mut_ptr(),
+                );
+                let mut memory = vec![0u64; ((*vfs).szOsFile as usize).div_ceil(8)];
+                let rc = ((*vfs).xOpen.expect("xOpen"))(
+                    vfs,
+                    ffi::sqlite3_filename_wal(names),
+                    memory.as_mut_ptr().cast(),
+                    ffi::SQLITE_OPEN_WAL | flags,
+                    std::ptr::null_mut(),
+                );
+                assert_eq!(rc, ffi::SQLITE_OK);
+                Self {
+                    memory,
+                    names,
+                    path,
+                }
+            }
+        }
+
+        fn file(&mut self) -> *mut rusqlite::ffi::sqlite3_file {
+            self.memory.as_mut_ptr().cast()
+        }
+
+        fn methods(&mut self) -> &'static rusqlite::ffi::sqlite3_io_methods {
+            // SAFETY: the file is open; its methods table is static.
+            unsafe { &*(*self.file()).pMethods }
+        }
+
+        fn write(&mut self, bytes: &[u8], offset: i64) -> i32 {
+            let write = self.methods().xWrite.expect("xWrite");
+            // SAFETY: an open file and `bytes.len()` readable bytes.
+            unsafe {
+                write(
+                    self.file(),
+                    bytes.as_ptr().cast(),
                     bytes.len() as i32,
                     offset,
-                );
-                assert_eq!(rc, ffi::SQLITE_OK);
-            };
-            let size = || {
-                let mut size = -1;
-                let rc = (methods.xFileSize.expect("xFileSize"))(file, &mut size);
-                assert_eq!(rc, ffi::SQLITE_OK);
-                size
-            };
-            let read = |len: usize, offset: i64| {
-                let mut bytes = vec![0u8; len];
-                let rc = (methods.xRead.expect("xRead"))(
-                    file,
-                    bytes.as_mut_ptr().cast::<c_void>(),
-                    len as i32,
-                    offset,
-                );
-                assert_eq!(rc, ffi::SQLITE_OK);
-                bytes
-            };
-
-            let mut expected = vec![b'a'; 100];
-            write(&expected, 0);
-            write(&[b'b'; 100], 100);
-            expected.extend([b'b'; 100]);
-            assert_eq!(size(), 200, "the size counts the bytes held");
-
-            write(&[b'c'; 50], 200);
-            expected.extend([b'c'; 50]);
-            assert_eq!(read(250, 0), expected, "a read sees the bytes held");
-
-            // An overwrite inside what was written, then an append elsewhere.
-            write(&[b'd'; 10], 50);
-            write(&[b'e'; 10], 250);
-            expected[50..60].fill(b'd');
-            expected.extend([b'e'; 10]);
-            let rc = (methods.xTruncate.expect("xTruncate"))(file, 255);
-            assert_eq!(rc, ffi::SQLITE_OK);
-            expected.truncate(255);
-            assert_eq!(size(), 255);
-            assert_eq!(
-                read(255, 0),
-                expected,
-                "truncated after the held bytes were written"
-            );
-
-            write(&[b'f'; 20], 255);
-            expected.extend([b'f'; 20]);
-            let rc = (methods.xSync.expect("xSync"))(file, ffi::SQLITE_SYNC_NORMAL);
-            assert_eq!(rc, ffi::SQLITE_OK);
-            assert_eq!(
-                std::fs::read(&wal_path).expect("read the file"),
-                expected,
-                "synced"
-            );
-
-            write(&[b'g'; 5], 275);
-            expected.extend([b'g'; 5]);
-            let rc = (methods.xClose.expect("xClose"))(file);
-            assert_eq!(rc, ffi::SQLITE_OK);
-            assert_eq!(
-                std::fs::read(&wal_path).expect("read the file"),
-                expected,
-                "closed"
-            );
-            ffi::sqlite3_free_filename(names);
+                )
+            }
         }
+
+        fn size(&mut self) -> i64 {
+            let size_of = self.methods().xFileSize.expect("xFileSize");
+            let mut size = -1;
+            // SAFETY: an open file.
+            let rc = unsafe { size_of(self.file(), &mut size) };
+            assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+            size
+        }
+
+        fn read(&mut self, len: usize, offset: i64) -> Vec<u8> {
+            let read = self.methods().xRead.expect("xRead");
+            let mut bytes = vec![0u8; len];
+            // SAFETY: an open file and `len` writable bytes.
+            let rc = unsafe { read(self.file(), bytes.as_mut_ptr().cast(), len as i32, offset) };
+            assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+            bytes
+        }
+
+        fn truncate(&mut self, size: i64) -> i32 {
+            let truncate = self.methods().xTruncate.expect("xTruncate");
+            // SAFETY: an open file.
+            unsafe { truncate(self.file(), size) }
+        }
+
+        fn sync(&mut self) -> i32 {
+            let sync = self.methods().xSync.expect("xSync");
+            // SAFETY: an open file.
+            unsafe { sync(self.file(), rusqlite::ffi::SQLITE_SYNC_NORMAL) }
+        }
+
+        /// Closes it (once: the file is unusable afterwards).
+        fn close(mut self) -> i32 {
+            let close = self.methods().xClose.expect("xClose");
+            // SAFETY: closed once, then its memory and names are freed.
+            unsafe {
+                let rc = close(self.file());
+                rusqlite::ffi::sqlite3_free_filename(self.names);
+                rc
+            }
+        }
+    }
+
+    /// Every call that can observe the file (size, read, truncate, sync, close) sees every
+    /// write made before it, in order, including overwrites of bytes still held.
+    #[test]
+    fn every_observation_sees_the_writes_before_it() {
+        use rusqlite::ffi::SQLITE_OK;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut wal = RawWal::open(
+            dir.path(),
+            rusqlite::ffi::SQLITE_OPEN_READWRITE | rusqlite::ffi::SQLITE_OPEN_CREATE,
+        );
+        let mut expected = vec![b'a'; 100];
+        assert_eq!(wal.write(&expected, 0), SQLITE_OK);
+        assert_eq!(wal.write(&[b'b'; 100], 100), SQLITE_OK);
+        expected.extend([b'b'; 100]);
+        assert_eq!(wal.size(), 200, "the size counts the bytes held");
+
+        assert_eq!(wal.write(&[b'c'; 50], 200), SQLITE_OK);
+        expected.extend([b'c'; 50]);
+        assert_eq!(wal.read(250, 0), expected, "a read sees the bytes held");
+
+        // An overwrite inside what was written, then an append elsewhere.
+        assert_eq!(wal.write(&[b'd'; 10], 50), SQLITE_OK);
+        assert_eq!(wal.write(&[b'e'; 10], 250), SQLITE_OK);
+        expected[50..60].fill(b'd');
+        expected.extend([b'e'; 10]);
+        assert_eq!(wal.truncate(255), SQLITE_OK);
+        expected.truncate(255);
+        assert_eq!(wal.size(), 255);
+        assert_eq!(
+            wal.read(255, 0),
+            expected,
+            "truncated after the held bytes were written"
+        );
+
+        assert_eq!(wal.write(&[b'f'; 20], 255), SQLITE_OK);
+        expected.extend([b'f'; 20]);
+        assert_eq!(wal.sync(), SQLITE_OK);
+        let on_disk = std::fs::read(&wal.path).expect("read the file");
+        assert_eq!(on_disk, expected, "synced");
+
+        assert_eq!(wal.write(&[b'g'; 5], 275), SQLITE_OK);
+        expected.extend([b'g'; 5]);
+        let path = wal.path.clone();
+        assert_eq!(wal.close(), SQLITE_OK);
+        assert_eq!(
+            std::fs::read(path).expect("read the file"),
+            expected,
+            "closed"
+        );
+    }
+
+    /// A write-out that fails is an I/O error (so SQLite rolls the transaction back), and
+    /// the bytes are not dropped: the next operation tries them again and fails again,
+    /// instead of going on as if they had been written.
+    #[test]
+    fn a_failed_write_out_is_never_dropped() {
+        use rusqlite::ffi::{SQLITE_IOERR_WRITE, SQLITE_OK, SQLITE_OPEN_READONLY};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("db-wal"), b"").expect("an empty WAL");
+        // Opened read-only, so every write the `unix` VFS makes fails.
+        let mut wal = RawWal::open(dir.path(), SQLITE_OPEN_READONLY);
+        assert_eq!(
+            wal.write(&[b'a'; 100], 0),
+            SQLITE_OK,
+            "held, not written yet"
+        );
+        assert_eq!(wal.sync(), SQLITE_IOERR_WRITE);
+        assert_eq!(wal.sync(), SQLITE_IOERR_WRITE, "still held, still failing");
+        assert_eq!(wal.truncate(0), SQLITE_IOERR_WRITE);
+        assert_eq!(wal.close(), SQLITE_IOERR_WRITE);
+    }
+
+    /// On a device without power-safe overwrite SQLite writes part of a commit after its
+    /// sync, so such a WAL is not buffered: a write reaches the file at once.
+    #[test]
+    fn without_power_safe_overwrite_writes_go_straight_through() {
+        use rusqlite::ffi::{
+            SQLITE_OK, SQLITE_OPEN_CREATE, SQLITE_OPEN_READWRITE, SQLITE_OPEN_URI,
+        };
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI;
+        let mut wal = RawWal::open_with(dir.path(), flags, &[("psow", "0")]);
+        assert_eq!(wal.write(&[b'a'; 100], 0), SQLITE_OK);
+        let on_disk = std::fs::read(&wal.path).expect("read the file");
+        assert_eq!(on_disk, vec![b'a'; 100], "written at once");
+        assert_eq!(wal.close(), SQLITE_OK);
+
+        // The same file with the default (power-safe): held until observed.
+        let mut wal = RawWal::open(dir.path(), SQLITE_OPEN_READWRITE);
+        assert_eq!(wal.write(&[b'b'; 100], 100), SQLITE_OK);
+        let on_disk = std::fs::read(&wal.path).expect("read the file");
+        assert_eq!(on_disk.len(), 100, "held");
+        assert_eq!(wal.close(), SQLITE_OK);
     }
 
     /// The point of the shim: a commit of many pages reaches the `unix` VFS in a few
