@@ -57,6 +57,8 @@ pub struct WriterCtx<'c> {
 trait Job: Send {
     /// Runs the write; whether it succeeded.
     fn run(&mut self, ctx: &mut WriterCtx<'_>) -> bool;
+    /// Replaces the last run's result with `err`.
+    fn fail(&mut self, err: StoreError);
     /// Answers the requester with the last run's result and the group's commit.
     fn complete(self: Box<Self>, commit: Result<(), &StoreError>);
 }
@@ -87,6 +89,10 @@ where
         succeeded
     }
 
+    fn fail(&mut self, err: StoreError) {
+        self.result = Some(Err(err));
+    }
+
     fn complete(self: Box<Self>, commit: Result<(), &StoreError>) {
         let result = match (self.result, commit) {
             (Some(Err(err)), _) => Err(err),
@@ -94,8 +100,8 @@ where
             (Some(Ok(_)) | None, Err(err)) => Err(StoreError::Unavailable(
                 format!("commit failed: {}", chain(err)).into(),
             )),
-            // Every job of a committed group has run.
-            (None, Ok(())) => Err(stopped()),
+            // Cannot happen: every job of a committed group has run.
+            (None, Ok(())) => Err(StoreError::Internal("the write never ran".into())),
         };
         // The requester may have gone away (client disconnected); the write stands.
         let _ = self.reply.send(result);
@@ -300,25 +306,42 @@ fn run(mut ctx: WriterCtx<'_>, mut rx: mpsc::Receiver<Msg>, checkpointer: Option
 /// Runs `group` in one transaction and commits it (see the module docs). On an error the
 /// transaction is rolled back; jobs that had not run are then answered with it.
 fn run_group(ctx: &mut WriterCtx<'_>, group: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    if !ctx.conn.is_autocommit() {
+        // A transaction left open by a failure before: never build on it.
+        tracing::error!("the sqlite writer found a transaction open; rolling it back");
+        exec(ctx.conn, "ROLLBACK")?;
+    }
     exec(ctx.conn, "BEGIN IMMEDIATE")?;
+    // So that a group run again draws as it first did, whatever was drawn in between.
+    let rng = ctx.rng.clone();
     let mut undo = None;
     for (i, job) in group.iter_mut().enumerate() {
         let changes = ctx.conn.total_changes();
-        if !job.run(ctx) {
+        let succeeded = job.run(ctx);
+        // Some errors (disk full, I/O) end the transaction by themselves.
+        let ended = ctx.conn.is_autocommit();
+        if ended && succeeded {
+            // It went on after its transaction was gone: nothing it did can be trusted.
+            tracing::error!("a sqlite write went on after its transaction ended");
+            job.fail(StoreError::Internal(
+                "the transaction ended under the write".into(),
+            ));
+        }
+        if !succeeded || ended {
             // What it cached may be wrong.
             ctx.cache.clear();
             // Rows are all a job writes (SQLite does not count schema changes).
-            if ctx.conn.total_changes() != changes || ctx.conn.is_autocommit() {
+            if ctx.conn.total_changes() != changes || ended {
                 undo = Some(i);
                 break;
             }
         }
     }
     if let Some(failed) = undo {
-        // Some errors (disk full, I/O) end the transaction by themselves.
         if !ctx.conn.is_autocommit() {
             exec(ctx.conn, "ROLLBACK")?;
         }
+        ctx.rng = rng;
         exec(ctx.conn, "BEGIN IMMEDIATE")?;
         for (i, job) in group.iter_mut().enumerate() {
             if i != failed {
@@ -460,22 +483,26 @@ mod tests {
         answer(writer.stop()).await;
     }
 
-    /// How a job of the group fails, for [`a_failing_job_fails_alone`].
-    #[derive(Clone, Copy, Debug)]
-    enum Failure {
+    /// What a job of [`one_group`] does.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Does {
+        /// Inserts its row and succeeds.
+        Succeed,
         /// Returns an error before writing anything.
-        BeforeWriting,
+        FailBeforeWriting,
         /// Inserts its row, then returns an error.
-        AfterWriting,
+        FailAfterWriting,
         /// Inserts its row, then panics.
-        Panicking,
+        PanicAfterWriting,
+        /// Inserts its row, ends the transaction (`ROLLBACK`), and claims success.
+        EndTheTransaction,
     }
 
-    /// Three jobs queued as one group, the second failing as `failure` says: the first
-    /// and third are committed, the second's row is not, and the writer goes on. Returns
-    /// how many times each job ran (the group runs again only when the failed job wrote).
-    async fn a_failing_job_fails_alone(failure: Failure) -> [usize; 3] {
-        let writer = start(16);
+    /// Queues one job per entry of `does` (job `i` inserts the row `i + 1`) behind a
+    /// holding job, so they run as one group; returns their answers, the rows committed
+    /// and how many times each job ran.
+    async fn one_group(does: &[Does]) -> (Vec<Result<i64, StoreError>>, Vec<i64>, Vec<usize>) {
+        let writer = start(64);
         let handle = writer.handle.clone();
         answer(handle.run(|ctx| {
             ctx.conn
@@ -486,52 +513,43 @@ mod tests {
         .expect("table created");
 
         let (held, release) = hold(&handle).await;
-        let runs: [Arc<AtomicUsize>; 3] = Default::default();
-        let jobs = [1, 2, 3].map(|x| {
-            let handle = handle.clone();
-            let runs = Arc::clone(&runs[x as usize - 1]);
-            tokio::spawn(async move {
-                handle
+        let runs: Vec<Arc<AtomicUsize>> = does.iter().map(|_| Arc::default()).collect();
+        let mut jobs = Vec::new();
+        for (i, &does) in does.iter().enumerate() {
+            let submitter = handle.clone();
+            let runs = Arc::clone(&runs[i]);
+            let x = i as i64 + 1;
+            jobs.push(tokio::spawn(async move {
+                submitter
                     .run(move |ctx| {
                         runs.fetch_add(1, Ordering::Relaxed);
-                        if x == 2 {
-                            match failure {
-                                Failure::BeforeWriting => {
-                                    return Err(StoreError::NotFound(crm_core::Entity::Source));
-                                }
-                                Failure::AfterWriting => {
-                                    insert(ctx, x)?;
-                                    return Err(StoreError::OperatorAtCapacity);
-                                }
-                                Failure::Panicking => {
-                                    insert(ctx, x)?;
-                                    panic!("a bug in job {x}");
-                                }
-                            }
+                        if does == Does::FailBeforeWriting {
+                            return Err(StoreError::NotFound(crm_core::Entity::Source));
                         }
                         insert(ctx, x)?;
-                        Ok(x)
+                        match does {
+                            Does::FailAfterWriting => Err(StoreError::OperatorAtCapacity),
+                            Does::PanicAfterWriting => panic!("a bug in job {x}"),
+                            Does::EndTheTransaction => {
+                                ctx.conn
+                                    .execute_batch("ROLLBACK")
+                                    .map_err(|err| StoreError::from(sqlite_err(err)))?;
+                                Ok(x)
+                            }
+                            Does::Succeed | Does::FailBeforeWriting => Ok(x),
+                        }
                     })
                     .await
-            })
-        });
-        queued(&handle, 3).await;
+            }));
+            // One at a time, so they queue in order.
+            queued(&handle, i as u64 + 1).await;
+        }
         release.send(()).expect("the holding job waits");
         answer(held).await.expect("joined").expect("held");
         let mut answers = Vec::new();
         for job in jobs {
             answers.push(answer(job).await.expect("joined"));
         }
-        assert!(matches!(answers[0], Ok(1)), "{failure:?}: {:?}", answers[0]);
-        let second_failed_as_it_should = match failure {
-            Failure::BeforeWriting => matches!(answers[1], Err(StoreError::NotFound(_))),
-            Failure::AfterWriting => matches!(answers[1], Err(StoreError::OperatorAtCapacity)),
-            Failure::Panicking => matches!(answers[1], Err(StoreError::Internal(_))),
-        };
-        assert!(second_failed_as_it_should, "{failure:?}: {:?}", answers[1]);
-        assert!(matches!(answers[2], Ok(3)), "{failure:?}: {:?}", answers[2]);
-
-        // Exactly the good jobs' rows were committed, once each.
         let stored = answer(handle.run(|ctx| {
             let mut statement = ctx
                 .conn
@@ -545,21 +563,39 @@ mod tests {
         }))
         .await
         .expect("rows");
-        assert_eq!(stored, vec![1, 3], "{failure:?}");
         assert!(handle.is_running());
         answer(writer.stop()).await;
-        runs.map(|runs| runs.load(Ordering::Relaxed))
+        let runs = runs
+            .iter()
+            .map(|runs| runs.load(Ordering::Relaxed))
+            .collect();
+        (answers, stored, runs)
     }
 
     #[tokio::test]
     async fn a_job_failing_before_it_writes_fails_alone_and_nothing_runs_twice() {
-        let runs = a_failing_job_fails_alone(Failure::BeforeWriting).await;
+        let (answers, stored, runs) =
+            one_group(&[Does::Succeed, Does::FailBeforeWriting, Does::Succeed]).await;
+        assert!(
+            matches!(answers[..], [Ok(1), Err(StoreError::NotFound(_)), Ok(3)]),
+            "{answers:?}"
+        );
+        assert_eq!(stored, [1, 3]);
         assert_eq!(runs, [1, 1, 1]);
     }
 
     #[tokio::test]
     async fn a_job_failing_after_it_wrote_is_undone_and_the_others_run_again() {
-        let runs = a_failing_job_fails_alone(Failure::AfterWriting).await;
+        let (answers, stored, runs) =
+            one_group(&[Does::Succeed, Does::FailAfterWriting, Does::Succeed]).await;
+        assert!(
+            matches!(
+                answers[..],
+                [Ok(1), Err(StoreError::OperatorAtCapacity), Ok(3)]
+            ),
+            "{answers:?}"
+        );
+        assert_eq!(stored, [1, 3]);
         // The first ran before the failure and again in the savepoint run; the failed
         // job is not run again; the third ran only in the savepoint run.
         assert_eq!(runs, [2, 1, 1]);
@@ -567,7 +603,57 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_panicking_after_it_wrote_is_undone_and_the_others_run_again() {
-        let runs = a_failing_job_fails_alone(Failure::Panicking).await;
+        let (answers, stored, runs) =
+            one_group(&[Does::Succeed, Does::PanicAfterWriting, Does::Succeed]).await;
+        assert!(
+            matches!(answers[..], [Ok(1), Err(StoreError::Internal(_)), Ok(3)]),
+            "the panicking job fails as an internal error: {answers:?}"
+        );
+        assert_eq!(stored, [1, 3]);
+        assert_eq!(runs, [2, 1, 1]);
+    }
+
+    /// In the savepoint run a job that fails after writing is rolled back to its own
+    /// savepoint, alone.
+    #[tokio::test]
+    async fn a_second_failure_in_the_savepoint_run_is_undone_alone() {
+        let (answers, stored, runs) = one_group(&[
+            Does::Succeed,
+            Does::FailAfterWriting,
+            Does::FailAfterWriting,
+            Does::FailBeforeWriting,
+            Does::Succeed,
+        ])
+        .await;
+        assert!(
+            matches!(
+                answers[..],
+                [
+                    Ok(1),
+                    Err(StoreError::OperatorAtCapacity),
+                    Err(StoreError::OperatorAtCapacity),
+                    Err(StoreError::NotFound(_)),
+                    Ok(5)
+                ]
+            ),
+            "{answers:?}"
+        );
+        assert_eq!(stored, [1, 5]);
+        assert_eq!(runs, [2, 1, 1, 1, 1]);
+    }
+
+    /// A job that ends the group's transaction under the others (and claims success) is
+    /// answered as failed, and the others are run again in a new transaction: their
+    /// writes are not lost with the old one, nor committed one by one.
+    #[tokio::test]
+    async fn a_job_ending_the_transaction_fails_and_the_others_run_again() {
+        let (answers, stored, runs) =
+            one_group(&[Does::Succeed, Does::EndTheTransaction, Does::Succeed]).await;
+        assert!(
+            matches!(answers[..], [Ok(1), Err(StoreError::Internal(_)), Ok(3)]),
+            "{answers:?}"
+        );
+        assert_eq!(stored, [1, 3]);
         assert_eq!(runs, [2, 1, 1]);
     }
 
