@@ -203,10 +203,14 @@ fn usable_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// 128 random bits as 32 lowercase hex digits. (`format!("{:032x}")` of a `u128` cost
-/// ~1,000 instructions per request, ~2 % of the HTTP side.)
+/// 128 random bits as 32 lowercase hex digits, encoded into a fixed buffer: through
+/// `format!("{:032x}")` or `hex::encode` (which collects `char`s) it cost 400–900
+/// instructions per request (docs/benchmarks.md).
 fn new_request_id() -> String {
-    hex::encode(rand::rng().random::<[u8; 16]>())
+    let mut digits = [0u8; 32];
+    hex::encode_to_slice(rand::rng().random::<[u8; 16]>(), &mut digits)
+        .expect("32 digits for 16 bytes");
+    String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]
