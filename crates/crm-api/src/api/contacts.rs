@@ -21,7 +21,7 @@ use super::{ApiTags, default_page_limit};
 use crate::{
     auth::{Credentials, Principal},
     body::{Fields, FromBody, JsonBody, external_lead_id, integer, not_blank_pattern, source_code},
-    dto::{Contact, ContactStatus, Listed, SerdeJson, contacts, next_link},
+    dto::{Contact, ContactJson, ContactStatus, Listed, contacts, next_link},
     error::{ApiError, ApiResult},
     metrics::Metrics,
 };
@@ -51,7 +51,7 @@ enum Registered {
     /// Registered (or, with `Idempotent-Replayed: true`, registered before).
     #[oai(status = 201)]
     Created(
-        SerdeJson<Contact>,
+        ContactJson,
         /// `true` when this is the stored answer to an earlier request with the same key.
         #[oai(header = "Idempotent-Replayed")]
         Option<String>,
@@ -206,7 +206,7 @@ impl<S: Store> ContactsApi<S> {
             metrics.registered(&contact, started.elapsed());
         }
         Ok(Registered::Created(
-            SerdeJson(contact.try_into()?),
+            ContactJson::new(&contact)?,
             replayed.then(|| "true".to_owned()),
         ))
     }
