@@ -347,18 +347,26 @@ fn parse<T: FromBody>(bytes: &[u8]) -> Result<T::Output, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("body", "a JSON object is required"));
     }
-    let top: Top = serde_json::from_slice(bytes).map_err(|err| {
-        ApiError::new(
-            crate::error::ErrorCode::MalformedJson,
-            format!("the body is not valid JSON: {err}"),
-        )
-    })?;
+    let top: Top = serde_json::from_slice(bytes).map_err(malformed)?;
     let Top::Object(members) = &top else {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     };
+    read::<T>(Object::Members(members))
+}
+
+/// A body that is not JSON.
+fn malformed(err: serde_json::Error) -> ApiError {
+    ApiError::new(
+        crate::error::ErrorCode::MalformedJson,
+        format!("the body is not valid JSON: {err}"),
+    )
+}
+
+/// Reads `obj` as `T`: its output, or a 422 naming every problem found.
+fn read<T: FromBody>(obj: Object<'_>) -> Result<T::Output, ApiError> {
     let mut errors = Vec::new();
     let output = T::from_fields(&mut Fields {
-        obj: Object::Members(members),
+        obj,
         prefix: String::new(),
         errors: &mut errors,
     });
@@ -485,25 +493,11 @@ mod tests {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid("body", "a JSON object is required"));
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|err| {
-            ApiError::new(
-                crate::error::ErrorCode::MalformedJson,
-                format!("the body is not valid JSON: {err}"),
-            )
-        })?;
+        let value: Value = serde_json::from_slice(bytes).map_err(malformed)?;
         let Value::Object(obj) = &value else {
             return Err(ApiError::invalid("body", "must be a JSON object"));
         };
-        let mut errors = Vec::new();
-        let output = T::from_fields(&mut Fields {
-            obj: Object::Map(obj),
-            prefix: String::new(),
-            errors: &mut errors,
-        });
-        match output {
-            Some(output) if errors.is_empty() => Ok(output),
-            _ => Err(ApiError::validation(errors)),
-        }
+        read::<T>(Object::Map(obj))
     }
 
     /// A JSON value as text: scalars of every kind, small arrays and objects.

@@ -6,7 +6,7 @@
 
 use std::{error::Error as StdError, fmt::Write as _};
 
-use crm_core::StoreError;
+use crm_core::{StoreError, error_chain};
 use poem::{Response, error::ResponseError, http::StatusCode};
 use poem_openapi::{
     ApiResponse, Enum, Object,
@@ -225,7 +225,7 @@ impl ApiError {
 
     /// 500: logs the cause and answers without it.
     pub(crate) fn internal(context: &str, cause: &(dyn StdError + 'static)) -> Self {
-        tracing::error!(error = %chain(cause), "{context}");
+        tracing::error!(error = %error_chain(cause), "{context}");
         Self::new(
             ErrorCode::Internal,
             "the server failed to handle the request",
@@ -331,7 +331,7 @@ impl From<StoreError> for ApiError {
                 return Self::new(ErrorCode::Overloaded, "too many requests are queued");
             }
             StoreError::Unavailable(cause) => {
-                tracing::error!(error = %chain(cause.as_ref()), "store unavailable");
+                tracing::error!(error = %error_chain(cause.as_ref()), "store unavailable");
                 return Self::new(ErrorCode::Unavailable, "the database does not answer");
             }
             StoreError::Internal(cause) => return Self::internal("store failed", cause.as_ref()),
@@ -420,17 +420,6 @@ fn param_message(name: &str, reason: &str) -> String {
         _ => return format!("invalid value: {reason}"),
     }
     .to_owned()
-}
-
-/// An error with its sources, for logs.
-fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let _ = write!(out, ": {e}");
-        source = e.source();
-    }
-    out
 }
 
 #[cfg(test)]

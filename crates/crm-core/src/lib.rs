@@ -45,6 +45,7 @@ pub use model::{
 };
 pub use ports::{
     BoxError, Entity, Inserted, KeyClaim, PoolStatus, Prepared, RegistrationTx, Store, StoreError,
+    error_chain,
 };
 pub use register::{Registered, Registration, register_contact, register_contact_once};
 pub use values::{

@@ -4,7 +4,7 @@
 //! Every method documents the errors it may return as a contract: an adapter MUST map
 //! the situation named to that variant, so callers (the HTTP layer) can rely on it.
 
-use std::future::Future;
+use std::{fmt::Write as _, future::Future};
 
 use thiserror::Error;
 
@@ -42,6 +42,19 @@ impl Entity {
             Self::Contact => "contact",
         }
     }
+}
+
+/// An error followed by its sources (`store is unavailable: database or disk is full`),
+/// for logs: a [`StoreError`]'s own text leaves its cause out.
+#[must_use]
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let _ = write!(out, ": {cause}");
+        source = cause.source();
+    }
+    out
 }
 
 /// What can go wrong in a store operation. The first group are the client's doing and
@@ -431,4 +444,23 @@ pub trait Store: Send + Sync + 'static {
         &self,
         hash: &str,
     ) -> impl Future<Output = Result<Option<SourceKey>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_names_every_source_in_order() {
+        let io = std::io::Error::other("database or disk is full");
+        let err = StoreError::Unavailable(Box::new(io));
+        assert_eq!(
+            error_chain(&err),
+            "store is unavailable: database or disk is full"
+        );
+        assert_eq!(
+            error_chain(&StoreError::Overloaded),
+            StoreError::Overloaded.to_string()
+        );
+    }
 }

@@ -2,21 +2,7 @@
 //! something to a client are classified where they can happen; everything else is
 //! `Unavailable` (the connection is gone) or `Internal`.
 
-use std::{error::Error, fmt::Write as _};
-
 use crm_core::StoreError;
-
-/// An error followed by its sources (`store is unavailable: database or disk is full`),
-/// for logs and for causes built from another error.
-pub fn chain(err: &(dyn Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let _ = write!(out, ": {cause}");
-        source = cause.source();
-    }
-    out
-}
 
 /// Maps an error of the async driver.
 pub fn db_err(err: sea_orm::DbErr) -> StoreError {

@@ -25,7 +25,7 @@ use std::{
     thread::{JoinHandle, Thread},
 };
 
-use crm_core::StoreError;
+use crm_core::{StoreError, error_chain};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rusqlite::Connection;
@@ -35,7 +35,7 @@ use super::{
     checkpoint::{self, Checkpointer},
     registration::{HotStatements, SourceCache},
 };
-use crate::{conn::sqlite_err, error::chain};
+use crate::conn::sqlite_err;
 
 /// Most jobs committed together.
 const MAX_GROUP: usize = 256;
@@ -98,7 +98,7 @@ where
             (Some(Err(err)), _) => Err(err),
             (Some(Ok(value)), Ok(())) => Ok(value),
             (Some(Ok(_)) | None, Err(err)) => Err(StoreError::Unavailable(
-                format!("commit failed: {}", chain(err)).into(),
+                format!("commit failed: {}", error_chain(err)).into(),
             )),
             // Cannot happen: every job of a committed group has run.
             (None, Ok(())) => Err(StoreError::Internal("the write never ran".into())),
@@ -285,7 +285,7 @@ fn run(mut ctx: WriterCtx<'_>, mut rx: mpsc::Receiver<Msg>, checkpointer: Option
         }
         let commit = run_group(&mut ctx, &mut group);
         if let Err(err) = &commit {
-            tracing::error!(error = %chain(err), jobs = group.len(), "sqlite group commit failed");
+            tracing::error!(error = %error_chain(err), jobs = group.len(), "sqlite group commit failed");
         }
         for job in group.drain(..) {
             job.complete(commit.as_ref().map(|_| ()));
@@ -368,7 +368,7 @@ fn rollback(ctx: &mut WriterCtx<'_>, err: StoreError) -> StoreError {
     if !ctx.conn.is_autocommit()
         && let Err(again) = exec(ctx.conn, "ROLLBACK")
     {
-        tracing::error!(error = %chain(&again), "sqlite rollback failed");
+        tracing::error!(error = %error_chain(&again), "sqlite rollback failed");
     }
     err
 }
@@ -676,7 +676,7 @@ mod tests {
         let Ok(Err(StoreError::Unavailable(cause))) = answer.try_recv() else {
             panic!("a failed commit answers unavailable");
         };
-        let text = chain(cause.as_ref());
+        let text = error_chain(cause.as_ref());
         assert!(
             text.contains("commit failed") && text.contains("database or disk is full"),
             "{text}"
