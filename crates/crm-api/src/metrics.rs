@@ -10,8 +10,8 @@ use std::{sync::Arc, time::Duration};
 use crm_core::{Contact, Store};
 use poem::{Endpoint, Request, Response, http::StatusCode};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every series of the service.
@@ -27,6 +27,7 @@ pub(crate) struct Metrics {
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
     queued_writes: IntGauge,
+    write_group_reruns: IntCounter,
 }
 
 /// Latency buckets from 100 µs to 10 s: registrations take well under a millisecond of
@@ -126,7 +127,13 @@ impl Metrics {
         reg(Box::new(backlog.clone()));
         reg(Box::new(pool_connections.clone()));
         reg(Box::new(pool_max.clone()));
+        let write_group_reruns = IntCounter::new(
+            "crm_db_write_group_reruns_total",
+            "Groups of writes the SQLite writer ran twice because one failed after writing",
+        )
+        .expect("valid metric");
         reg(Box::new(queued_writes.clone()));
+        reg(Box::new(write_group_reruns.clone()));
         Self {
             registry,
             registrations,
@@ -139,6 +146,7 @@ impl Metrics {
             pool_connections,
             pool_max,
             queued_writes,
+            write_group_reruns,
         }
     }
 
@@ -199,6 +207,10 @@ impl Metrics {
         self.pool_max.set(i64::from(pool.max_connections));
         self.queued_writes
             .set(i64::try_from(pool.queued_writes.unwrap_or(0)).unwrap_or(i64::MAX));
+        // The store keeps the total; the counter catches up with it.
+        let reruns = pool.write_group_reruns.unwrap_or(0);
+        self.write_group_reruns
+            .inc_by(reruns.saturating_sub(self.write_group_reruns.get()));
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

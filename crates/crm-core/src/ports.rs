@@ -172,6 +172,9 @@ pub trait RegistrationTx {
     /// Takes `key` for this registration, or reports how it was used within its
     /// lifetime. When another unit of work holds the same key uncommitted, this MUST wait
     /// for it and then answer from what it committed (or claim the key if it rolled back).
+    /// A store whose units of work never overlap may write the key only in
+    /// [`RegistrationTx::record_key`], so that a registration failing in between has
+    /// written nothing.
     ///
     /// # Errors
     /// Only driver failures.
@@ -202,6 +205,9 @@ pub struct PoolStatus {
     pub max_connections: u32,
     /// Writes waiting for a single writer, where the adapter has one (SQLite).
     pub queued_writes: Option<u64>,
+    /// Groups of writes that single writer ran twice because one write failed after
+    /// writing, since it started (SQLite).
+    pub write_group_reruns: Option<u64>,
 }
 
 /// The whole service as storage offers it: what the HTTP layer calls.

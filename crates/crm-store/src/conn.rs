@@ -86,6 +86,13 @@ pub trait Conn {
 
     /// A timestamp as this backend stores it.
     fn timestamp(&self, t: DateTime<Utc>) -> Value;
+
+    /// Whether other units of work write at the same time (PostgreSQL), so rows a write
+    /// reads before changing must be locked. The SQLite writer is the only writer and
+    /// runs one unit of work at a time: a plain read is exact there, and a write that
+    /// fails must not have written anything first (see `sqlite::writer`), so it locks
+    /// nothing.
+    fn concurrent(&self) -> bool;
 }
 
 /// The SQLite writer's connection (rusqlite: the writer is synchronous, and rusqlite's
@@ -202,6 +209,10 @@ impl Conn for SqliteConn<'_> {
     fn timestamp(&self, t: DateTime<Utc>) -> Value {
         sqlite_timestamp(t).into()
     }
+
+    fn concurrent(&self) -> bool {
+        false
+    }
 }
 
 /// A timestamp in the text form the async driver reads back on the read side.
@@ -252,5 +263,9 @@ impl Conn for PgConn<'_> {
 
     fn timestamp(&self, t: DateTime<Utc>) -> Value {
         t.into()
+    }
+
+    fn concurrent(&self) -> bool {
+        true
     }
 }

@@ -413,6 +413,7 @@ impl Store for DbStore {
         let mut status = read::pool_status(&self.reader, self.max_connections);
         if let Writes::Sqlite { handle, .. } = &self.writes {
             status.queued_writes = Some(handle.queued());
+            status.write_group_reruns = Some(handle.reruns());
         }
         status
     }

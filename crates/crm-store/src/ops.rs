@@ -156,11 +156,12 @@ pub async fn replace_weights(
     weights: &WeightSet,
 ) -> Result<(), StoreError> {
     // Locks the source row on PostgreSQL, so concurrent replacements apply one by one.
-    if conn
-        .one(sql::LOCK_SOURCE, vec![id.get().into()])
-        .await?
-        .is_none()
-    {
+    let lock = if conn.concurrent() {
+        sql::LOCK_SOURCE
+    } else {
+        sql::SOURCE_BY_ID
+    };
+    if conn.one(lock, vec![id.get().into()]).await?.is_none() {
         return Err(StoreError::NotFound(Entity::Source));
     }
     for (index, entry) in weights.entries().iter().enumerate() {
@@ -226,8 +227,13 @@ pub async fn assign_contact(
     id: ContactId,
     operator_id: OperatorId,
 ) -> Result<(), StoreError> {
+    let lock = if conn.concurrent() {
+        sql::LOCK_CONTACT
+    } else {
+        sql::CONTACT_STATE
+    };
     let contact = conn
-        .one(sql::LOCK_CONTACT, vec![id.get().into()])
+        .one(lock, vec![id.get().into()])
         .await?
         .ok_or(StoreError::NotFound(Entity::Contact))?;
     let status: String = contact.get(0)?;
@@ -247,6 +253,11 @@ pub async fn assign_contact(
     }
     if !operator.get::<bool>(0)? {
         return Err(StoreError::OperatorInactive);
+    }
+    // Refused before anything is written. Exact on SQLite; on PostgreSQL the row is not
+    // locked yet, so the claim below still decides.
+    if operator.get::<i64>(1)? >= operator.get::<i64>(2)? {
+        return Err(StoreError::OperatorAtCapacity);
     }
     // Operator rows are locked in ascending id order; a failed claim rolls the whole
     // unit of work back, so releasing first is safe.
@@ -376,29 +387,40 @@ impl From<Snapshot> for Contact {
 }
 
 /// Takes an idempotency key for a registration at `now` (see [`crm_core::RegistrationTx::claim_key`]).
+///
+/// On PostgreSQL the key is inserted here, which makes a concurrent request with the same
+/// key wait for this one. The SQLite writer runs one unit of work at a time, so nobody
+/// can race for the key: it only reads here and writes the key in [`record_key`], so a
+/// registration that fails after the claim (an unknown source) has written nothing.
 pub async fn claim_key(
     conn: &impl Conn,
     key: &IdempotencyKey,
     now: DateTime<Utc>,
 ) -> Result<KeyClaim, StoreError> {
-    let oldest = now - IdempotencyKey::LIFETIME;
-    let values = vec![
-        key.credential().into(),
-        key.key().into(),
-        key.fingerprint().into(),
-        conn.timestamp(now),
-        conn.timestamp(oldest),
-    ];
-    if conn.one(sql::CLAIM_KEY, values).await?.is_some() {
-        return Ok(KeyClaim::Claimed);
-    }
-    let row = conn
-        .one(
-            sql::READ_KEY,
-            vec![key.credential().into(), key.key().into()],
-        )
-        .await?
-        .ok_or_else(|| StoreError::Internal("a live idempotency key vanished".into()))?;
+    let oldest = conn.timestamp(now - IdempotencyKey::LIFETIME);
+    let identity = || vec![key.credential().into(), key.key().into()];
+    let row = if conn.concurrent() {
+        let values = vec![
+            key.credential().into(),
+            key.key().into(),
+            key.fingerprint().into(),
+            conn.timestamp(now),
+            oldest,
+        ];
+        if conn.one(sql::CLAIM_KEY, values).await?.is_some() {
+            return Ok(KeyClaim::Claimed);
+        }
+        conn.one(sql::READ_KEY, identity())
+            .await?
+            .ok_or_else(|| StoreError::Internal("a live idempotency key vanished".into()))?
+    } else {
+        let mut values = identity();
+        values.push(oldest);
+        match conn.one(sql::READ_LIVE_KEY, values).await? {
+            Some(row) => row,
+            None => return Ok(KeyClaim::Claimed),
+        }
+    };
     let fingerprint: String = row.get(0)?;
     if fingerprint != key.fingerprint() {
         return Ok(KeyClaim::Reused);
@@ -411,14 +433,21 @@ pub async fn claim_key(
     Ok(KeyClaim::Replay(snapshot.into()))
 }
 
-/// Keeps a registration's answer with its key (see [`crm_core::RegistrationTx::record_key`]).
+/// Keeps a registration's answer with the key it claimed at `now` (see
+/// [`crm_core::RegistrationTx::record_key`]).
 pub async fn record_key(
     conn: &impl Conn,
     key: &IdempotencyKey,
     contact: &Contact,
+    now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let snapshot = serde_json::to_string(&Snapshot::from(contact))
         .map_err(|err| StoreError::Internal(Box::new(err)))?;
-    let values = vec![key.credential().into(), key.key().into(), snapshot.into()];
-    returned(conn.one(sql::RECORD_KEY, values).await?).map(drop)
+    let mut values = vec![key.credential().into(), key.key().into(), snapshot.into()];
+    if conn.concurrent() {
+        return returned(conn.one(sql::RECORD_KEY, values).await?).map(drop);
+    }
+    values.extend([key.fingerprint().into(), conn.timestamp(now)]);
+    conn.all(sql::STORE_KEY, values).await.map(drop)?;
+    Ok(())
 }

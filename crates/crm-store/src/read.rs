@@ -235,6 +235,7 @@ pub fn pool_status(db: &DatabaseConnection, max_connections: u32) -> PoolStatus 
         idle: u32::try_from(idle).unwrap_or(u32::MAX),
         max_connections,
         queued_writes: None,
+        write_group_reruns: None,
     }
 }
 

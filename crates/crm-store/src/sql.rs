@@ -68,6 +68,16 @@ pub const READ_KEY: &str =
     "SELECT fingerprint, snapshot FROM idempotency_keys WHERE credential = $1 AND key = $2";
 pub const RECORD_KEY: &str =
     "UPDATE idempotency_keys SET snapshot = $3 WHERE credential = $1 AND key = $2 RETURNING key";
+/// The key if it is alive (`$3`: the oldest creation time still alive); the SQLite
+/// writer's claim, which writes nothing (see `ops::claim_key`).
+pub const READ_LIVE_KEY: &str = "SELECT fingerprint, snapshot FROM idempotency_keys \
+     WHERE credential = $1 AND key = $2 AND created_at >= $3";
+/// The SQLite writer's record of a claimed key with its answer: inserts it, or takes
+/// over the expired key `READ_LIVE_KEY` did not return.
+pub const STORE_KEY: &str = "INSERT INTO idempotency_keys (credential, key, snapshot, fingerprint, created_at) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (credential, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+     snapshot = excluded.snapshot, created_at = excluded.created_at";
 pub const EXPIRE_KEYS: &str = "DELETE FROM idempotency_keys WHERE created_at < $1 RETURNING key";
 
 pub const INSERT_SOURCE_KEY: &str = "INSERT INTO source_keys (source_id, label, prefix, hash, created_at) \

@@ -48,6 +48,8 @@ on_every_backend!(
     concurrent_requests_with_one_key_store_one_contact,
     source_keys_are_stored_as_hashes_listed_and_revoked,
     registrations_see_every_change_made_between_them,
+    refused_writes_fail_before_writing,
+    an_expired_idempotency_key_is_taken_over,
 );
 
 /// Plain `cargo test` does not build the PostgreSQL variants; this test's name says so
@@ -534,6 +536,211 @@ async fn concurrent_requests_with_one_key_store_one_contact(backend: Backend) {
     assert!(answers.iter().all(|r| &r.contact == first));
     assert_eq!(all_contacts(&t.store).await.len(), 1);
     assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
+/// Writes refused for the client's mistake fail before they change a row. On the SQLite
+/// writer a write that fails after writing makes its whole group (up to 256 writes) run
+/// again with a savepoint each (see `sqlite::writer`); one bad request must not cost its
+/// neighbours that. The writer counts such reruns; none may happen here.
+async fn refused_writes_fail_before_writing(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 1).await;
+    let b = operator(&t.store, "B", 1).await;
+    let c = operator(&t.store, "C", 1).await;
+    let s = source(&t.store, "src", &[(b, 1)]).await;
+    let on_a = source(&t.store, "on-a", &[(a, 1)]).await;
+    let on_c = source(&t.store, "on-c", &[(c, 1)]).await;
+    let register = |external: &'static str, source: SourceId| {
+        let store = Arc::clone(&t.store);
+        async move {
+            store
+                .register_contact(contact(external, SourceRef::Id(source)))
+                .await
+                .expect("register")
+        }
+    };
+    let x = register("x", s).await;
+    assert_eq!(x.operator.as_ref().map(|o| o.id), Some(b));
+    register("y", on_a).await;
+    register("z", on_c).await;
+    let closed = register("w", on_c).await;
+    t.store.close_contact(closed.id).await.expect("close");
+    let key = IdempotencyKey::new("admin", "k", "f").expect("key");
+    t.store
+        .register_contact_once(contact("v", SourceRef::Id(s)), key)
+        .await
+        .expect("keyed registration");
+
+    let refusals = [
+        // Operators full on either side of B: a lower id is claimed before B is
+        // released, a higher one after.
+        (
+            "to a full operator with a lower id",
+            t.store.assign_contact(x.id, a).await.map(drop),
+        ),
+        (
+            "to a full operator with a higher id",
+            t.store.assign_contact(x.id, c).await.map(drop),
+        ),
+        (
+            "to an unknown operator",
+            t.store
+                .assign_contact(x.id, OperatorId(999))
+                .await
+                .map(drop),
+        ),
+        (
+            "a closed contact",
+            t.store.assign_contact(closed.id, a).await.map(drop),
+        ),
+        (
+            "an unknown contact",
+            t.store
+                .assign_contact(crm_core::ContactId(999), a)
+                .await
+                .map(drop),
+        ),
+        (
+            "weights naming an unknown operator",
+            t.store
+                .replace_weights(
+                    s,
+                    WeightSet::new(vec![
+                        WeightEntry {
+                            operator_id: a,
+                            weight: Weight::new(1).expect("weight"),
+                        },
+                        WeightEntry {
+                            operator_id: OperatorId(999),
+                            weight: Weight::new(1).expect("weight"),
+                        },
+                    ])
+                    .expect("weights"),
+                )
+                .await
+                .map(drop),
+        ),
+        (
+            "weights of an unknown source",
+            t.store
+                .replace_weights(SourceId(999), WeightSet::new(vec![]).expect("weights"))
+                .await
+                .map(drop),
+        ),
+        (
+            "a keyed registration naming an unknown source",
+            t.store
+                .register_contact_once(
+                    contact("u", SourceRef::Id(SourceId(999))),
+                    IdempotencyKey::new("admin", "k2", "f").expect("key"),
+                )
+                .await
+                .map(drop),
+        ),
+        (
+            "a key reused with another request",
+            t.store
+                .register_contact_once(
+                    contact("u", SourceRef::Id(s)),
+                    IdempotencyKey::new("admin", "k", "other").expect("key"),
+                )
+                .await
+                .map(drop),
+        ),
+    ];
+    for (what, result) in refusals {
+        assert!(result.is_err(), "{what} was accepted");
+    }
+    let pool = t.store.pool_status();
+    match backend {
+        Backend::Sqlite => assert_eq!(
+            pool.write_group_reruns,
+            Some(0),
+            "a refused write wrote before failing"
+        ),
+        Backend::Postgres => assert_eq!(pool.write_group_reruns, None),
+    }
+    // And nothing of them stayed.
+    let x_now = t.store.get_contact(x.id).await.expect("x");
+    assert_eq!(x_now.operator.map(|o| o.id), Some(b));
+    let weights = t.store.get_source(s).await.expect("source").operators;
+    assert_eq!(weights.len(), 1, "{weights:?}");
+    assert_eq!(weights[0].operator.id, b);
+    assert_eq!(all_contacts(&t.store).await.len(), 5);
+    assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
+/// A key older than [`IdempotencyKey::LIFETIME`] is forgotten by the claim itself, even
+/// before the hourly expiry removes it: the next request with it registers anew.
+async fn an_expired_idempotency_key_is_taken_over(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 10).await;
+    let src = source(&t.store, "src", &[(a, 1)]).await;
+    let first = t
+        .store
+        .register_contact_once(
+            contact("x", SourceRef::Id(src)),
+            IdempotencyKey::new("admin", "k", "first").expect("key"),
+        )
+        .await
+        .expect("first");
+    // Age the key behind the store's back, with the store closed.
+    t.store.shutdown().await;
+    let TestStore { store: old, db } = t;
+    drop(old);
+    let raw = sea_orm::Database::connect(&db.url).await.expect("connect");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &raw,
+        "UPDATE idempotency_keys SET created_at = '2000-01-01T00:00:00.000000Z'",
+    )
+    .await
+    .expect("age the key");
+    raw.close().await.expect("close");
+    let config = StoreConfig {
+        database_url: db.url.clone(),
+        ..StoreConfig::default()
+    };
+    let t = TestStore {
+        store: Arc::new(crm_store::connect(&config).await.expect("reopen")),
+        db,
+    };
+    // Another request with the expired key is not refused as a reuse.
+    let second = t
+        .store
+        .register_contact_once(
+            contact("y", SourceRef::Id(src)),
+            IdempotencyKey::new("admin", "k", "second").expect("key"),
+        )
+        .await
+        .expect("the expired key is taken over");
+    assert!(!second.replayed);
+    assert_ne!(second.contact.id, first.contact.id);
+    // From now on the key answers for the second request.
+    let again = t
+        .store
+        .register_contact_once(
+            contact("y", SourceRef::Id(src)),
+            IdempotencyKey::new("admin", "k", "second").expect("key"),
+        )
+        .await
+        .expect("replay");
+    assert!(again.replayed);
+    assert_eq!(again.contact, second.contact);
+    let reused = t
+        .store
+        .register_contact_once(
+            contact("x", SourceRef::Id(src)),
+            IdempotencyKey::new("admin", "k", "first").expect("key"),
+        )
+        .await
+        .expect_err("the first request's fingerprint no longer owns the key");
+    assert!(
+        matches!(reused, StoreError::IdempotencyKeyReused),
+        "{reused:?}"
+    );
+    assert_eq!(all_contacts(&t.store).await.len(), 2);
     t.finish().await;
 }
 

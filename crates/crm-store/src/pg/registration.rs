@@ -80,7 +80,7 @@ impl RegistrationTx for PgRegistration<'_> {
         key: &IdempotencyKey,
         contact: &Contact,
     ) -> Result<(), StoreError> {
-        ops::record_key(&self.conn, key, contact).await
+        ops::record_key(&self.conn, key, contact, self.now).await
     }
 
     async fn prepare(

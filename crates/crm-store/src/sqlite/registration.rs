@@ -187,7 +187,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         key: &IdempotencyKey,
         contact: &Contact,
     ) -> Result<(), StoreError> {
-        ops::record_key(&SqliteConn(self.conn), key, contact).await
+        ops::record_key(&SqliteConn(self.conn), key, contact, self.now).await
     }
 
     async fn prepare(

@@ -21,7 +21,11 @@
 
 use std::{
     panic::{self, AssertUnwindSafe},
-    sync::mpsc as std_mpsc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc as std_mpsc,
+    },
     thread::{JoinHandle, Thread},
 };
 
@@ -118,6 +122,8 @@ enum Msg {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
+    /// Groups run a second time because a job failed after writing (see the module docs).
+    reruns: Arc<AtomicU64>,
 }
 
 /// Why the writer did not start.
@@ -162,6 +168,8 @@ impl Writer {
         };
         let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
         let nudge = checkpointer.as_ref().map(Checkpointer::handle);
+        let reruns = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&reruns);
         let thread = std::thread::Builder::new()
             .name("crm-sqlite-writer".into())
             .spawn(move || match connect() {
@@ -174,7 +182,7 @@ impl Writer {
                         rng,
                         cache: SourceCache::default(),
                     };
-                    run(ctx, rx, nudge.as_ref());
+                    run(ctx, rx, nudge.as_ref(), &counted);
                 }
                 Err(err) => {
                     let _ = ready_tx.send(Err(err));
@@ -184,7 +192,7 @@ impl Writer {
         let failed = match ready_rx.recv() {
             Ok(Ok(())) => {
                 return Ok(Self {
-                    handle: WriterHandle { tx },
+                    handle: WriterHandle { tx, reruns },
                     thread,
                     checkpointer,
                 });
@@ -254,6 +262,14 @@ impl WriterHandle {
         (self.tx.max_capacity() - self.tx.capacity()) as u64
     }
 
+    /// Groups run a second time, with a savepoint per job, because one of their jobs
+    /// failed after writing, since the writer started. Each costs the group's work twice,
+    /// so a count that keeps rising names a write that should fail before writing.
+    #[must_use]
+    pub fn reruns(&self) -> u64 {
+        self.reruns.load(Ordering::Relaxed)
+    }
+
     /// Whether the writer still takes jobs (it stops on shutdown).
     #[must_use]
     pub fn is_running(&self) -> bool {
@@ -265,7 +281,12 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the sqlite writer has stopped".into())
 }
 
-fn run(mut ctx: WriterCtx<'_>, mut rx: mpsc::Receiver<Msg>, checkpointer: Option<&Thread>) {
+fn run(
+    mut ctx: WriterCtx<'_>,
+    mut rx: mpsc::Receiver<Msg>,
+    checkpointer: Option<&Thread>,
+    reruns: &AtomicU64,
+) {
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         // After `close`, the receiver still yields what was queued, then `None`.
@@ -283,7 +304,7 @@ fn run(mut ctx: WriterCtx<'_>, mut rx: mpsc::Receiver<Msg>, checkpointer: Option
                 Err(_) => break,
             }
         }
-        let commit = run_group(&mut ctx, &mut group);
+        let commit = run_group(&mut ctx, &mut group, reruns);
         if let Err(err) = &commit {
             tracing::error!(error = %error_chain(err), jobs = group.len(), "sqlite group commit failed");
         }
@@ -304,8 +325,13 @@ fn run(mut ctx: WriterCtx<'_>, mut rx: mpsc::Receiver<Msg>, checkpointer: Option
 }
 
 /// Runs `group` in one transaction and commits it (see the module docs). On an error the
-/// transaction is rolled back; jobs that had not run are then answered with it.
-fn run_group(ctx: &mut WriterCtx<'_>, group: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+/// transaction is rolled back; jobs that had not run are then answered with it. A second
+/// run is counted in `reruns`.
+fn run_group(
+    ctx: &mut WriterCtx<'_>,
+    group: &mut [Box<dyn Job>],
+    reruns: &AtomicU64,
+) -> Result<(), StoreError> {
     if !ctx.conn.is_autocommit() {
         // A transaction left open by a failure before: never build on it.
         tracing::error!("the sqlite writer found a transaction open; rolling it back");
@@ -338,6 +364,7 @@ fn run_group(ctx: &mut WriterCtx<'_>, group: &mut [Box<dyn Job>]) -> Result<(), 
         }
     }
     if let Some(failed) = undo {
+        reruns.fetch_add(1, Ordering::Relaxed);
         if !ctx.conn.is_autocommit() {
             exec(ctx.conn, "ROLLBACK")?;
         }
@@ -501,7 +528,7 @@ mod tests {
     /// Queues one job per entry of `does` (job `i` inserts the row `i + 1`) behind a
     /// holding job, so they run as one group; returns their answers, the rows committed
     /// and how many times each job ran.
-    async fn one_group(does: &[Does]) -> (Vec<Result<i64, StoreError>>, Vec<i64>, Vec<usize>) {
+    async fn one_group(does: &[Does]) -> Group {
         let writer = start(64);
         let handle = writer.handle.clone();
         answer(handle.run(|ctx| {
@@ -569,25 +596,50 @@ mod tests {
             .iter()
             .map(|runs| runs.load(Ordering::Relaxed))
             .collect();
-        (answers, stored, runs)
+        Group {
+            answers,
+            stored,
+            runs,
+            reruns: handle.reruns(),
+        }
+    }
+
+    /// What [`one_group`] saw.
+    struct Group {
+        answers: Vec<Result<i64, StoreError>>,
+        /// The rows committed.
+        stored: Vec<i64>,
+        /// How many times each job ran.
+        runs: Vec<usize>,
+        /// The writer's count of groups run again.
+        reruns: u64,
     }
 
     #[tokio::test]
     async fn a_job_failing_before_it_writes_fails_alone_and_nothing_runs_twice() {
-        let (answers, stored, runs) =
-            one_group(&[Does::Succeed, Does::FailBeforeWriting, Does::Succeed]).await;
+        let Group {
+            answers,
+            stored,
+            runs,
+            reruns,
+        } = one_group(&[Does::Succeed, Does::FailBeforeWriting, Does::Succeed]).await;
         assert!(
             matches!(answers[..], [Ok(1), Err(StoreError::NotFound(_)), Ok(3)]),
             "{answers:?}"
         );
         assert_eq!(stored, [1, 3]);
         assert_eq!(runs, [1, 1, 1]);
+        assert_eq!(reruns, 0);
     }
 
     #[tokio::test]
     async fn a_job_failing_after_it_wrote_is_undone_and_the_others_run_again() {
-        let (answers, stored, runs) =
-            one_group(&[Does::Succeed, Does::FailAfterWriting, Does::Succeed]).await;
+        let Group {
+            answers,
+            stored,
+            runs,
+            reruns,
+        } = one_group(&[Does::Succeed, Does::FailAfterWriting, Does::Succeed]).await;
         assert!(
             matches!(
                 answers[..],
@@ -599,25 +651,36 @@ mod tests {
         // The first ran before the failure and again in the savepoint run; the failed
         // job is not run again; the third ran only in the savepoint run.
         assert_eq!(runs, [2, 1, 1]);
+        assert_eq!(reruns, 1);
     }
 
     #[tokio::test]
     async fn a_job_panicking_after_it_wrote_is_undone_and_the_others_run_again() {
-        let (answers, stored, runs) =
-            one_group(&[Does::Succeed, Does::PanicAfterWriting, Does::Succeed]).await;
+        let Group {
+            answers,
+            stored,
+            runs,
+            reruns,
+        } = one_group(&[Does::Succeed, Does::PanicAfterWriting, Does::Succeed]).await;
         assert!(
             matches!(answers[..], [Ok(1), Err(StoreError::Internal(_)), Ok(3)]),
             "the panicking job fails as an internal error: {answers:?}"
         );
         assert_eq!(stored, [1, 3]);
         assert_eq!(runs, [2, 1, 1]);
+        assert_eq!(reruns, 1);
     }
 
     /// In the savepoint run a job that fails after writing is rolled back to its own
     /// savepoint, alone.
     #[tokio::test]
     async fn a_second_failure_in_the_savepoint_run_is_undone_alone() {
-        let (answers, stored, runs) = one_group(&[
+        let Group {
+            answers,
+            stored,
+            runs,
+            reruns,
+        } = one_group(&[
             Does::Succeed,
             Does::FailAfterWriting,
             Does::FailAfterWriting,
@@ -640,6 +703,7 @@ mod tests {
         );
         assert_eq!(stored, [1, 5]);
         assert_eq!(runs, [2, 1, 1, 1, 1]);
+        assert_eq!(reruns, 1, "the savepoint run is not run again");
     }
 
     /// A job that ends the group's transaction under the others (and claims success) is
@@ -647,14 +711,19 @@ mod tests {
     /// writes are not lost with the old one, nor committed one by one.
     #[tokio::test]
     async fn a_job_ending_the_transaction_fails_and_the_others_run_again() {
-        let (answers, stored, runs) =
-            one_group(&[Does::Succeed, Does::EndTheTransaction, Does::Succeed]).await;
+        let Group {
+            answers,
+            stored,
+            runs,
+            reruns,
+        } = one_group(&[Does::Succeed, Does::EndTheTransaction, Does::Succeed]).await;
         assert!(
             matches!(answers[..], [Ok(1), Err(StoreError::Internal(_)), Ok(3)]),
             "{answers:?}"
         );
         assert_eq!(stored, [1, 3]);
         assert_eq!(runs, [2, 1, 1]);
+        assert_eq!(reruns, 1);
     }
 
     /// A failed commit's answer names SQLite's own reason, not only "unavailable": the
