@@ -76,6 +76,12 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub server_exe: Option<PathBuf>,
 
+    /// Before and after the run, fire the same load for 5 s at a bare poem-openapi server
+    /// (no database) and report the run's rate as a share of it: a measure of this
+    /// machine's speed in the same minutes, so figures from different hosts compare.
+    #[arg(long)]
+    pub calibrate: bool,
+
     /// A short run on a debug build (a few hundred requests) that checks the harness
     /// works; writes its row to a temporary file unless --out is given.
     #[arg(long)]
@@ -159,6 +165,7 @@ pub struct Settings {
     pub log: String,
     pub pool: Option<u32>,
     pub sqlite_sync_normal: bool,
+    pub calibrate: bool,
     pub release: bool,
     pub smoke: bool,
     pub server_exe: Option<PathBuf>,
@@ -233,6 +240,7 @@ fn resolve(o: Options, command: String) -> Result<Settings> {
             (DEFAULT_PG_POOL / replicas).max(1)
         })),
         sqlite_sync_normal: o.sqlite_sync_normal,
+        calibrate: o.calibrate,
         release: !o.smoke,
         smoke: o.smoke,
         server_exe: o.server_exe,

@@ -49,7 +49,16 @@ pub fn append(path: &Path, repo: &Path, settings: &Settings, figures: &Figures) 
             "{:.0}",
             figures.cpu.server() * 1e6 / figures.registered_total.max(1) as f64
         ),
-        machine(&figures.load_before),
+        match &figures.calibration {
+            Some(c) => format!(
+                "{}, calibration {:.0}/{:.0} (ratio {:.3})",
+                machine(&figures.load_before),
+                c.before,
+                c.after,
+                c.ratio(figures.per_sec)
+            ),
+            None => machine(&figures.load_before),
+        },
         settings.command.clone(),
     ];
     let mut text = String::new();

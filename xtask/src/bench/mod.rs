@@ -9,6 +9,7 @@
 //! `load` (the generator), `cpu` (CPU accounting from /proc), `stats` (percentiles and
 //! figures), `csv` (the results file).
 
+mod calibrate;
 mod cli;
 mod cpu;
 mod csv;
@@ -42,6 +43,9 @@ const STARTUP: Duration = Duration::from_secs(60);
 
 /// `cargo xtask bench [OPTIONS]`.
 pub fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some(calibrate::SERVER_TASK) {
+        return calibrate::serve();
+    }
     let Some(settings) = cli::parse(args)? else {
         return Ok(());
     };
@@ -90,7 +94,7 @@ pub fn smoke(cargo_args: &[String]) -> Result<()> {
     let root = crate::project_root();
     let exe = server::build(&root, cargo_args)?;
     for args in [
-        &["--smoke"][..],
+        &["--smoke", "--calibrate"][..],
         &["--smoke", "--scenario", "realistic", "--preload", "20000"][..],
     ] {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
@@ -123,6 +127,7 @@ fn bench(settings: &Settings, exe: &Path, root: &Path, repo: &Path) -> Result<()
     };
     let launch = Launch {
         exe: exe.to_owned(),
+        args: Vec::new(),
         database_url: database_url.clone(),
         log: settings.log.clone(),
         pool: settings.pool,
@@ -134,6 +139,12 @@ fn bench(settings: &Settings, exe: &Path, root: &Path, repo: &Path) -> Result<()
         .build()?;
     runtime.block_on(async {
         let log_file = |i: usize| dir.path().join(format!("crm-api-{i}.log"));
+        let calibration_log = dir.path().join("calibration.log");
+        let before = if settings.calibrate {
+            Some(calibrate::measure(settings, &calibration_log).await?)
+        } else {
+            None
+        };
         let mut first = Server::start(&launch, &log_file(0))?;
         first.wait_healthy(STARTUP).await?;
         let seeded = scenario::seed(&mut Connection::new(first.addr()), settings.scenario).await?;
@@ -166,7 +177,11 @@ fn bench(settings: &Settings, exe: &Path, root: &Path, repo: &Path) -> Result<()
 
         let postgres_pid = postgres.as_ref().map(Postgres::pid).transpose()?;
         let figures = fire(settings, &servers, &seeded, postgres_pid).await?;
-        let figures = finish(settings, servers, figures).await?;
+        let mut figures = finish(settings, servers, figures).await?;
+        if let Some(before) = before {
+            let after = calibrate::measure(settings, &calibration_log).await?;
+            figures.calibration = Some(calibrate::Calibration { before, after });
+        }
         report(settings, root, repo, &figures, dir.path())
     })
 }

@@ -20,6 +20,8 @@ use super::http::Connection;
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub exe: PathBuf,
+    /// Arguments before any other (none for crm-api).
+    pub args: Vec<String>,
     pub database_url: String,
     pub log: String,
     pub pool: Option<u32>,
@@ -87,7 +89,8 @@ impl Server {
         let log =
             File::create(log_file).with_context(|| format!("create {}", log_file.display()))?;
         let mut cmd = Command::new(&launch.exe);
-        cmd.env("CRM_DATABASE_URL", &launch.database_url)
+        cmd.args(&launch.args)
+            .env("CRM_DATABASE_URL", &launch.database_url)
             .env("CRM_BIND", addr.to_string())
             .env("RUST_LOG", &launch.log)
             .stdin(Stdio::null())

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::Result;
 use hdrhistogram::Histogram;
 
-use super::{cli::Settings, cpu::Usage, load::Outcome, scenario::Closed};
+use super::{calibrate::Calibration, cli::Settings, cpu::Usage, load::Outcome, scenario::Closed};
 
 /// The 1-minute load average, from /proc/loadavg.
 pub fn load_average() -> String {
@@ -52,6 +52,8 @@ pub struct Figures {
     pub counters: Option<String>,
     /// The 1-minute load average just before the load started.
     pub load_before: String,
+    /// The bare HTTP server's rate before and after the run (`--calibrate`).
+    pub calibration: Option<Calibration>,
     /// CPU used during warm-up and measurement by the servers (by thread), PostgreSQL
     /// and this load generator (closers included).
     pub cpu: Usage,
@@ -88,6 +90,7 @@ impl Figures {
             rss_sum_kib: rss_kib.iter().sum(),
             counters: None,
             load_before,
+            calibration: None,
             cpu,
         }
     }
@@ -197,6 +200,15 @@ impl Figures {
             "machine:   load average {} before the run (2 cores: above ~0.5 means other work)",
             self.load_before
         );
+        if let Some(c) = &self.calibration {
+            println!(
+                "calibration: a bare poem-openapi server, same load: {:.0} /s before, {:.0} after; \
+                 this run is {:.3} of their mean",
+                c.before,
+                c.after,
+                c.ratio(self.per_sec)
+            );
+        }
         if let Some(counters) = &self.counters {
             println!("counters:  {counters}");
         }
