@@ -118,7 +118,7 @@ fn same_secret(given: &str, expected: &str) -> bool {
 /// The paths anyone may read while authentication is on (as the router sees them:
 /// merged slashes, no trailing one).
 fn is_open(path: &str) -> bool {
-    matches!(path, "/health" | "/metrics" | "/openapi.json" | "/docs") || path.starts_with("/docs/")
+    path == "/health" || crate::is_page(path)
 }
 
 /// Authenticates every request but those to the open paths, and stores the

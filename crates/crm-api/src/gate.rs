@@ -135,17 +135,12 @@ impl<A: Endpoint, P: Endpoint, S: Store> Gate<A, P, S> {
         }
         // Two routers side by side rather than the API nested at `/` in one: a nest
         // rebuilds the URI and the route's name on every request.
-        if is_page(req.uri().path()) {
+        if crate::is_page(req.uri().path()) {
             Ok(self.pages.call(req).await?.into_response())
         } else {
             Ok(self.api.call(req).await?.into_response())
         }
     }
-}
-
-/// Whether `path` (normalised) is one of the pages outside the OpenAPI document.
-fn is_page(path: &str) -> bool {
-    matches!(path, "/docs" | "/openapi.json" | "/metrics") || path.starts_with("/docs/")
 }
 
 /// Rewrites the path as the router matches it: runs of slashes merged into one, trailing
@@ -249,7 +244,10 @@ mod tests {
             .collect();
         assert!(paths.iter().any(|p| p == "/api/contacts"), "{paths:?}");
         for path in paths {
-            assert!(!is_page(&path), "{path} is both an operation and a page");
+            assert!(
+                !crate::is_page(&path),
+                "{path} is both an operation and a page"
+            );
         }
     }
 

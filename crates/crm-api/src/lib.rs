@@ -24,6 +24,21 @@ use poem::{Endpoint, IntoEndpoint, Response, Route, http::Method};
 pub use crate::config::Config;
 use crate::metrics::{Metrics, MetricsEndpoint};
 
+/// The pages outside the OpenAPI document (Swagger UI and its OAuth receiver, the document
+/// itself, the metrics): open to anyone, `GET` and `HEAD` only. One list, read by the
+/// router, the authentication and the `Allow` header of a 405.
+const PAGES: [&str; 4] = [
+    "/docs",
+    "/docs/oauth-receiver.html",
+    "/openapi.json",
+    "/metrics",
+];
+
+/// Whether `path` (normalised: merged slashes, no trailing one) is one of the [`PAGES`].
+fn is_page(path: &str) -> bool {
+    PAGES.contains(&path)
+}
+
 /// The header that carries a request's id, accepted from the client or generated.
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -52,14 +67,19 @@ pub fn app_with<S: Store>(
         metrics: Arc::clone(&metrics),
     };
     let api = api::service(store);
-    let allowed =
-        Arc::new(api::AllowedMethods::of_api::<S>().with("/metrics", &[Method::GET, Method::HEAD]));
-    let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let allowed = Arc::new(
+        PAGES
+            .iter()
+            .fold(api::AllowedMethods::of_api::<S>(), |allowed, page| {
+                allowed.with(page, &[Method::GET, Method::HEAD])
+            }),
+    );
+    // `get` answers HEAD too, and 405 to any other method (Swagger UI's own endpoints
+    // answer every method).
     let pages = Route::new()
-        .nest("/docs", docs)
-        .at("/openapi.json", spec)
-        .at("/metrics", scrape);
+        .nest("/docs", poem::get(api.swagger_ui()))
+        .at("/openapi.json", poem::get(api.spec_endpoint()))
+        .at("/metrics", poem::get(scrape));
     gate::Gate {
         api: api.into_endpoint(),
         pages,

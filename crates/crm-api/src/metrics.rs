@@ -228,14 +228,8 @@ pub(crate) struct MetricsEndpoint<S> {
 impl<S: Store> Endpoint for MetricsEndpoint<S> {
     type Output = Response;
 
-    async fn call(&self, req: Request) -> poem::Result<Response> {
-        // HEAD as everywhere else (hyper sends the headers only).
-        if !matches!(
-            *req.method(),
-            poem::http::Method::GET | poem::http::Method::HEAD
-        ) {
-            return Err(poem::error::MethodNotAllowedError.into());
-        }
+    /// Routed with `poem::get`, so only GET and HEAD reach it.
+    async fn call(&self, _: Request) -> poem::Result<Response> {
         match self.metrics.render(self.store.as_ref()).await {
             Ok(text) => Ok(Response::builder()
                 .content_type("text/plain; version=0.0.4; charset=utf-8")

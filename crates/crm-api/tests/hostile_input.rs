@@ -445,6 +445,9 @@ async fn undeclared_methods_are_405_with_allow() {
         (Method::OPTIONS, "/api/stats/operators", "GET, HEAD"),
         (Method::POST, "/health", "GET, HEAD"),
         (Method::POST, "/metrics", "GET, HEAD"),
+        (Method::POST, "/docs", "GET, HEAD"),
+        (Method::DELETE, "/docs/oauth-receiver.html", "GET, HEAD"),
+        (Method::PUT, "/openapi.json", "GET, HEAD"),
         (Method::PUT, "/api/sources/1/keys", "GET, HEAD, POST"),
         (Method::GET, "/api/sources/1/keys/1", "DELETE"),
     ] {

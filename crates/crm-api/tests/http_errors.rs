@@ -291,4 +291,15 @@ async fn docs_and_openapi_document_are_served() {
     assert_eq!(docs.status(), StatusCode::OK);
     let html = docs.text().await.expect("docs page");
     assert!(html.contains("swagger"), "{html}");
+    // Swagger UI's other page, listed among the pages by its path.
+    let receiver = app.get("/docs/oauth-receiver.html").await;
+    assert_eq!(receiver.status(), StatusCode::OK);
+    assert!(
+        receiver.text().await.expect("page").contains("oauth2"),
+        "the OAuth receiver page"
+    );
+    assert_eq!(
+        app.send(Method::HEAD, "/docs", None).await.status(),
+        StatusCode::OK
+    );
 }
