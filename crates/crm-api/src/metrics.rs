@@ -5,7 +5,13 @@
 //! Each [`crate::app`] has its own registry, so several apps in one process (the tests)
 //! do not mix their figures.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use crm_core::{Contact, Store};
 use poem::{Endpoint, Request, Response, http::StatusCode};
@@ -28,6 +34,9 @@ pub(crate) struct Metrics {
     pool_max: IntGauge,
     queued_writes: IntGauge,
     write_group_reruns: IntCounter,
+    /// The store's rerun total at the last scrape: scrapes may run at once, so the
+    /// counter is raised by what each one newly saw, never twice for the same reruns.
+    reruns_seen: AtomicU64,
 }
 
 /// Latency buckets from 100 µs to 10 s: registrations take well under a millisecond of
@@ -147,6 +156,7 @@ impl Metrics {
             pool_max,
             queued_writes,
             write_group_reruns,
+            reruns_seen: AtomicU64::new(0),
         }
     }
 
@@ -209,8 +219,10 @@ impl Metrics {
             .set(i64::try_from(pool.queued_writes.unwrap_or(0)).unwrap_or(i64::MAX));
         // The store keeps the total; the counter catches up with it.
         let reruns = pool.write_group_reruns.unwrap_or(0);
-        self.write_group_reruns
-            .inc_by(reruns.saturating_sub(self.write_group_reruns.get()));
+        let seen = self.reruns_seen.fetch_max(reruns, Ordering::Relaxed);
+        if reruns > seen {
+            self.write_group_reruns.inc_by(reruns - seen);
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
