@@ -61,6 +61,27 @@ macro_rules! write {
             }
         }
     };
+    // A write after which the SQLite writer's cache is kept, brought up to date by `$keep`
+    // from the write's result `$out`, instead of emptied.
+    ($self:ident, |$conn:ident| $body:expr, keep |$cache:ident, $out:ident| $keep:expr) => {
+        match &$self.writes {
+            Writes::Sqlite { handle, .. } => {
+                handle
+                    .run(move |ctx| {
+                        let sqlite = SqliteConn(ctx.conn);
+                        let $out = pollster::block_on({
+                            let $conn = &sqlite;
+                            $body
+                        })?;
+                        let $cache = &mut ctx.cache;
+                        $keep;
+                        Ok($out)
+                    })
+                    .await
+            }
+            Writes::Postgres => write!($self, |$conn| $body),
+        }
+    };
     // A registration: `$tx` is the backend's unit of work (`impl RegistrationTx`)
     // and `$rng` the generator behind the draw (the writer's own on SQLite, a fresh one
     // per transaction on PostgreSQL).
@@ -348,7 +369,17 @@ impl Store for DbStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn close_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
-        write!(self, |conn| ops::close_contact(conn, id))?;
+        // A close changes one cached counter; the rest of the cache stays right.
+        write!(
+            self,
+            |conn| ops::close_contact(conn, id),
+            keep | cache,
+            released | {
+                if let Some(operator) = released {
+                    cache.released(operator);
+                }
+            }
+        )?;
         read::contact(&self.reader, id).await
     }
 

@@ -188,7 +188,11 @@ pub async fn replace_weights(
 }
 
 /// Closes an open contact and releases its operator; a closed one stays as it is.
-pub async fn close_contact(conn: &impl Conn, id: ContactId) -> Result<(), StoreError> {
+/// Returns the operator released, if any.
+pub async fn close_contact(
+    conn: &impl Conn,
+    id: ContactId,
+) -> Result<Option<OperatorId>, StoreError> {
     let closed = conn
         .one(
             sql::CLOSE_CONTACT,
@@ -197,17 +201,18 @@ pub async fn close_contact(conn: &impl Conn, id: ContactId) -> Result<(), StoreE
         .await?;
     match closed {
         Some(row) => {
-            if let Some(operator_id) = row.get::<Option<i64>>(0)? {
+            let operator = row.get::<Option<i64>>(0)?;
+            if let Some(operator_id) = operator {
                 release(conn, operator_id).await?;
             }
-            Ok(())
+            Ok(operator.map(OperatorId))
         }
         None if conn
             .one(sql::CONTACT_STATE, vec![id.get().into()])
             .await?
             .is_some() =>
         {
-            Ok(())
+            Ok(None)
         }
         None => Err(StoreError::NotFound(Entity::Contact)),
     }

@@ -12,10 +12,11 @@
 //!
 //! Being the only writer also lets it keep each source's candidates (operators, weights,
 //! counters) in memory, in a [`SourceCache`], instead of reading them for every
-//! registration: a registration raises the cached counter of the operator it claimed, and
-//! every other write (closes, assignments, operator and weight changes, anything) empties
-//! the cache before it runs, as does any failed job or commit, since its changes were
-//! rolled back. The cache therefore always equals the database; and the claim itself
+//! registration: a registration raises the cached counter of the operator it claimed, a
+//! close lowers the counter of the operator it released (closes are frequent, and nothing
+//! else of the cache changes with them), and every other write (assignments, operator and
+//! weight changes, anything) empties the cache before it runs, as does any failed job or
+//! commit, since its changes were rolled back. The cache therefore always equals the database; and the claim itself
 //! still checks the operator's row (`open_contacts < max_active_contacts`), so even a
 //! wrong cache could never put an operator over its limit.
 
@@ -66,10 +67,20 @@ impl SourceCache {
 
     /// Counts a claimed contact on `operator` in every source it is a candidate of.
     fn claimed(&mut self, operator: OperatorId) {
+        self.adjust(operator, 1);
+    }
+
+    /// Uncounts a closed contact of `operator` in every source it is a candidate of
+    /// (the close lowered its stored counter by one in the same unit of work).
+    pub fn released(&mut self, operator: OperatorId) {
+        self.adjust(operator, -1);
+    }
+
+    fn adjust(&mut self, operator: OperatorId, by: i64) {
         for candidates in self.candidates.values_mut() {
             for (candidate, _) in candidates.iter_mut() {
                 if candidate.operator_id == operator {
-                    candidate.open_contacts += 1;
+                    candidate.open_contacts = (candidate.open_contacts + by).max(0);
                 }
             }
         }
