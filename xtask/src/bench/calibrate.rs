@@ -63,7 +63,13 @@ pub fn serve() -> Result<()> {
 /// Fires `settings`' load at a fresh calibration server for a few seconds; returns its
 /// requests per second.
 pub async fn measure(settings: &Settings, log_file: &Path) -> Result<f64> {
-    let exe = std::env::current_exe().context("the xtask executable")?;
+    // This very executable, even when cargo has replaced its file since it started (the
+    // smoke run's `cargo test --no-run` relinks xtask): Linux keeps the running image
+    // reachable as /proc/self/exe.
+    let exe = match Path::new("/proc/self/exe") {
+        proc if proc.exists() => proc.to_owned(),
+        _ => std::env::current_exe().context("the xtask executable")?,
+    };
     let launch = Launch {
         exe,
         args: vec!["bench".to_owned(), SERVER_TASK.to_owned()],
