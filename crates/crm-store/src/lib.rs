@@ -40,14 +40,25 @@ use sqlite::writer::{Writer, WriterHandle};
 /// that evaluates to a future.
 macro_rules! write {
     ($self:ident, |$conn:ident| $body:expr) => {
+        // Any write but a registration or a close may change what the cache holds.
+        write!($self, |$conn| $body; then |cache, out| cache.clear())
+    };
+    // A write after which `$then` brings the SQLite writer's source cache up to date from
+    // the write's result `$out` (a job that fails empties the cache anyway, see
+    // `sqlite::writer`); PostgreSQL has no cache.
+    ($self:ident, |$conn:ident| $body:expr; then |$cache:ident, $out:ident| $then:expr) => {
         match &$self.writes {
             Writes::Sqlite { handle, .. } => {
                 handle
                     .run(move |ctx| {
-                        // Any write but a registration may change what the cache holds.
-                        ctx.cache.clear();
-                        let $conn = &SqliteConn(ctx.conn);
-                        pollster::block_on($body)
+                        let sqlite = SqliteConn(ctx.conn);
+                        let $out = pollster::block_on({
+                            let $conn = &sqlite;
+                            $body
+                        })?;
+                        let $cache = &mut ctx.cache;
+                        $then;
+                        Ok($out)
                     })
                     .await
             }
@@ -59,27 +70,6 @@ macro_rules! write {
                 };
                 pg::finish(txn, result).await
             }
-        }
-    };
-    // A write after which the SQLite writer's cache is kept, brought up to date by `$keep`
-    // from the write's result `$out`, instead of emptied.
-    ($self:ident, |$conn:ident| $body:expr, keep |$cache:ident, $out:ident| $keep:expr) => {
-        match &$self.writes {
-            Writes::Sqlite { handle, .. } => {
-                handle
-                    .run(move |ctx| {
-                        let sqlite = SqliteConn(ctx.conn);
-                        let $out = pollster::block_on({
-                            let $conn = &sqlite;
-                            $body
-                        })?;
-                        let $cache = &mut ctx.cache;
-                        $keep;
-                        Ok($out)
-                    })
-                    .await
-            }
-            Writes::Postgres => write!($self, |$conn| $body),
         }
     };
     // A registration: `$tx` is the backend's unit of work (`impl RegistrationTx`)
@@ -370,16 +360,11 @@ impl Store for DbStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn close_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
         // A close changes one cached counter; the rest of the cache stays right.
-        write!(
-            self,
-            |conn| ops::close_contact(conn, id),
-            keep | cache,
-            released | {
-                if let Some(operator) = released {
-                    cache.released(operator);
-                }
+        write!(self, |conn| ops::close_contact(conn, id); then |cache, released| {
+            if let Some(operator) = released {
+                cache.released(operator);
             }
-        )?;
+        })?;
         read::contact(&self.reader, id).await
     }
 

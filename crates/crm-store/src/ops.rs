@@ -404,14 +404,9 @@ pub async fn claim_key(
 ) -> Result<KeyClaim, StoreError> {
     let oldest = conn.timestamp(now - IdempotencyKey::LIFETIME);
     let identity = || vec![key.credential().into(), key.key().into()];
+    let mut values = identity();
     let row = if conn.concurrent() {
-        let values = vec![
-            key.credential().into(),
-            key.key().into(),
-            key.fingerprint().into(),
-            conn.timestamp(now),
-            oldest,
-        ];
+        values.extend([key.fingerprint().into(), conn.timestamp(now), oldest]);
         if conn.one(sql::CLAIM_KEY, values).await?.is_some() {
             return Ok(KeyClaim::Claimed);
         }
@@ -419,7 +414,6 @@ pub async fn claim_key(
             .await?
             .ok_or_else(|| StoreError::Internal("a live idempotency key vanished".into()))?
     } else {
-        let mut values = identity();
         values.push(oldest);
         match conn.one(sql::READ_LIVE_KEY, values).await? {
             Some(row) => row,
@@ -453,6 +447,6 @@ pub async fn record_key(
         return returned(conn.one(sql::RECORD_KEY, values).await?).map(drop);
     }
     values.extend([key.fingerprint().into(), conn.timestamp(now)]);
-    conn.all(sql::STORE_KEY, values).await.map(drop)?;
+    conn.all(sql::STORE_KEY, values).await?;
     Ok(())
 }

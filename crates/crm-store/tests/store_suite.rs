@@ -74,7 +74,11 @@ impl TestStore {
 }
 
 async fn store(backend: Backend) -> TestStore {
-    let db = TestDatabase::create(backend).await;
+    open(TestDatabase::create(backend).await).await
+}
+
+/// The store on `db`, as the server opens it.
+async fn open(db: TestDatabase) -> TestStore {
     let config = StoreConfig {
         database_url: db.url.clone(),
         ..StoreConfig::default()
@@ -693,14 +697,16 @@ async fn an_expired_idempotency_key_is_taken_over(backend: Backend) {
     let t = store(backend).await;
     let a = operator(&t.store, "A", 10).await;
     let src = source(&t.store, "src", &[(a, 1)]).await;
-    let first = t
-        .store
-        .register_contact_once(
-            contact("x", SourceRef::Id(src)),
-            IdempotencyKey::new("admin", "k", "first").expect("key"),
-        )
-        .await
-        .expect("first");
+    // Every request here uses the key `k`; `fingerprint` tells the requests apart.
+    let with_key = async |store: &DbStore, external: &str, fingerprint: &str| {
+        store
+            .register_contact_once(
+                contact(external, SourceRef::Id(src)),
+                IdempotencyKey::new("admin", "k", fingerprint).expect("key"),
+            )
+            .await
+    };
+    let first = with_key(&t.store, "x", "first").await.expect("first");
     // Age the key behind the store's back, with the store closed.
     t.store.shutdown().await;
     let TestStore { store: old, db } = t;
@@ -713,42 +719,18 @@ async fn an_expired_idempotency_key_is_taken_over(backend: Backend) {
     .await
     .expect("age the key");
     raw.close().await.expect("close");
-    let config = StoreConfig {
-        database_url: db.url.clone(),
-        ..StoreConfig::default()
-    };
-    let t = TestStore {
-        store: Arc::new(crm_store::connect(&config).await.expect("reopen")),
-        db,
-    };
+    let t = open(db).await;
     // Another request with the expired key is not refused as a reuse.
-    let second = t
-        .store
-        .register_contact_once(
-            contact("y", SourceRef::Id(src)),
-            IdempotencyKey::new("admin", "k", "second").expect("key"),
-        )
+    let second = with_key(&t.store, "y", "second")
         .await
         .expect("the expired key is taken over");
     assert!(!second.replayed);
     assert_ne!(second.contact.id, first.contact.id);
     // From now on the key answers for the second request.
-    let again = t
-        .store
-        .register_contact_once(
-            contact("y", SourceRef::Id(src)),
-            IdempotencyKey::new("admin", "k", "second").expect("key"),
-        )
-        .await
-        .expect("replay");
+    let again = with_key(&t.store, "y", "second").await.expect("replay");
     assert!(again.replayed);
     assert_eq!(again.contact, second.contact);
-    let reused = t
-        .store
-        .register_contact_once(
-            contact("x", SourceRef::Id(src)),
-            IdempotencyKey::new("admin", "k", "first").expect("key"),
-        )
+    let reused = with_key(&t.store, "x", "first")
         .await
         .expect_err("the first request's fingerprint no longer owns the key");
     assert!(

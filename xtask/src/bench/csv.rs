@@ -24,6 +24,7 @@ pub fn append(path: &Path, repo: &Path, settings: &Settings, figures: &Figures) 
         );
     }
     let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
+    let machine = machine(&figures.load_before);
     let fields = [
         chrono::Utc::now().format("%Y-%m-%dT%H:%MZ").to_string(),
         commit(repo),
@@ -51,13 +52,12 @@ pub fn append(path: &Path, repo: &Path, settings: &Settings, figures: &Figures) 
         ),
         match &figures.calibration {
             Some(c) => format!(
-                "{}, calibration {:.0}/{:.0} (ratio {:.3})",
-                machine(&figures.load_before),
+                "{machine}, calibration {:.0}/{:.0} (ratio {:.3})",
                 c.before,
                 c.after,
                 c.ratio(figures.per_sec)
             ),
-            None => machine(&figures.load_before),
+            None => machine,
         },
         settings.command.clone(),
     ];

@@ -15,10 +15,11 @@
 //! registration: a registration raises the cached counter of the operator it claimed, a
 //! close lowers the counter of the operator it released (closes are frequent, and nothing
 //! else of the cache changes with them), and every other write (assignments, operator and
-//! weight changes, anything) empties the cache before it runs, as does any failed job or
-//! commit, since its changes were rolled back. The cache therefore always equals the database; and the claim itself
-//! still checks the operator's row (`open_contacts < max_active_contacts`), so even a
-//! wrong cache could never put an operator over its limit.
+//! weight changes, anything) empties the cache once it has run, as does any failed job or
+//! commit, since its changes were rolled back. The cache therefore always equals the
+//! database; and the claim itself still checks the operator's row
+//! (`open_contacts < max_active_contacts`), so even a wrong cache could never put an
+//! operator over its limit.
 
 use std::collections::HashMap;
 
