@@ -35,6 +35,8 @@ struct Memory {
     source_code: &'static str,
     operators: BTreeMap<OperatorId, Operator>,
     leads: BTreeMap<String, LeadId>,
+    /// The lead of the registration under way, found or created by `prepare`.
+    lead: Option<LeadId>,
     contacts: Vec<Contact>,
     /// Idempotency keys and their answers (this example registers without keys).
     keys: BTreeMap<(String, String), (String, Option<Contact>)>,
@@ -94,9 +96,9 @@ impl RegistrationTx for Memory {
                 max_active_contacts: op.max_active_contacts,
             })
             .collect();
+        self.lead = Some(lead_id);
         Ok(Prepared {
             source_id: self.source_id,
-            lead_id,
             candidates,
         })
     }
@@ -126,9 +128,12 @@ impl RegistrationTx for Memory {
                 is_active: op.is_active,
             });
         }
+        let lead_id = self
+            .lead
+            .ok_or_else(|| StoreError::Internal("insert before prepare".into()))?;
         let contact = Contact {
             id: ContactId(i64::try_from(self.contacts.len()).unwrap_or(i64::MAX) + 1),
-            lead_id: prepared.lead_id,
+            lead_id,
             source_id: prepared.source_id,
             operator: summary,
             status: ContactStatus::Open,
@@ -158,6 +163,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             (OperatorId(3), operator("Cid", false, 5, 60)),
         ]),
         leads: BTreeMap::new(),
+        lead: None,
         contacts: Vec::new(),
         keys: BTreeMap::new(),
     };

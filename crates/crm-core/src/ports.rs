@@ -109,8 +109,6 @@ pub enum StoreError {
 pub struct Prepared {
     /// The resolved source.
     pub source_id: SourceId,
-    /// The found or created lead.
-    pub lead_id: LeadId,
     /// The operators with a weight for the source, with their loads, by operator id.
     pub candidates: Vec<Candidate>,
 }
@@ -138,13 +136,17 @@ pub enum KeyClaim {
 
 /// One registration's unit of work. The adapter begins a transaction (or a savepoint)
 /// before handing it out and commits it only when [`register_contact`](crate::register_contact)
-/// returns `Ok`; otherwise everything it wrote is rolled back.
+/// returns `Ok`; otherwise everything it wrote is rolled back. An adapter whose only
+/// write is the one statement of a successful [`RegistrationTx::insert_contact`] (which
+/// then also finds or creates the lead) is atomic without a transaction of its own.
 ///
 /// The trait does not demand `Send`: an adapter over a synchronous connection that never
 /// leaves its thread (the SQLite writer) fits as well as an async one, whose futures are
 /// `Send` through its concrete types.
 pub trait RegistrationTx {
-    /// Resolves the source, finds or creates the lead, and reads the candidates.
+    /// Resolves the source and reads the candidates. The adapter finds or creates the
+    /// lead named by `external_id` either here or with the contact in
+    /// [`RegistrationTx::insert_contact`], and keeps it (or the id) until then.
     ///
     /// # Errors
     /// MUST return [`StoreError::NotFound`]`(Entity::Source)` when the source does not exist
@@ -156,8 +158,8 @@ pub trait RegistrationTx {
     ) -> impl Future<Output = Result<Prepared, StoreError>>;
 
     /// Claims `operator` (raises its counter only while it is below the limit) and inserts
-    /// the contact with the decision that chose it; with `None` it inserts an unassigned
-    /// contact.
+    /// the contact, bound to the prepared lead, with the decision that chose it; with
+    /// `None` it inserts an unassigned contact.
     ///
     /// # Errors
     /// Only driver failures; a lost claim is [`Inserted::OperatorFull`], not an error.

@@ -44,6 +44,8 @@ enum Race {
 struct FakeTx {
     operators: BTreeMap<OperatorId, FakeOperator>,
     leads: Vec<(LeadId, String)>,
+    /// The lead the registration under way prepared.
+    lead: Option<LeadId>,
     contacts: Vec<Contact>,
     race: Race,
     /// Operators that lost a claim to the other replica.
@@ -62,6 +64,7 @@ impl FakeTx {
                 .map(|(id, op)| (OperatorId(id), op))
                 .collect(),
             leads: Vec::new(),
+            lead: None,
             contacts: Vec::new(),
             race,
             lost: BTreeSet::new(),
@@ -143,9 +146,9 @@ impl RegistrationTx for FakeTx {
                 max_active_contacts: op.max,
             })
             .collect();
+        self.lead = Some(lead_id);
         Ok(Prepared {
             source_id: SOURCE,
-            lead_id,
             candidates,
         })
     }
@@ -182,9 +185,12 @@ impl RegistrationTx for FakeTx {
             }
             op.open += 1;
         }
+        let lead_id = self
+            .lead
+            .ok_or_else(|| StoreError::Internal("insert before prepare".into()))?;
         let contact = Contact {
             id: ContactId(i64::try_from(self.contacts.len()).unwrap_or(i64::MAX) + 1),
-            lead_id: prepared.lead_id,
+            lead_id,
             source_id: prepared.source_id,
             operator: operator.and_then(|id| self.summary(id)),
             status: ContactStatus::Open,

@@ -269,3 +269,74 @@ impl Conn for PgConn<'_> {
         true
     }
 }
+
+/// One pooled PostgreSQL connection held outside any transaction, so that each statement
+/// commits on its own: for a unit of work whose only write is a single statement (see
+/// `pg::registration`). SeaORM runs each statement on the pool on a connection of its
+/// own, and sqlx tests a connection with a round trip each time it goes back to the
+/// pool, so holding one saves a round trip per statement after the first.
+pub struct PgHeld(tokio::sync::Mutex<sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>>);
+
+impl PgHeld {
+    /// Takes a connection from `db`'s pool until this is dropped.
+    pub async fn acquire(db: &sea_orm::DatabaseConnection) -> Result<Self, StoreError> {
+        let conn = db
+            .get_postgres_connection_pool()
+            .acquire()
+            .await
+            .map_err(|err| {
+                db_err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
+                    err.into(),
+                )))
+            })?;
+        Ok(Self(tokio::sync::Mutex::new(conn)))
+    }
+
+    fn query(
+        sql: &str,
+        values: Vec<Value>,
+    ) -> sea_orm::sqlx::query::Query<'_, sea_orm::sqlx::Postgres, sea_query_sqlx::SqlxValues> {
+        sea_orm::sqlx::query_with(
+            sea_orm::sqlx::AssertSqlSafe(sql),
+            sea_query_sqlx::SqlxValues(sea_orm::sea_query::Values(values)),
+        )
+    }
+}
+
+fn sqlx_db_err(err: sea_orm::sqlx::Error) -> DbError {
+    async_db_err(sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(
+        err.into(),
+    )))
+}
+
+impl Conn for PgHeld {
+    async fn one(&self, sql: &str, values: Vec<Value>) -> Result<Option<Row>, DbError> {
+        let mut conn = self.0.lock().await;
+        Self::query(sql, values)
+            .fetch_optional(&mut **conn)
+            .await
+            .map(|row| row.map(|row| Row::Postgres(row.into())))
+            .map_err(sqlx_db_err)
+    }
+
+    async fn all(&self, sql: &str, values: Vec<Value>) -> Result<Vec<Row>, DbError> {
+        let mut conn = self.0.lock().await;
+        Self::query(sql, values)
+            .fetch_all(&mut **conn)
+            .await
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|row| Row::Postgres(row.into()))
+                    .collect()
+            })
+            .map_err(sqlx_db_err)
+    }
+
+    fn timestamp(&self, t: DateTime<Utc>) -> Value {
+        t.into()
+    }
+
+    fn concurrent(&self) -> bool {
+        true
+    }
+}

@@ -31,7 +31,7 @@ use sea_orm::DatabaseConnection;
 
 pub use migrate::{MigrateAction, MigrationState, migrate};
 
-use conn::{PgConn, SqliteConn};
+use conn::{PgConn, PgHeld, SqliteConn};
 use sqlite::writer::{Writer, WriterHandle};
 
 /// Runs one write on whichever backend the store has: on SQLite as a job of the writer
@@ -74,8 +74,9 @@ macro_rules! write {
     };
     // A registration: `$tx` is the backend's unit of work (`impl RegistrationTx`)
     // and `$rng` the generator behind the draw (the writer's own on SQLite, a fresh one
-    // per transaction on PostgreSQL).
-    ($self:ident, |$tx:ident, $rng:ident| $body:expr) => {
+    // per registration on PostgreSQL). `$keyed`: whether it claims an idempotency key;
+    // on PostgreSQL only then does it need a transaction (see `pg::registration`).
+    ($self:ident, keyed = $keyed:literal, |$tx:ident, $rng:ident| $body:expr) => {
         match &$self.writes {
             Writes::Sqlite { handle, .. } => {
                 handle
@@ -89,14 +90,20 @@ macro_rules! write {
                     })
                     .await
             }
-            Writes::Postgres => {
+            Writes::Postgres if $keyed => {
                 let txn = pg::begin(&$self.reader).await?;
                 let result = {
-                    let $tx = &mut pg::registration::PgRegistration::new(&txn);
+                    let $tx = &mut pg::registration::PgRegistration::new(PgConn(&txn));
                     let $rng = &mut ChaCha8Rng::from_rng(&mut rand::rng());
                     $body.await
                 };
                 pg::finish(txn, result).await
+            }
+            Writes::Postgres => {
+                let held = PgHeld::acquire(&$self.reader).await?;
+                let $tx = &mut pg::registration::PgRegistration::new(held);
+                let $rng = &mut ChaCha8Rng::from_rng(&mut rand::rng());
+                $body.await
             }
         }
     };
@@ -335,7 +342,10 @@ impl Store for DbStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn register_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
-        write!(self, |tx, rng| register_contact(tx, &new, rng)).map(|r| r.contact)
+        write!(self, keyed = false, |tx, rng| register_contact(
+            tx, &new, rng
+        ))
+        .map(|r| r.contact)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -344,7 +354,9 @@ impl Store for DbStore {
         new: NewContact,
         key: IdempotencyKey,
     ) -> Result<Registration, StoreError> {
-        write!(self, |tx, rng| register_contact_once(tx, &new, &key, rng))
+        write!(self, keyed = true, |tx, rng| {
+            register_contact_once(tx, &new, &key, rng)
+        })
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -39,8 +39,6 @@ pub const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_cont
      WHERE id = $1 AND is_active AND open_contacts < max_active_contacts RETURNING id";
 pub const RELEASE_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts - 1 \
      WHERE id = $1 AND open_contacts > 0 RETURNING id";
-pub const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, decision, created_at) \
-     VALUES ($1, $2, $3, 'open', $4, $5, $6) RETURNING id";
 /// Closes an open contact; returns its operator (no row when it was closed already).
 pub const CLOSE_CONTACT: &str = "UPDATE contacts SET status = 'closed', closed_at = $2 \
      WHERE id = $1 AND status = 'open' RETURNING operator_id";

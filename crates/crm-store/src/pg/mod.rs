@@ -26,6 +26,11 @@ pub async fn open(config: &StoreConfig) -> Result<DatabaseConnection, ConnectErr
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
         .connect_timeout(config.acquire_timeout)
+        // sqlx pings every connection it hands out by default: one more round trip per
+        // transaction, for a failure (a server restart, a proxy dropping an idle socket)
+        // that a busy connection reports on its next statement anyway. Only connections
+        // idle long enough to have been dropped are checked.
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false);
     if let Some(timeout) = config.statement_timeout {
         options.statement_timeout(timeout);
@@ -70,6 +75,9 @@ pub async fn finish<T>(
         }
     }
 }
+
+/// How long a pooled connection may sit idle before it is pinged on checkout.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 
 /// Default bound on waiting for a pooled connection.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);

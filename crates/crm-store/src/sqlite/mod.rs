@@ -156,6 +156,9 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
         ConnectOptions::new(format!("sqlite://{display}?mode=ro"))
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            // A file does not hang up: sqlx's ping on every checkout would only cost
+            // each read a trip to the connection's thread.
+            .test_before_acquire(false)
             .sqlx_logging(false)
             .to_owned(),
     )

@@ -43,7 +43,7 @@ const INSERT_LEAD: &str = "INSERT INTO leads (external_id, created_at) VALUES (?
 /// [`sql::CLAIM_OPERATOR`] without `RETURNING`: one changed row means claimed.
 const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts + 1 \
      WHERE id = ?1 AND is_active AND open_contacts < max_active_contacts";
-/// [`sql::INSERT_CONTACT`] without `RETURNING`: the id is `last_insert_rowid()`.
+/// The contact's insert; its id is `last_insert_rowid()` (no `RETURNING`, see above).
 const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, decision, created_at) \
      VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6)";
 
@@ -134,6 +134,8 @@ pub struct SqliteRegistration<'r, 'c> {
     now: DateTime<Utc>,
     /// `now` as stored.
     created_at: String,
+    /// The lead found or created by `prepare`.
+    lead: Option<LeadId>,
 }
 
 impl<'r, 'c> SqliteRegistration<'r, 'c> {
@@ -147,6 +149,7 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
             cache,
             now,
             created_at: sqlite_timestamp(now),
+            lead: None,
         }
     }
 
@@ -218,7 +221,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         .query_row([external_id.as_str()], |row| row.get(0))
         .optional()
         .map_err(db)?;
-        let lead_id = match existing {
+        self.lead = Some(LeadId(match existing {
             Some(id) => id,
             None => {
                 held(&mut self.hot.insert_lead, self.conn, INSERT_LEAD)?
@@ -226,7 +229,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
                     .map_err(db)?;
                 self.conn.last_insert_rowid()
             }
-        };
+        }));
         if !self.cache.candidates.contains_key(&source_id) {
             let candidates = self.read_candidates(source_id)?;
             self.cache.candidates.insert(source_id, candidates);
@@ -237,7 +240,6 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             .collect();
         Ok(Prepared {
             source_id,
-            lead_id: LeadId(lead_id),
             candidates,
         })
     }
@@ -249,6 +251,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         payload: &Payload,
         decision: &Decision,
     ) -> Result<Inserted, StoreError> {
+        let lead_id = self
+            .lead
+            .ok_or_else(|| StoreError::Internal("insert before prepare".into()))?;
         if let Some(id) = operator {
             let claimed = held(&mut self.hot.claim_operator, self.conn, CLAIM_OPERATOR)?
                 .execute([id.get()])
@@ -263,7 +268,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         let decision_json = decision.record();
         held(&mut self.hot.insert_contact, self.conn, INSERT_CONTACT)?
             .execute((
-                prepared.lead_id.get(),
+                lead_id.get(),
                 prepared.source_id.get(),
                 operator.map(OperatorId::get),
                 payload.as_json(),
@@ -273,7 +278,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             .map_err(db)?;
         Ok(Inserted::Stored(Contact {
             id: ContactId(self.conn.last_insert_rowid()),
-            lead_id: prepared.lead_id,
+            lead_id,
             source_id: prepared.source_id,
             operator: operator.and_then(|id| self.summary(prepared.source_id, id)),
             status: ContactStatus::Open,
