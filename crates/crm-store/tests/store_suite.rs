@@ -691,8 +691,10 @@ async fn refused_writes_fail_before_writing(backend: Backend) {
     t.finish().await;
 }
 
-/// A key older than [`IdempotencyKey::LIFETIME`] is forgotten by the claim itself, even
-/// before the hourly expiry removes it: the next request with it registers anew.
+/// A key lives for [`IdempotencyKey::LIFETIME`] from its first use. Just inside it, the
+/// key still belongs to its first request (a replay for it, a refusal for another); just
+/// past it, the claim itself forgets the key, even before the hourly expiry removes it,
+/// and the next request with it registers anew.
 async fn an_expired_idempotency_key_is_taken_over(backend: Backend) {
     let t = store(backend).await;
     let a = operator(&t.store, "A", 10).await;
@@ -707,19 +709,24 @@ async fn an_expired_idempotency_key_is_taken_over(backend: Backend) {
             .await
     };
     let first = with_key(&t.store, "x", "first").await.expect("first");
-    // Age the key behind the store's back, with the store closed.
-    t.store.shutdown().await;
-    let TestStore { store: old, db } = t;
-    drop(old);
-    let raw = sea_orm::Database::connect(&db.url).await.expect("connect");
-    sea_orm::ConnectionTrait::execute_unprepared(
-        &raw,
-        "UPDATE idempotency_keys SET created_at = '2000-01-01T00:00:00.000000Z'",
-    )
-    .await
-    .expect("age the key");
-    raw.close().await.expect("close");
-    let t = open(db).await;
+    let lifetime = chrono::Duration::from_std(IdempotencyKey::LIFETIME).expect("lifetime");
+    let margin = chrono::Duration::minutes(1);
+
+    let t = age_keys(t, chrono::Utc::now() - lifetime + margin).await;
+    let replay = with_key(&t.store, "x", "first")
+        .await
+        .expect("a replay just inside the lifetime");
+    assert!(replay.replayed);
+    assert_eq!(replay.contact, first.contact);
+    let refused = with_key(&t.store, "y", "second")
+        .await
+        .expect_err("the key still belongs to the first request");
+    assert!(
+        matches!(refused, StoreError::IdempotencyKeyReused),
+        "{refused:?}"
+    );
+
+    let t = age_keys(t, chrono::Utc::now() - lifetime - margin).await;
     // Another request with the expired key is not refused as a reuse.
     let second = with_key(&t.store, "y", "second")
         .await
@@ -739,6 +746,24 @@ async fn an_expired_idempotency_key_is_taken_over(backend: Backend) {
     );
     assert_eq!(all_contacts(&t.store).await.len(), 2);
     t.finish().await;
+}
+
+/// Sets the first use of every idempotency key to `at`, behind the store's back (with
+/// the store closed), and opens the store again.
+async fn age_keys(t: TestStore, at: chrono::DateTime<chrono::Utc>) -> TestStore {
+    t.store.shutdown().await;
+    let TestStore { store, db } = t;
+    drop(store);
+    let raw = sea_orm::Database::connect(&db.url).await.expect("connect");
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &raw,
+        &format!("UPDATE idempotency_keys SET created_at = '{at}'"),
+    )
+    .await
+    .expect("age the keys");
+    raw.close().await.expect("close");
+    open(db).await
 }
 
 async fn source_keys_are_stored_as_hashes_listed_and_revoked(backend: Backend) {
