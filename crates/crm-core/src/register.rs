@@ -59,8 +59,9 @@ where
     })
 }
 
-/// Registers a contact inside the unit of work `tx`: resolve the source, find or create the
-/// lead, read the candidates, choose, then claim the operator and insert the contact.
+/// Registers a contact inside the unit of work `tx`: resolve the source and read the
+/// candidates, choose, then claim the operator and insert the contact (the adapter finds or
+/// creates the lead in one of the two steps).
 ///
 /// When the chosen operator filled up between the read and the claim (another replica won
 /// the race), it is treated as at capacity and the rule runs again over the rest, so the

@@ -1,7 +1,8 @@
 //! The seam that lets every write be written once for both backends: a [`Conn`] runs
 //! one SQL statement from `sql.rs` and hands back [`Row`]s. The SQLite writer's connection
 //! is synchronous rusqlite (its futures are ready at once and are driven by `pollster`);
-//! the PostgreSQL one is SeaORM's async transaction.
+//! the PostgreSQL one is SeaORM's async transaction, or one pooled connection outside any
+//! transaction ([`PgHeld`]) for a registration without a key.
 
 use std::{
     borrow::Cow,
@@ -224,13 +225,10 @@ pub fn sqlite_timestamp(t: DateTime<Utc>) -> String {
 pub struct PgConn<'a>(pub &'a sea_orm::DatabaseTransaction);
 
 fn async_db_err(err: sea_orm::DbErr) -> DbError {
-    if matches!(
-        err.sql_err(),
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-    ) {
-        DbError::Unique
-    } else {
-        DbError::Other(db_err(err))
+    match err.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => DbError::Unique,
+        Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => DbError::ForeignKey,
+        _ => DbError::Other(db_err(err)),
     }
 }
 
@@ -273,8 +271,9 @@ impl Conn for PgConn<'_> {
 /// One pooled PostgreSQL connection held outside any transaction, so that each statement
 /// commits on its own: for a unit of work whose only write is a single statement (see
 /// `pg::registration`). SeaORM runs each statement on the pool on a connection of its
-/// own, and sqlx tests a connection with a round trip each time it goes back to the
-/// pool, so holding one saves a round trip per statement after the first.
+/// own, and sqlx tests a connection with a round trip each time it goes back to the pool
+/// (in a task of its own, after the answer, but a round trip on both sides all the same),
+/// so holding one saves that round trip for every statement after the first.
 pub struct PgHeld(tokio::sync::Mutex<sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>>);
 
 impl PgHeld {

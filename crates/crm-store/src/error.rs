@@ -1,6 +1,7 @@
 //! Driver errors mapped onto the ports' [`StoreError`]. Constraint violations that mean
 //! something to a client are classified where they can happen; everything else is
-//! `Unavailable` (the connection is gone) or `Internal`.
+//! `Unavailable` (the connection is gone, or the same request may succeed if retried) or
+//! `Internal`.
 
 use crm_core::StoreError;
 
@@ -10,7 +11,7 @@ pub fn db_err(err: sea_orm::DbErr) -> StoreError {
     match &err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => StoreError::Unavailable(Box::new(err)),
         DbErr::Query(RuntimeErr::SqlxError(cause)) | DbErr::Exec(RuntimeErr::SqlxError(cause))
-            if connection_lost(cause) =>
+            if retryable(cause) =>
         {
             StoreError::Unavailable(Box::new(err))
         }
@@ -18,9 +19,14 @@ pub fn db_err(err: sea_orm::DbErr) -> StoreError {
     }
 }
 
-/// The connection broke under a statement: the socket failed, or the server ended the
-/// session (SQLSTATE class 08, or 57P01..57P03: shutdown, crash, not accepting yet).
-fn connection_lost(err: &sea_orm::SqlxError) -> bool {
+/// Whether a client may retry: the connection broke under a statement (the socket failed, or the server ended the
+/// session: SQLSTATE class 08, or 57P01..57P03: shutdown, crash, not accepting yet), or
+/// the server gave up on the statement to break a deadlock or a serialisation conflict
+/// (40P01, 40001): nothing of it was written, and the same request may succeed when
+/// retried, which is what a 503 tells the client. (Every write locks its rows in one
+/// order, docs/architecture.md, so this needs writers that do not: e.g. replicas of an
+/// older version during a rolling upgrade.)
+fn retryable(err: &sea_orm::SqlxError) -> bool {
     use sea_orm::SqlxError;
     match err {
         SqlxError::Io(_)
@@ -30,8 +36,59 @@ fn connection_lost(err: &sea_orm::SqlxError) -> bool {
         | SqlxError::PoolClosed
         | SqlxError::WorkerCrashed => true,
         SqlxError::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "40P01" | "40001")
         }),
         _ => false,
+    }
+}
+
+#[cfg(all(test, feature = "postgres-tests"))]
+mod tests {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    use super::*;
+    use crate::testing::{Backend, TestDatabase};
+
+    /// Two transactions that lock two rows in opposite orders: PostgreSQL fails one of
+    /// them to break the deadlock, and that is a 503 the client may retry, not a 500.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_deadlock_is_retryable() {
+        let db = TestDatabase::create(Backend::Postgres).await;
+        let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
+        conn.execute_unprepared(
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)",
+        )
+        .await
+        .expect("table");
+        let lock = |id: i32| format!("UPDATE t SET id = id WHERE id = {id}");
+        let (a, b) = (
+            conn.begin().await.expect("a"),
+            conn.begin().await.expect("b"),
+        );
+        a.execute_unprepared(&lock(1)).await.expect("a locks 1");
+        b.execute_unprepared(&lock(2)).await.expect("b locks 2");
+        // Each now waits for the other; the victim rolls back so the other can finish.
+        let cross = |txn: sea_orm::DatabaseTransaction, id: i32| {
+            tokio::spawn(async move {
+                let result = txn.execute_unprepared(&lock(id)).await;
+                let end = match result {
+                    Ok(_) => txn.commit().await,
+                    Err(_) => txn.rollback().await,
+                };
+                end.expect("end the transaction");
+                result.err()
+            })
+        };
+        let (a, b) = (cross(a, 2), cross(b, 1));
+        let errors: Vec<_> = [a.await.expect("a"), b.await.expect("b")]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(errors.len(), 1, "one victim: {errors:?}");
+        let err = db_err(errors.into_iter().next().expect("the victim"));
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        conn.close().await.expect("close");
+        db.drop_database().await;
     }
 }

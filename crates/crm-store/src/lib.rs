@@ -35,7 +35,8 @@ use conn::{PgConn, PgHeld, SqliteConn};
 use sqlite::writer::{Writer, WriterHandle};
 
 /// Runs one write on whichever backend the store has: on SQLite as a job of the writer
-/// thread (atomic, undone alone if it fails), on PostgreSQL in its own transaction. `$body` is
+/// thread (atomic, undone alone if it fails), on PostgreSQL in its own transaction (a
+/// registration without a key: in its one writing statement, see `pg::registration`). `$body` is
 /// an expression over `$conn: &impl Conn` (or, for a registration, over `$tx` and `$rng`)
 /// that evaluates to a future.
 macro_rules! write {

@@ -86,8 +86,13 @@ pub async fn delete_operator(conn: &impl Conn, id: OperatorId) -> Result<(), Sto
     {
         return Err(StoreError::OperatorHasContacts);
     }
+    // A registration may have claimed it since the check above (PostgreSQL).
     conn.one(sql::DELETE_OPERATOR, vec![id.get().into()])
-        .await?;
+        .await
+        .map_err(|err| match err {
+            DbError::ForeignKey => StoreError::OperatorHasContacts,
+            other => other.into(),
+        })?;
     Ok(())
 }
 
@@ -164,9 +169,18 @@ pub async fn replace_weights(
     if conn.one(lock, vec![id.get().into()]).await?.is_none() {
         return Err(StoreError::NotFound(Entity::Source));
     }
+    // On PostgreSQL each operator is kept from deletion before the old weights go: the new
+    // weights' foreign keys would take that lock anyway, but only after the delete below
+    // locked the old weight rows, which a concurrent `delete_operator` (operator row
+    // first, then its weights by cascade) takes the other way round.
+    let exists = if conn.concurrent() {
+        sql::OPERATOR_KEPT
+    } else {
+        sql::OPERATOR_EXISTS
+    };
     for (index, entry) in weights.entries().iter().enumerate() {
         let exists = conn
-            .one(sql::OPERATOR_EXISTS, vec![entry.operator_id.get().into()])
+            .one(exists, vec![entry.operator_id.get().into()])
             .await?;
         if exists.is_none() {
             return Err(StoreError::UnknownOperator {

@@ -10,6 +10,9 @@ pub const UPDATE_OPERATOR: &str = "UPDATE operators SET name = COALESCE($2, name
      is_active = COALESCE($3, is_active), max_active_contacts = COALESCE($4, max_active_contacts) \
      WHERE id = $1 RETURNING id";
 pub const OPERATOR_EXISTS: &str = "SELECT id FROM operators WHERE id = $1";
+/// [`OPERATOR_EXISTS`] that also keeps the operator from being deleted until the end of
+/// the transaction (PostgreSQL; the lock a foreign key to it takes).
+pub const OPERATOR_KEPT: &str = "SELECT id FROM operators WHERE id = $1 FOR KEY SHARE";
 pub const OPERATOR_LOAD: &str =
     "SELECT is_active, open_contacts, max_active_contacts FROM operators WHERE id = $1";
 pub const OPERATOR_HAS_CONTACTS: &str = "SELECT id FROM contacts WHERE operator_id = $1 LIMIT 1";

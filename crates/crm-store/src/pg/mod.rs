@@ -1,5 +1,6 @@
 //! The PostgreSQL backend: one async SeaORM pool for reads and writes, each write in its
-//! own transaction. Several API processes may share the database: the capacity claim is
+//! own transaction, but for a registration without an idempotency key, whose only write
+//! is one statement (see [`registration`]). Several API processes may share the database: the capacity claim is
 //! a conditional update (see `sql::CLAIM_OPERATOR`), so no process needs to know of the
 //! others.
 
@@ -27,9 +28,9 @@ pub async fn open(config: &StoreConfig) -> Result<DatabaseConnection, ConnectErr
         .acquire_timeout(config.acquire_timeout)
         .connect_timeout(config.acquire_timeout)
         // sqlx pings every connection it hands out by default: one more round trip per
-        // transaction, for a failure (a server restart, a proxy dropping an idle socket)
-        // that a busy connection reports on its next statement anyway. Only connections
-        // idle long enough to have been dropped are checked.
+        // registration. Only connections idle for a second are pinged now, which under
+        // load is none of them; after a server restart each connection used within the
+        // last second fails its next statement once (a 503) and is replaced.
         .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false);
     if let Some(timeout) = config.statement_timeout {
@@ -77,7 +78,7 @@ pub async fn finish<T>(
 }
 
 /// How long a pooled connection may sit idle before it is pinged on checkout.
-pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Default bound on waiting for a pooled connection.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);

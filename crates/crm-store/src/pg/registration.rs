@@ -11,9 +11,13 @@
 //! on one database contend with (docs/benchmarks.md). With a key, the key's claim and
 //! record need a transaction around the same two statements.
 //!
-//! Locks are taken in one order by every write that takes more than one: the key (if
-//! any), then the operator (the claim), then the lead (the upsert's no-op update of an
-//! existing lead), so two registrations never wait for each other in a cycle.
+//! Locks are taken in one order by every registration: the key (if any), then the
+//! operator (the claim), then the lead (the upsert's no-op update of an existing lead),
+//! then the insert's foreign-key checks share-lock the source, lead and operator rows.
+//! Closes and assignments lock a contact, then operators; no other write locks a lead.
+//! So two writes of this version never wait for each other in a cycle. Versions before
+//! `4e6f6d6` locked the lead before the operator: replicas of both at once can deadlock,
+//! which PostgreSQL breaks by failing one statement (a 503, see `crate::error`).
 
 use chrono::{DateTime, Utc};
 use crm_core::{
@@ -22,7 +26,29 @@ use crm_core::{
     SourceRef, StoreError,
 };
 
-use crate::{conn::Conn, ops, sql};
+use crate::{
+    conn::{Conn, DbError, PgConn, PgHeld},
+    ops, sql,
+};
+
+/// Where a registration's statements run.
+pub trait Session: Conn {
+    /// Inside a transaction, which an idempotency key's claim and record need: on its
+    /// own, a claimed key would commit before its answer.
+    const TRANSACTION: bool;
+}
+
+impl Session for PgConn<'_> {
+    const TRANSACTION: bool = true;
+}
+
+impl Session for PgHeld {
+    const TRANSACTION: bool = false;
+}
+
+fn needs_transaction() -> StoreError {
+    StoreError::Internal("an idempotency key needs a transaction".into())
+}
 
 /// `$1` names the source by id ([`PREPARE_BY_ID`]) or by code ([`PREPARE_BY_CODE`]). One
 /// row per candidate, or one row with `NULL` candidate columns when the source has no
@@ -46,13 +72,14 @@ const PREPARE_BY_ID: &str = prepare_sql!("id");
 const PREPARE_BY_CODE: &str = prepare_sql!("code");
 
 /// The lead `$1` found or created (at `$6`) once the rows of `$from` exist: an existing
-/// lead is returned too, by a no-op update.
+/// lead is returned too, by a no-op update of a column no key covers (so its row lock does
+/// not block the key-share lock of a foreign-key check).
 macro_rules! upsert_lead {
     ($from:literal) => {
         concat!(
             "l AS (INSERT INTO leads (external_id, created_at) SELECT $1, $6 ",
             $from,
-            " ON CONFLICT (external_id) DO UPDATE SET external_id = excluded.external_id \
+            " ON CONFLICT (external_id) DO UPDATE SET created_at = leads.created_at \
              RETURNING id) "
         )
     };
@@ -99,7 +126,7 @@ pub struct PgRegistration<C> {
     external_id: Option<ExternalLeadId>,
 }
 
-impl<C: Conn> PgRegistration<C> {
+impl<C: Session> PgRegistration<C> {
     /// A unit of work on `conn`.
     pub fn new(conn: C) -> Self {
         Self {
@@ -111,8 +138,11 @@ impl<C: Conn> PgRegistration<C> {
     }
 }
 
-impl<C: Conn> RegistrationTx for PgRegistration<C> {
+impl<C: Session> RegistrationTx for PgRegistration<C> {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
+        if !C::TRANSACTION {
+            return Err(needs_transaction());
+        }
         ops::claim_key(&self.conn, key, self.now).await
     }
 
@@ -121,6 +151,9 @@ impl<C: Conn> RegistrationTx for PgRegistration<C> {
         key: &IdempotencyKey,
         contact: &Contact,
     ) -> Result<(), StoreError> {
+        if !C::TRANSACTION {
+            return Err(needs_transaction());
+        }
         ops::record_key(&self.conn, key, contact, self.now).await
     }
 
@@ -181,7 +214,17 @@ impl<C: Conn> RegistrationTx for PgRegistration<C> {
         } else {
             INSERT_UNASSIGNED
         };
-        let Some(row) = self.conn.one(statement, values).await? else {
+        // The source was read in `prepare`; only its deletion since then can fail the
+        // insert's foreign keys (the lead and the operator are written by the statement).
+        let row = self
+            .conn
+            .one(statement, values)
+            .await
+            .map_err(|err| match err {
+                DbError::ForeignKey => StoreError::NotFound(Entity::Source),
+                other => other.into(),
+            })?;
+        let Some(row) = row else {
             return Ok(Inserted::OperatorFull);
         };
         Ok(Inserted::Stored(Contact {
@@ -208,9 +251,94 @@ mod tests {
     use super::*;
     use crate::{
         StoreConfig,
-        conn::PgHeld,
         testing::{Backend, TestDatabase},
     };
+
+    /// A store on a fresh PostgreSQL database with one operator of capacity 1 on the
+    /// source `bot`, and a pool of its own for units of work driven by hand.
+    struct Fixture {
+        db: TestDatabase,
+        store: crate::DbStore,
+        pool: sea_orm::DatabaseConnection,
+        operator: OperatorId,
+        source: SourceId,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let db = TestDatabase::create(Backend::Postgres).await;
+            let config = StoreConfig {
+                database_url: db.url.clone(),
+                ..StoreConfig::default()
+            };
+            let store = crate::connect(&config).await.expect("open store");
+            let operator = store
+                .create_operator(NewOperator {
+                    name: Name::parse("Ann").expect("name"),
+                    is_active: true,
+                    max_active_contacts: MaxActiveContacts::new(1).expect("max"),
+                })
+                .await
+                .expect("operator")
+                .id;
+            let source = store
+                .create_source(NewSource {
+                    name: Name::parse("Bot").expect("name"),
+                    code: SourceCode::parse("bot").expect("code"),
+                })
+                .await
+                .expect("source")
+                .id;
+            let weights = WeightSet::new(vec![WeightEntry {
+                operator_id: operator,
+                weight: Weight::new(1).expect("weight"),
+            }])
+            .expect("weights");
+            store
+                .replace_weights(source, weights)
+                .await
+                .expect("weights");
+            let pool = super::super::open(&config).await.expect("pool");
+            Self {
+                db,
+                store,
+                pool,
+                operator,
+                source,
+            }
+        }
+
+        fn new_contact(&self, lead: &str) -> NewContact {
+            NewContact {
+                external_lead_id: ExternalLeadId::parse(lead).expect("lead"),
+                source: SourceRef::Id(self.source),
+                payload: Payload::from_value(&serde_json::json!("hi")).expect("payload"),
+            }
+        }
+
+        async fn leads(&self, external: &str) -> Vec<crm_core::Lead> {
+            self.store
+                .list_leads(LeadFilter {
+                    external_id: Some(external.to_owned()),
+                    page: Page {
+                        after: None,
+                        limit: 10,
+                    },
+                })
+                .await
+                .expect("leads")
+        }
+
+        async fn held(&self) -> PgRegistration<PgHeld> {
+            PgRegistration::new(PgHeld::acquire(&self.pool).await.expect("connection"))
+        }
+
+        async fn finish(self) {
+            self.pool.close().await.expect("close");
+            self.store.shutdown().await;
+            self.db.drop_database().await;
+        }
+    }
 
     /// The race a registration without a key loses when another one (here through the
     /// store, in a real deployment on another replica) fills the chosen operator between
@@ -218,63 +346,9 @@ mod tests {
     /// the retry stores the contact and its lead in one statement.
     #[tokio::test]
     async fn a_lost_claim_writes_nothing_and_the_retry_writes_all() {
-        let db = TestDatabase::create(Backend::Postgres).await;
-        let config = StoreConfig {
-            database_url: db.url.clone(),
-            ..StoreConfig::default()
-        };
-        let store = crate::connect(&config).await.expect("open store");
-        let operator = store
-            .create_operator(NewOperator {
-                name: Name::parse("Ann").expect("name"),
-                is_active: true,
-                max_active_contacts: MaxActiveContacts::new(1).expect("max"),
-            })
-            .await
-            .expect("operator")
-            .id;
-        let source = store
-            .create_source(NewSource {
-                name: Name::parse("Bot").expect("name"),
-                code: SourceCode::parse("bot").expect("code"),
-            })
-            .await
-            .expect("source")
-            .id;
-        let weights = WeightSet::new(vec![WeightEntry {
-            operator_id: operator,
-            weight: Weight::new(1).expect("weight"),
-        }])
-        .expect("weights");
-        store
-            .replace_weights(source, weights)
-            .await
-            .expect("weights");
-        let new = |lead: &str| NewContact {
-            external_lead_id: ExternalLeadId::parse(lead).expect("lead"),
-            source: SourceRef::Id(source),
-            payload: Payload::from_value(&serde_json::json!("hi")).expect("payload"),
-        };
-        let lead = |external: &str| {
-            let store = &store;
-            let external = external.to_owned();
-            async move {
-                store
-                    .list_leads(LeadFilter {
-                        external_id: Some(external),
-                        page: Page {
-                            after: None,
-                            limit: 10,
-                        },
-                    })
-                    .await
-                    .expect("leads")
-            }
-        };
-
-        let pool = super::super::open(&config).await.expect("pool");
-        let mut late = PgRegistration::new(PgHeld::acquire(&pool).await.expect("connection"));
-        let late_lead = new("late");
+        let f = Fixture::new().await;
+        let mut late = f.held().await;
+        let late_lead = f.new_contact("late");
         let prepared = late
             .prepare(&late_lead.source, &late_lead.external_lead_id)
             .await
@@ -283,19 +357,23 @@ mod tests {
         assert_eq!(prepared.candidates[0].open_contacts, 0, "room when read");
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let decision = choose(&prepared.candidates, &mut rng);
-        assert_eq!(decision.chosen, Some(operator));
+        assert_eq!(decision.chosen, Some(f.operator));
 
         // Meanwhile the operator's only place is taken.
-        let first = store.register_contact(new("first")).await.expect("first");
-        assert_eq!(first.operator.map(|o| o.id), Some(operator));
+        let first = f
+            .store
+            .register_contact(f.new_contact("first"))
+            .await
+            .expect("first");
+        assert_eq!(first.operator.map(|o| o.id), Some(f.operator));
 
         let lost = late
-            .insert_contact(&prepared, Some(operator), &late_lead.payload, &decision)
+            .insert_contact(&prepared, Some(f.operator), &late_lead.payload, &decision)
             .await
             .expect("claim");
         assert_eq!(lost, Inserted::OperatorFull);
         assert!(
-            lead("late").await.is_empty(),
+            f.leads("late").await.is_empty(),
             "the lost claim wrote the lead"
         );
 
@@ -308,19 +386,134 @@ mod tests {
             panic!("an unassigned insert cannot lose a claim");
         };
         assert_eq!(contact.operator, None);
-        let leads = lead("late").await;
+        let leads = f.leads("late").await;
         assert_eq!(leads.len(), 1, "the lead is stored with its contact");
         assert_eq!(leads[0].id, contact.lead_id);
         assert_eq!(
-            store.get_contact(contact.id).await.expect("stored"),
+            f.store.get_contact(contact.id).await.expect("stored"),
             contact
         );
-        let operators = store.list_operators(Default::default()).await.expect("ops");
+        let operators = f
+            .store
+            .list_operators(Default::default())
+            .await
+            .expect("ops");
         assert_eq!(operators[0].open_contacts, 1, "one claim counted");
 
         drop(late);
-        pool.close().await.expect("close");
-        store.shutdown().await;
-        db.drop_database().await;
+        f.finish().await;
+    }
+
+    /// A source deleted between the read and the insert is the client's 404, as if it
+    /// had been gone before, and nothing is written: not the lead, not the claim.
+    #[tokio::test]
+    async fn a_source_deleted_meanwhile_is_not_found_and_nothing_is_written() {
+        let f = Fixture::new().await;
+        let mut late = f.held().await;
+        let new = f.new_contact("orphan");
+        let prepared = late
+            .prepare(&new.source, &new.external_lead_id)
+            .await
+            .expect("prepare");
+        let decision = choose(
+            &prepared.candidates,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        );
+        f.store.delete_source(f.source).await.expect("delete");
+        for operator in [Some(f.operator), None] {
+            let err = late
+                .insert_contact(&prepared, operator, &new.payload, &decision)
+                .await
+                .expect_err("the source is gone");
+            assert!(
+                matches!(err, StoreError::NotFound(Entity::Source)),
+                "{err:?}"
+            );
+        }
+        assert!(f.leads("orphan").await.is_empty(), "a lead was left behind");
+        let operators = f
+            .store
+            .list_operators(Default::default())
+            .await
+            .expect("ops");
+        assert_eq!(operators[0].open_contacts, 0, "a claim was left behind");
+        drop(late);
+        f.finish().await;
+    }
+
+    /// An idempotency key claimed outside a transaction would commit before its answer;
+    /// the held connection refuses it instead.
+    #[tokio::test]
+    async fn a_key_is_refused_outside_a_transaction() {
+        let f = Fixture::new().await;
+        let mut held = f.held().await;
+        let key = IdempotencyKey::new("admin", "k", "fp").expect("key");
+        let err = held.claim_key(&key).await.expect_err("no transaction");
+        assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
+        drop(held);
+        f.finish().await;
+    }
+
+    /// `replace_weights` keeps each named operator from deletion before it touches the
+    /// old weights. Here an operator's deletion (as `delete_operator` ends: the operator
+    /// row, then its weights by cascade) is under way, uncommitted, when the weights are
+    /// replaced: the replacement waits for it and then finds the operator gone, a 422.
+    /// Reading the operator without the lock, it deleted the old weights first, and
+    /// against a real `delete_operator` waiting on those rows that was a deadlock; here
+    /// it ended in a foreign-key failure (a 500).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replacing_weights_waits_for_a_deletion_of_their_operator() {
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+
+        let f = Fixture::new().await;
+        let deletion = f.pool.begin().await.expect("begin");
+        deletion
+            .execute_unprepared(&format!(
+                "DELETE FROM operators WHERE id = {}",
+                f.operator.get()
+            ))
+            .await
+            .expect("delete the operator");
+        let store = &f.store;
+        let replace = async {
+            let weights = WeightSet::new(vec![WeightEntry {
+                operator_id: f.operator,
+                weight: Weight::new(2).expect("weight"),
+            }])
+            .expect("weights");
+            store.replace_weights(f.source, weights).await
+        };
+        let commit = async {
+            // Commit only once the replacement waits for a lock.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let waiting = f
+                    .pool
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted",
+                    ))
+                    .await
+                    .expect("pg_locks")
+                    .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+                    .unwrap_or(0);
+                if waiting > 0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the replacement never waited"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            deletion.commit().await.expect("commit the deletion");
+        };
+        let (replaced, ()) = tokio::join!(replace, commit);
+        let err = replaced.expect_err("the operator is gone");
+        assert!(
+            matches!(err, StoreError::UnknownOperator { index: Some(0), operator_id } if operator_id == f.operator),
+            "{err:?}"
+        );
+        f.finish().await;
     }
 }
