@@ -3,6 +3,11 @@
 //! `Unavailable` (the connection is gone, or the same request may succeed if retried) or
 //! `Internal`.
 
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
 use crm_core::StoreError;
 
 /// Maps an error of the async driver.
@@ -13,34 +18,67 @@ pub fn db_err(err: sea_orm::DbErr) -> StoreError {
         DbErr::Query(RuntimeErr::SqlxError(cause)) | DbErr::Exec(RuntimeErr::SqlxError(cause))
             if retryable(cause) =>
         {
+            if lost(cause) {
+                LAST_LOST.store(millis_now(), Ordering::Relaxed);
+            }
             StoreError::Unavailable(Box::new(err))
         }
         _ => StoreError::Internal(Box::new(err)),
     }
 }
 
-/// Whether a client may retry: the connection broke under a statement (the socket failed, or the server ended the
-/// session: SQLSTATE class 08, or 57P01..57P03: shutdown, crash, not accepting yet), or
-/// the server gave up on the statement to break a deadlock or a serialisation conflict
-/// (40P01, 40001): nothing of it was written, and the same request may succeed when
-/// retried, which is what a 503 tells the client. (Every write locks its rows in one
-/// order, docs/architecture.md, so this needs writers that do not: e.g. replicas of an
-/// older version during a rolling upgrade.)
+/// Whether a client may retry: the connection broke under the statement ([`lost`]), no
+/// connection was to be had, or the server gave up on the statement to break a deadlock or
+/// a serialisation conflict (40P01, 40001). Nothing of the statement was written, and the
+/// same request may succeed when retried, which is what a 503 tells the client. (Every
+/// write locks its rows in one order, docs/architecture.md, so a deadlock needs writers
+/// that do not: e.g. replicas of an older version during a rolling upgrade.)
 fn retryable(err: &sea_orm::SqlxError) -> bool {
+    use sea_orm::SqlxError;
+    lost(err)
+        || matches!(err, SqlxError::PoolTimedOut | SqlxError::PoolClosed)
+        || matches!(err, SqlxError::Database(db)
+            if db.code().is_some_and(|code| matches!(&*code, "40P01" | "40001")))
+}
+
+/// The connection broke under a statement: the socket failed, or the server ended the
+/// session (SQLSTATE class 08, or 57P01..57P03: shutdown, crash, not accepting yet).
+fn lost(err: &sea_orm::SqlxError) -> bool {
     use sea_orm::SqlxError;
     match err {
         SqlxError::Io(_)
         | SqlxError::Tls(_)
         | SqlxError::Protocol(_)
-        | SqlxError::PoolTimedOut
-        | SqlxError::PoolClosed
         | SqlxError::WorkerCrashed => true,
         SqlxError::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08")
-                || matches!(&*code, "57P01" | "57P02" | "57P03" | "40P01" | "40001")
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
         }),
         _ => false,
     }
+}
+
+/// When a statement last found its connection broken, in milliseconds since the epoch (0:
+/// never). One per process: a process has one PostgreSQL pool (tests with several only
+/// check a few more connections than they must).
+static LAST_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// How long after a broken connection every pooled connection is checked before use.
+pub const CHECK_AFTER_LOSS: Duration = Duration::from_secs(10);
+
+fn millis_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Whether a connection broke in the last [`CHECK_AFTER_LOSS`]: then the pool's other
+/// connections are likely broken too (the server restarted, or a proxy dropped them all),
+/// and each should be checked before use instead of failing its next request.
+pub fn lost_recently() -> bool {
+    let last = LAST_LOST.load(Ordering::Relaxed);
+    last != 0
+        && millis_now().saturating_sub(last)
+            < u64::try_from(CHECK_AFTER_LOSS.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(all(test, feature = "postgres-tests"))]

@@ -29,9 +29,18 @@ pub async fn open(config: &StoreConfig) -> Result<DatabaseConnection, ConnectErr
         .connect_timeout(config.acquire_timeout)
         // sqlx pings every connection it hands out by default: one more round trip per
         // registration. Only connections idle for a second are pinged now, which under
-        // load is none of them; after a server restart each connection used within the
-        // last second fails its next statement once (a 503) and is replaced.
+        // load is none of them. A broken connection is noticed by its next statement
+        // (a 503); from then on, for a while, every connection is pinged before use, so
+        // that after a server restart one request fails, not one per pooled connection.
         .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
+        .map_sqlx_postgres_before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < PING_IF_IDLE_FOR && crate::error::lost_recently() {
+                    sea_orm::sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .sqlx_logging(false);
     if let Some(timeout) = config.statement_timeout {
         options.statement_timeout(timeout);

@@ -516,4 +516,62 @@ mod tests {
         );
         f.finish().await;
     }
+
+    /// After every pooled connection was broken under the pool (a server restart, or
+    /// here its sessions terminated), the first request to find one answers 503, and
+    /// from then on connections are checked before use, so the requests after it
+    /// succeed instead of each stale connection failing one of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn after_connections_break_only_the_first_request_fails() {
+        use sea_orm::ConnectionTrait;
+
+        let f = Fixture::new().await;
+        let store = std::sync::Arc::new(f.store);
+        // Open every connection the store's pool may hold.
+        let mut warm = tokio::task::JoinSet::new();
+        for i in 0..32 {
+            let store = std::sync::Arc::clone(&store);
+            let new = f_new_contact(f.source, &format!("warm-{i}"));
+            warm.spawn(async move { store.register_contact(new).await });
+        }
+        while let Some(done) = warm.join_next().await {
+            done.expect("task").expect("warm-up registration");
+        }
+        let status = store.pool_status();
+        assert!(status.connections >= 2, "too few connections: {status:?}");
+        // Within a second of their last use, so the idle check does not look at them.
+        f.pool
+            .execute_unprepared(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .await
+            .expect("terminate the sessions");
+        let mut failed = 0;
+        for i in 0..status.connections {
+            match store
+                .register_contact(f_new_contact(f.source, &format!("after-{i}")))
+                .await
+            {
+                Ok(_) => {}
+                Err(StoreError::Unavailable(_)) => failed += 1,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            failed <= 1,
+            "{failed} of {} requests failed after the connections broke",
+            status.connections
+        );
+        let store = std::sync::Arc::into_inner(store).expect("the only handle");
+        Fixture { store, ..f }.finish().await;
+    }
+
+    fn f_new_contact(source: SourceId, lead: &str) -> NewContact {
+        NewContact {
+            external_lead_id: ExternalLeadId::parse(lead).expect("lead"),
+            source: SourceRef::Id(source),
+            payload: Payload::from_value(&serde_json::json!("hi")).expect("payload"),
+        }
+    }
 }
