@@ -343,10 +343,10 @@ impl Store for DbStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn register_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
-        write!(self, keyed = false, |tx, rng| register_contact(
-            tx, &new, rng
-        ))
-        .map(|r| r.contact)
+        let registered = write!(self, keyed = false, |tx, rng| {
+            register_contact(tx, &new, rng)
+        })?;
+        Ok(registered.contact)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -173,14 +173,14 @@ pub async fn replace_weights(
     // weights' foreign keys would take that lock anyway, but only after the delete below
     // locked the old weight rows, which a concurrent `delete_operator` (operator row
     // first, then its weights by cascade) takes the other way round.
-    let exists = if conn.concurrent() {
+    let check = if conn.concurrent() {
         sql::OPERATOR_KEPT
     } else {
         sql::OPERATOR_EXISTS
     };
     for (index, entry) in weights.entries().iter().enumerate() {
         let exists = conn
-            .one(exists, vec![entry.operator_id.get().into()])
+            .one(check, vec![entry.operator_id.get().into()])
             .await?;
         if exists.is_none() {
             return Err(StoreError::UnknownOperator {
