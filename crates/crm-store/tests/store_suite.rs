@@ -135,17 +135,23 @@ fn contact(external: &str, source: SourceRef) -> NewContact {
 }
 
 async fn all_contacts(store: &DbStore) -> Vec<crm_core::Contact> {
+    contacts(store, None, Page::MAX_LIMIT).await
+}
+
+/// The first `limit` contacts, with `status` if given.
+async fn contacts(
+    store: &DbStore,
+    status: Option<ContactStatus>,
+    limit: u32,
+) -> Vec<crm_core::Contact> {
     store
         .list_contacts(ContactFilter {
-            status: None,
+            status,
             operator_id: None,
             source_id: None,
             lead_id: None,
             unassigned: false,
-            page: Page {
-                after: None,
-                limit: Page::MAX_LIMIT,
-            },
+            page: Page { after: None, limit },
         })
         .await
         .expect("list contacts")
@@ -781,20 +787,7 @@ async fn mixed_writes_on_shared_rows_never_deadlock(backend: Backend) {
                         .await
                         .map(drop),
                     2 | 3 => {
-                        let open = store
-                            .list_contacts(ContactFilter {
-                                status: Some(ContactStatus::Open),
-                                operator_id: None,
-                                source_id: None,
-                                lead_id: None,
-                                unassigned: false,
-                                page: Page {
-                                    after: None,
-                                    limit: 5,
-                                },
-                            })
-                            .await
-                            .expect("list");
+                        let open = contacts(&store, Some(ContactStatus::Open), 5).await;
                         match open.get(i % 5) {
                             Some(c) if (task + i) % 5 == 2 => {
                                 store.close_contact(c.id).await.map(drop)

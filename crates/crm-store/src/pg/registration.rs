@@ -309,11 +309,17 @@ mod tests {
         }
 
         fn new_contact(&self, lead: &str) -> NewContact {
-            NewContact {
-                external_lead_id: ExternalLeadId::parse(lead).expect("lead"),
-                source: SourceRef::Id(self.source),
-                payload: Payload::from_value(&serde_json::json!("hi")).expect("payload"),
-            }
+            new_contact(self.source, lead)
+        }
+
+        /// The operator's stored counter.
+        async fn open_contacts(&self) -> i64 {
+            let operators = self
+                .store
+                .list_operators(Default::default())
+                .await
+                .expect("operators");
+            operators[0].open_contacts
         }
 
         async fn leads(&self, external: &str) -> Vec<crm_core::Lead> {
@@ -393,12 +399,7 @@ mod tests {
             f.store.get_contact(contact.id).await.expect("stored"),
             contact
         );
-        let operators = f
-            .store
-            .list_operators(Default::default())
-            .await
-            .expect("ops");
-        assert_eq!(operators[0].open_contacts, 1, "one claim counted");
+        assert_eq!(f.open_contacts().await, 1, "one claim counted");
 
         drop(late);
         f.finish().await;
@@ -431,12 +432,7 @@ mod tests {
             );
         }
         assert!(f.leads("orphan").await.is_empty(), "a lead was left behind");
-        let operators = f
-            .store
-            .list_operators(Default::default())
-            .await
-            .expect("ops");
-        assert_eq!(operators[0].open_contacts, 0, "a claim was left behind");
+        assert_eq!(f.open_contacts().await, 0, "a claim was left behind");
         drop(late);
         f.finish().await;
     }
@@ -531,7 +527,7 @@ mod tests {
         let mut warm = tokio::task::JoinSet::new();
         for i in 0..32 {
             let store = std::sync::Arc::clone(&store);
-            let new = f_new_contact(f.source, &format!("warm-{i}"));
+            let new = new_contact(f.source, &format!("warm-{i}"));
             warm.spawn(async move { store.register_contact(new).await });
         }
         while let Some(done) = warm.join_next().await {
@@ -550,7 +546,7 @@ mod tests {
         let mut failed = 0;
         for i in 0..status.connections {
             match store
-                .register_contact(f_new_contact(f.source, &format!("after-{i}")))
+                .register_contact(new_contact(f.source, &format!("after-{i}")))
                 .await
             {
                 Ok(_) => {}
@@ -567,7 +563,8 @@ mod tests {
         Fixture { store, ..f }.finish().await;
     }
 
-    fn f_new_contact(source: SourceId, lead: &str) -> NewContact {
+    /// A registration of `lead` on `source` (the store's handle may have left the fixture).
+    fn new_contact(source: SourceId, lead: &str) -> NewContact {
         NewContact {
             external_lead_id: ExternalLeadId::parse(lead).expect("lead"),
             source: SourceRef::Id(source),
