@@ -1,12 +1,13 @@
-//! Cost of one application of the distribution rule, [`crm_core::choose`], as the number
-//! of eligible candidates grows.
+//! Cost of one application of the distribution rule as the number of eligible candidates
+//! grows: the draw alone, [`crm_core::pick`], and the draw with the verdicts a stored
+//! decision keeps, [`crm_core::choose`] (one allocation more).
 //!
 //! Run with `cargo bench -p crm-core --bench pick`.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use crm_core::{Candidate, OperatorId, choose};
+use crm_core::{Candidate, OperatorId, choose, pick};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -23,6 +24,18 @@ fn eligible(n: i64) -> Vec<Candidate> {
         .collect()
 }
 
+fn bench_pick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick");
+    for n in [10, 100, 10_000] {
+        let candidates = eligible(n);
+        let mut rng = ChaCha8Rng::seed_from_u64(n.unsigned_abs());
+        group.bench_with_input(BenchmarkId::from_parameter(n), &candidates, |b, cs| {
+            b.iter(|| pick(black_box(cs), &mut rng));
+        });
+    }
+    group.finish();
+}
+
 fn bench_choose(c: &mut Criterion) {
     let mut group = c.benchmark_group("choose");
     for n in [10, 100, 10_000] {
@@ -35,5 +48,5 @@ fn bench_choose(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_choose);
+criterion_group!(benches, bench_pick, bench_choose);
 criterion_main!(benches);

@@ -162,6 +162,7 @@ impl Serialize for Decision {
 /// Classifies one candidate: the first reason that applies, in the order inactive,
 /// at capacity, zero weight.
 #[must_use]
+#[inline]
 pub fn exclusion(candidate: &Candidate) -> Option<Exclusion> {
     if !candidate.is_active {
         Some(Exclusion::Inactive)
@@ -174,11 +175,38 @@ pub fn exclusion(candidate: &Candidate) -> Option<Exclusion> {
     }
 }
 
-/// Applies the rule: drops inactive, full and weightless candidates, then draws one of the
-/// rest with probability `weight / sum of remaining weights`.
+/// Who gets the contact and how it was drawn, without the per-candidate verdicts: what
+/// [`pick`] returns, and the last three fields of a [`Decision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// The sum of the eligible candidates' weights.
+    pub total_weight: u64,
+    /// The uniform draw in `0..total_weight`; `None` when nothing was eligible.
+    pub draw: Option<u64>,
+    /// The chosen operator; `None` exactly when no candidate was eligible.
+    pub chosen: Option<OperatorId>,
+}
+
+/// Applies the rule without recording it: drops inactive, full and weightless
+/// candidates, then draws one of the rest with probability `weight / sum of remaining
+/// weights`. It allocates nothing, so it suits callers that draw many times and keep only
+/// the outcome (a dry run of a weight change, a simulation); [`choose`] is the same draw
+/// with the verdicts a stored decision needs.
 ///
 /// Exactly one number is drawn from `rng` when some candidate is eligible, none otherwise,
-/// so a seeded generator gives a reproducible sequence of decisions.
+/// so a seeded generator gives a reproducible sequence of picks, the same as [`choose`]'s.
+pub fn pick<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Pick {
+    draw(
+        candidates
+            .iter()
+            .map(|candidate| (candidate.operator_id, eligible_weight(candidate))),
+        rng,
+    )
+}
+
+/// Applies the rule and records it: every candidate's verdict, which is what the decision
+/// stored with a contact explains, and the same draw as [`pick`] (from the same `rng`, the
+/// same number and operator).
 pub fn choose<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Decision {
     let verdicts: Vec<Verdict> = candidates
         .iter()
@@ -187,10 +215,45 @@ pub fn choose<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Decisio
             excluded: exclusion(candidate),
         })
         .collect();
-    let total_weight: u64 = eligible_weights(&verdicts).map(|(_, w)| w).sum();
+    // The verdicts already say who is eligible; the weight is capped as in `eligible_weight`.
+    let Pick {
+        total_weight,
+        draw: drawn,
+        chosen,
+    } = draw(
+        verdicts.iter().map(|verdict| {
+            let weight = match verdict.excluded {
+                None => verdict
+                    .candidate
+                    .weight
+                    .clamp(0, Weight::MAX)
+                    .unsigned_abs(),
+                Some(_) => 0,
+            };
+            (verdict.candidate.operator_id, weight)
+        }),
+        rng,
+    );
+    Decision {
+        candidates: verdicts,
+        total_weight,
+        draw: drawn,
+        chosen,
+    }
+}
+
+/// The draw over `(operator, weight in the draw)` pairs in input order, each pass over
+/// `weights` a fresh clone of the iterator: the eligible weights laid end to end, one
+/// uniform number in `0..total`, and the operator whose slice holds it. An excluded
+/// candidate's weight is 0, so its slice is empty and never holds the draw.
+fn draw<R, I>(weights: I, rng: &mut R) -> Pick
+where
+    R: Rng + ?Sized,
+    I: Iterator<Item = (OperatorId, u64)> + Clone,
+{
+    let total_weight: u64 = weights.clone().map(|(_, weight)| weight).sum();
     if total_weight == 0 {
-        return Decision {
-            candidates: verdicts,
+        return Pick {
             total_weight,
             draw: None,
             chosen: None,
@@ -198,30 +261,32 @@ pub fn choose<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Decisio
     }
     let draw = rng.random_range(0..total_weight);
     let mut remaining = draw;
-    let mut chosen = None;
-    for (operator_id, weight) in eligible_weights(&verdicts) {
+    let chosen = weights.into_iter().find_map(|(operator_id, weight)| {
         if remaining < weight {
-            chosen = Some(operator_id);
-            break;
+            Some(operator_id)
+        } else {
+            remaining -= weight;
+            None
         }
-        remaining -= weight;
-    }
-    Decision {
-        candidates: verdicts,
+    });
+    Pick {
         total_weight,
         draw: Some(draw),
         chosen,
     }
 }
 
-/// Eligible candidates with their weights, each capped at [`Weight::MAX`] so that no sum
-/// of them can overflow (stored weights never exceed it; hand-built candidates might).
-fn eligible_weights(verdicts: &[Verdict]) -> impl Iterator<Item = (OperatorId, u64)> + '_ {
-    verdicts.iter().filter(|v| v.excluded.is_none()).map(|v| {
-        // Eligible means weight > 0, so the conversion cannot fail.
-        let weight = u64::try_from(v.candidate.weight.min(Weight::MAX)).unwrap_or(0);
-        (v.candidate.operator_id, weight)
-    })
+/// A candidate's weight in the draw: zero when it is excluded, otherwise its weight capped
+/// at [`Weight::MAX`], so that no sum of them can overflow (stored weights never exceed it;
+/// hand-built candidates might).
+#[inline]
+fn eligible_weight(candidate: &Candidate) -> u64 {
+    // `exclusion(candidate).is_none()` without its branches: a weight at or below zero
+    // clamps to an empty slice, which is what excluding it means to the draw. The
+    // property tests hold the two to each other.
+    let has_room = candidate.is_active & (candidate.open_contacts < candidate.max_active_contacts);
+    let weight = candidate.weight.clamp(0, Weight::MAX).unsigned_abs();
+    if has_room { weight } else { 0 }
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@
 //! assert_eq!(decision.candidates[2].excluded, Some(Exclusion::Inactive));
 //! ```
 //!
+//! [`pick`] is the same draw without the verdicts, and allocates nothing: for callers that
+//! draw many times and keep only who was chosen.
+//!
 //! Storage adapters implement [`RegistrationTx`] (one registration's unit of work) and
 //! [`Store`] (everything the HTTP layer needs); [`register_contact`] is the one place the
 //! registration steps are written.
@@ -35,7 +38,7 @@ mod ports;
 mod register;
 mod values;
 
-pub use distribution::{Candidate, Decision, Exclusion, Verdict, choose, exclusion};
+pub use distribution::{Candidate, Decision, Exclusion, Pick, Verdict, choose, exclusion, pick};
 pub use ids::{ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
 pub use model::{
     Contact, ContactFilter, ContactStatus, Lead, LeadFilter, LeadWithContacts, NewContact,

@@ -1,10 +1,13 @@
-//! Properties of the distribution rule [`crm_core::choose`], checked against an oracle
+//! Properties of the distribution rule ([`crm_core::choose`], and [`crm_core::pick`], its
+//! draw without the verdicts), checked against an oracle
 //! written here from the rule's description rather than from its code, plus one
 //! statistical test that the picks follow the weights.
 
 use std::collections::HashMap;
 
-use crm_core::{Candidate, Decision, Exclusion, OperatorId, Verdict, choose, exclusion};
+use crm_core::{
+    Candidate, Decision, Exclusion, OperatorId, Pick, Verdict, Weight, choose, exclusion, pick,
+};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -143,6 +146,79 @@ proptest! {
                 prop_assert_eq!(&rng, &before, "randomness used with nobody eligible");
             }
         }
+    }
+
+    /// `pick`, checked against the oracle on its own: the eligible total, a draw inside it
+    /// exactly when someone is eligible (and no randomness used otherwise), the operator
+    /// whose slice holds the draw. And it is `choose` without the verdicts: the same seed
+    /// gives the same figures and leaves the generator in the same state.
+    #[test]
+    fn pick_follows_the_rule_and_agrees_with_choose(
+        lists in prop::collection::vec(candidates(), 1..=6),
+        seed in any::<u64>(),
+    ) {
+        let mut for_pick = ChaCha8Rng::seed_from_u64(seed);
+        let mut for_choose = ChaCha8Rng::seed_from_u64(seed);
+        for cs in &lists {
+            let before = for_pick.clone();
+            let picked = pick(cs, &mut for_pick);
+            prop_assert_eq!(picked.total_weight, eligible_weight_sum(cs));
+            prop_assert_eq!(picked.draw.is_some(), cs.iter().any(is_eligible));
+            match picked.draw {
+                Some(draw) => {
+                    prop_assert!(draw < picked.total_weight);
+                    prop_assert_eq!(picked.chosen, pick_for_draw(cs, draw));
+                }
+                None => {
+                    prop_assert_eq!(picked.chosen, None);
+                    prop_assert_eq!(&for_pick, &before, "randomness used with nobody eligible");
+                }
+            }
+            let decision = choose(cs, &mut for_choose);
+            prop_assert_eq!(
+                picked,
+                Pick {
+                    total_weight: decision.total_weight,
+                    draw: decision.draw,
+                    chosen: decision.chosen,
+                }
+            );
+            prop_assert_eq!(&for_pick, &for_choose);
+        }
+    }
+
+    /// Any weight at all, up to `i64::MAX`, is safe: at or below zero it excludes, above
+    /// [`Weight::MAX`] it counts as that, so the total cannot overflow (in a debug build
+    /// an overflow would panic here) and the draw still falls inside it.
+    #[test]
+    fn extreme_weights_are_capped(
+        weights in prop::collection::vec(any::<i64>(), 0..=64),
+        seed in any::<u64>(),
+    ) {
+        let cs: Vec<Candidate> = weights
+            .iter()
+            .zip(1i64..)
+            .map(|(&weight, id)| Candidate {
+                operator_id: OperatorId(id),
+                weight,
+                is_active: true,
+                open_contacts: 0,
+                max_active_contacts: 1,
+            })
+            .collect();
+        let capped: u64 = weights
+            .iter()
+            .filter(|&&w| w > 0)
+            .map(|&w| w.min(Weight::MAX).unsigned_abs())
+            .sum();
+        let picked = pick(&cs, &mut ChaCha8Rng::seed_from_u64(seed));
+        prop_assert_eq!(picked.total_weight, capped);
+        prop_assert_eq!(picked.draw.is_some(), capped > 0);
+        if let Some(draw) = picked.draw {
+            prop_assert!(draw < capped, "draw {draw} >= {capped}");
+        }
+        let decision = choose(&cs, &mut ChaCha8Rng::seed_from_u64(seed));
+        prop_assert_eq!(decision.chosen, picked.chosen);
     }
 
     /// Feeding each pick back as one more open contact fills the operators one by one:
