@@ -51,6 +51,7 @@ on_every_backend!(
     refused_writes_fail_before_writing,
     an_expired_idempotency_key_is_taken_over,
     mixed_writes_on_shared_rows_never_deadlock,
+    the_decision_lists_candidates_in_operator_order,
 );
 
 /// Plain `cargo test` does not build the PostgreSQL variants; this test's name says so
@@ -825,6 +826,55 @@ async fn mixed_writes_on_shared_rows_never_deadlock(backend: Backend) {
         done.expect("a task panicked");
     }
     assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
+/// The stored decision names the candidates in operator order, whatever order the weights
+/// were given in: that order lays out the draw's slices, so a record read back (and a
+/// seeded replay) means the same on both backends.
+async fn the_decision_lists_candidates_in_operator_order(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 10).await;
+    let b = operator(&t.store, "B", 10).await;
+    let c = operator(&t.store, "C", 10).await;
+    let s = source(&t.store, "mixed", &[(c, 3), (a, 1), (b, 2)]).await;
+    t.store
+        .register_contact(contact("plain", SourceRef::Id(s)))
+        .await
+        .expect("register");
+    t.store
+        .register_contact_once(
+            contact("keyed", SourceRef::Id(s)),
+            IdempotencyKey::new("test", "order-1", "body").expect("key"),
+        )
+        .await
+        .expect("register with a key");
+    t.store.shutdown().await;
+    let raw = sea_orm::Database::connect(&t.db.url)
+        .await
+        .expect("connect");
+    let rows = sea_orm::ConnectionTrait::query_all_raw(
+        &raw,
+        sea_orm::Statement::from_string(
+            raw.get_database_backend(),
+            "SELECT decision FROM contacts ORDER BY id",
+        ),
+    )
+    .await
+    .expect("read the decisions");
+    raw.close().await.expect("close");
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let record: String = row.try_get("", "decision").expect("decision");
+        let record: serde_json::Value = serde_json::from_str(&record).expect("json");
+        let ids: Vec<i64> = record["candidates"]
+            .as_array()
+            .expect("candidates")
+            .iter()
+            .map(|candidate| candidate["id"].as_i64().expect("id"))
+            .collect();
+        assert_eq!(ids, vec![a.get(), b.get(), c.get()], "{record}");
+    }
     t.finish().await;
 }
 
