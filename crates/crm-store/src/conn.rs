@@ -274,21 +274,58 @@ impl Conn for PgConn<'_> {
 /// own, and sqlx tests a connection with a round trip each time it goes back to the pool
 /// (in a task of its own, after the answer, but a round trip on both sides all the same),
 /// so holding one saves that round trip for every statement after the first.
-pub struct PgHeld(tokio::sync::Mutex<sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>>);
+pub struct PgHeld {
+    conn: tokio::sync::Mutex<PoolConnection>,
+    /// Where a broken connection is replaced (see [`PgHeld::read`]).
+    pool: sea_orm::sqlx::PgPool,
+}
+
+type PoolConnection = sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>;
 
 impl PgHeld {
     /// Takes a connection from `db`'s pool until this is dropped.
     pub async fn acquire(db: &sea_orm::DatabaseConnection) -> Result<Self, StoreError> {
-        let conn = db
-            .get_postgres_connection_pool()
-            .acquire()
+        let pool = db.get_postgres_connection_pool().clone();
+        let conn = Self::checkout(&pool).await?;
+        Ok(Self {
+            conn: tokio::sync::Mutex::new(conn),
+            pool,
+        })
+    }
+
+    async fn checkout(pool: &sea_orm::sqlx::PgPool) -> Result<PoolConnection, StoreError> {
+        pool.acquire().await.map_err(|err| {
+            db_err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
+                err.into(),
+            )))
+        })
+    }
+
+    /// Runs a statement that only reads, as [`Conn::all`]; but when its connection turns
+    /// out to be broken (the server restarted, a proxy dropped it), runs it once more on
+    /// a fresh one instead of failing. Nothing has been written on a held connection
+    /// before its read (see `pg::registration`), and a read writes nothing, so the retry
+    /// can repeat nothing. The loss is noted first, so the pool checks the connection it
+    /// hands out for the retry, and every other one for a while (`error::lost_recently`).
+    pub async fn read(&self, sql: &str, values: Vec<Value>) -> Result<Vec<Row>, DbError> {
+        let mut conn = self.conn.lock().await;
+        let err = match Self::query(sql, values.clone())
+            .fetch_all(&mut **conn)
             .await
-            .map_err(|err| {
-                db_err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
-                    err.into(),
-                )))
-            })?;
-        Ok(Self(tokio::sync::Mutex::new(conn)))
+        {
+            Ok(rows) => return Ok(pg_rows(rows)),
+            Err(err) if crate::error::lost(&err) => err,
+            Err(err) => return Err(sqlx_db_err(err)),
+        };
+        crate::error::note_lost();
+        tracing::warn!(error = %err, "a pooled connection was broken; reading again on another");
+        // The broken connection is dropped here: sqlx's check on its return closes it.
+        *conn = Self::checkout(&self.pool).await.map_err(DbError::Other)?;
+        Self::query(sql, values)
+            .fetch_all(&mut **conn)
+            .await
+            .map(pg_rows)
+            .map_err(sqlx_db_err)
     }
 
     fn query(
@@ -302,6 +339,12 @@ impl PgHeld {
     }
 }
 
+fn pg_rows(rows: Vec<sea_orm::sqlx::postgres::PgRow>) -> Vec<Row> {
+    rows.into_iter()
+        .map(|row| Row::Postgres(row.into()))
+        .collect()
+}
+
 fn sqlx_db_err(err: sea_orm::sqlx::Error) -> DbError {
     async_db_err(sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(
         err.into(),
@@ -310,7 +353,7 @@ fn sqlx_db_err(err: sea_orm::sqlx::Error) -> DbError {
 
 impl Conn for PgHeld {
     async fn one(&self, sql: &str, values: Vec<Value>) -> Result<Option<Row>, DbError> {
-        let mut conn = self.0.lock().await;
+        let mut conn = self.conn.lock().await;
         Self::query(sql, values)
             .fetch_optional(&mut **conn)
             .await
@@ -319,15 +362,11 @@ impl Conn for PgHeld {
     }
 
     async fn all(&self, sql: &str, values: Vec<Value>) -> Result<Vec<Row>, DbError> {
-        let mut conn = self.0.lock().await;
+        let mut conn = self.conn.lock().await;
         Self::query(sql, values)
             .fetch_all(&mut **conn)
             .await
-            .map(|rows| {
-                rows.into_iter()
-                    .map(|row| Row::Postgres(row.into()))
-                    .collect()
-            })
+            .map(pg_rows)
             .map_err(sqlx_db_err)
     }
 

@@ -19,7 +19,7 @@ pub fn db_err(err: sea_orm::DbErr) -> StoreError {
             if retryable(cause) =>
         {
             if lost(cause) {
-                LAST_LOST.store(millis_now(), Ordering::Relaxed);
+                note_lost();
             }
             StoreError::Unavailable(Box::new(err))
         }
@@ -43,7 +43,7 @@ fn retryable(err: &sea_orm::SqlxError) -> bool {
 
 /// The connection broke under a statement: the socket failed, or the server ended the
 /// session (SQLSTATE class 08, or 57P01..57P03: shutdown, crash, not accepting yet).
-fn lost(err: &sea_orm::SqlxError) -> bool {
+pub(crate) fn lost(err: &sea_orm::SqlxError) -> bool {
     use sea_orm::SqlxError;
     match err {
         SqlxError::Io(_)
@@ -69,6 +69,11 @@ fn millis_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Notes that a statement found its connection broken, which [`lost_recently`] reports.
+pub(crate) fn note_lost() {
+    LAST_LOST.store(millis_now(), Ordering::Relaxed);
 }
 
 /// Whether a connection broke in the last [`CHECK_AFTER_LOSS`]: then the pool's other
