@@ -24,28 +24,25 @@ fn eligible(n: i64) -> Vec<Candidate> {
         .collect()
 }
 
-fn bench_pick(c: &mut Criterion) {
-    let mut group = c.benchmark_group("pick");
+/// One group: `draw` over 10, 100 and 10,000 eligible candidates, a seeded generator each.
+fn bench_group<T>(c: &mut Criterion, name: &str, draw: fn(&[Candidate], &mut ChaCha8Rng) -> T) {
+    let mut group = c.benchmark_group(name);
     for n in [10, 100, 10_000] {
         let candidates = eligible(n);
         let mut rng = ChaCha8Rng::seed_from_u64(n.unsigned_abs());
         group.bench_with_input(BenchmarkId::from_parameter(n), &candidates, |b, cs| {
-            b.iter(|| pick(black_box(cs), &mut rng));
+            b.iter(|| draw(black_box(cs), &mut rng));
         });
     }
     group.finish();
 }
 
+fn bench_pick(c: &mut Criterion) {
+    bench_group(c, "pick", pick);
+}
+
 fn bench_choose(c: &mut Criterion) {
-    let mut group = c.benchmark_group("choose");
-    for n in [10, 100, 10_000] {
-        let candidates = eligible(n);
-        let mut rng = ChaCha8Rng::seed_from_u64(n.unsigned_abs());
-        group.bench_with_input(BenchmarkId::from_parameter(n), &candidates, |b, cs| {
-            b.iter(|| choose(black_box(cs), &mut rng));
-        });
-    }
-    group.finish();
+    bench_group(c, "choose", choose);
 }
 
 criterion_group!(benches, bench_pick, bench_choose);

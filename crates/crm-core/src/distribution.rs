@@ -215,7 +215,7 @@ pub fn choose<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Decisio
             excluded: exclusion(candidate),
         })
         .collect();
-    // The verdicts already say who is eligible; the weight is capped as in `eligible_weight`.
+    // The verdicts already say who is eligible.
     let Pick {
         total_weight,
         draw: drawn,
@@ -223,11 +223,7 @@ pub fn choose<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Decisio
     } = draw(
         verdicts.iter().map(|verdict| {
             let weight = match verdict.excluded {
-                None => verdict
-                    .candidate
-                    .weight
-                    .clamp(0, Weight::MAX)
-                    .unsigned_abs(),
+                None => capped(verdict.candidate.weight),
                 Some(_) => 0,
             };
             (verdict.candidate.operator_id, weight)
@@ -285,8 +281,17 @@ fn eligible_weight(candidate: &Candidate) -> u64 {
     // clamps to an empty slice, which is what excluding it means to the draw. The
     // property tests hold the two to each other.
     let has_room = candidate.is_active & (candidate.open_contacts < candidate.max_active_contacts);
-    let weight = candidate.weight.clamp(0, Weight::MAX).unsigned_abs();
-    if has_room { weight } else { 0 }
+    if has_room {
+        capped(candidate.weight)
+    } else {
+        0
+    }
+}
+
+/// A weight's size in the draw: nothing at or below zero, at most [`Weight::MAX`].
+#[inline]
+fn capped(weight: i64) -> u64 {
+    weight.clamp(0, Weight::MAX).unsigned_abs()
 }
 
 #[cfg(test)]

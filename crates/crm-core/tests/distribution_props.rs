@@ -77,6 +77,22 @@ fn pick_for_draw(candidates: &[Candidate], draw: u64) -> Option<OperatorId> {
     None
 }
 
+/// Active operators 1, 2, … with these weights, none holding a contact, each with room
+/// for `max`.
+fn active_with_room(weights: &[i64], max: i64) -> Vec<Candidate> {
+    weights
+        .iter()
+        .zip(1i64..)
+        .map(|(&weight, id)| Candidate {
+            operator_id: OperatorId(id),
+            weight,
+            is_active: true,
+            open_contacts: 0,
+            max_active_contacts: max,
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -195,17 +211,7 @@ proptest! {
         weights in prop::collection::vec(any::<i64>(), 0..=64),
         seed in any::<u64>(),
     ) {
-        let cs: Vec<Candidate> = weights
-            .iter()
-            .zip(1i64..)
-            .map(|(&weight, id)| Candidate {
-                operator_id: OperatorId(id),
-                weight,
-                is_active: true,
-                open_contacts: 0,
-                max_active_contacts: 1,
-            })
-            .collect();
+        let cs = active_with_room(&weights, 1);
         let capped: u64 = weights
             .iter()
             .filter(|&&w| w > 0)
@@ -283,17 +289,7 @@ fn frequencies_converge_to_weights() {
     const CRITICAL_DF4_P999: f64 = 18.467;
 
     let weights = [1i64, 2, 3, 4, 10];
-    let mut candidates: Vec<Candidate> = weights
-        .iter()
-        .zip(1i64..)
-        .map(|(&weight, id)| Candidate {
-            operator_id: OperatorId(id),
-            weight,
-            is_active: true,
-            open_contacts: 0,
-            max_active_contacts: 1_000,
-        })
-        .collect();
+    let mut candidates = active_with_room(&weights, 1_000);
     let switched_off = OperatorId(99);
     candidates.insert(
         2,
