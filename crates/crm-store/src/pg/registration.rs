@@ -515,16 +515,8 @@ mod tests {
             // Commit only once the replacement waits for a lock.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             loop {
-                let waiting = f
-                    .pool
-                    .query_one_raw(sea_orm::Statement::from_string(
-                        sea_orm::DbBackend::Postgres,
-                        "SELECT count(*) FROM pg_locks WHERE NOT granted",
-                    ))
-                    .await
-                    .expect("pg_locks")
-                    .and_then(|row| row.try_get_by_index::<i64>(0).ok())
-                    .unwrap_or(0);
+                let waiting =
+                    count(&f.pool, "SELECT count(*) FROM pg_locks WHERE NOT granted").await;
                 if waiting > 0 {
                     break;
                 }
@@ -588,19 +580,24 @@ mod tests {
                 .await
                 .unwrap_or_else(|err| panic!("keyed registration {i}: {err:?}"));
         }
-        let stored = f
-            .pool
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DatabaseBackend::Postgres,
-                "SELECT count(*) AS n FROM contacts",
-            ))
-            .await
-            .expect("count")
-            .expect("a row");
-        let stored: i64 = stored.try_get("", "n").expect("n");
+        let stored = count(&f.pool, "SELECT count(*) FROM contacts").await;
         assert_eq!(stored, 32 + 1 + i64::from(status.connections));
         let store = std::sync::Arc::into_inner(store).expect("the only handle");
         Fixture { store, ..f }.finish().await;
+    }
+
+    /// The number a `SELECT count(*) …` returns on `pool`.
+    async fn count(pool: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
+        use sea_orm::ConnectionTrait;
+        pool.query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            sql,
+        ))
+        .await
+        .expect("count")
+        .expect("a row")
+        .try_get_by_index(0)
+        .expect("a number")
     }
 
     /// A registration of `lead` on `source` (the store's handle may have left the fixture).
