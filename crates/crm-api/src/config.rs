@@ -9,11 +9,6 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Args;
 use crm_store::StoreConfig;
 
-/// [`Config::db_max_connections`] when unset, on SQLite.
-const SQLITE_DEFAULT_POOL: u32 = 4;
-/// [`Config::db_max_connections`] when unset, on PostgreSQL.
-const POSTGRES_DEFAULT_POOL: u32 = 8;
-
 /// How to run the server. The log filter comes from `RUST_LOG` (default `info`).
 ///
 /// The arguments are global: they may stand before or after a subcommand.
@@ -182,19 +177,6 @@ impl Config {
         }
     }
 
-    /// The pool size when none is given. An SQLite read runs on a thread of its connection
-    /// in this process, so more connections than reads the cores can run at once only
-    /// add threads and memory: at 8 on 2 cores the realistic bench scenario's peak RSS
-    /// was 65–67 MiB against 62.5 at 4, with the same throughput (docs/benchmarks.md).
-    /// A PostgreSQL connection waits on the network and the server, so it keeps 8.
-    fn default_pool(&self) -> u32 {
-        if self.database_url.starts_with("sqlite:") {
-            SQLITE_DEFAULT_POOL
-        } else {
-            POSTGRES_DEFAULT_POOL
-        }
-    }
-
     /// The store's part of the configuration.
     #[must_use]
     pub fn store_config(&self) -> StoreConfig {
@@ -202,7 +184,7 @@ impl Config {
             database_url: self.database_url.clone(),
             max_connections: self
                 .db_max_connections
-                .unwrap_or_else(|| self.default_pool()),
+                .unwrap_or_else(|| StoreConfig::default_max_connections(&self.database_url)),
             write_queue: usize::try_from(self.write_queue).unwrap_or(usize::MAX),
             seed: None,
             sqlite_synchronous_normal: self.sqlite_sync_normal,
