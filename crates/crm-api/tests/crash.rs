@@ -4,7 +4,7 @@
 //! 200 reached the client must have stuck, the file must pass `PRAGMA integrity_check` and
 //! `PRAGMA foreign_key_check`, and every operator's counter must equal its open rows and
 //! stay within its limit. The restart must work although the killed process held the
-//! `<db>.lock` file (the kernel releases the lock with the process).
+//! database file's lock (the kernel releases it with the process).
 //!
 //! Three rounds on one file, each killed after a different number of answers.
 
@@ -17,7 +17,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use process::{ServerProcess, all_pages, assert_counters_match, get_json};
@@ -271,7 +271,6 @@ async fn check_api(
 async fn sigkill_mid_burst_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = dir.path().join("crm.db");
-    let lock = dir.path().join("crm.db.lock");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -304,26 +303,6 @@ async fn sigkill_mid_burst_loses_no_acknowledged_write() {
     .await
     .expect("answered");
     assert_eq!(status, 200, "weights: {body}");
-
-    // A second server on the same file is refused while the first lives.
-    let mut second = ServerProcess::spawn(dir.path(), "second.log", &database_url(&db), &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = second.exited() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a second server on the same file kept running"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let err = second.stderr();
-    assert!(
-        !status.success() && err.contains("in use"),
-        "a second server on the same file must exit with a clear message: {status} {err}"
-    );
-    drop(second);
 
     let mut acknowledged: BTreeMap<i64, (String, Value, bool)> = BTreeMap::new();
     let mut server = Some(server);
@@ -378,10 +357,6 @@ async fn sigkill_mid_burst_loses_no_acknowledged_write() {
         );
         eprintln!("round {round}: killed after {answered} acknowledged, {unknown} cut short");
 
-        assert!(
-            lock.exists(),
-            "the killed server's lock file is still there"
-        );
         check_file(&db, round);
         let restarted = start(dir.path(), &db, &client, round + 1).await;
         check_api(&client, &restarted.base, &acknowledged, round).await;

@@ -214,10 +214,12 @@ pub struct PoolStatus {
 
 /// The whole service as storage offers it: what the HTTP layer calls.
 pub trait Store: Send + Sync + 'static {
-    /// Checks that the database answers.
+    /// Checks that the database answers and, where the adapter can tell without writing,
+    /// that writes commit (the SQLite writer: running, its last commit succeeded).
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when it does not.
+    /// MUST return [`StoreError::Unavailable`] when either fails, with a cause whose own
+    /// message (not its sources) is fit to show an anonymous caller of `/health`.
     fn health(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Creates an operator with no load.

@@ -171,7 +171,7 @@ pub enum ConnectError {
     #[error("unsupported database url {0:?}: expected sqlite://PATH[?mode=rwc] or postgres://…")]
     UnsupportedUrl(String),
     /// Another process is serving this SQLite file.
-    #[error("database {0} is in use by another crm-api process (its .lock file is held)")]
+    #[error("database {0} is in use by another crm-api process (it holds the file's lock)")]
     InUse(String),
     /// A file could not be opened.
     #[error("cannot open {path}")]
@@ -202,9 +202,22 @@ enum Writes {
     Sqlite {
         handle: WriterHandle,
         writer: Mutex<Option<Writer>>,
+        /// Retries a write while the last commit failed ([`sqlite::writer::probe`]).
+        _probe: AbortOnDrop,
+        /// The `flock` on the database file ([`sqlite::lock`]): last, so it is closed
+        /// after the fields above, which stop SQLite's own connections.
         _lock: std::fs::File,
     },
     Postgres,
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Opens the database, runs migrations and starts the writer.
@@ -219,6 +232,9 @@ pub async fn connect(config: &StoreConfig) -> Result<DbStore, ConnectError> {
             max_connections: config.max_connections,
             writes: Writes::Sqlite {
                 handle: opened.writer.handle.clone(),
+                _probe: AbortOnDrop(tokio::spawn(sqlite::writer::probe(
+                    opened.writer.handle.clone(),
+                ))),
                 writer: Mutex::new(Some(opened.writer)),
                 _lock: opened.lock,
             },
@@ -270,12 +286,8 @@ impl DbStore {
 impl Store for DbStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn health(&self) -> Result<(), StoreError> {
-        if let Writes::Sqlite { handle, .. } = &self.writes
-            && !handle.is_running()
-        {
-            return Err(StoreError::Unavailable(
-                "the sqlite writer has stopped".into(),
-            ));
+        if let Writes::Sqlite { handle, .. } = &self.writes {
+            handle.health()?;
         }
         read::health(&self.reader).await
     }

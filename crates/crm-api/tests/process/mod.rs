@@ -36,8 +36,29 @@ impl ServerProcess {
     ///
     /// [`base`]: ServerProcess::base
     pub fn spawn(dir: &Path, log_name: &str, database_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_through(&[], dir, log_name, database_url, env)
+    }
+
+    /// [`ServerProcess::spawn`], run by the program `through` (with its arguments), which
+    /// must end by executing its last argument, the `crm-api` binary, in its own place
+    /// (so the process is the server's): `sh -c '…; exec "$@"'`, `prlimit … --`.
+    pub fn spawn_through(
+        through: &[&str],
+        dir: &Path,
+        log_name: &str,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = dir.join(log_name);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_crm-api"));
+        let server = env!("CARGO_BIN_EXE_crm-api");
+        let mut command = match through.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(server);
+                command
+            }
+            None => Command::new(server),
+        };
         for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CRM_")) {
             command.env_remove(name);
         }
@@ -120,6 +141,11 @@ impl ServerProcess {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// How it exited, if it has.

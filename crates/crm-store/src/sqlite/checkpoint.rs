@@ -50,10 +50,13 @@ const PAUSE: Duration = Duration::from_millis(10);
 thread_local! {
     /// Pages in the WAL after the last commit on this thread's connection.
     static WAL_FRAMES: Cell<i32> = const { Cell::new(0) };
+    /// Commits on this thread's connection that wrote to the WAL.
+    static WAL_COMMITS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn note_wal_size(_wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
     WAL_FRAMES.set(pages);
+    WAL_COMMITS.set(WAL_COMMITS.get() + 1);
     Ok(())
 }
 
@@ -66,6 +69,12 @@ pub fn watch_wal(conn: &Connection) {
 /// Pages in the WAL after the last commit on this thread (see [`watch_wal`]).
 pub fn wal_frames() -> i32 {
     WAL_FRAMES.get()
+}
+
+/// Commits on this thread that wrote to the WAL (see [`watch_wal`]): a commit that wrote
+/// nothing proves nothing about the disk.
+pub fn wal_commits() -> u64 {
+    WAL_COMMITS.get()
 }
 
 /// Copies what is left of the WAL into the database file, on the writer's own

@@ -1,14 +1,13 @@
 //! The SQLite backend: one writer thread (see [`writer`]) for every write, a read-only
-//! pool for reads, and an exclusive lock file so that only one process writes the file.
+//! pool for reads, and an exclusive `flock` on the database file itself so that only one
+//! process writes it.
 
 pub mod checkpoint;
 pub mod registration;
-pub mod walbuf;
 pub mod writer;
 
-use std::{ffi::CStr, fs::File, path::PathBuf};
+use std::{fs::File, path::PathBuf};
 
-use fs2::FileExt;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, TransactionTrait};
 
@@ -49,19 +48,36 @@ fn file_path(url: &str) -> Result<PathBuf, ConnectError> {
     Ok(PathBuf::from(path))
 }
 
-/// Takes the exclusive lock beside the database file named by `url`; returns the file's
-/// path and the held lock.
+/// Takes an exclusive `flock` on the database file named by `url` itself (creating the
+/// file, empty, if it does not exist: SQLite reads an empty file as an empty database);
+/// returns the file's path and the open file that holds the lock.
+///
+/// The lock belongs to the open file, so it is the same whatever path, symlink or hard
+/// link reached it, and the kernel releases it when the process dies. It does not
+/// conflict with the `fcntl` locks SQLite takes on the same file. But closing *any*
+/// descriptor of a file drops every `fcntl` lock the process holds on it, so the returned
+/// file must stay open until SQLite's own connections to it have closed.
 pub fn lock(url: &str) -> Result<(String, File), ConnectError> {
     let path = file_path(url)?;
     let display = path.display().to_string();
-    let lock_path = PathBuf::from(format!("{display}.lock"));
-    let lock = File::create(&lock_path).map_err(|source| ConnectError::Io {
-        path: lock_path.display().to_string(),
-        source,
-    })?;
-    lock.try_lock_exclusive()
-        .map_err(|_| ConnectError::InUse(display.clone()))?;
-    Ok((display, lock))
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| ConnectError::Io {
+            path: display.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok((display, file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ConnectError::InUse(display)),
+        Err(std::fs::TryLockError::Error(source)) => Err(ConnectError::Io {
+            path: display,
+            source,
+        }),
+    }
 }
 
 /// Opens (creating if needed) and migrates the database, then starts the writer.
@@ -100,24 +116,10 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
     } else {
         "FULL"
     };
-    // The writer's WAL writes are gathered into one `pwrite` per commit, which is only
-    // safe when every commit syncs the WAL (see `walbuf`).
-    let gather_wal = !config.sqlite_synchronous_normal;
-    if gather_wal {
-        walbuf::register().map_err(|rc| {
-            ConnectError::Database(Box::new(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rc),
-                Some("cannot register the WAL write buffer".into()),
-            )))
-        })?;
-    }
-    let open_rw = move |path: String, vfs: Option<&CStr>| {
+    let open_rw = move |path: String| {
         use rusqlite::OpenFlags;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = match vfs {
-            Some(vfs) => rusqlite::Connection::open_with_flags_and_vfs(path, flags, vfs)?,
-            None => rusqlite::Connection::open_with_flags(path, flags)?,
-        };
+        let conn = rusqlite::Connection::open_with_flags(path, flags)?;
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
@@ -126,24 +128,13 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
     };
     let path = display.clone();
     let checkpointer =
-        Checkpointer::start(move || open_rw(path, None)).map_err(|source| ConnectError::Io {
+        Checkpointer::start(move || open_rw(path)).map_err(|source| ConnectError::Io {
             path: display.clone(),
             source,
         })?;
     let path = display.clone();
     let connect = move || {
-        let conn = open_rw(path, gather_wal.then_some(walbuf::NAME))?;
-        if gather_wal {
-            // The buffer is only safe if every commit syncs the WAL (0 OFF, 1 NORMAL,
-            // 2 FULL, 3 EXTRA).
-            let level: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
-            if level < 2 {
-                return Err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
-                    Some("the WAL write buffer needs synchronous = FULL".into()),
-                ));
-            }
-        }
+        let conn = open_rw(path)?;
         // Every statement the writer runs stays prepared (there are about forty).
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))?;

@@ -22,11 +22,12 @@
 use std::{
     panic::{self, AssertUnwindSafe},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
         mpsc as std_mpsc,
     },
     thread::{JoinHandle, Thread},
+    time::Duration,
 };
 
 use crm_core::{StoreError, error_chain};
@@ -43,6 +44,9 @@ use crate::conn::sqlite_err;
 
 /// Most jobs committed together.
 const MAX_GROUP: usize = 256;
+
+/// How often [`probe`] tries a write while the last commit has failed.
+pub const PROBE_EVERY: Duration = Duration::from_secs(3);
 
 /// What a job gets to work with.
 pub struct WriterCtx<'c> {
@@ -124,6 +128,8 @@ pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
     /// Groups run a second time because a job failed after writing (see the module docs).
     reruns: Arc<AtomicU64>,
+    /// Why the last group's commit failed; `None` once one commits again.
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 /// Why the writer did not start.
@@ -170,6 +176,8 @@ impl Writer {
         let nudge = checkpointer.as_ref().map(Checkpointer::handle);
         let reruns = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&reruns);
+        let failing = Arc::new(Mutex::new(None));
+        let outcome = Arc::clone(&failing);
         let thread = std::thread::Builder::new()
             .name("crm-sqlite-writer".into())
             .spawn(move || match connect() {
@@ -182,7 +190,7 @@ impl Writer {
                         rng,
                         cache: SourceCache::default(),
                     };
-                    run(ctx, rx, nudge.as_ref(), &counted);
+                    run(ctx, rx, nudge.as_ref(), &counted, &outcome);
                 }
                 Err(err) => {
                     let _ = ready_tx.send(Err(err));
@@ -192,7 +200,11 @@ impl Writer {
         let failed = match ready_rx.recv() {
             Ok(Ok(())) => {
                 return Ok(Self {
-                    handle: WriterHandle { tx, reruns },
+                    handle: WriterHandle {
+                        tx,
+                        reruns,
+                        failing,
+                    },
                     thread,
                     checkpointer,
                 });
@@ -275,6 +287,64 @@ impl WriterHandle {
     pub fn is_running(&self) -> bool {
         !self.tx.is_closed()
     }
+
+    /// Whether writes work, as far as the writer knows: it is running and its last
+    /// commit that had something to write (a group's, or [`probe`]'s) succeeded.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], whose cause says which of the two failed, in words
+    /// fit for `/health`'s anonymous callers (SQLite's own reason goes to the log).
+    pub fn health(&self) -> Result<(), StoreError> {
+        if !self.is_running() {
+            return Err(stopped());
+        }
+        if self.failing().is_some() {
+            return Err(StoreError::Unavailable(
+                format!(
+                    "the last write to the database failed; a write probe retries every {} s",
+                    PROBE_EVERY.as_secs()
+                )
+                .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Why the last commit failed, while it is the last.
+    fn failing(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// While the writer runs: every [`PROBE_EVERY`], if its last commit failed, commits a
+/// write that changes nothing (SQLite's `user_version`, set to what it is, which still
+/// writes the header page to the WAL). A commit that succeeds, the probe's or a request's,
+/// makes the writer healthy again, so a node that a load balancer took out of rotation
+/// (it sends no writes) comes back once the disk does.
+pub async fn probe(handle: WriterHandle) {
+    while handle.is_running() {
+        tokio::time::sleep(PROBE_EVERY).await;
+        if let Some(reason) = handle.failing() {
+            let probed = handle
+                .run(|ctx| {
+                    let version: i64 = ctx
+                        .conn
+                        .query_row("PRAGMA user_version", [], |row| row.get(0))
+                        .map_err(|err| StoreError::from(sqlite_err(err)))?;
+                    ctx.conn
+                        .execute_batch(&format!("PRAGMA user_version = {version}"))
+                        .map_err(|err| sqlite_err(err).into())
+                })
+                .await;
+            match probed {
+                Ok(()) => tracing::info!(was = %reason, "sqlite writes work again"),
+                Err(err) => tracing::warn!(error = %error_chain(&err), "sqlite write probe failed"),
+            }
+        }
+    }
 }
 
 fn stopped() -> StoreError {
@@ -286,6 +356,7 @@ fn run(
     mut rx: mpsc::Receiver<Msg>,
     checkpointer: Option<&Thread>,
     reruns: &AtomicU64,
+    failing: &Mutex<Option<String>>,
 ) {
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
@@ -304,9 +375,19 @@ fn run(
                 Err(_) => break,
             }
         }
+        let commits = checkpoint::wal_commits();
         let commit = run_group(&mut ctx, &mut group, reruns);
         if let Err(err) = &commit {
             tracing::error!(error = %error_chain(err), jobs = group.len(), "sqlite group commit failed");
+        }
+        // Before answering, so that a request answered 503 finds `/health` failing too.
+        // Only a commit that wrote to the WAL shows that writes work again.
+        let wrote = checkpoint::wal_commits() != commits;
+        if commit.is_err() || wrote {
+            *failing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                commit.as_ref().err().map(|err| error_chain(err));
         }
         for job in group.drain(..) {
             job.complete(commit.as_ref().map(|_| ()));
