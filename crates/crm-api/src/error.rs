@@ -417,6 +417,8 @@ fn param_message(name: &str, reason: &str) -> String {
         "is_active" | "unassigned" => "must be true or false",
         "status" => "must be open or closed",
         "Idempotency-Key" => "must be 1 to 255 visible ASCII characters",
+        // The one way `/api/leads`'s pattern can fail.
+        "external_id" => return crm_core::ValueError::ControlCharacter.to_string(),
         _ => return format!("invalid value: {reason}"),
     }
     .to_owned()
