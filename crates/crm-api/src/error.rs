@@ -267,7 +267,7 @@ impl ApiError {
         if let Some(e) = err.downcast_ref::<ContentTypeError>() {
             return Self::new(
                 ErrorCode::UnsupportedMediaType,
-                format!("{e}; send application/json"),
+                format!("{e}; send application/json in UTF-8"),
             );
         }
         if err.is::<ParseRequestPayloadError>() || err.is::<poem::error::ParseJsonError>() {
@@ -280,9 +280,10 @@ impl ApiError {
                 "this path does not accept this method",
             ),
             StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                Self::new(ErrorCode::UnsupportedMediaType, "send application/json")
-            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                ErrorCode::UnsupportedMediaType,
+                "send application/json in UTF-8",
+            ),
             status if status.is_client_error() => Self::new(ErrorCode::BadRequest, err.to_string()),
             _ => Self::internal("request failed", &err),
         }
