@@ -38,6 +38,10 @@ const WHITESPACE: [(char, char); 10] = [
     ('\u{3000}', '\u{3000}'),
 ];
 
+/// The control characters no identifier, name, code or label may hold (crm-core's
+/// `is_control`: U+0000..=U+001F and U+007F), as the inside of a regex character class.
+const CONTROLS: &str = "\\u0000-\\u001F\\u007F";
+
 /// The ranges of [`WHITESPACE`] as the inside of a regex character class.
 fn whitespace_ranges() -> String {
     let mut ranges = String::new();
@@ -50,21 +54,26 @@ fn whitespace_ranges() -> String {
     ranges
 }
 
-/// A JSON Schema pattern for "not only whitespace": one character outside [`WHITESPACE`].
-/// Spelled out rather than `\S`, whose meaning differs between regex dialects (and from
-/// `str::trim`), so the document and the server agree on every string.
-pub(crate) fn not_blank_pattern() -> String {
-    format!("[^{}]", whitespace_ranges())
+/// A JSON Schema pattern for text kept exactly as sent: no control character anywhere,
+/// and not only whitespace (one character outside [`WHITESPACE`], spelled out rather than
+/// `\S`, whose meaning differs between regex dialects and from `str::trim`, so the
+/// document and the server agree on every string).
+pub(crate) fn verbatim_pattern() -> String {
+    format!(
+        "^[^{CONTROLS}]*[^{}{CONTROLS}][^{CONTROLS}]*$",
+        whitespace_ranges()
+    )
 }
 
-/// A JSON Schema pattern for "1..=`max` characters once trimmed": any whitespace, then
-/// one non-whitespace character or two with at most `max - 2` of anything between them,
-/// then any whitespace. (`maxLength` would count the whitespace trimming removes.)
+/// A JSON Schema pattern for "1..=`max` characters once trimmed, no control character
+/// left": any whitespace, then one character that is neither whitespace nor a control, or
+/// two with at most `max - 2` characters that are not controls between them, then any
+/// whitespace. (`maxLength` would count the whitespace trimming removes.)
 fn trimmed_pattern(max: usize) -> String {
     let ws = format!("[{}]", whitespace_ranges());
-    let text = not_blank_pattern();
+    let text = format!("[^{}{CONTROLS}]", whitespace_ranges());
     format!(
-        "^{ws}*{text}(?:[\\s\\S]{{0,{}}}{text})?{ws}*$",
+        "^{ws}*{text}(?:[^{CONTROLS}]{{0,{}}}{text})?{ws}*$",
         max.saturating_sub(2)
     )
 }
@@ -301,11 +310,13 @@ impl<T: FromBody> OaiPayload for JsonBody<T> {
     const CONTENT_TYPE: &'static str = "application/json";
 
     fn check_content_type(content_type: &str) -> bool {
-        let essence = content_type.split(';').next().unwrap_or_default().trim();
-        essence.eq_ignore_ascii_case("application/json")
+        let mut parts = content_type.split(';');
+        let essence = parts.next().unwrap_or_default().trim();
+        let json = essence.eq_ignore_ascii_case("application/json")
             || essence
                 .rsplit_once('+')
-                .is_some_and(|(ty, suffix)| ty.starts_with("application/") && suffix == "json")
+                .is_some_and(|(ty, suffix)| ty.starts_with("application/") && suffix == "json");
+        json && parts.all(is_utf8_or_not_charset)
     }
 
     fn schema_ref() -> MetaSchemaRef {
@@ -341,6 +352,25 @@ impl<T: FromBody> ParsePayload for JsonBody<T> {
 }
 
 poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: FromBody);
+
+/// Whether a media type parameter (`charset=utf-8`) allows the body to be read as UTF-8,
+/// the only encoding of JSON (RFC 8259): any parameter but `charset` does, and `charset`
+/// only when it is UTF-8 (any case, quoted or not). A body declared as Latin-1 is answered
+/// 415 rather than read as something it says it is not.
+fn is_utf8_or_not_charset(parameter: &str) -> bool {
+    let Some((name, value)) = parameter.split_once('=') else {
+        return true;
+    };
+    if !name.trim().eq_ignore_ascii_case("charset") {
+        return true;
+    }
+    let value = value.trim();
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    value.eq_ignore_ascii_case("utf-8")
+}
 
 /// Parses a whole body: syntax errors are 400, everything else 422.
 fn parse<T: FromBody>(bytes: &[u8]) -> Result<T::Output, ApiError> {
@@ -569,9 +599,41 @@ mod tests {
             assert_eq!(listed(c), c.is_whitespace(), "{:04X}", u32::from(c));
         }
         assert_eq!(
-            not_blank_pattern(),
-            "[^\\u0009-\\u000D\\u0020\\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028-\\u2029\\u202F\\u205F\\u3000]"
+            verbatim_pattern(),
+            "^[^\\u0000-\\u001F\\u007F]*\
+             [^\\u0009-\\u000D\\u0020\\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028-\\u2029\\u202F\\u205F\\u3000\\u0000-\\u001F\\u007F]\
+             [^\\u0000-\\u001F\\u007F]*$"
         );
+        // The class of controls is crm-core's rule, character for character.
+        for c in (0..=0x7f_u32).filter_map(char::from_u32) {
+            let listed = c <= '\u{1f}' || c == '\u{7f}';
+            assert_eq!(listed, crm_core::is_control(c), "{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn json_is_accepted_in_utf_8_only() {
+        let accepts = <JsonBody<Probe> as OaiPayload>::check_content_type;
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+            "application/json; charset=\"utf-8\"",
+            "application/json; profile=x",
+            "application/problem+json; charset=utf-8",
+        ] {
+            assert!(accepts(ok), "{ok}");
+        }
+        for refused in [
+            "application/json; charset=latin1",
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=utf-16",
+            "application/json; charset=utf8",
+            "application/json; charset=",
+            "text/plain; charset=utf-8",
+        ] {
+            assert!(!accepts(refused), "{refused}");
+        }
     }
 
     #[test]

@@ -267,7 +267,7 @@ impl ApiError {
         if let Some(e) = err.downcast_ref::<ContentTypeError>() {
             return Self::new(
                 ErrorCode::UnsupportedMediaType,
-                format!("{e}; send application/json"),
+                format!("{e}; send application/json in UTF-8"),
             );
         }
         if err.is::<ParseRequestPayloadError>() || err.is::<poem::error::ParseJsonError>() {
@@ -280,9 +280,10 @@ impl ApiError {
                 "this path does not accept this method",
             ),
             StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                Self::new(ErrorCode::UnsupportedMediaType, "send application/json")
-            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                ErrorCode::UnsupportedMediaType,
+                "send application/json in UTF-8",
+            ),
             status if status.is_client_error() => Self::new(ErrorCode::BadRequest, err.to_string()),
             _ => Self::internal("request failed", &err),
         }
@@ -417,6 +418,8 @@ fn param_message(name: &str, reason: &str) -> String {
         "is_active" | "unassigned" => "must be true or false",
         "status" => "must be open or closed",
         "Idempotency-Key" => "must be 1 to 255 visible ASCII characters",
+        // The one way `/api/leads`'s pattern can fail.
+        "external_id" => return crm_core::ValueError::ControlCharacter.to_string(),
         _ => return format!("invalid value: {reason}"),
     }
     .to_owned()

@@ -1,10 +1,13 @@
 //! Hostile input over HTTP: ids that do not fit, bodies that are too deep, too large, not
-//! UTF-8 or not JSON at all, and strings that look like SQL. Each is answered with a problem
-//! (never a 5xx), and a rejected request writes nothing.
+//! UTF-8 or not JSON at all, strings that look like SQL and strings with control
+//! characters. Each is answered with a problem (never a 5xx), and a rejected request
+//! writes nothing.
 
+#[macro_use]
 mod common;
 
-use common::{TestApp, fields, json, problem, spawn_app};
+use common::{TestApp, fields, json, problem, spawn_app, spawn_app_on};
+use crm_store::testing::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::{
@@ -22,8 +25,17 @@ const OUT_OF_RANGE: [&str; 3] = [
     "-9223372036854775809",
 ];
 
-/// Ids that are not integers at all (percent-encoded where a URL needs it).
-const NOT_NUMERIC: [&str; 7] = ["abc", "1.5", "1e3", "0x10", "%20", "1%20", "one"];
+/// Ids that are not integers at all (percent-encoded where a URL needs it), or integers
+/// spelled other than as digits with an optional `-` (`+1`, ` 1`, `1.0`).
+const NOT_NUMERIC: [&str; 16] = [
+    "abc", "1.5", "1e3", "0x10", "%20", "1%20", "one", "+1", "%2B1", "%201", "1.0", "-", "--1",
+    "1%00", "%091", "1_000",
+];
+
+on_every_backend!(
+    control_characters_in_identifiers_names_codes_and_labels_are_422_and_write_nothing,
+    control_characters_in_payloads_are_stored_and_read_back,
+);
 
 /// Every operation with an id in its path, and a body it would accept.
 fn operations_with_an_id() -> Vec<(Method, &'static str, Option<Value>)> {
@@ -77,7 +89,12 @@ async fn snapshot(app: &TestApp) -> Value {
 
 /// An operator with a source giving it all contacts, and one contact: ids 1 exist.
 async fn seeded() -> (TestApp, Value) {
-    let app = spawn_app().await;
+    seeded_on(Backend::Sqlite).await
+}
+
+/// [`seeded`] on a fresh database of `backend`.
+async fn seeded_on(backend: Backend) -> (TestApp, Value) {
+    let app = spawn_app_on(backend).await;
     let operator = app.operator("Ann", 5).await;
     app.source("bot", &[(operator, 1)]).await;
     app.contact("lead-1", "bot").await;
@@ -409,6 +426,11 @@ async fn a_body_that_is_not_json_is_415_and_writes_nothing() {
             Some("multipart/form-data; boundary=x"),
             Some("application/jsonx"),
             Some("json"),
+            // JSON in another encoding than UTF-8.
+            Some("application/json; charset=latin1"),
+            Some("application/json; charset=ISO-8859-1"),
+            Some("application/json;charset=utf-16"),
+            Some("application/json; charset=\"us-ascii\""),
         ] {
             let resp = app
                 .send_raw(method.clone(), path, content_type, valid)
@@ -589,4 +611,194 @@ fn urlencode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[tokio::test]
+async fn a_json_body_declared_as_utf_8_is_read() {
+    let app = spawn_app().await;
+    for (i, content_type) in [
+        "application/json; charset=utf-8",
+        "application/json; charset=UTF-8",
+        "application/json;charset=\"utf-8\"",
+        "application/json",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = format!(r#"{{"name": "Ann {i}"}}"#);
+        let resp = app
+            .send_raw(Method::POST, "/api/operators", Some(content_type), body)
+            .await;
+        json(resp, StatusCode::CREATED).await;
+    }
+}
+
+/// A control character of each kind: NUL (which PostgreSQL cannot store in text), other
+/// C0 controls (tab and line breaks among them) and DEL.
+const CONTROLS: [char; 8] = [
+    '\u{0}', '\u{1}', '\t', '\n', '\r', '\u{1b}', '\u{1f}', '\u{7f}',
+];
+
+/// A request with a JSON body and an optional `Idempotency-Key`.
+async fn send_keyed(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: &Value,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app
+        .client
+        .request(method, format!("{}{path}", app.address))
+        .json(body);
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    req.send().await.expect("request is answered")
+}
+
+async fn control_characters_in_identifiers_names_codes_and_labels_are_422_and_write_nothing(
+    backend: Backend,
+) {
+    let (app, before) = seeded_on(backend).await;
+    for c in CONTROLS {
+        // Inside the text, where trimming a name cannot remove it.
+        let text = format!("a{c}b");
+        let cases: [(Method, &str, Value, Option<&str>, &str); 11] = [
+            (
+                Method::POST,
+                "/api/contacts",
+                json!({"external_lead_id": text, "source_code": "bot"}),
+                None,
+                "external_lead_id",
+            ),
+            (
+                Method::POST,
+                "/api/contacts",
+                json!({"external_lead_id": text, "source_id": 1}),
+                None,
+                "external_lead_id",
+            ),
+            (
+                Method::POST,
+                "/api/contacts",
+                json!({"external_lead_id": text, "source_code": "bot"}),
+                Some("key-1"),
+                "external_lead_id",
+            ),
+            (
+                Method::POST,
+                "/api/contacts",
+                json!({"external_lead_id": "ok", "source_code": text}),
+                None,
+                "source_code",
+            ),
+            (
+                Method::POST,
+                "/api/operators",
+                json!({"name": text}),
+                None,
+                "name",
+            ),
+            (
+                Method::PATCH,
+                "/api/operators/1",
+                json!({"name": text}),
+                None,
+                "name",
+            ),
+            (
+                Method::POST,
+                "/api/sources",
+                json!({"name": text, "code": "new"}),
+                None,
+                "name",
+            ),
+            (
+                Method::POST,
+                "/api/sources",
+                json!({"name": "New", "code": text}),
+                None,
+                "code",
+            ),
+            (
+                Method::PATCH,
+                "/api/sources/1",
+                json!({"name": text}),
+                None,
+                "name",
+            ),
+            (
+                Method::PATCH,
+                "/api/sources/1",
+                json!({"code": text}),
+                None,
+                "code",
+            ),
+            (
+                Method::POST,
+                "/api/sources/1/keys",
+                json!({"label": text}),
+                None,
+                "label",
+            ),
+        ];
+        for (method, path, body, key, field) in cases {
+            let resp = send_keyed(&app, method.clone(), path, &body, key).await;
+            let problem =
+                problem(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+            assert_eq!(fields(&problem), [field], "{method} {path} {body}");
+        }
+        // An external id with a control cannot exist, so asking for one is refused too.
+        let query = format!("?external_id={}", urlencode(&text));
+        let resp = app.list_leads(&query).await;
+        let problem = problem(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(fields(&problem), ["external_id"], "{query}");
+    }
+    // Around a name, whitespace controls are trimmed as they always were.
+    let resp = app.create_operator(&json!({"name": "\tBo\r\n"})).await;
+    let bo = json(resp, StatusCode::CREATED).await;
+    assert_eq!(bo["name"], "Bo");
+    let resp = app.delete_operator(common::id_of(bo)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(snapshot(&app).await, before);
+    // The key that was refused was not spent: it still registers, once.
+    let body = json!({"external_lead_id": "lead-2", "source_code": "bot"});
+    let resp = send_keyed(&app, Method::POST, "/api/contacts", &body, Some("key-1")).await;
+    json(resp, StatusCode::CREATED).await;
+}
+
+/// Payloads are any JSON: a control character in a string (or a key) is kept, as the
+/// escape sequence in the stored JSON text, on both backends.
+async fn control_characters_in_payloads_are_stored_and_read_back(backend: Backend) {
+    let (app, _) = seeded_on(backend).await;
+    let mut payload = serde_json::Map::new();
+    payload.insert("text".to_owned(), json!("a\u{0}b\tc\u{1f}\u{7f}"));
+    payload.insert("nul\u{0}key".to_owned(), json!(["\u{0}", {"\u{1}": "\n"}]));
+    let payload = Value::Object(payload);
+    for key in [None, Some("payload-key")] {
+        let body =
+            json!({"external_lead_id": "lead-nul", "source_code": "bot", "payload": payload});
+        let resp = send_keyed(&app, Method::POST, "/api/contacts", &body, key).await;
+        let created = json(resp, StatusCode::CREATED).await;
+        assert_eq!(created["payload"], payload);
+        let id = created["id"].as_i64().expect("an id");
+        let read = json(app.get_contact(id).await, StatusCode::OK).await;
+        assert_eq!(read["payload"], payload);
+        let lead_id = read["lead_id"].as_i64().expect("a lead id");
+        let lead = json(app.get_lead(lead_id).await, StatusCode::OK).await;
+        let contacts = lead["contacts"].as_array().expect("the lead's contacts");
+        assert!(contacts.iter().all(|c| c["payload"] == payload), "{lead}");
+        if let Some(key) = key {
+            // The stored answer replays with the payload intact.
+            let resp = send_keyed(&app, Method::POST, "/api/contacts", &body, Some(key)).await;
+            assert_eq!(
+                resp.headers()
+                    .get("idempotent-replayed")
+                    .map(|v| v.as_bytes()),
+                Some(&b"true"[..])
+            );
+            assert_eq!(json(resp, StatusCode::CREATED).await, created);
+        }
+    }
 }

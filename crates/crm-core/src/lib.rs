@@ -53,5 +53,5 @@ pub use ports::{
 pub use register::{Registered, Registration, register_contact, register_contact_once};
 pub use values::{
     ExternalLeadId, IdempotencyKey, MaxActiveContacts, Name, Payload, SourceCode, ValueError,
-    Weight,
+    Weight, is_control, reject_controls,
 };

@@ -21,6 +21,9 @@ pub enum ValueError {
     /// A source code contains a character outside `[A-Za-z0-9_.-]`.
     #[error("may contain only letters, digits, '_', '.' and '-'")]
     InvalidCharacter,
+    /// Text contains a control character (see [`is_control`]).
+    #[error("must not contain control characters (U+0000 to U+001F, U+007F)")]
+    ControlCharacter,
     /// A number is outside its allowed range.
     #[error("must be between {min} and {max}")]
     OutOfRange {
@@ -37,7 +40,35 @@ pub enum ValueError {
     },
 }
 
-/// A display name of an operator or a source: trimmed, 1..=255 characters.
+/// Whether `c` is a control character that no identifier, name, code or label may
+/// contain: the C0 controls U+0000..=U+001F (tab and line breaks included) and DEL U+007F.
+///
+/// They are invisible or move the cursor when shown, a tab or newline inside a one-line
+/// name or identifier is a mistake or a trick, and PostgreSQL cannot store U+0000 in a
+/// text column at all. Names are trimmed first, so a tab or newline around one is still
+/// accepted (and dropped). C1 controls (U+0080..=U+009F) are not included: PostgreSQL
+/// stores them, and they are rare enough that rejecting them would be a guess.
+#[must_use]
+pub const fn is_control(c: char) -> bool {
+    c.is_ascii_control()
+}
+
+/// Rejects text with a control character (see [`is_control`]); the one rule every
+/// identifier, name, code and label here goes through.
+///
+/// # Errors
+/// [`ValueError::ControlCharacter`] when `s` contains one.
+pub fn reject_controls(s: &str) -> Result<(), ValueError> {
+    // Every control character is ASCII, so a byte scan finds them in UTF-8 text.
+    if s.bytes().any(|b| b.is_ascii_control()) {
+        Err(ValueError::ControlCharacter)
+    } else {
+        Ok(())
+    }
+}
+
+/// A display name of an operator or a source: trimmed, 1..=255 characters, no control
+/// characters once trimmed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Name(String);
@@ -46,14 +77,15 @@ impl Name {
     /// Longest accepted name, in characters.
     pub const MAX_CHARS: usize = 255;
 
-    /// Trims `raw` and checks its length.
+    /// Trims `raw` and checks what is left.
     ///
     /// # Errors
     /// [`ValueError::Empty`] when nothing but whitespace is left, [`ValueError::TooLong`]
-    /// beyond [`Name::MAX_CHARS`] characters.
+    /// beyond [`Name::MAX_CHARS`] characters, [`ValueError::ControlCharacter`] when a
+    /// control character is left inside.
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         let trimmed = raw.trim();
-        check_len(trimmed, Self::MAX_CHARS)?;
+        check_text(trimmed, Self::MAX_CHARS)?;
         Ok(Self(trimmed.to_owned()))
     }
 
@@ -76,9 +108,10 @@ impl SourceCode {
     /// Checks `raw` as it is (codes are not trimmed: a space is an invalid character).
     ///
     /// # Errors
-    /// [`ValueError::Empty`], [`ValueError::TooLong`] or [`ValueError::InvalidCharacter`].
+    /// [`ValueError::Empty`], [`ValueError::TooLong`], [`ValueError::ControlCharacter`]
+    /// or [`ValueError::InvalidCharacter`].
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        check_len(raw, Self::MAX_CHARS)?;
+        check_text(raw, Self::MAX_CHARS)?;
         if !raw
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
@@ -96,7 +129,7 @@ impl SourceCode {
 }
 
 /// The external identifier of a lead, kept exactly as sent: it is someone else's
-/// identifier. 1..=255 characters, not all whitespace.
+/// identifier. 1..=255 characters, not all whitespace, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct ExternalLeadId(String);
@@ -109,12 +142,13 @@ impl ExternalLeadId {
     ///
     /// # Errors
     /// [`ValueError::Empty`] when empty or only whitespace, [`ValueError::TooLong`] beyond
-    /// [`ExternalLeadId::MAX_CHARS`] characters.
+    /// [`ExternalLeadId::MAX_CHARS`] characters, [`ValueError::ControlCharacter`] when it
+    /// contains one (a tab or newline too: nothing is trimmed here).
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         if raw.trim().is_empty() {
             return Err(ValueError::Empty);
         }
-        check_len(raw, Self::MAX_CHARS)?;
+        check_text(raw, Self::MAX_CHARS)?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -243,9 +277,10 @@ impl IdempotencyKey {
     /// and `fingerprint` identifies the request body; both are opaque here.
     ///
     /// # Errors
-    /// [`ValueError::Empty`], [`ValueError::TooLong`] or [`ValueError::InvalidCharacter`].
+    /// [`ValueError::Empty`], [`ValueError::TooLong`], [`ValueError::ControlCharacter`]
+    /// or [`ValueError::InvalidCharacter`].
     pub fn new(credential: &str, key: &str, fingerprint: &str) -> Result<Self, ValueError> {
-        check_len(key, Self::MAX_CHARS)?;
+        check_text(key, Self::MAX_CHARS)?;
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ValueError::InvalidCharacter);
         }
@@ -287,14 +322,16 @@ impl fmt::Display for SourceCode {
     }
 }
 
-fn check_len(s: &str, max: usize) -> Result<(), ValueError> {
+/// The checks every identifier, name, code and label shares: not empty, at most `max`
+/// characters, no control characters.
+fn check_text(s: &str, max: usize) -> Result<(), ValueError> {
     if s.is_empty() {
         return Err(ValueError::Empty);
     }
     if s.chars().count() > max {
         return Err(ValueError::TooLong { max });
     }
-    Ok(())
+    reject_controls(s)
 }
 
 fn in_range(value: i64, min: i64, max: i64) -> Result<i64, ValueError> {

@@ -17,10 +17,10 @@ use poem_openapi::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{ApiTags, default_page_limit};
+use super::{ApiTags, default_page_limit, path_id::PathId};
 use crate::{
     auth::{Credentials, Principal},
-    body::{Fields, FromBody, JsonBody, external_lead_id, integer, not_blank_pattern, source_code},
+    body::{Fields, FromBody, JsonBody, external_lead_id, integer, source_code, verbatim_pattern},
     dto::{Contact, ContactJson, ContactStatus, Listed, contacts, next_link},
     error::{ApiError, ApiResult},
     metrics::Metrics,
@@ -33,7 +33,8 @@ pub(crate) struct ContactsApi<S>(pub(crate) Arc<S>);
 #[derive(Debug, Object)]
 struct CreateContact {
     /// The lead's identifier in its channel, kept exactly as sent (1..=255 characters,
-    /// not all whitespace); a JSON integer is taken as its decimal text.
+    /// not all whitespace, no control characters); a JSON integer is taken as its
+    /// decimal text.
     external_lead_id: StringOrInteger,
     /// The source, by id; `null` is the same as leaving it out.
     #[oai(nullable)]
@@ -263,15 +264,20 @@ impl<S: Store> ContactsApi<S> {
 
     /// Read a contact
     #[oai(path = "/api/contacts/:id", method = "get")]
-    async fn get(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<Contact>> {
-        Ok(Json(self.0.get_contact(ContactId(id.0)).await?.try_into()?))
+    async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Contact>> {
+        Ok(Json(
+            self.0.get_contact(ContactId(id.get())).await?.try_into()?,
+        ))
     }
 
     /// Close a contact, freeing its operator's capacity; closing again changes nothing
     #[oai(path = "/api/contacts/:id/close", method = "post")]
-    async fn close(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<Contact>> {
+    async fn close(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Contact>> {
         Ok(Json(
-            self.0.close_contact(ContactId(id.0)).await?.try_into()?,
+            self.0
+                .close_contact(ContactId(id.get()))
+                .await?
+                .try_into()?,
         ))
     }
 
@@ -282,11 +288,11 @@ impl<S: Store> ContactsApi<S> {
     #[oai(path = "/api/contacts/:id/assign", method = "post")]
     async fn assign(
         &self,
-        id: Path<i64>,
+        id: Path<PathId>,
         body: JsonBody<AssignContact>,
         _auth: Credentials,
     ) -> ApiResult<Json<Contact>> {
-        let contact = self.0.assign_contact(ContactId(id.0), body.0).await?;
+        let contact = self.0.assign_contact(ContactId(id.get()), body.0).await?;
         Ok(Json(contact.try_into()?))
     }
 }
@@ -350,7 +356,7 @@ impl Type for StringOrInteger {
         let string = MetaSchema {
             min_length: Some(1),
             max_length: Some(ExternalLeadId::MAX_CHARS),
-            pattern: Some(not_blank_pattern()),
+            pattern: Some(verbatim_pattern()),
             ..MetaSchema::new("string")
         };
         MetaSchemaRef::Inline(Box::new(MetaSchema {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use crm_core::{Name, NewSourceKey, SourceId, SourceKeyId, Store};
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
-use super::ApiTags;
+use super::{ApiTags, path_id::PathId};
 use crate::{
     auth::{Credentials, issue_key},
     body::{Fields, FromBody, JsonBody, NameText, name},
@@ -20,7 +20,7 @@ pub(crate) struct KeysApi<S>(pub(crate) Arc<S>);
 /// A key to issue.
 #[derive(Debug, Object)]
 struct CreateKey {
-    /// What the key is for (1..=255 characters once trimmed).
+    /// What the key is for (1..=255 characters once trimmed, no control characters).
     label: Option<NameText>,
 }
 
@@ -83,7 +83,7 @@ impl<S: Store> KeysApi<S> {
     #[oai(path = "/api/sources/:id/keys", method = "post")]
     async fn create(
         &self,
-        id: Path<i64>,
+        id: Path<PathId>,
         body: JsonBody<CreateKey>,
         _auth: Credentials,
     ) -> ApiResult<Created<IssuedKey>> {
@@ -91,7 +91,7 @@ impl<S: Store> KeysApi<S> {
         let key = self
             .0
             .create_source_key(NewSourceKey {
-                source_id: SourceId(id.0),
+                source_id: SourceId(id.get()),
                 label: body.0,
                 prefix: issued.prefix,
                 hash: issued.hash,
@@ -109,8 +109,8 @@ impl<S: Store> KeysApi<S> {
 
     /// List a source's ingest keys
     #[oai(path = "/api/sources/:id/keys", method = "get")]
-    async fn list(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<Vec<SourceKey>>> {
-        let keys = self.0.list_source_keys(SourceId(id.0)).await?;
+    async fn list(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Vec<SourceKey>>> {
+        let keys = self.0.list_source_keys(SourceId(id.get())).await?;
         Ok(Json(keys.into_iter().map(SourceKey::from).collect()))
     }
 
@@ -118,12 +118,12 @@ impl<S: Store> KeysApi<S> {
     #[oai(path = "/api/sources/:id/keys/:key_id", method = "delete")]
     async fn delete(
         &self,
-        id: Path<i64>,
-        key_id: Path<i64>,
+        id: Path<PathId>,
+        key_id: Path<PathId>,
         _auth: Credentials,
     ) -> ApiResult<Deleted> {
         self.0
-            .delete_source_key(SourceId(id.0), SourceKeyId(key_id.0))
+            .delete_source_key(SourceId(id.get()), SourceKeyId(key_id.get()))
             .await?;
         Ok(Deleted::Deleted)
     }

@@ -9,7 +9,7 @@ use poem_openapi::{
     payload::Json,
 };
 
-use super::{ApiTags, default_page_limit};
+use super::{ApiTags, default_page_limit, path_id::PathId};
 use crate::{
     auth::Credentials,
     dto::{Lead, LeadDetail, Listed, list, next_link},
@@ -25,7 +25,9 @@ impl<S: Store> LeadsApi<S> {
     #[oai(path = "/api/leads", method = "get")]
     async fn list(
         &self,
-        /// Only the lead with this external id (exact match).
+        /// Only the lead with this external id (exact match). An external id holds no
+        /// control characters, so one here is refused rather than looked for.
+        #[oai(validator(pattern = r"^[^\u0000-\u001F\u007F]*$"))]
         external_id: Query<Option<String>>,
         /// Page size.
         #[oai(
@@ -58,7 +60,7 @@ impl<S: Store> LeadsApi<S> {
 
     /// Read a lead with all its contacts, oldest first
     #[oai(path = "/api/leads/:id", method = "get")]
-    async fn get(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<LeadDetail>> {
-        Ok(Json(self.0.get_lead(LeadId(id.0)).await?.try_into()?))
+    async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<LeadDetail>> {
+        Ok(Json(self.0.get_lead(LeadId(id.get())).await?.try_into()?))
     }
 }

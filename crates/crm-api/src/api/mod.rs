@@ -5,6 +5,7 @@ mod health;
 mod keys;
 mod leads;
 mod operators;
+mod path_id;
 mod sources;
 mod stats;
 

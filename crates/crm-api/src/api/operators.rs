@@ -9,7 +9,7 @@ use poem_openapi::{
     payload::Json,
 };
 
-use super::ApiTags;
+use super::{ApiTags, path_id::PathId};
 use crate::{
     auth::Credentials,
     body::{Fields, FromBody, JsonBody, NameText, boolean, max_active_contacts, name},
@@ -23,7 +23,7 @@ pub(crate) struct OperatorsApi<S>(pub(crate) Arc<S>);
 /// A new operator.
 #[derive(Debug, Object)]
 struct CreateOperator {
-    /// Display name: 1..=255 characters once trimmed.
+    /// Display name: 1..=255 characters once trimmed, no control characters.
     name: NameText,
     /// Whether it takes contacts.
     #[oai(default = "yes")]
@@ -39,7 +39,7 @@ struct CreateOperator {
 /// Changes to an operator: any subset of the fields; `null` is not a value.
 #[derive(Debug, Object)]
 struct UpdateOperator {
-    /// Display name: 1..=255 characters once trimmed.
+    /// Display name: 1..=255 characters once trimmed, no control characters.
     name: Option<NameText>,
     /// Whether it takes contacts.
     is_active: Option<bool>,
@@ -76,26 +76,28 @@ impl<S: Store> OperatorsApi<S> {
 
     /// Read an operator
     #[oai(path = "/api/operators/:id", method = "get")]
-    async fn get(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<Operator>> {
-        Ok(Json(self.0.get_operator(OperatorId(id.0)).await?.into()))
+    async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Operator>> {
+        Ok(Json(
+            self.0.get_operator(OperatorId(id.get())).await?.into(),
+        ))
     }
 
     /// Change an operator
     #[oai(path = "/api/operators/:id", method = "patch")]
     async fn update(
         &self,
-        id: Path<i64>,
+        id: Path<PathId>,
         body: JsonBody<UpdateOperator>,
         _auth: Credentials,
     ) -> ApiResult<Json<Operator>> {
-        let operator = self.0.update_operator(OperatorId(id.0), body.0).await?;
+        let operator = self.0.update_operator(OperatorId(id.get()), body.0).await?;
         Ok(Json(operator.into()))
     }
 
     /// Delete an operator that never had contacts
     #[oai(path = "/api/operators/:id", method = "delete")]
-    async fn delete(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Deleted> {
-        self.0.delete_operator(OperatorId(id.0)).await?;
+    async fn delete(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Deleted> {
+        self.0.delete_operator(OperatorId(id.get())).await?;
         Ok(Deleted::Deleted)
     }
 }

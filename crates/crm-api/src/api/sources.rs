@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crm_core::{NewSource, OperatorId, SourceId, SourcePatch, Store, WeightEntry, WeightSet};
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
-use super::ApiTags;
+use super::{ApiTags, path_id::PathId};
 use crate::{
     auth::Credentials,
     body::{Fields, FromBody, JsonBody, NameText, integer, name, source_code, weight},
@@ -19,7 +19,7 @@ pub(crate) struct SourcesApi<S>(pub(crate) Arc<S>);
 /// A new source.
 #[derive(Debug, Object)]
 struct CreateSource {
-    /// Display name: 1..=255 characters once trimmed.
+    /// Display name: 1..=255 characters once trimmed, no control characters.
     name: NameText,
     /// Unique, case-sensitive code.
     #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,100}$"))]
@@ -29,7 +29,7 @@ struct CreateSource {
 /// Changes to a source: any subset of the fields; `null` is not a value.
 #[derive(Debug, Object)]
 struct UpdateSource {
-    /// Display name: 1..=255 characters once trimmed.
+    /// Display name: 1..=255 characters once trimmed, no control characters.
     name: Option<NameText>,
     /// Unique, case-sensitive code.
     #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,100}$"))]
@@ -74,26 +74,26 @@ impl<S: Store> SourcesApi<S> {
 
     /// Read a source with its operators
     #[oai(path = "/api/sources/:id", method = "get")]
-    async fn get(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Json<Source>> {
-        Ok(Json(self.0.get_source(SourceId(id.0)).await?.into()))
+    async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Source>> {
+        Ok(Json(self.0.get_source(SourceId(id.get())).await?.into()))
     }
 
     /// Change a source
     #[oai(path = "/api/sources/:id", method = "patch")]
     async fn update(
         &self,
-        id: Path<i64>,
+        id: Path<PathId>,
         body: JsonBody<UpdateSource>,
         _auth: Credentials,
     ) -> ApiResult<Json<Source>> {
-        let source = self.0.update_source(SourceId(id.0), body.0).await?;
+        let source = self.0.update_source(SourceId(id.get()), body.0).await?;
         Ok(Json(source.into()))
     }
 
     /// Delete a source that never had contacts
     #[oai(path = "/api/sources/:id", method = "delete")]
-    async fn delete(&self, id: Path<i64>, _auth: Credentials) -> ApiResult<Deleted> {
-        self.0.delete_source(SourceId(id.0)).await?;
+    async fn delete(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Deleted> {
+        self.0.delete_source(SourceId(id.get())).await?;
         Ok(Deleted::Deleted)
     }
 
@@ -103,11 +103,11 @@ impl<S: Store> SourcesApi<S> {
     #[oai(path = "/api/sources/:id/operators", method = "put")]
     async fn replace_weights(
         &self,
-        id: Path<i64>,
+        id: Path<PathId>,
         body: JsonBody<ReplaceWeights>,
         _auth: Credentials,
     ) -> ApiResult<Json<Source>> {
-        let source = self.0.replace_weights(SourceId(id.0), body.0).await?;
+        let source = self.0.replace_weights(SourceId(id.get()), body.0).await?;
         Ok(Json(source.into()))
     }
 }
