@@ -77,8 +77,7 @@ impl<A: Endpoint, P: Endpoint, S: Store> Endpoint for Gate<A, P, S> {
             .data::<PathPattern>()
             .map_or("unmatched", |p| p.0.as_ref());
         let took = started.elapsed();
-        self.metrics
-            .http(method.as_str(), route, resp.status(), took);
+        self.metrics.http(&method, route, resp.status(), took);
         span.in_scope(|| {
             tracing::info!(
                 method = %method,
