@@ -6,6 +6,7 @@ pub use sea_orm_migration::{MigrationStatus, prelude::*};
 mod m20261125_000001_create_schema;
 mod m20261125_000002_create_idempotency_keys;
 mod m20261125_000003_create_source_keys;
+mod m20261205_000004_index_unassigned_backlog;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_schema::Migration),
             Box::new(m20261125_000002_create_idempotency_keys::Migration),
             Box::new(m20261125_000003_create_source_keys::Migration),
+            Box::new(m20261205_000004_index_unassigned_backlog::Migration),
         ]
     }
 }

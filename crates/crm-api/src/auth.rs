@@ -12,8 +12,12 @@
 //! document ([`Credentials`]) and the registration checks the key's source.
 
 use crm_core::{SourceId, SourceKeyId, Store};
-use poem::{Request, http::Method};
-use poem_openapi::{SecurityScheme, auth::Bearer};
+use poem::{
+    Request,
+    http::Method,
+    web::headers::{Authorization, HeaderMapExt, authorization::Bearer},
+};
+use poem_openapi::SecurityScheme;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 
@@ -60,7 +64,7 @@ impl Principal {
     rename = "bearer",
     bearer_format = "admin token or crm_sk_… source key"
 )]
-pub(crate) struct BearerToken(#[allow(dead_code)] Bearer);
+pub(crate) struct BearerToken(#[allow(dead_code)] poem_openapi::auth::Bearer);
 
 /// What an operation declares: a bearer credential, or none while authentication is off.
 /// The decision is made by [`authenticate`]; this only documents it.
@@ -155,16 +159,12 @@ pub(crate) async fn authenticate<S: Store>(
 }
 
 async fn identify<S: Store>(req: &Request, admin: &str, store: &S) -> Result<Principal, ApiError> {
-    let token = req
+    // The scheme is case-insensitive (RFC 9110, 11.1): `headers` compares it so.
+    let credentials = req
         .headers()
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+        .typed_get::<Authorization<Bearer>>()
         .ok_or_else(|| unauthorized("missing bearer credentials"))?;
+    let token = credentials.token().trim();
     if same_secret(token, admin) {
         return Ok(Principal::Admin);
     }

@@ -77,8 +77,7 @@ impl<A: Endpoint, P: Endpoint, S: Store> Endpoint for Gate<A, P, S> {
             .data::<PathPattern>()
             .map_or("unmatched", |p| p.0.as_ref());
         let took = started.elapsed();
-        self.metrics
-            .http(method.as_str(), route, resp.status(), took);
+        self.metrics.http(&method, route, resp.status(), took);
         span.in_scope(|| {
             tracing::info!(
                 method = %method,
@@ -193,9 +192,14 @@ fn panic_problem(panic: Box<dyn Any + Send>) -> Response {
     .into_response()
 }
 
-/// 1..=128 visible ASCII characters: anything else could forge log lines.
+/// 1..=128 characters of `[A-Za-z0-9._-]`. The id is written into every log line of
+/// the request unquoted, so anything else (a quote, a brace, `=`, a space) could end its
+/// field and forge others, in text or in JSON logs; such an id is replaced by a fresh one.
 fn usable_request_id(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// 128 random bits as 32 lowercase hex digits, encoded into a fixed buffer: through

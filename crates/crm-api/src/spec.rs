@@ -3,8 +3,8 @@
 use crm_core::{
     Contact, ContactFilter, ContactId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts,
     NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId,
-    OperatorPatch, OperatorStats, PoolStatus, Registration, Source, SourceId, SourceKey,
-    SourceKeyId, SourcePatch, Store, StoreError, WeightSet,
+    OperatorLoad, OperatorPatch, OperatorStats, PoolStatus, Registration, Source, SourceId,
+    SourceKey, SourceKeyId, SourcePatch, Store, StoreError, WeightSet,
 };
 
 /// Answers every call with [`StoreError::Unavailable`]; only its type matters.
@@ -79,6 +79,9 @@ impl Store for NoStore {
         none()
     }
     async fn operator_stats(&self) -> Result<Vec<OperatorStats>, StoreError> {
+        none()
+    }
+    async fn operator_loads(&self) -> Result<Vec<OperatorLoad>, StoreError> {
         none()
     }
     async fn unassigned_backlog(&self) -> Result<Vec<(SourceId, i64)>, StoreError> {

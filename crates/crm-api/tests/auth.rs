@@ -16,6 +16,7 @@ on_every_backend!(
     admin_token_and_source_keys_are_enforced,
     revoked_keys_stop_working_and_keys_are_listed_without_secrets,
     no_spelling_of_a_path_gets_past_authentication,
+    the_bearer_scheme_is_case_insensitive,
 );
 
 fn bearer(req: RequestBuilder, token: &str) -> RequestBuilder {
@@ -319,4 +320,63 @@ async fn no_spelling_of_a_path_gets_past_authentication(backend: Backend) {
         get_as(&app, None, "//health").await.status(),
         StatusCode::OK
     );
+}
+
+/// RFC 9110 (11.1): the authentication scheme is case-insensitive, so `bearer`, `BEARER`
+/// and `bEaReR` name the same scheme as `Bearer`. Only `Bearer ` and `bearer ` once
+/// were accepted.
+async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
+    let app = secured(backend).await;
+    let with = |authorization: String| {
+        app.client
+            .get(format!("{}/api/operators", app.address))
+            .header("authorization", authorization)
+            .send()
+    };
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = with(format!("{scheme} {ADMIN}")).await.expect("answered");
+        assert_eq!(resp.status(), StatusCode::OK, "{scheme} {ADMIN}");
+    }
+    // A source key too, through its own check.
+    let bot = json(
+        post_as(
+            &app,
+            Some(ADMIN),
+            "/api/sources",
+            &json!({"name": "Bot", "code": "bot"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let issued = json(
+        post_as(
+            &app,
+            Some(ADMIN),
+            &format!("/api/sources/{}/keys", bot["id"]),
+            &json!({}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let key = issued["key"].as_str().expect("key");
+    let registered = app
+        .client
+        .post(format!("{}/api/contacts", app.address))
+        .header("authorization", format!("BEARER {key}"))
+        .json(&json!({"external_lead_id": "u1", "source_code": "bot"}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    // Another scheme, or the scheme glued to the token, is still no bearer credential.
+    for value in [
+        format!("Basic {ADMIN}"),
+        format!("Bearer{ADMIN}"),
+        format!("Bearerx {ADMIN}"),
+        "Bearer wrong".to_owned(),
+    ] {
+        unauthorized(with(value).await.expect("answered")).await;
+    }
 }

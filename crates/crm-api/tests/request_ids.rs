@@ -68,6 +68,49 @@ async fn request_ids_are_echoed_generated_and_logged() {
         .expect("answered");
     assert_ne!(bad.headers()["x-request-id"], "has space");
 
+    // Only `[A-Za-z0-9._-]` is echoed (and logged): a quote, a brace, `=` or a space
+    // could end the id's field in a log line and forge others after it. Such an id is
+    // replaced by a fresh one.
+    let valid = "Trace.me_42-x";
+    let echoed = app
+        .client
+        .get(format!("{}/health", app.address))
+        .header("x-request-id", valid)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(echoed.headers()["x-request-id"], valid);
+    let forged = [
+        r#"x" level=ERROR msg="forged"#,
+        r#"{"admin":true}"#,
+        "forged=yes",
+        "zz,yy",
+        "zz/yy",
+        "zz:yy",
+        "50%zz",
+        "tab\tin",
+    ];
+    let mut replacements = Vec::new();
+    for id in forged {
+        let resp = app
+            .client
+            .get(format!("{}/health", app.address))
+            .header("x-request-id", id)
+            .send()
+            .await
+            .expect("answered");
+        let given = resp.headers()["x-request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert_ne!(given, id, "{id:?} was echoed");
+        assert!(
+            given.len() == 32 && given.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id:?} was not replaced by a fresh id: {given:?}"
+        );
+        replacements.push(given);
+    }
+
     let text = String::from_utf8(logs.0.lock().expect("log buffer").clone()).expect("utf-8");
     let line = text
         .lines()
@@ -82,4 +125,14 @@ async fn request_ids_are_echoed_generated_and_logged() {
             .any(|l| l.contains(&id) && l.contains("route=/api/operators")),
         "no access line with the generated id:\n{text}"
     );
+    assert!(text.contains(valid), "the valid id is logged:\n{text}");
+    for id in forged {
+        assert!(!text.contains(id), "{id:?} reached the log:\n{text}");
+    }
+    for given in replacements {
+        assert!(
+            text.lines().any(|l| l.contains(&given)),
+            "the fresh id {given} is logged:\n{text}"
+        );
+    }
 }

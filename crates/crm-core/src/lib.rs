@@ -42,9 +42,9 @@ pub use distribution::{Candidate, Decision, Exclusion, Pick, Verdict, choose, ex
 pub use ids::{ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
 pub use model::{
     Contact, ContactFilter, ContactStatus, Lead, LeadFilter, LeadWithContacts, NewContact,
-    NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorPatch, OperatorStats,
-    OperatorSummary, Page, RepeatedOperator, Source, SourceKey, SourceOperator, SourcePatch,
-    SourceRef, WeightEntry, WeightSet,
+    NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorLoad, OperatorPatch,
+    OperatorStats, OperatorSummary, Page, RepeatedOperator, Source, SourceKey, SourceOperator,
+    SourcePatch, SourceRef, WeightEntry, WeightSet,
 };
 pub use ports::{
     BoxError, Entity, Inserted, KeyClaim, PoolStatus, Prepared, RegistrationTx, Store, StoreError,

@@ -147,6 +147,18 @@ pub struct OperatorStats {
     pub total_contacts: i64,
 }
 
+/// An operator's load as its counters keep it: what monitoring reads on every scrape,
+/// without counting contacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperatorLoad {
+    /// The operator.
+    pub operator_id: OperatorId,
+    /// Its limit.
+    pub max_active_contacts: i64,
+    /// Its open contacts (the load counter).
+    pub open_contacts: i64,
+}
+
 /// An ingest key of a source, as listed (the key itself is never stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceKey {

@@ -11,8 +11,8 @@ use thiserror::Error;
 use crate::{
     Candidate, Contact, ContactFilter, ContactId, Decision, ExternalLeadId, IdempotencyKey, Lead,
     LeadFilter, LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, NewSourceKey,
-    Operator, OperatorFilter, OperatorId, OperatorPatch, OperatorStats, Payload, Registration,
-    Source, SourceId, SourceKey, SourceKeyId, SourcePatch, SourceRef, WeightSet,
+    Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats, Payload,
+    Registration, Source, SourceId, SourceKey, SourceKeyId, SourcePatch, SourceRef, WeightSet,
 };
 
 /// A boxed error from an adapter's driver, kept for logs and never shown to clients.
@@ -407,7 +407,16 @@ pub trait Store: Send + Sync + 'static {
     fn operator_stats(&self)
     -> impl Future<Output = Result<Vec<OperatorStats>, StoreError>> + Send;
 
-    /// Open contacts without an operator, per source that has any, by source id.
+    /// Every operator's counters, by id: read on every metrics scrape, so it MUST read
+    /// the counters the store keeps and never count contacts.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn operator_loads(&self) -> impl Future<Output = Result<Vec<OperatorLoad>, StoreError>> + Send;
+
+    /// Open contacts without an operator, per source that has any, by source id. Read on
+    /// every metrics scrape: it MUST cost in proportion to that backlog (an index of the
+    /// unassigned open contacts), never to all contacts.
     ///
     /// # Errors
     /// Only driver failures.

@@ -21,8 +21,8 @@ use std::{sync::Mutex, time::Duration};
 use crm_core::{
     Contact, ContactFilter, ContactId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts,
     NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId,
-    OperatorPatch, OperatorStats, PoolStatus, Registration, Source, SourceId, SourceKey,
-    SourceKeyId, SourcePatch, Store, StoreError, WeightSet, register_contact,
+    OperatorLoad, OperatorPatch, OperatorStats, PoolStatus, Registration, Source, SourceId,
+    SourceKey, SourceKeyId, SourcePatch, Store, StoreError, WeightSet, register_contact,
     register_contact_once,
 };
 use rand::SeedableRng;
@@ -423,6 +423,11 @@ impl Store for DbStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn operator_stats(&self) -> Result<Vec<OperatorStats>, StoreError> {
         read::stats(&self.reader).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn operator_loads(&self) -> Result<Vec<OperatorLoad>, StoreError> {
+        read::operator_loads(&self.reader).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

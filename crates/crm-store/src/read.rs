@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use crm_core::{
     Contact, ContactFilter, ContactId, ContactStatus, Entity, Lead, LeadFilter, LeadId,
-    LeadWithContacts, Operator, OperatorFilter, OperatorId, OperatorStats, OperatorSummary,
-    Payload, PoolStatus, Source, SourceId, SourceKey, SourceKeyId, SourceOperator, StoreError,
+    LeadWithContacts, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorStats,
+    OperatorSummary, Payload, PoolStatus, Source, SourceId, SourceKey, SourceKeyId, SourceOperator,
+    StoreError,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -204,23 +205,56 @@ pub async fn stats(db: &DatabaseConnection) -> Result<Vec<OperatorStats>, StoreE
         .collect())
 }
 
-/// Open unassigned contacts per source (an index range of `ix_contacts_operator_status`).
-pub async fn unassigned_backlog(
-    db: &DatabaseConnection,
-) -> Result<Vec<(SourceId, i64)>, StoreError> {
-    let rows = contact::Entity::find()
+/// Every operator's counters: the `operators` table only.
+pub async fn operator_loads(db: &DatabaseConnection) -> Result<Vec<OperatorLoad>, StoreError> {
+    let rows = operator::Entity::find()
         .select_only()
-        .column(contact::Column::SourceId)
-        .column_as(contact::Column::Id.count(), "backlog")
-        .filter(contact::Column::OperatorId.is_null())
-        .filter(contact::Column::Status.eq(ContactStatus::Open.as_str()))
-        .group_by(contact::Column::SourceId)
-        .order_by_asc(contact::Column::SourceId)
-        .into_tuple::<(i64, i64)>()
+        .column(operator::Column::Id)
+        .column(operator::Column::MaxActiveContacts)
+        .column(operator::Column::OpenContacts)
+        .order_by_asc(operator::Column::Id)
+        .into_tuple::<(i64, i64, i64)>()
         .all(db)
         .await
         .map_err(db_err)?;
-    Ok(rows.into_iter().map(|(id, n)| (SourceId(id), n)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, max_active_contacts, open_contacts)| OperatorLoad {
+            operator_id: OperatorId(id),
+            max_active_contacts,
+            open_contacts,
+        })
+        .collect())
+}
+
+/// The unassigned backlog per source. Its `WHERE` is the predicate of the partial index
+/// `ix_contacts_unassigned_source` (migration `m20261205_000004`), which holds only the
+/// backlog and covers `source_id`, so the count reads that index alone, never the table.
+/// It is written with literals rather than bound parameters: a database may use a
+/// partial index only where it can prove the query's `WHERE` implies the index's, which
+/// a parameter's value does not show at planning time.
+pub const UNASSIGNED_BACKLOG_SQL: &str = "SELECT source_id, COUNT(*) AS backlog \
+     FROM contacts WHERE operator_id IS NULL AND status = 'open' \
+     GROUP BY source_id ORDER BY source_id";
+
+/// Open unassigned contacts per source (see [`UNASSIGNED_BACKLOG_SQL`]).
+pub async fn unassigned_backlog(
+    db: &DatabaseConnection,
+) -> Result<Vec<(SourceId, i64)>, StoreError> {
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            UNASSIGNED_BACKLOG_SQL,
+        ))
+        .await
+        .map_err(db_err)?;
+    rows.iter()
+        .map(|row| {
+            let source_id: i64 = row.try_get("", "source_id").map_err(db_err)?;
+            let backlog: i64 = row.try_get("", "backlog").map_err(db_err)?;
+            Ok((SourceId(source_id), backlog))
+        })
+        .collect()
 }
 
 /// The read pool's figures.

@@ -9,6 +9,10 @@ use std::{
 
 use sea_orm::{ConnectionTrait, Database};
 
+/// The query a metrics scrape counts the unassigned backlog with, for a test to look
+/// at its plan.
+pub use crate::read::UNASSIGNED_BACKLOG_SQL;
+
 /// The environment variable naming the PostgreSQL server tests may use.
 pub const POSTGRES_URL_VAR: &str = "CRM_TEST_POSTGRES_URL";
 

@@ -697,6 +697,19 @@ impl Sut {
                     s.operator_id
                 );
             }
+            // What a metrics scrape reads: the same counters, from the operators alone.
+            let loads: Vec<(OperatorId, i64, i64)> = store
+                .operator_loads()
+                .await
+                .expect("loads")
+                .into_iter()
+                .map(|l| (l.operator_id, l.open_contacts, l.max_active_contacts))
+                .collect();
+            let from_stats: Vec<(OperatorId, i64, i64)> = stats
+                .iter()
+                .map(|s| (s.operator_id, s.open_contacts, s.max_active_contacts))
+                .collect();
+            assert_eq!(loads, from_stats, "step {at}: operator loads vs stats");
 
             // Leads: one per external id, exactly the ones registered.
             let leads = store

@@ -52,6 +52,7 @@ on_every_backend!(
     an_expired_idempotency_key_is_taken_over,
     mixed_writes_on_shared_rows_never_deadlock,
     the_decision_lists_candidates_in_operator_order,
+    the_scrape_figures_follow_every_write,
 );
 
 /// Plain `cargo test` does not build the PostgreSQL variants; this test's name says so
@@ -969,5 +970,99 @@ async fn source_keys_are_stored_as_hashes_listed_and_revoked(backend: Backend) {
         .await
         .expect_err("already revoked");
     assert!(matches!(gone, StoreError::NotFound(_)));
+    t.finish().await;
+}
+
+/// What a metrics scrape reads, the operators' counters and the unassigned backlog per
+/// source, follows registrations, manual assignments and closings.
+async fn the_scrape_figures_follow_every_write(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 1).await;
+    let b = operator(&t.store, "B", 2).await;
+    let s1 = source(&t.store, "one", &[(a, 1)]).await;
+    let s2 = source(&t.store, "two", &[(a, 1)]).await;
+    let register = |external: &'static str, s: SourceId| {
+        let store = Arc::clone(&t.store);
+        async move {
+            store
+                .register_contact(contact(external, SourceRef::Id(s)))
+                .await
+                .expect("register")
+        }
+    };
+    let x = register("x", s1).await;
+    assert_eq!(x.operator.as_ref().map(|o| o.id), Some(a));
+    let y = register("y", s1).await;
+    register("z", s2).await;
+    let w = register("w", s2).await;
+    assert!(y.operator.is_none() && w.operator.is_none(), "a is full");
+    let loads = |a_open: i64, b_open: i64| {
+        vec![
+            crm_core::OperatorLoad {
+                operator_id: a,
+                max_active_contacts: 1,
+                open_contacts: a_open,
+            },
+            crm_core::OperatorLoad {
+                operator_id: b,
+                max_active_contacts: 2,
+                open_contacts: b_open,
+            },
+        ]
+    };
+    let figures = || async {
+        (
+            t.store.operator_loads().await.expect("loads"),
+            t.store.unassigned_backlog().await.expect("backlog"),
+        )
+    };
+    assert_eq!(figures().await, (loads(1, 0), vec![(s1, 1), (s2, 2)]));
+    t.store.assign_contact(w.id, b).await.expect("assign");
+    assert_eq!(figures().await, (loads(1, 1), vec![(s1, 1), (s2, 1)]));
+    t.store.close_contact(y.id).await.expect("close");
+    t.store.close_contact(x.id).await.expect("close");
+    assert_eq!(figures().await, (loads(0, 1), vec![(s2, 1)]));
+    assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
+/// A scrape counts the unassigned backlog from the partial index that holds only the
+/// backlog, never from the contacts table: SQLite's plan for the query searches that
+/// index alone (covering) and needs no sort for its `GROUP BY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_backlog_is_counted_from_its_index_alone() {
+    let t = store(Backend::Sqlite).await;
+    t.store.shutdown().await;
+    let raw = sea_orm::Database::connect(&t.db.url)
+        .await
+        .expect("connect");
+    let rows = sea_orm::ConnectionTrait::query_all_raw(
+        &raw,
+        sea_orm::Statement::from_string(
+            raw.get_database_backend(),
+            format!(
+                "EXPLAIN QUERY PLAN {}",
+                crm_store::testing::UNASSIGNED_BACKLOG_SQL
+            ),
+        ),
+    )
+    .await
+    .expect("explain");
+    raw.close().await.expect("close");
+    let plan: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get("", "detail").expect("detail"))
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("USING COVERING INDEX ix_contacts_unassigned_source")),
+        "{plan:?}"
+    );
+    assert!(
+        plan.iter()
+            .all(|step| !step.contains("TEMP B-TREE")
+                && !step.contains("ix_contacts_operator_status")),
+        "{plan:?}"
+    );
     t.finish().await;
 }
