@@ -9,6 +9,8 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Args;
 use crm_store::StoreConfig;
 
+use crate::server::Limits;
+
 /// How to run the server. The log filter comes from `RUST_LOG` (default `info`).
 ///
 /// The arguments are global: they may stand before or after a subcommand.
@@ -92,24 +94,24 @@ pub struct Config {
     /// Longest a client may take to send a request's head (request line and headers), in
     /// milliseconds: from the connection's start for its first request, from the request's
     /// first byte on a kept-alive connection.
-    #[arg(long, env = "CRM_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+    #[arg(long, env = "CRM_HTTP_HEADER_TIMEOUT_MS", default_value_t = Limits::DEFAULT.header_timeout.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub http_header_timeout_ms: u64,
 
     /// Longest a client may take to send a request's body once its head is in, in
     /// milliseconds.
-    #[arg(long, env = "CRM_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000,
+    #[arg(long, env = "CRM_HTTP_BODY_TIMEOUT_MS", default_value_t = Limits::DEFAULT.body_timeout.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub http_body_timeout_ms: u64,
 
     /// Longest a kept-alive connection may wait for its next request, in milliseconds.
-    #[arg(long, env = "CRM_HTTP_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+    #[arg(long, env = "CRM_HTTP_IDLE_TIMEOUT_MS", default_value_t = Limits::DEFAULT.idle_timeout.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub http_idle_timeout_ms: u64,
 
     /// Connections open at once; more wait in the listen backlog. Lowered at start to the
     /// process's file-descriptor limit minus what the server needs besides connections.
-    #[arg(long, env = "CRM_HTTP_MAX_CONNECTIONS", default_value_t = 10_000,
+    #[arg(long, env = "CRM_HTTP_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT.max_connections,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
     pub http_max_connections: u32,
 
@@ -204,8 +206,8 @@ impl Config {
     /// The HTTP server's limits as configured; the binary lowers `max_connections` with
     /// [`crate::server::connection_cap`] and [`Config::fd_reserve`].
     #[must_use]
-    pub fn http_limits(&self) -> crate::server::Limits {
-        crate::server::Limits {
+    pub fn http_limits(&self) -> Limits {
+        Limits {
             header_timeout: Duration::from_millis(self.http_header_timeout_ms),
             body_timeout: Duration::from_millis(self.http_body_timeout_ms),
             idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),

@@ -90,6 +90,16 @@ pub struct Limits {
     pub max_connections: u32,
 }
 
+impl Limits {
+    /// The defaults of the `CRM_HTTP_*` settings (docs/configuration.md).
+    pub const DEFAULT: Self = Self {
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 10_000,
+    };
+}
+
 /// The process's soft limit on open file descriptors (`ulimit -n`), read from
 /// `/proc/self/limits`; `None` when it is unlimited or cannot be read (not Linux).
 #[must_use]
