@@ -9,6 +9,8 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Args;
 use crm_store::StoreConfig;
 
+use crate::server::Limits;
+
 /// How to run the server. The log filter comes from `RUST_LOG` (default `info`).
 ///
 /// The arguments are global: they may stand before or after a subcommand.
@@ -88,6 +90,30 @@ pub struct Config {
     /// unset, the API is open and the server listens on loopback addresses only.
     #[arg(long, env = "CRM_ADMIN_TOKEN", hide_env_values = true, global = true)]
     pub admin_token: Option<String>,
+
+    /// Longest a client may take to send a request's head (request line and headers), in
+    /// milliseconds: from the connection's start for its first request, from the request's
+    /// first byte on a kept-alive connection.
+    #[arg(long, env = "CRM_HTTP_HEADER_TIMEOUT_MS", default_value_t = Limits::DEFAULT.header_timeout.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub http_header_timeout_ms: u64,
+
+    /// Longest a client may take to send a request's body once its head is in, in
+    /// milliseconds.
+    #[arg(long, env = "CRM_HTTP_BODY_TIMEOUT_MS", default_value_t = Limits::DEFAULT.body_timeout.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub http_body_timeout_ms: u64,
+
+    /// Longest a kept-alive connection may wait for its next request, in milliseconds.
+    #[arg(long, env = "CRM_HTTP_IDLE_TIMEOUT_MS", default_value_t = Limits::DEFAULT.idle_timeout.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub http_idle_timeout_ms: u64,
+
+    /// Connections open at once; more wait in the listen backlog. Lowered at start to the
+    /// process's file-descriptor limit minus what the server needs besides connections.
+    #[arg(long, env = "CRM_HTTP_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT.max_connections,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub http_max_connections: u32,
 
     /// Serve an open API (no CRM_ADMIN_TOKEN) on a non-loopback address anyway.
     #[arg(long, env = "CRM_INSECURE", default_value_t = false,
@@ -177,6 +203,28 @@ impl Config {
         }
     }
 
+    /// The HTTP server's limits as configured; the binary lowers `max_connections` with
+    /// [`crate::server::connection_cap`] and [`Config::fd_reserve`].
+    #[must_use]
+    pub fn http_limits(&self) -> Limits {
+        Limits {
+            header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            body_timeout: Duration::from_millis(self.http_body_timeout_ms),
+            idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+            max_connections: self.http_max_connections,
+        }
+    }
+
+    /// File descriptors kept for everything but client connections: 32 for the process
+    /// itself (standard streams, the runtime's epoll and wakers, the listener, the lock
+    /// file), and three per database connection plus the SQLite writer (a database file
+    /// with its WAL and shared memory; on PostgreSQL one socket, so the reserve is generous).
+    #[must_use]
+    pub fn fd_reserve(&self) -> u64 {
+        let pool = u64::from(self.store_config().max_connections);
+        32 + 3 * (pool + 1)
+    }
+
     /// The store's part of the configuration.
     #[must_use]
     pub fn store_config(&self) -> StoreConfig {
@@ -241,6 +289,24 @@ mod tests {
                 12
             );
         }
+    }
+
+    #[test]
+    fn the_http_limits_default_to_the_documented_values() {
+        let config = Cli::parse_from(["crm-api"]).config;
+        assert_eq!(
+            config.http_limits(),
+            crate::server::Limits {
+                header_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 10_000,
+            }
+        );
+        // SQLite's default pool of 4 readers and its writer.
+        assert_eq!(config.fd_reserve(), 32 + 3 * 5);
+        let zero = Cli::try_parse_from(["crm-api", "--http-max-connections", "0"]);
+        assert!(zero.is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod dto;
 mod error;
 mod gate;
 mod metrics;
+pub mod server;
 mod spec;
 
 use std::sync::Arc;

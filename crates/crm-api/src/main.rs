@@ -14,12 +14,9 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser as _, error::ErrorKind};
-use crm_api::{Config, config::LogFormat};
+use crm_api::{Config, config::LogFormat, server};
 use crm_store::MigrateAction;
-use poem::{
-    Server,
-    listener::{Acceptor as _, Listener as _, TcpListener},
-};
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
@@ -140,15 +137,29 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         .context("cannot open the database")?;
     let store = Arc::new(store);
 
-    let acceptor = TcpListener::bind(config.bind)
-        .into_acceptor()
+    let mut limits = config.http_limits();
+    let fd_limit = server::fd_limit();
+    limits.max_connections =
+        server::connection_cap(limits.max_connections, fd_limit, config.fd_reserve());
+    if limits.max_connections == 0 {
+        anyhow::bail!(
+            "the file-descriptor limit ({}) leaves no room for connections: the server keeps \
+             {} for itself; raise `ulimit -n`",
+            fd_limit.unwrap_or_default(),
+            config.fd_reserve()
+        );
+    }
+    let listener = TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
-    let addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .unwrap_or(config.bind);
+    let addr = listener.local_addr().unwrap_or(config.bind);
+    let fd_limit = fd_limit.map_or_else(|| "none".to_owned(), |limit| limit.to_string());
+    tracing::info!(
+        "accepting at most {} open connections (CRM_HTTP_MAX_CONNECTIONS {}, \
+         file-descriptor limit {fd_limit})",
+        limits.max_connections,
+        config.http_max_connections
+    );
     tracing::info!("listening on http://{addr}, docs at http://{addr}/docs");
     if config.admin_token.is_none() {
         tracing::warn!(
@@ -174,14 +185,15 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         })
     };
 
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(
-            crm_api::app_with(Arc::clone(&store), config.security()),
-            shutdown_signal(),
-            Some(SHUTDOWN_GRACE),
-        )
-        .await
-        .context("server failed")?;
+    server::serve(
+        listener,
+        crm_api::app_with(Arc::clone(&store), config.security()),
+        limits,
+        shutdown_signal(),
+        SHUTDOWN_GRACE,
+    )
+    .await
+    .context("server failed")?;
     sweeper.abort();
     store.shutdown().await;
     tracing::info!("stopped");

@@ -1,4 +1,4 @@
-//! Test harness: the real app on port 0 over a fresh temporary database (SQLite, or
+//! Test harness: the real app, served by the binary's server loop, on port 0 over a fresh temporary database (SQLite, or
 //! PostgreSQL under `cargo xtask test`), and a client with one method per endpoint.
 
 // Each test binary uses a different subset of the helpers.
@@ -9,10 +9,6 @@ use std::sync::Arc;
 use crm_store::{
     DbStore, StoreConfig,
     testing::{Backend, TestDatabase},
-};
-use poem::{
-    Server,
-    listener::{Acceptor as _, Listener as _, TcpListener},
 };
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
@@ -76,15 +72,19 @@ pub async fn spawn_app_on(backend: Backend) -> TestApp {
 /// Starts [`crm_api::app_with`] `security` on a fresh database of `backend`.
 pub async fn spawn_app_with(backend: Backend, security: crm_api::Security) -> TestApp {
     let (store, db) = test_store(backend).await;
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a free port");
-    let addr = *acceptor.local_addr()[0]
-        .as_socket_addr()
-        .expect("a TCP address");
+    let addr = listener.local_addr().expect("a TCP address");
     let app = crm_api::app_with(Arc::clone(&store), security);
-    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+    // The binary's server loop with its default limits, never told to stop.
+    tokio::spawn(crm_api::server::serve(
+        listener,
+        app,
+        crm_api::server::Limits::DEFAULT,
+        std::future::pending(),
+        std::time::Duration::ZERO,
+    ));
     TestApp {
         address: format!("http://{addr}"),
         store,

@@ -1,6 +1,7 @@
 //! The `crm-api` binary run as a process, for the tests that need a real one: killed
 //! mid-burst (`crash.rs`), two replicas on one database (`replicas.rs`), a database that
-//! goes away (`pg_outage.rs`). Each of them includes it with `mod process;`.
+//! goes away (`pg_outage.rs`), slow and idle clients under a descriptor limit
+//! (`slow_clients.rs`). Each of them includes it with `mod process;`.
 #![allow(dead_code)] // every test uses its own part of it
 
 use std::{
@@ -37,6 +38,30 @@ impl ServerProcess {
     /// [`base`]: ServerProcess::base
     pub fn spawn(dir: &Path, log_name: &str, database_url: &str, env: &[(&str, &str)]) -> Self {
         Self::spawn_through(&[], dir, log_name, database_url, env)
+    }
+
+    /// [`ServerProcess::spawn`], with at most `nofile` open file descriptors when given
+    /// (`ulimit -n`, set by `sh`, which then becomes the server: same process id).
+    pub fn spawn_limited(
+        dir: &Path,
+        log_name: &str,
+        database_url: &str,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Self {
+        match nofile {
+            Some(limit) => {
+                let script = format!("ulimit -n {limit} && exec \"$@\"");
+                Self::spawn_through(
+                    &["sh", "-c", &script, "sh"],
+                    dir,
+                    log_name,
+                    database_url,
+                    env,
+                )
+            }
+            None => Self::spawn(dir, log_name, database_url, env),
+        }
     }
 
     /// [`ServerProcess::spawn`], run by the program `through` (with its arguments), which
@@ -146,6 +171,21 @@ impl ServerProcess {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The CPU time it has used so far, user and system, from `/proc/<pid>/stat` (in
+    /// clock ticks of 1/100 s, Linux's fixed `USER_HZ`).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/<pid>/stat");
+        // The fields after the command name, which is in parentheses and may hold spaces;
+        // utime and stime are the stat's 14th and 15th fields.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 1..]
+            .split_whitespace()
+            .collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        Duration::from_millis(ticks * 10)
     }
 
     /// How it exited, if it has.
