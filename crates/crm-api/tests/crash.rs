@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use process::{ServerProcess, all_pages, assert_counters_match, get_json};
+use process::{ServerProcess, all_pages, assert_counters_match, client, get_json, sqlite_url};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
@@ -35,13 +35,9 @@ const KILL_AFTER: [usize; 3] = [150, 40, 400];
 /// Operators' limits: small, so they fill and free up all through the burst.
 const LIMITS: [i64; 4] = [2, 3, 1, 4];
 
-fn database_url(db: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", db.display())
-}
-
 async fn start(dir: &Path, db: &Path, client: &reqwest::Client, round: usize) -> ServerProcess {
     let log = format!("round-{round}.log");
-    ServerProcess::start(dir, &log, &database_url(db), &[], client).await
+    ServerProcess::start(dir, &log, &sqlite_url(db), &[], client).await
 }
 
 async fn send(req: reqwest::RequestBuilder) -> Result<(u16, Value), reqwest::Error> {
@@ -271,10 +267,7 @@ async fn check_api(
 async fn sigkill_mid_burst_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = dir.path().join("crm.db");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("a client");
+    let client = client();
 
     let server = start(dir.path(), &db, &client, 0).await;
     let base = server.base.clone();

@@ -14,20 +14,17 @@ mod process;
 
 use std::{
     collections::BTreeSet,
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
-use process::{ServerProcess, all_pages, assert_counters_match_rows, get_json};
+use process::{
+    ServerProcess, all_pages, assert_counters_match_rows, client, get_json, request, sqlite_url,
+};
 use serde_json::{Value, json};
 
 /// How long the server has to notice that writes work again: the probe runs every 3 s.
 const CEILING: Duration = Duration::from_secs(20);
-
-fn database_url(db: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", db.display())
-}
 
 /// Sets the running process's soft file-size limit (`prlimit(1)`, no unsafe code here).
 fn set_file_size_limit(pid: u32, soft: &str) {
@@ -39,26 +36,13 @@ fn set_file_size_limit(pid: u32, soft: &str) {
     assert!(status.success(), "prlimit --fsize={soft}");
 }
 
-async fn send(req: reqwest::RequestBuilder) -> (u16, Value, String) {
-    let resp = req.send().await.expect("answered");
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = resp.json().await.unwrap_or(Value::Null);
-    (status, body, content_type)
-}
-
 async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
-    let (status, answer, _) = send(client.post(&url).json(&body)).await;
+    let answer = request(client.post(&url).json(&body)).await;
     assert!(
-        status == 200 || status == 201,
-        "POST {url}: {status} {answer}"
+        answer.status == 200 || answer.status == 201,
+        "POST {url}: {answer:?}"
     );
-    answer
+    answer.body
 }
 
 /// Registers a contact for `external_id` with a payload of a few pages.
@@ -68,25 +52,22 @@ async fn register(client: &reqwest::Client, base: &str, external_id: &str) -> (u
         "source_code": "bot",
         "payload": {"text": "x".repeat(9000)},
     });
-    let (status, answer, _) = send(client.post(format!("{base}/api/contacts")).json(&body)).await;
-    (status, answer)
+    let answer = request(client.post(format!("{base}/api/contacts")).json(&body)).await;
+    (answer.status, answer.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_is_answered_503_shown_by_health_and_never_comes_back() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = dir.path().join("crm.db");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("a client");
+    let client = client();
     // SIGXFSZ would kill the process at the limit; ignored (inherited through `exec`),
     // the write fails with EFBIG instead, which SQLite reports as an I/O error.
     let mut server = ServerProcess::spawn_through(
         &["sh", "-c", "trap '' XFSZ; exec \"$@\"", "sh"],
         dir.path(),
         "limited.log",
-        &database_url(&db),
+        &sqlite_url(&db),
         &[],
     );
     server.wait_healthy(&client).await;
@@ -131,29 +112,28 @@ async fn a_failed_commit_is_answered_503_shown_by_health_and_never_comes_back() 
         assert_eq!(answer["code"], "unavailable", "{answer}");
         refused.insert(id);
     }
-    let (status, problem, content_type) = send(client.get(format!("{base}/health"))).await;
-    assert_eq!(status, 503, "health while commits fail: {problem}");
-    assert_eq!(content_type, "application/problem+json");
-    assert_eq!(problem["code"], "unavailable");
-    let detail = problem["detail"].as_str().unwrap_or_default();
+    let health = request(client.get(format!("{base}/health"))).await;
+    assert_eq!(health.status, 503, "health while commits fail: {health:?}");
+    assert_eq!(health.content_type, "application/problem+json");
+    assert_eq!(health.body["code"], "unavailable");
+    let detail = health.body["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("write"), "the reason is given: {detail}");
     // A write that fails before writing anything, and reads, in between: a commit with
     // nothing to write proves nothing, so health stays failed.
     let (status, _) = register_unknown_source(&client, &base).await;
     assert_eq!(status, 404);
     get_json(&client, format!("{base}/api/contacts")).await;
-    let (status, problem, _) = send(client.get(format!("{base}/health"))).await;
+    let health = request(client.get(format!("{base}/health"))).await;
     assert_eq!(
-        status, 503,
-        "health after a job that wrote nothing: {problem}"
+        health.status, 503,
+        "health after a job that wrote nothing: {health:?}"
     );
 
     // The disk has room again: the probe notices, with no client write.
     set_file_size_limit(server.pid(), "unlimited");
     let deadline = Instant::now() + CEILING;
     loop {
-        let (status, _, _) = send(client.get(format!("{base}/health"))).await;
-        if status == 200 {
+        if request(client.get(format!("{base}/health"))).await.status == 200 {
             break;
         }
         assert!(
@@ -171,14 +151,8 @@ async fn a_failed_commit_is_answered_503_shown_by_health_and_never_comes_back() 
     }
 
     server.sigkill();
-    let restarted = ServerProcess::start(
-        dir.path(),
-        "restarted.log",
-        &database_url(&db),
-        &[],
-        &client,
-    )
-    .await;
+    let restarted =
+        ServerProcess::start(dir.path(), "restarted.log", &sqlite_url(&db), &[], &client).await;
     let stored: BTreeSet<String> = all_pages(&client, &restarted.base, "leads")
         .await
         .iter()
@@ -195,17 +169,17 @@ async fn a_failed_commit_is_answered_503_shown_by_health_and_never_comes_back() 
 
 async fn post_weights(client: &reqwest::Client, base: &str, source: &Value, operators: Vec<Value>) {
     let id = source["id"].as_i64().expect("source id");
-    let (status, body, _) = send(
+    let answer = request(
         client
             .put(format!("{base}/api/sources/{id}/operators"))
             .json(&json!({"operators": operators})),
     )
     .await;
-    assert_eq!(status, 200, "weights: {body}");
+    assert_eq!(answer.status, 200, "weights: {answer:?}");
 }
 
 async fn register_unknown_source(client: &reqwest::Client, base: &str) -> (u16, Value) {
     let body = json!({"external_lead_id": "nowhere", "source_code": "no-such-source"});
-    let (status, answer, _) = send(client.post(format!("{base}/api/contacts")).json(&body)).await;
-    (status, answer)
+    let answer = request(client.post(format!("{base}/api/contacts")).json(&body)).await;
+    (answer.status, answer.body)
 }

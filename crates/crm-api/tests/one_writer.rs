@@ -10,16 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use process::ServerProcess;
-
-fn database_url(db: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", db.display())
-}
+use process::{ServerProcess, client, sqlite_url};
 
 /// Starts a second server on `db` and asserts it exits, unsuccessfully, saying the
 /// database is in use.
 async fn assert_refused(dir: &Path, name: &str, db: &Path) {
-    let mut second = ServerProcess::spawn(dir, &format!("{name}.log"), &database_url(db), &[]);
+    let mut second = ServerProcess::spawn(dir, &format!("{name}.log"), &sqlite_url(db), &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = second.exited() {
@@ -43,12 +39,9 @@ async fn assert_refused(dir: &Path, name: &str, db: &Path) {
 async fn a_second_server_on_the_same_file_by_any_path_is_refused() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = dir.path().join("crm.db");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("a client");
+    let client = client();
     let mut first =
-        ServerProcess::start(dir.path(), "first.log", &database_url(&db), &[], &client).await;
+        ServerProcess::start(dir.path(), "first.log", &sqlite_url(&db), &[], &client).await;
 
     let symlink = dir.path().join("via-symlink.db");
     std::os::unix::fs::symlink(&db, &symlink).expect("a symlink");

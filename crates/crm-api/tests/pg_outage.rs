@@ -24,8 +24,8 @@ use std::{
 };
 
 use crm_store::testing::{Backend, TestDatabase};
-use process::{ServerProcess, assert_counters_match_rows};
-use serde_json::{Value, json};
+use process::{Answer, ServerProcess, assert_counters_match_rows, request};
+use serde_json::json;
 use tokio::{
     net::{TcpSocket, TcpStream},
     sync::{mpsc, oneshot},
@@ -192,34 +192,12 @@ async fn start_server(database_url: &str, client: &reqwest::Client) -> ServerPro
 // ---------------------------------------------------------------------------------------
 
 /// One answer: status, content type, body, and how long it took.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: Value,
-    took: Duration,
+/// The outage's expectation of an answer.
+trait AssertUnavailable {
+    fn assert_unavailable(&self, what: &str);
 }
 
-async fn request(req: reqwest::RequestBuilder) -> Answer {
-    let started = Instant::now();
-    let resp = req.send().await.expect("the server answers");
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = resp.json().await.unwrap_or(Value::Null);
-    Answer {
-        status,
-        content_type,
-        body,
-        took: started.elapsed(),
-    }
-}
-
-impl Answer {
+impl AssertUnavailable for Answer {
     fn assert_unavailable(&self, what: &str) {
         assert_eq!(self.status, 503, "{what}: {self:?}");
         assert!(

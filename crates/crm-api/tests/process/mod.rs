@@ -16,6 +16,48 @@ use serde_json::Value;
 /// How long a server may take to answer `/health` after it was started.
 const STARTUP: Duration = Duration::from_secs(30);
 
+/// The URL of an SQLite file for the server.
+pub fn sqlite_url(db: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", db.display())
+}
+
+/// A client whose timeout only catches a hang.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("a client")
+}
+
+/// What a request got back, and how long it took.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+    pub took: Duration,
+}
+
+/// Sends `req`, which must be answered; the body is read as JSON (`null` when it is not).
+pub async fn request(req: reqwest::RequestBuilder) -> Answer {
+    let started = Instant::now();
+    let resp = req.send().await.expect("the server answers");
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    Answer {
+        status,
+        content_type,
+        body,
+        took: started.elapsed(),
+    }
+}
+
 /// A `crm-api` process, SIGKILLed when dropped, so a failing test leaves none behind.
 pub struct ServerProcess {
     child: Child,
