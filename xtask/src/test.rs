@@ -1,5 +1,7 @@
 //! `cargo xtask test`: the whole suite, on SQLite and on a real PostgreSQL.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
@@ -16,7 +18,10 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let sh = Shell::new()?;
     sh.change_dir(crate::project_root());
-    crate::lint::core_dependencies(&sh)?;
+    let mut phases = Phases::default();
+    phases.time("crm-core's dependencies", || {
+        crate::lint::core_dependencies(&sh)
+    })?;
 
     // Kept alive until the tests are done; dropping it stops the server, also on failure.
     let mut _server = None;
@@ -25,10 +30,12 @@ pub fn run(args: &[String]) -> Result<()> {
         let url = match std::env::var("CRM_TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => url,
             _ => {
-                let server = Postgres::start().context(
-                    "cannot start a throwaway PostgreSQL (set CRM_TEST_POSTGRES_URL to use \
-                     another, or pass --sqlite-only)",
-                )?;
+                let server = phases.time("PostgreSQL start", || {
+                    Postgres::start().context(
+                        "cannot start a throwaway PostgreSQL (set CRM_TEST_POSTGRES_URL to use \
+                         another, or pass --sqlite-only)",
+                    )
+                })?;
                 let url = server.url();
                 _server = Some(server);
                 url
@@ -43,14 +50,45 @@ pub fn run(args: &[String]) -> Result<()> {
         .map(String::from)
         .into();
     no_run.extend(features.iter().map(|f| (*f).to_owned()));
-    cmd!(sh, "cargo test --workspace --locked {features...}").run()?;
+    phases.time("build and cargo test", || {
+        cmd!(sh, "cargo test --workspace --locked {features...}")
+            .run()
+            .map_err(Into::into)
+    })?;
     // The benchmark harness, briefly, so it cannot rot (results go to a temporary file).
-    crate::bench::smoke(&no_run)?;
+    phases.time("bench smoke", || crate::bench::smoke(&no_run))?;
     // schemathesis against a live server, bounded (see fuzz_api.rs); skipped only on request.
     if no_fuzz {
         eprintln!("xtask: --no-fuzz: skipping fuzz-api");
     } else {
-        crate::fuzz_api::run(&[])?;
+        phases.time("fuzz-api", || crate::fuzz_api::run(&[]))?;
     }
+    phases.report();
     Ok(())
+}
+
+/// How long each phase of the run took, printed as each ends and together at the end, so
+/// a CI log shows where its minutes went (CI must stay under 30 minutes).
+#[derive(Default)]
+struct Phases(Vec<(&'static str, Duration)>);
+
+impl Phases {
+    /// Runs `phase`, noting its time also when it fails.
+    fn time<T>(&mut self, name: &'static str, phase: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let result = phase();
+        let took = started.elapsed();
+        eprintln!("xtask: {name} took {:.0} s", took.as_secs_f64());
+        self.0.push((name, took));
+        result
+    }
+
+    fn report(&self) {
+        let total: Duration = self.0.iter().map(|(_, took)| *took).sum();
+        eprintln!("xtask: test phases:");
+        for (name, took) in &self.0 {
+            eprintln!("  {name:<26} {:>5.0} s", took.as_secs_f64());
+        }
+        eprintln!("  {:<26} {:>5.0} s", "total", total.as_secs_f64());
+    }
 }
