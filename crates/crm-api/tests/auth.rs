@@ -2,7 +2,6 @@
 //! source key may only register contacts for its own source, and everything else is
 //! 401 (with `WWW-Authenticate: Bearer`) or 403, as problem details.
 
-#[macro_use]
 mod common;
 
 use common::{json, problem, spawn_app_with};
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 
-on_every_backend!(
+crm_store::on_every_backend!(
     admin_token_and_source_keys_are_enforced,
     revoked_keys_stop_working_and_keys_are_listed_without_secrets,
     no_spelling_of_a_path_gets_past_authentication,

@@ -3,7 +3,6 @@
 //! characters. Each is answered with a problem (never a 5xx), and a rejected request
 //! writes nothing.
 
-#[macro_use]
 mod common;
 
 use common::{TestApp, fields, json, problem, spawn_app, spawn_app_on};
@@ -32,7 +31,7 @@ const NOT_NUMERIC: [&str; 16] = [
     "1%00", "%091", "1_000",
 ];
 
-on_every_backend!(
+crm_store::on_every_backend!(
     control_characters_in_identifiers_names_codes_and_labels_are_422_and_write_nothing,
     control_characters_in_payloads_are_stored_and_read_back,
 );

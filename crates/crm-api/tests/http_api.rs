@@ -1,6 +1,5 @@
 //! Every row of the endpoint table over HTTP, against the real app and a fresh SQLite store.
 
-#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -8,7 +7,7 @@ use std::collections::HashSet;
 use common::{fields, id_of, json, problem, spawn_app_on};
 use crm_store::testing::Backend;
 
-on_every_backend!(
+crm_store::on_every_backend!(
     operators_are_created_with_defaults_read_changed_and_deleted,
     an_operator_with_contacts_cannot_be_deleted,
     sources_are_created_read_changed_and_deleted,

@@ -1,7 +1,6 @@
 //! `Idempotency-Key` on `POST /api/contacts`: retries replay the first answer, a reused
 //! key with another body is refused, and concurrent retries create one contact.
 
-#[macro_use]
 mod common;
 
 use common::{fields, json, problem, spawn_app_on};
@@ -9,7 +8,7 @@ use crm_store::testing::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-on_every_backend!(
+crm_store::on_every_backend!(
     a_retry_replays_the_first_answer,
     a_key_with_another_body_is_refused_and_bad_keys_are_422,
     concurrent_retries_create_one_contact,

@@ -1,6 +1,5 @@
 //! `/metrics` after a few registrations (request ids: `request_ids.rs`).
 
-#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -10,7 +9,7 @@ use crm_store::testing::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-on_every_backend!(
+crm_store::on_every_backend!(
     metrics_report_registrations_loads_and_requests,
     no_request_adds_a_series,
 );

@@ -2,7 +2,6 @@
 //! thread-local log subscriber, and `tracing` caches per call site whether anyone listens,
 //! so another test logging at the same time without a subscriber could hide its lines.
 
-#[macro_use]
 mod common;
 
 use std::{

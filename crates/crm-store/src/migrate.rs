@@ -29,8 +29,8 @@ pub struct MigrationState {
 }
 
 /// Runs `action` against the database of `config` and returns the state afterwards.
-/// On SQLite it takes the same lock file as the server, so it refuses to run while a
-/// server uses the file.
+/// On SQLite it takes the same lock as the server (an `flock` on the database file), so
+/// it refuses to run while a server uses the file.
 ///
 /// # Errors
 /// [`ConnectError`] when the database cannot be reached, locked or migrated.

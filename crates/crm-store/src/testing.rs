@@ -16,6 +16,33 @@ pub use crate::read::UNASSIGNED_BACKLOG_SQL;
 /// The environment variable naming the PostgreSQL server tests may use.
 pub const POSTGRES_URL_VAR: &str = "CRM_TEST_POSTGRES_URL";
 
+/// Runs each named test function (an `async fn(Backend)`) once per backend:
+/// `sqlite::name` always, and `postgres::name` when the *calling* crate's
+/// `postgres-tests` feature is on (the `cfg` is evaluated where the macro expands; every
+/// crate that uses it has such a feature, which `cargo xtask test` turns on).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::testing::Backend::Sqlite).await;
+                }
+            )*
+        }
+        #[cfg(feature = "postgres-tests")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::testing::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 /// Which backend a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

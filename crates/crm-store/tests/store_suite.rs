@@ -15,31 +15,7 @@ use crm_store::{
     testing::{Backend, TestDatabase},
 };
 
-/// Runs each named test function once per backend: `sqlite::name` always, and
-/// `postgres::name` when the `postgres-tests` feature is on (`cargo xtask test`).
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(crm_store::testing::Backend::Sqlite).await;
-                }
-            )*
-        }
-        #[cfg(feature = "postgres-tests")]
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(crm_store::testing::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_every_backend!(
+crm_store::on_every_backend!(
     concurrent_registrations_never_exceed_capacity,
     unknown_source_writes_nothing,
     closing_frees_capacity_and_same_lead_is_reused,
@@ -54,14 +30,6 @@ on_every_backend!(
     the_decision_lists_candidates_in_operator_order,
     the_scrape_figures_follow_every_write,
 );
-
-/// Plain `cargo test` does not build the PostgreSQL variants; this test's name says so
-/// in every run's output.
-#[cfg(not(feature = "postgres-tests"))]
-#[test]
-fn postgres_variants_skipped_run_cargo_xtask_test_for_them() {
-    eprintln!("postgres tests skipped: `cargo xtask test` runs them against a real server");
-}
 
 struct TestStore {
     store: Arc<DbStore>,

@@ -23,31 +23,6 @@ pub struct TestApp {
     db: TestDatabase,
 }
 
-/// Runs each named test function (taking a [`Backend`]) once per backend: `sqlite::name`
-/// always, and `postgres::name` when the `postgres-tests` feature is on.
-#[macro_export]
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(crm_store::testing::Backend::Sqlite).await;
-                }
-            )*
-        }
-        #[cfg(feature = "postgres-tests")]
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(crm_store::testing::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
 /// A fresh store on a temporary SQLite file, exactly as the server opens one.
 pub async fn test_store(backend: Backend) -> (Arc<DbStore>, TestDatabase) {
     let db = TestDatabase::create(backend).await;
