@@ -178,7 +178,11 @@ impl<S: Store> ContactsApi<S> {
     /// after parsing) within 24 hours gets the first answer again, marked
     /// `Idempotent-Replayed: true`, and registers nothing; the key with a different body
     /// is refused (422 `idempotency_key_reused`).
-    #[oai(path = "/api/contacts", method = "post")]
+    #[oai(
+        path = "/api/contacts",
+        method = "post",
+        operation_id = "register_contact"
+    )]
     async fn create(
         &self,
         body: JsonBody<CreateContact>,
@@ -213,7 +217,7 @@ impl<S: Store> ContactsApi<S> {
     }
 
     /// List contacts by id, a page at a time
-    #[oai(path = "/api/contacts", method = "get")]
+    #[oai(path = "/api/contacts", method = "get", operation_id = "list_contacts")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
@@ -263,7 +267,11 @@ impl<S: Store> ContactsApi<S> {
     }
 
     /// Read a contact
-    #[oai(path = "/api/contacts/:id", method = "get")]
+    #[oai(
+        path = "/api/contacts/:id",
+        method = "get",
+        operation_id = "get_contact"
+    )]
     async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Contact>> {
         Ok(Json(
             self.0.get_contact(ContactId(id.get())).await?.try_into()?,
@@ -271,7 +279,11 @@ impl<S: Store> ContactsApi<S> {
     }
 
     /// Close a contact, freeing its operator's capacity; closing again changes nothing
-    #[oai(path = "/api/contacts/:id/close", method = "post")]
+    #[oai(
+        path = "/api/contacts/:id/close",
+        method = "post",
+        operation_id = "close_contact"
+    )]
     async fn close(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Contact>> {
         Ok(Json(
             self.0
@@ -285,7 +297,11 @@ impl<S: Store> ContactsApi<S> {
     ///
     /// The operator needs no weight for the contact's source; the previous operator's
     /// capacity is freed. Assigning it to its current operator changes nothing.
-    #[oai(path = "/api/contacts/:id/assign", method = "post")]
+    #[oai(
+        path = "/api/contacts/:id/assign",
+        method = "post",
+        operation_id = "assign_contact"
+    )]
     async fn assign(
         &self,
         id: Path<PathId>,

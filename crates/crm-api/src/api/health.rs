@@ -33,7 +33,7 @@ impl<S: Store> HealthApi<S> {
     /// 503 with the reason in `detail` while the database does not answer, or (SQLite)
     /// the writer has stopped or its last commit failed; a write probe then retries
     /// every few seconds and this follows its result.
-    #[oai(path = "/health", method = "get")]
+    #[oai(path = "/health", method = "get", operation_id = "get_health")]
     async fn health(&self) -> ApiResult<Json<Health>> {
         match self.0.health().await {
             Ok(()) => Ok(Json(Health {

@@ -80,7 +80,11 @@ impl<S: Store> KeysApi<S> {
     ///
     /// The key may only register contacts (`POST /api/contacts`) for this source. It is
     /// shown in this answer only; the server keeps a hash.
-    #[oai(path = "/api/sources/:id/keys", method = "post")]
+    #[oai(
+        path = "/api/sources/:id/keys",
+        method = "post",
+        operation_id = "create_source_key"
+    )]
     async fn create(
         &self,
         id: Path<PathId>,
@@ -108,14 +112,22 @@ impl<S: Store> KeysApi<S> {
     }
 
     /// List a source's ingest keys
-    #[oai(path = "/api/sources/:id/keys", method = "get")]
+    #[oai(
+        path = "/api/sources/:id/keys",
+        method = "get",
+        operation_id = "list_source_keys"
+    )]
     async fn list(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Vec<SourceKey>>> {
         let keys = self.0.list_source_keys(SourceId(id.get())).await?;
         Ok(Json(keys.into_iter().map(SourceKey::from).collect()))
     }
 
     /// Revoke an ingest key
-    #[oai(path = "/api/sources/:id/keys/:key_id", method = "delete")]
+    #[oai(
+        path = "/api/sources/:id/keys/:key_id",
+        method = "delete",
+        operation_id = "revoke_source_key"
+    )]
     async fn delete(
         &self,
         id: Path<PathId>,

@@ -22,7 +22,7 @@ pub(crate) struct LeadsApi<S>(pub(crate) Arc<S>);
 #[OpenApi(tag = "ApiTags::Leads")]
 impl<S: Store> LeadsApi<S> {
     /// List leads by id, a page at a time
-    #[oai(path = "/api/leads", method = "get")]
+    #[oai(path = "/api/leads", method = "get", operation_id = "list_leads")]
     async fn list(
         &self,
         /// Only the lead with this external id (exact match). An external id holds no
@@ -59,7 +59,7 @@ impl<S: Store> LeadsApi<S> {
     }
 
     /// Read a lead with all its contacts, oldest first
-    #[oai(path = "/api/leads/:id", method = "get")]
+    #[oai(path = "/api/leads/:id", method = "get", operation_id = "get_lead")]
     async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<LeadDetail>> {
         Ok(Json(self.0.get_lead(LeadId(id.get())).await?.try_into()?))
     }

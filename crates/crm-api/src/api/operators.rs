@@ -51,7 +51,11 @@ struct UpdateOperator {
 #[OpenApi(tag = "ApiTags::Operators")]
 impl<S: Store> OperatorsApi<S> {
     /// Create an operator
-    #[oai(path = "/api/operators", method = "post")]
+    #[oai(
+        path = "/api/operators",
+        method = "post",
+        operation_id = "create_operator"
+    )]
     async fn create(
         &self,
         body: JsonBody<CreateOperator>,
@@ -62,7 +66,11 @@ impl<S: Store> OperatorsApi<S> {
     }
 
     /// List operators by id
-    #[oai(path = "/api/operators", method = "get")]
+    #[oai(
+        path = "/api/operators",
+        method = "get",
+        operation_id = "list_operators"
+    )]
     async fn list(
         &self,
         is_active: Query<Option<bool>>,
@@ -75,7 +83,11 @@ impl<S: Store> OperatorsApi<S> {
     }
 
     /// Read an operator
-    #[oai(path = "/api/operators/:id", method = "get")]
+    #[oai(
+        path = "/api/operators/:id",
+        method = "get",
+        operation_id = "get_operator"
+    )]
     async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Operator>> {
         Ok(Json(
             self.0.get_operator(OperatorId(id.get())).await?.into(),
@@ -83,7 +95,11 @@ impl<S: Store> OperatorsApi<S> {
     }
 
     /// Change an operator
-    #[oai(path = "/api/operators/:id", method = "patch")]
+    #[oai(
+        path = "/api/operators/:id",
+        method = "patch",
+        operation_id = "update_operator"
+    )]
     async fn update(
         &self,
         id: Path<PathId>,
@@ -95,7 +111,11 @@ impl<S: Store> OperatorsApi<S> {
     }
 
     /// Delete an operator that never had contacts
-    #[oai(path = "/api/operators/:id", method = "delete")]
+    #[oai(
+        path = "/api/operators/:id",
+        method = "delete",
+        operation_id = "delete_operator"
+    )]
     async fn delete(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Deleted> {
         self.0.delete_operator(OperatorId(id.get())).await?;
         Ok(Deleted::Deleted)

@@ -56,7 +56,7 @@ struct WeightInput {
 #[OpenApi(tag = "ApiTags::Sources")]
 impl<S: Store> SourcesApi<S> {
     /// Create a source
-    #[oai(path = "/api/sources", method = "post")]
+    #[oai(path = "/api/sources", method = "post", operation_id = "create_source")]
     async fn create(
         &self,
         body: JsonBody<CreateSource>,
@@ -67,19 +67,23 @@ impl<S: Store> SourcesApi<S> {
     }
 
     /// List sources by id
-    #[oai(path = "/api/sources", method = "get")]
+    #[oai(path = "/api/sources", method = "get", operation_id = "list_sources")]
     async fn list(&self, _auth: Credentials) -> ApiResult<Json<Vec<Source>>> {
         Ok(Json(list(self.0.list_sources().await?)))
     }
 
     /// Read a source with its operators
-    #[oai(path = "/api/sources/:id", method = "get")]
+    #[oai(path = "/api/sources/:id", method = "get", operation_id = "get_source")]
     async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Source>> {
         Ok(Json(self.0.get_source(SourceId(id.get())).await?.into()))
     }
 
     /// Change a source
-    #[oai(path = "/api/sources/:id", method = "patch")]
+    #[oai(
+        path = "/api/sources/:id",
+        method = "patch",
+        operation_id = "update_source"
+    )]
     async fn update(
         &self,
         id: Path<PathId>,
@@ -91,7 +95,11 @@ impl<S: Store> SourcesApi<S> {
     }
 
     /// Delete a source that never had contacts
-    #[oai(path = "/api/sources/:id", method = "delete")]
+    #[oai(
+        path = "/api/sources/:id",
+        method = "delete",
+        operation_id = "delete_source"
+    )]
     async fn delete(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Deleted> {
         self.0.delete_source(SourceId(id.get())).await?;
         Ok(Deleted::Deleted)
@@ -100,7 +108,11 @@ impl<S: Store> SourcesApi<S> {
     /// Replace the source's operators and weights
     ///
     /// Atomic: on any error nothing changes.
-    #[oai(path = "/api/sources/:id/operators", method = "put")]
+    #[oai(
+        path = "/api/sources/:id/operators",
+        method = "put",
+        operation_id = "replace_source_weights"
+    )]
     async fn replace_weights(
         &self,
         id: Path<PathId>,

@@ -18,7 +18,11 @@ pub(crate) struct StatsApi<S>(pub(crate) Arc<S>);
 #[OpenApi(tag = "ApiTags::Stats")]
 impl<S: Store> StatsApi<S> {
     /// Each operator's limit, open and total contacts, by operator id
-    #[oai(path = "/api/stats/operators", method = "get")]
+    #[oai(
+        path = "/api/stats/operators",
+        method = "get",
+        operation_id = "get_operator_stats"
+    )]
     async fn operators(&self, _auth: Credentials) -> ApiResult<Json<Vec<OperatorStats>>> {
         Ok(Json(list(self.0.operator_stats().await?)))
     }
