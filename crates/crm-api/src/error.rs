@@ -75,7 +75,9 @@ pub(crate) struct ProblemBody {
     status: u16,
     /// What went wrong in this occurrence.
     detail: String,
-    /// A stable, machine-readable code.
+    // A stable, machine-readable code. Not a doc comment: poem-openapi would wrap the
+    // reference in an `allOf` to carry it, and client generators drop the whole schema
+    // for that (the enum's own description says it).
     code: ErrorCode,
     /// The offending fields, for `validation_failed`.
     #[oai(skip_serializing_if_is_none)]
