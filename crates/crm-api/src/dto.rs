@@ -191,8 +191,7 @@ pub(crate) struct Contact {
     /// The assigned operator; `null` when no operator could take it.
     #[oai(nullable)]
     operator_id: Option<i64>,
-    // The assigned operator; `null` when unassigned. Not a doc comment, so the schema is
-    // a plain nullable reference that client generators turn into `OperatorSummary | None`.
+    /// The assigned operator; `null` when unassigned.
     #[oai(nullable)]
     operator: Option<OperatorSummary>,
     status: ContactStatus,
