@@ -20,6 +20,7 @@ use poem::{
 use poem_openapi::SecurityScheme;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -91,7 +92,7 @@ pub(crate) struct IssuedKey {
 /// A new source key: 256 random bits.
 pub(crate) fn issue_key() -> IssuedKey {
     let bytes: [u8; 32] = rand::rng().random();
-    let secret = format!("{KEY_PREFIX}{}", hex(&bytes));
+    let secret = format!("{KEY_PREFIX}{}", hex::encode(bytes));
     IssuedKey {
         prefix: secret[..SHOWN_PREFIX].to_owned(),
         hash: hash_key(&secret),
@@ -102,21 +103,14 @@ pub(crate) fn issue_key() -> IssuedKey {
 /// The stored form of a key. Keys are random and long, so a fast hash is enough: there
 /// is nothing to brute-force that is cheaper than guessing the key.
 pub(crate) fn hash_key(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// Compares two secrets in time independent of where they differ (their SHA-256 digests
 /// have equal length, so the length of the secret does not leak either).
 fn same_secret(given: &str, expected: &str) -> bool {
     let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    bool::from(a[..].ct_eq(&b[..]))
 }
 
 /// The paths anyone may read while authentication is on (as the router sees them:

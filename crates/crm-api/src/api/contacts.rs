@@ -110,8 +110,7 @@ fn fingerprint(new: &NewContact) -> String {
         source,
         payload
     ]));
-    let digest = Sha256::digest(canonical.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// JSON text with every object's keys sorted, so key order does not matter.
