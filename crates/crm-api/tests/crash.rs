@@ -20,7 +20,10 @@ use std::{
     time::Duration,
 };
 
-use process::{ServerProcess, all_pages, assert_counters_match, client, get_json, sqlite_url};
+use process::{
+    ServerProcess, all_pages, assert_counters_match, client, get_json, post, seed_bot_source,
+    sqlite_url,
+};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
@@ -45,15 +48,6 @@ async fn send(req: reqwest::RequestBuilder) -> Result<(u16, Value), reqwest::Err
     let status = resp.status().as_u16();
     let body = resp.json().await.unwrap_or(Value::Null);
     Ok((status, body))
-}
-
-async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
-    let (status, answer) = send(client.post(&url).json(&body)).await.expect("answered");
-    assert!(
-        status == 200 || status == 201,
-        "POST {url}: {status} {answer}"
-    );
-    answer
 }
 
 /// What one request of the burst learned.
@@ -271,31 +265,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_write() {
 
     let server = start(dir.path(), &db, &client, 0).await;
     let base = server.base.clone();
-    let mut operators = Vec::new();
-    for (n, limit) in LIMITS.iter().enumerate() {
-        let op = post(
-            &client,
-            format!("{base}/api/operators"),
-            json!({"name": format!("Operator {n}"), "max_active_contacts": limit}),
-        )
-        .await;
-        operators.push(json!({"operator_id": op["id"], "weight": n + 1}));
-    }
-    let source = post(
-        &client,
-        format!("{base}/api/sources"),
-        json!({"name": "Bot", "code": "bot"}),
-    )
-    .await;
-    let source_id = source["id"].as_i64().expect("source id");
-    let (status, body) = send(
-        client
-            .put(format!("{base}/api/sources/{source_id}/operators"))
-            .json(&json!({"operators": operators})),
-    )
-    .await
-    .expect("answered");
-    assert_eq!(status, 200, "weights: {body}");
+    let source_id = seed_bot_source(&client, &base, &LIMITS).await;
 
     let mut acknowledged: BTreeMap<i64, (String, Value, bool)> = BTreeMap::new();
     let mut server = Some(server);

@@ -19,7 +19,8 @@ use std::{
 };
 
 use process::{
-    ServerProcess, all_pages, assert_counters_match_rows, client, get_json, request, sqlite_url,
+    ServerProcess, all_pages, assert_counters_match_rows, client, get_json, request,
+    seed_bot_source, sqlite_url,
 };
 use serde_json::{Value, json};
 
@@ -34,15 +35,6 @@ fn set_file_size_limit(pid: u32, soft: &str) {
         .status()
         .expect("run prlimit");
     assert!(status.success(), "prlimit --fsize={soft}");
-}
-
-async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
-    let answer = request(client.post(&url).json(&body)).await;
-    assert!(
-        answer.status == 200 || answer.status == 201,
-        "POST {url}: {answer:?}"
-    );
-    answer.body
 }
 
 /// Registers a contact for `external_id` with a payload of a few pages.
@@ -73,23 +65,7 @@ async fn a_failed_commit_is_answered_503_shown_by_health_and_never_comes_back() 
     server.wait_healthy(&client).await;
     let base = server.base.clone();
 
-    let mut operators = Vec::new();
-    for n in 0..2 {
-        let op = post(
-            &client,
-            format!("{base}/api/operators"),
-            json!({"name": format!("Operator {n}"), "max_active_contacts": 1000}),
-        )
-        .await;
-        operators.push(json!({"operator_id": op["id"], "weight": n + 1}));
-    }
-    let source = post(
-        &client,
-        format!("{base}/api/sources"),
-        json!({"name": "Bot", "code": "bot"}),
-    )
-    .await;
-    post_weights(&client, &base, &source, operators).await;
+    seed_bot_source(&client, &base, &[1000, 1000]).await;
 
     let mut acknowledged = BTreeSet::new();
     for i in 0..5 {
@@ -165,17 +141,6 @@ async fn a_failed_commit_is_answered_503_shown_by_health_and_never_comes_back() 
     let contacts = all_pages(&client, &restarted.base, "contacts").await;
     assert_eq!(contacts.len(), acknowledged.len());
     assert_counters_match_rows(&client, &restarted.base).await;
-}
-
-async fn post_weights(client: &reqwest::Client, base: &str, source: &Value, operators: Vec<Value>) {
-    let id = source["id"].as_i64().expect("source id");
-    let answer = request(
-        client
-            .put(format!("{base}/api/sources/{id}/operators"))
-            .json(&json!({"operators": operators})),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "weights: {answer:?}");
 }
 
 async fn register_unknown_source(client: &reqwest::Client, base: &str) -> (u16, Value) {

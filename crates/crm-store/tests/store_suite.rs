@@ -104,6 +104,14 @@ fn contact(external: &str, source: SourceRef) -> NewContact {
     }
 }
 
+/// Registers a contact for `external` on `source`, which must succeed.
+async fn register(store: &DbStore, external: &str, source: SourceRef) -> crm_core::Contact {
+    store
+        .register_contact(contact(external, source))
+        .await
+        .expect("register")
+}
+
 async fn all_contacts(store: &DbStore) -> Vec<crm_core::Contact> {
     contacts(store, None, Page::MAX_LIMIT).await
 }
@@ -300,17 +308,8 @@ async fn registrations_see_every_change_made_between_them(backend: Backend) {
     let s = source(&t.store, "src", &[(a, 1)]).await;
     let by_code = || SourceRef::Code(SourceCode::parse("src").expect("code"));
     let assigned = |c: &crm_core::Contact| c.operator.as_ref().map(|o| o.id);
-    let register = |external: &'static str, source: SourceRef| {
-        let store = Arc::clone(&t.store);
-        async move {
-            store
-                .register_contact(contact(external, source))
-                .await
-                .expect("register")
-        }
-    };
 
-    let first = register("l1", by_code()).await;
+    let first = register(&t.store, "l1", by_code()).await;
     assert_eq!(assigned(&first), Some(a));
 
     let off = crm_core::OperatorPatch {
@@ -318,7 +317,11 @@ async fn registrations_see_every_change_made_between_them(backend: Backend) {
         ..Default::default()
     };
     t.store.update_operator(a, off).await.expect("deactivate");
-    assert_eq!(assigned(&register("l2", by_code()).await), None, "a is off");
+    assert_eq!(
+        assigned(&register(&t.store, "l2", by_code()).await),
+        None,
+        "a is off"
+    );
 
     let on_and_full = crm_core::OperatorPatch {
         is_active: Some(true),
@@ -330,13 +333,13 @@ async fn registrations_see_every_change_made_between_them(backend: Backend) {
         .await
         .expect("limit");
     assert_eq!(
-        assigned(&register("l3", by_code()).await),
+        assigned(&register(&t.store, "l3", by_code()).await),
         None,
         "a is full"
     );
 
     t.store.close_contact(first.id).await.expect("close");
-    let after_close = register("l4", SourceRef::Id(s)).await;
+    let after_close = register(&t.store, "l4", SourceRef::Id(s)).await;
     assert_eq!(assigned(&after_close), Some(a), "closing freed a place");
 
     let only_b = WeightSet::new(vec![WeightEntry {
@@ -346,7 +349,7 @@ async fn registrations_see_every_change_made_between_them(backend: Backend) {
     .expect("weights");
     t.store.replace_weights(s, only_b).await.expect("weights");
     assert_eq!(
-        assigned(&register("l5", by_code()).await),
+        assigned(&register(&t.store, "l5", by_code()).await),
         Some(b),
         "new weights"
     );
@@ -533,20 +536,11 @@ async fn refused_writes_fail_before_writing(backend: Backend) {
     let s = source(&t.store, "src", &[(b, 1)]).await;
     let on_a = source(&t.store, "on-a", &[(a, 1)]).await;
     let on_c = source(&t.store, "on-c", &[(c, 1)]).await;
-    let register = |external: &'static str, source: SourceId| {
-        let store = Arc::clone(&t.store);
-        async move {
-            store
-                .register_contact(contact(external, SourceRef::Id(source)))
-                .await
-                .expect("register")
-        }
-    };
-    let x = register("x", s).await;
+    let x = register(&t.store, "x", SourceRef::Id(s)).await;
     assert_eq!(x.operator.as_ref().map(|o| o.id), Some(b));
-    register("y", on_a).await;
-    register("z", on_c).await;
-    let closed = register("w", on_c).await;
+    register(&t.store, "y", SourceRef::Id(on_a)).await;
+    register(&t.store, "z", SourceRef::Id(on_c)).await;
+    let closed = register(&t.store, "w", SourceRef::Id(on_c)).await;
     t.store.close_contact(closed.id).await.expect("close");
     let key = IdempotencyKey::new("admin", "k", "f").expect("key");
     t.store
@@ -949,20 +943,11 @@ async fn the_scrape_figures_follow_every_write(backend: Backend) {
     let b = operator(&t.store, "B", 2).await;
     let s1 = source(&t.store, "one", &[(a, 1)]).await;
     let s2 = source(&t.store, "two", &[(a, 1)]).await;
-    let register = |external: &'static str, s: SourceId| {
-        let store = Arc::clone(&t.store);
-        async move {
-            store
-                .register_contact(contact(external, SourceRef::Id(s)))
-                .await
-                .expect("register")
-        }
-    };
-    let x = register("x", s1).await;
+    let x = register(&t.store, "x", SourceRef::Id(s1)).await;
     assert_eq!(x.operator.as_ref().map(|o| o.id), Some(a));
-    let y = register("y", s1).await;
-    register("z", s2).await;
-    let w = register("w", s2).await;
+    let y = register(&t.store, "y", SourceRef::Id(s1)).await;
+    register(&t.store, "z", SourceRef::Id(s2)).await;
+    let w = register(&t.store, "w", SourceRef::Id(s2)).await;
     assert!(y.operator.is_none() && w.operator.is_none(), "a is full");
     let loads = |a_open: i64, b_open: i64| {
         vec![

@@ -274,6 +274,46 @@ impl Drop for ServerProcess {
     }
 }
 
+/// `POST url` with a JSON `body`, which must answer 200 or 201; the answer's body.
+pub async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
+    let answer = request(client.post(&url).json(&body)).await;
+    assert!(
+        answer.status == 200 || answer.status == 201,
+        "POST {url}: {answer:?}"
+    );
+    answer.body
+}
+
+/// Creates one operator per entry of `limits` (that limit, weight `n + 1`) and a source
+/// `bot` weighted over them all; returns the source's id.
+pub async fn seed_bot_source(client: &reqwest::Client, base: &str, limits: &[i64]) -> i64 {
+    let mut operators = Vec::new();
+    for (n, limit) in limits.iter().enumerate() {
+        let op = post(
+            client,
+            format!("{base}/api/operators"),
+            serde_json::json!({"name": format!("Operator {n}"), "max_active_contacts": limit}),
+        )
+        .await;
+        operators.push(serde_json::json!({"operator_id": op["id"], "weight": n + 1}));
+    }
+    let source = post(
+        client,
+        format!("{base}/api/sources"),
+        serde_json::json!({"name": "Bot", "code": "bot"}),
+    )
+    .await;
+    let id = source["id"].as_i64().expect("source id");
+    let weights = request(
+        client
+            .put(format!("{base}/api/sources/{id}/operators"))
+            .json(&serde_json::json!({"operators": operators})),
+    )
+    .await;
+    assert_eq!(weights.status, 200, "weights: {weights:?}");
+    id
+}
+
 /// `GET url`, which must answer 200 with JSON.
 pub async fn get_json(client: &reqwest::Client, url: String) -> Value {
     let resp = client.get(&url).send().await.expect("answered");
