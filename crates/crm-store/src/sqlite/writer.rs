@@ -22,8 +22,8 @@
 use std::{
     panic::{self, AssertUnwindSafe},
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc as std_mpsc,
     },
     thread::{JoinHandle, Thread},
@@ -128,8 +128,9 @@ pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
     /// Groups run a second time because a job failed after writing (see the module docs).
     reruns: Arc<AtomicU64>,
-    /// Why the last group's commit failed; `None` once one commits again.
-    failing: Arc<Mutex<Option<String>>>,
+    /// Whether the last commit that had something to write failed (its reason is in the
+    /// log line of the failure).
+    failing: Arc<AtomicBool>,
 }
 
 /// Why the writer did not start.
@@ -176,7 +177,7 @@ impl Writer {
         let nudge = checkpointer.as_ref().map(Checkpointer::handle);
         let reruns = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&reruns);
-        let failing = Arc::new(Mutex::new(None));
+        let failing = Arc::new(AtomicBool::new(false));
         let outcome = Arc::clone(&failing);
         let thread = std::thread::Builder::new()
             .name("crm-sqlite-writer".into())
@@ -298,7 +299,7 @@ impl WriterHandle {
         if !self.is_running() {
             return Err(stopped());
         }
-        if self.failing().is_some() {
+        if self.failing.load(Ordering::Acquire) {
             return Err(StoreError::Unavailable(
                 format!(
                     "the last write to the database failed; a write probe retries every {} s",
@@ -308,14 +309,6 @@ impl WriterHandle {
             ));
         }
         Ok(())
-    }
-
-    /// Why the last commit failed, while it is the last.
-    fn failing(&self) -> Option<String> {
-        self.failing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 }
 
@@ -327,7 +320,7 @@ impl WriterHandle {
 pub async fn probe(handle: WriterHandle) {
     while handle.is_running() {
         tokio::time::sleep(PROBE_EVERY).await;
-        if let Some(reason) = handle.failing() {
+        if handle.failing.load(Ordering::Acquire) {
             let probed = handle
                 .run(|ctx| {
                     let version: i64 = ctx
@@ -340,7 +333,7 @@ pub async fn probe(handle: WriterHandle) {
                 })
                 .await;
             match probed {
-                Ok(()) => tracing::info!(was = %reason, "sqlite writes work again"),
+                Ok(()) => tracing::info!("sqlite writes work again"),
                 Err(err) => tracing::warn!(error = %error_chain(&err), "sqlite write probe failed"),
             }
         }
@@ -356,7 +349,7 @@ fn run(
     mut rx: mpsc::Receiver<Msg>,
     checkpointer: Option<&Thread>,
     reruns: &AtomicU64,
-    failing: &Mutex<Option<String>>,
+    failing: &AtomicBool,
 ) {
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
@@ -384,10 +377,7 @@ fn run(
         // Only a commit that wrote to the WAL shows that writes work again.
         let wrote = checkpoint::wal_commits() != commits;
         if commit.is_err() || wrote {
-            *failing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                commit.as_ref().err().map(|err| error_chain(err));
+            failing.store(commit.is_err(), Ordering::Release);
         }
         for job in group.drain(..) {
             job.complete(commit.as_ref().map(|_| ()));
