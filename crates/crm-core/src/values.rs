@@ -59,8 +59,9 @@ pub const fn is_control(c: char) -> bool {
 /// # Errors
 /// [`ValueError::ControlCharacter`] when `s` contains one.
 pub fn reject_controls(s: &str) -> Result<(), ValueError> {
-    // Every control character is ASCII, so a byte scan finds them in UTF-8 text.
-    if s.bytes().any(|b| b.is_ascii_control()) {
+    // Every control character is ASCII, so a byte scan finds them in UTF-8 text (a byte
+    // of a multi-byte character is 0x80 or above, which `is_control` never accepts).
+    if s.bytes().any(|b| is_control(char::from(b))) {
         Err(ValueError::ControlCharacter)
     } else {
         Ok(())
