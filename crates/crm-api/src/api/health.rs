@@ -7,7 +7,7 @@ use crm_core::{Store, StoreError, error_chain};
 use poem_openapi::{Enum, Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::{ApiError, ApiResult, ErrorCode, declare::ANY};
 
 /// The health endpoint over a store.
 pub(crate) struct HealthApi<S>(pub(crate) Arc<S>);
@@ -34,7 +34,7 @@ impl<S: Store> HealthApi<S> {
     /// the writer has stopped or its last commit failed; a write probe then retries
     /// every few seconds and this follows its result.
     #[oai(path = "/health", method = "get", operation_id = "get_health")]
-    async fn health(&self) -> ApiResult<Json<Health>> {
+    async fn health(&self) -> ApiResult<Json<Health>, ANY> {
         match self.0.health().await {
             Ok(()) => Ok(Json(Health {
                 status: HealthStatus::Ok,
@@ -42,10 +42,7 @@ impl<S: Store> HealthApi<S> {
             Err(StoreError::Unavailable(cause)) => {
                 tracing::warn!(reason = %error_chain(cause.as_ref()), "unhealthy");
                 // The cause's own message, not its sources: those carry driver details.
-                Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    format!("unhealthy: {cause}"),
-                ))
+                Err(ApiError::new(ErrorCode::Unavailable, format!("unhealthy: {cause}")).into())
             }
             Err(other) => Err(other.into()),
         }

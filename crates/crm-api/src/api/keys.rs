@@ -9,9 +9,12 @@ use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 use super::{ApiTags, path_id::PathId};
 use crate::{
     auth::{Credentials, issue_key},
-    body::{Fields, FromBody, JsonBody, NameText, name},
+    body::{Body, Check, Field, NameRule, Optional, wire_object},
     dto::{Created, Deleted},
-    error::ApiResult,
+    error::{
+        ApiError, ApiResult,
+        declare::{API, BODY, PATH},
+    },
 };
 
 /// Key endpoints over a store.
@@ -21,8 +24,10 @@ pub(crate) struct KeysApi<S>(pub(crate) Arc<S>);
 #[derive(Debug, Object)]
 struct CreateKey {
     /// What the key is for (1..=255 characters once trimmed, no control characters).
-    label: Option<NameText>,
+    label: Field<String, Optional<NameRule>>,
 }
+
+wire_object!(CreateKey);
 
 /// An issued key, as listed: the key itself is never shown again.
 #[derive(Debug, Object)]
@@ -88,15 +93,15 @@ impl<S: Store> KeysApi<S> {
     async fn create(
         &self,
         id: Path<PathId>,
-        body: JsonBody<CreateKey>,
+        body: Body<CreateKey>,
         _auth: Credentials,
-    ) -> ApiResult<Created<IssuedKey>> {
+    ) -> ApiResult<Created<IssuedKey>, { API | PATH | BODY }> {
         let issued = issue_key();
         let key = self
             .0
             .create_source_key(NewSourceKey {
                 source_id: SourceId(id.get()),
-                label: body.0,
+                label: body.0.label()?,
                 prefix: issued.prefix,
                 hash: issued.hash,
             })
@@ -117,7 +122,11 @@ impl<S: Store> KeysApi<S> {
         method = "get",
         operation_id = "list_source_keys"
     )]
-    async fn list(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Vec<SourceKey>>> {
+    async fn list(
+        &self,
+        id: Path<PathId>,
+        _auth: Credentials,
+    ) -> ApiResult<Json<Vec<SourceKey>>, { API | PATH }> {
         let keys = self.0.list_source_keys(SourceId(id.get())).await?;
         Ok(Json(keys.into_iter().map(SourceKey::from).collect()))
     }
@@ -133,7 +142,7 @@ impl<S: Store> KeysApi<S> {
         id: Path<PathId>,
         key_id: Path<PathId>,
         _auth: Credentials,
-    ) -> ApiResult<Deleted> {
+    ) -> ApiResult<Deleted, { API | PATH }> {
         self.0
             .delete_source_key(SourceId(id.get()), SourceKeyId(key_id.get()))
             .await?;
@@ -141,11 +150,11 @@ impl<S: Store> KeysApi<S> {
     }
 }
 
-impl FromBody for CreateKey {
-    type Output = Option<Name>;
-
-    fn from_fields(f: &mut Fields<'_>) -> Option<Option<Name>> {
-        // A bad label is recorded in `f` and answered as 422 by `JsonBody`.
-        Some(f.optional("label", name))
+impl CreateKey {
+    /// The label, if given.
+    fn label(self) -> Result<Option<Name>, ApiError> {
+        let mut check = Check::default();
+        let label = check.optional("label", self.label, |l| Name::parse(&l));
+        check.finish(|| Some(label))
     }
 }

@@ -13,7 +13,10 @@ use super::{ApiTags, default_page_limit, path_id::PathId};
 use crate::{
     auth::Credentials,
     dto::{Lead, LeadDetail, Listed, list, next_link},
-    error::ApiResult,
+    error::{
+        ApiResult,
+        declare::{API, PATH, QUERY},
+    },
 };
 
 /// Lead endpoints over a store.
@@ -38,7 +41,7 @@ impl<S: Store> LeadsApi<S> {
         /// Only leads with a larger id: the last id of the previous page.
         after: Query<Option<i64>>,
         _auth: Credentials,
-    ) -> ApiResult<Listed<Lead>> {
+    ) -> ApiResult<Listed<Lead>, { API | QUERY }> {
         let filter = LeadFilter {
             external_id: external_id.0,
             page: Page {
@@ -60,7 +63,11 @@ impl<S: Store> LeadsApi<S> {
 
     /// Read a lead with all its contacts, oldest first
     #[oai(path = "/api/leads/:id", method = "get", operation_id = "get_lead")]
-    async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<LeadDetail>> {
+    async fn get(
+        &self,
+        id: Path<PathId>,
+        _auth: Credentials,
+    ) -> ApiResult<Json<LeadDetail>, { API | PATH }> {
         Ok(Json(self.0.get_lead(LeadId(id.get())).await?.try_into()?))
     }
 }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crm_core::{MaxActiveContacts, NewOperator, OperatorFilter, OperatorId, OperatorPatch, Store};
+use crm_core::{
+    MaxActiveContacts, Name, NewOperator, OperatorFilter, OperatorId, OperatorPatch, Store,
+};
 use poem_openapi::{
     Object, OpenApi,
     param::{Path, Query},
@@ -12,9 +14,12 @@ use poem_openapi::{
 use super::{ApiTags, path_id::PathId};
 use crate::{
     auth::Credentials,
-    body::{Fields, FromBody, JsonBody, NameText, boolean, max_active_contacts, name},
+    body::{Body, Check, DefaultTrue, Field, LimitRule, NameRule, Optional, wire_object},
     dto::{Created, Deleted, Operator, list},
-    error::ApiResult,
+    error::{
+        ApiError, ApiResult,
+        declare::{API, BODY, CONFLICT, PATH, QUERY},
+    },
 };
 
 /// Operator endpoints over a store.
@@ -24,29 +29,25 @@ pub(crate) struct OperatorsApi<S>(pub(crate) Arc<S>);
 #[derive(Debug, Object)]
 struct CreateOperator {
     /// Display name: 1..=255 characters once trimmed, no control characters.
-    name: NameText,
+    name: Field<String, NameRule>,
     /// Whether it takes contacts.
-    #[oai(default = "yes")]
-    is_active: bool,
+    is_active: Field<bool, DefaultTrue>,
     /// Most open contacts it may hold.
-    #[oai(
-        default = "default_limit",
-        validator(minimum(value = "0"), maximum(value = "1000000"))
-    )]
-    max_active_contacts: i64,
+    max_active_contacts: Field<i64, LimitRule<true>>,
 }
 
 /// Changes to an operator: any subset of the fields; `null` is not a value.
 #[derive(Debug, Object)]
 struct UpdateOperator {
     /// Display name: 1..=255 characters once trimmed, no control characters.
-    name: Option<NameText>,
+    name: Field<String, Optional<NameRule>>,
     /// Whether it takes contacts.
-    is_active: Option<bool>,
+    is_active: Field<bool, Optional>,
     /// Most open contacts it may hold; lowering it below the load takes nothing away.
-    #[oai(validator(minimum(value = "0"), maximum(value = "1000000")))]
-    max_active_contacts: Option<i64>,
+    max_active_contacts: Field<i64, Optional<LimitRule>>,
 }
+
+wire_object!(CreateOperator, UpdateOperator);
 
 #[OpenApi(tag = "ApiTags::Operators")]
 impl<S: Store> OperatorsApi<S> {
@@ -58,10 +59,10 @@ impl<S: Store> OperatorsApi<S> {
     )]
     async fn create(
         &self,
-        body: JsonBody<CreateOperator>,
+        body: Body<CreateOperator>,
         _auth: Credentials,
-    ) -> ApiResult<Created<Operator>> {
-        let operator = self.0.create_operator(body.0).await?;
+    ) -> ApiResult<Created<Operator>, { API | BODY }> {
+        let operator = self.0.create_operator(body.0.try_into()?).await?;
         Ok(Created::Created(Json(operator.into())))
     }
 
@@ -75,7 +76,7 @@ impl<S: Store> OperatorsApi<S> {
         &self,
         is_active: Query<Option<bool>>,
         _auth: Credentials,
-    ) -> ApiResult<Json<Vec<Operator>>> {
+    ) -> ApiResult<Json<Vec<Operator>>, { API | QUERY }> {
         let filter = OperatorFilter {
             is_active: is_active.0,
         };
@@ -88,7 +89,11 @@ impl<S: Store> OperatorsApi<S> {
         method = "get",
         operation_id = "get_operator"
     )]
-    async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Operator>> {
+    async fn get(
+        &self,
+        id: Path<PathId>,
+        _auth: Credentials,
+    ) -> ApiResult<Json<Operator>, { API | PATH }> {
         Ok(Json(
             self.0.get_operator(OperatorId(id.get())).await?.into(),
         ))
@@ -103,10 +108,11 @@ impl<S: Store> OperatorsApi<S> {
     async fn update(
         &self,
         id: Path<PathId>,
-        body: JsonBody<UpdateOperator>,
+        body: Body<UpdateOperator>,
         _auth: Credentials,
-    ) -> ApiResult<Json<Operator>> {
-        let operator = self.0.update_operator(OperatorId(id.get()), body.0).await?;
+    ) -> ApiResult<Json<Operator>, { API | PATH | BODY }> {
+        let patch = body.0.try_into()?;
+        let operator = self.0.update_operator(OperatorId(id.get()), patch).await?;
         Ok(Json(operator.into()))
     }
 
@@ -116,43 +122,52 @@ impl<S: Store> OperatorsApi<S> {
         method = "delete",
         operation_id = "delete_operator"
     )]
-    async fn delete(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Deleted> {
+    async fn delete(
+        &self,
+        id: Path<PathId>,
+        _auth: Credentials,
+    ) -> ApiResult<Deleted, { API | PATH | CONFLICT }> {
         self.0.delete_operator(OperatorId(id.get())).await?;
         Ok(Deleted::Deleted)
     }
 }
 
-impl FromBody for CreateOperator {
-    type Output = NewOperator;
+impl TryFrom<CreateOperator> for NewOperator {
+    type Error = ApiError;
 
-    fn from_fields(f: &mut Fields<'_>) -> Option<NewOperator> {
-        let name = f.required("name", name);
-        let is_active = f.optional("is_active", boolean);
-        let max_active_contacts = f.optional("max_active_contacts", max_active_contacts);
-        Some(NewOperator {
-            name: name?,
-            is_active: is_active.unwrap_or(true),
-            max_active_contacts: max_active_contacts.unwrap_or(MaxActiveContacts::DEFAULT),
+    fn try_from(body: CreateOperator) -> Result<Self, ApiError> {
+        let mut check = Check::default();
+        let name = check.required("name", body.name, |n| Name::parse(&n));
+        let is_active = check.optional("is_active", body.is_active, Ok);
+        let limit = check.optional(
+            "max_active_contacts",
+            body.max_active_contacts,
+            MaxActiveContacts::new,
+        );
+        check.finish(|| {
+            Some(Self {
+                name: name?,
+                is_active: is_active.unwrap_or(true),
+                max_active_contacts: limit.unwrap_or(MaxActiveContacts::DEFAULT),
+            })
         })
     }
 }
 
-impl FromBody for UpdateOperator {
-    type Output = OperatorPatch;
+impl TryFrom<UpdateOperator> for OperatorPatch {
+    type Error = ApiError;
 
-    fn from_fields(f: &mut Fields<'_>) -> Option<OperatorPatch> {
-        Some(OperatorPatch {
-            name: f.optional("name", name),
-            is_active: f.optional("is_active", boolean),
-            max_active_contacts: f.optional("max_active_contacts", max_active_contacts),
-        })
+    fn try_from(body: UpdateOperator) -> Result<Self, ApiError> {
+        let mut check = Check::default();
+        let patch = Self {
+            name: check.optional("name", body.name, |n| Name::parse(&n)),
+            is_active: check.optional("is_active", body.is_active, Ok),
+            max_active_contacts: check.optional(
+                "max_active_contacts",
+                body.max_active_contacts,
+                MaxActiveContacts::new,
+            ),
+        };
+        check.finish(|| Some(patch))
     }
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_limit() -> i64 {
-    MaxActiveContacts::DEFAULT.get()
 }

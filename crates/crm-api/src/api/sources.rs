@@ -2,15 +2,21 @@
 
 use std::sync::Arc;
 
-use crm_core::{NewSource, OperatorId, SourceId, SourcePatch, Store, WeightEntry, WeightSet};
+use crm_core::{
+    Name, NewSource, OperatorId, SourceCode, SourceId, SourcePatch, Store, Weight, WeightEntry,
+    WeightSet,
+};
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
 use super::{ApiTags, path_id::PathId};
 use crate::{
     auth::Credentials,
-    body::{Fields, FromBody, JsonBody, NameText, integer, name, source_code, weight},
+    body::{Body, Check, CodeRule, Field, NameRule, Optional, WeightRule, wire_object},
     dto::{Created, Deleted, Source, list},
-    error::ApiResult,
+    error::{
+        ApiError, ApiResult,
+        declare::{API, BODY, CONFLICT, PATH},
+    },
 };
 
 /// Source endpoints over a store.
@@ -20,38 +26,37 @@ pub(crate) struct SourcesApi<S>(pub(crate) Arc<S>);
 #[derive(Debug, Object)]
 struct CreateSource {
     /// Display name: 1..=255 characters once trimmed, no control characters.
-    name: NameText,
+    name: Field<String, NameRule>,
     /// Unique, case-sensitive code.
-    #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,100}$"))]
-    code: String,
+    code: Field<String, CodeRule>,
 }
 
 /// Changes to a source: any subset of the fields; `null` is not a value.
 #[derive(Debug, Object)]
 struct UpdateSource {
     /// Display name: 1..=255 characters once trimmed, no control characters.
-    name: Option<NameText>,
+    name: Field<String, Optional<NameRule>>,
     /// Unique, case-sensitive code.
-    #[oai(validator(pattern = r"^[A-Za-z0-9_.-]{1,100}$"))]
-    code: Option<String>,
+    code: Field<String, Optional<CodeRule>>,
 }
 
 /// A source's complete set of operators and weights; `[]` clears it.
 #[derive(Debug, Object)]
 struct ReplaceWeights {
     /// Each operator at most once.
-    operators: Vec<WeightInput>,
+    operators: Field<Vec<Field<WeightInput>>>,
 }
 
 /// One operator's weight.
 #[derive(Debug, Object)]
 struct WeightInput {
     /// An existing operator.
-    operator_id: i64,
+    operator_id: Field<i64>,
     /// Its relative share of the source's contacts.
-    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
-    weight: i64,
+    weight: Field<i64, WeightRule>,
 }
+
+wire_object!(CreateSource, UpdateSource, ReplaceWeights, WeightInput);
 
 #[OpenApi(tag = "ApiTags::Sources")]
 impl<S: Store> SourcesApi<S> {
@@ -59,22 +64,26 @@ impl<S: Store> SourcesApi<S> {
     #[oai(path = "/api/sources", method = "post", operation_id = "create_source")]
     async fn create(
         &self,
-        body: JsonBody<CreateSource>,
+        body: Body<CreateSource>,
         _auth: Credentials,
-    ) -> ApiResult<Created<Source>> {
-        let source = self.0.create_source(body.0).await?;
+    ) -> ApiResult<Created<Source>, { API | BODY | CONFLICT }> {
+        let source = self.0.create_source(body.0.try_into()?).await?;
         Ok(Created::Created(Json(source.into())))
     }
 
     /// List sources by id
     #[oai(path = "/api/sources", method = "get", operation_id = "list_sources")]
-    async fn list(&self, _auth: Credentials) -> ApiResult<Json<Vec<Source>>> {
+    async fn list(&self, _auth: Credentials) -> ApiResult<Json<Vec<Source>>, API> {
         Ok(Json(list(self.0.list_sources().await?)))
     }
 
     /// Read a source with its operators
     #[oai(path = "/api/sources/:id", method = "get", operation_id = "get_source")]
-    async fn get(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Json<Source>> {
+    async fn get(
+        &self,
+        id: Path<PathId>,
+        _auth: Credentials,
+    ) -> ApiResult<Json<Source>, { API | PATH }> {
         Ok(Json(self.0.get_source(SourceId(id.get())).await?.into()))
     }
 
@@ -87,10 +96,11 @@ impl<S: Store> SourcesApi<S> {
     async fn update(
         &self,
         id: Path<PathId>,
-        body: JsonBody<UpdateSource>,
+        body: Body<UpdateSource>,
         _auth: Credentials,
-    ) -> ApiResult<Json<Source>> {
-        let source = self.0.update_source(SourceId(id.get()), body.0).await?;
+    ) -> ApiResult<Json<Source>, { API | PATH | BODY | CONFLICT }> {
+        let patch = body.0.try_into()?;
+        let source = self.0.update_source(SourceId(id.get()), patch).await?;
         Ok(Json(source.into()))
     }
 
@@ -100,7 +110,11 @@ impl<S: Store> SourcesApi<S> {
         method = "delete",
         operation_id = "delete_source"
     )]
-    async fn delete(&self, id: Path<PathId>, _auth: Credentials) -> ApiResult<Deleted> {
+    async fn delete(
+        &self,
+        id: Path<PathId>,
+        _auth: Credentials,
+    ) -> ApiResult<Deleted, { API | PATH | CONFLICT }> {
         self.0.delete_source(SourceId(id.get())).await?;
         Ok(Deleted::Deleted)
     }
@@ -116,57 +130,88 @@ impl<S: Store> SourcesApi<S> {
     async fn replace_weights(
         &self,
         id: Path<PathId>,
-        body: JsonBody<ReplaceWeights>,
+        body: Body<ReplaceWeights>,
         _auth: Credentials,
-    ) -> ApiResult<Json<Source>> {
-        let source = self.0.replace_weights(SourceId(id.get()), body.0).await?;
+    ) -> ApiResult<Json<Source>, { API | PATH | BODY }> {
+        let weights = body.0.try_into()?;
+        let source = self.0.replace_weights(SourceId(id.get()), weights).await?;
         Ok(Json(source.into()))
     }
 }
 
-impl FromBody for CreateSource {
-    type Output = NewSource;
+fn name(text: String) -> Result<Name, crm_core::ValueError> {
+    Name::parse(&text)
+}
 
-    fn from_fields(f: &mut Fields<'_>) -> Option<NewSource> {
-        let name = f.required("name", name);
-        let code = f.required("code", source_code);
-        Some(NewSource {
-            name: name?,
-            code: code?,
+fn code(text: String) -> Result<SourceCode, crm_core::ValueError> {
+    SourceCode::parse(&text)
+}
+
+impl TryFrom<CreateSource> for NewSource {
+    type Error = ApiError;
+
+    fn try_from(body: CreateSource) -> Result<Self, ApiError> {
+        let mut check = Check::default();
+        let name = check.required("name", body.name, name);
+        let code = check.required("code", body.code, code);
+        check.finish(|| {
+            Some(Self {
+                name: name?,
+                code: code?,
+            })
         })
     }
 }
 
-impl FromBody for UpdateSource {
-    type Output = SourcePatch;
+impl TryFrom<UpdateSource> for SourcePatch {
+    type Error = ApiError;
 
-    fn from_fields(f: &mut Fields<'_>) -> Option<SourcePatch> {
-        Some(SourcePatch {
-            name: f.optional("name", name),
-            code: f.optional("code", source_code),
-        })
+    fn try_from(body: UpdateSource) -> Result<Self, ApiError> {
+        let mut check = Check::default();
+        let patch = Self {
+            name: check.optional("name", body.name, name),
+            code: check.optional("code", body.code, code),
+        };
+        check.finish(|| Some(patch))
     }
 }
 
-impl FromBody for ReplaceWeights {
-    type Output = WeightSet;
+impl TryFrom<ReplaceWeights> for WeightSet {
+    type Error = ApiError;
 
-    fn from_fields(f: &mut Fields<'_>) -> Option<WeightSet> {
-        let entries = f.list("operators", |f| {
-            let operator_id = f.required("operator_id", integer);
-            let weight = f.required("weight", weight);
-            Some(WeightEntry {
-                operator_id: OperatorId(operator_id?),
-                weight: weight?,
-            })
-        })?;
-        WeightSet::new(entries)
-            .map_err(|err| {
-                f.fail(
-                    &format!("operators[{}].operator_id", err.index),
-                    err.to_string(),
-                )
-            })
-            .ok()
+    fn try_from(body: ReplaceWeights) -> Result<Self, ApiError> {
+        let mut check = Check::default();
+        let items = check.required("operators", body.operators, Ok);
+        let mut entries = Vec::new();
+        for (i, item) in items.into_iter().flatten().enumerate() {
+            let Some(item) = check.required(format_args!("operators[{i}]"), item, Ok) else {
+                continue;
+            };
+            let operator_id = check.required(
+                format_args!("operators[{i}].operator_id"),
+                item.operator_id,
+                Ok,
+            );
+            let weight = check.required(
+                format_args!("operators[{i}].weight"),
+                item.weight,
+                Weight::new,
+            );
+            if let (Some(id), Some(weight)) = (operator_id, weight) {
+                entries.push(WeightEntry {
+                    operator_id: OperatorId(id),
+                    weight,
+                });
+            }
+        }
+        if !check.is_clean() {
+            return check.finish(|| None);
+        }
+        Self::new(entries).map_err(|err| {
+            ApiError::invalid(
+                format!("operators[{}].operator_id", err.index),
+                err.to_string(),
+            )
+        })
     }
 }

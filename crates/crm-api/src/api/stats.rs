@@ -9,7 +9,7 @@ use super::ApiTags;
 use crate::{
     auth::Credentials,
     dto::{OperatorStats, list},
-    error::ApiResult,
+    error::{ApiResult, declare::API},
 };
 
 /// Statistics endpoints over a store.
@@ -23,7 +23,7 @@ impl<S: Store> StatsApi<S> {
         method = "get",
         operation_id = "get_operator_stats"
     )]
-    async fn operators(&self, _auth: Credentials) -> ApiResult<Json<Vec<OperatorStats>>> {
+    async fn operators(&self, _auth: Credentials) -> ApiResult<Json<Vec<OperatorStats>>, API> {
         Ok(Json(list(self.0.operator_stats().await?)))
     }
 }

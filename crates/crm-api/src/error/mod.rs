@@ -9,11 +9,16 @@ use std::{error::Error as StdError, fmt::Write as _};
 use crm_core::{StoreError, error_chain};
 use poem::{Response, error::ResponseError, http::StatusCode};
 use poem_openapi::{
-    ApiResponse, Enum, Object,
+    Enum, Object,
     error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
-    registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses, Registry},
-    types::{ToJSON, Type},
+    types::ToJSON,
 };
+
+mod declared;
+
+#[cfg(test)]
+use declared::STATUSES;
+pub(crate) use declared::{ApiResult, declare};
 
 /// The media type of every error body.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
@@ -101,23 +106,6 @@ pub(crate) struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
 }
-
-/// Shorthand for handler results.
-pub(crate) type ApiResult<T> = Result<T, ApiError>;
-
-/// The statuses an operation may answer with a problem, as declared in the OpenAPI document.
-const DECLARED: [(u16, &str); 10] = [
-    (400, "Malformed JSON body"),
-    (401, "Missing, unknown or revoked credentials"),
-    (403, "The credentials may not do this"),
-    (404, "Not found"),
-    (409, "Conflict with the current state"),
-    (413, "Body larger than 1 MiB"),
-    (415, "Body not declared as JSON"),
-    (422, "Validation failed"),
-    (500, "Internal error"),
-    (503, "Overloaded or unavailable; retry later"),
-];
 
 impl ErrorCode {
     /// Code (as in bodies and in the `type` URI), status and title.
@@ -370,47 +358,6 @@ impl poem::IntoResponse for ApiError {
     }
 }
 
-impl ApiResponse for ApiError {
-    fn meta() -> MetaResponses {
-        let responses = DECLARED
-            .iter()
-            .map(|&(status, description)| MetaResponse {
-                description,
-                status: Some(status),
-                status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: PROBLEM_JSON,
-                    schema: ProblemBody::schema_ref(),
-                }],
-                headers: if status == 401 {
-                    vec![MetaHeader {
-                        name: "WWW-Authenticate".to_owned(),
-                        description: Some("Always `Bearer`".to_owned()),
-                        required: true,
-                        deprecated: false,
-                        schema: String::schema_ref(),
-                    }]
-                } else if status == 503 {
-                    vec![MetaHeader {
-                        name: "Retry-After".to_owned(),
-                        description: Some("Seconds to wait, when overloaded".to_owned()),
-                        required: false,
-                        deprecated: false,
-                        schema: u32::schema_ref(),
-                    }]
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect();
-        MetaResponses { responses }
-    }
-
-    fn register(registry: &mut Registry) {
-        ProblemBody::register(registry);
-    }
-}
-
 /// poem-openapi's parse messages name its internal type names, so the parameters of this
 /// API get a message in the client's terms; any other keeps poem-openapi's.
 fn param_message(name: &str, reason: &str) -> String {
@@ -462,7 +409,7 @@ mod tests {
             );
             let status = code.describe().1.as_u16();
             assert!(
-                code == ErrorCode::MethodNotAllowed || DECLARED.iter().any(|d| d.0 == status),
+                code == ErrorCode::MethodNotAllowed || STATUSES.iter().any(|d| d.0 == status),
                 "{status} is not declared"
             );
         }
