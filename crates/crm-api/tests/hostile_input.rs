@@ -454,6 +454,7 @@ async fn undeclared_methods_are_405_with_allow() {
     let app = spawn_app().await;
     for (method, path, allow) in [
         (Method::PUT, "/api/operators", "GET, HEAD, POST"),
+        (Method::DELETE, "/api/operators", "GET, HEAD, POST"),
         (Method::DELETE, "/api/contacts", "GET, HEAD, POST"),
         (Method::POST, "/api/operators/1", "GET, HEAD, PATCH, DELETE"),
         (

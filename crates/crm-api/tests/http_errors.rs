@@ -127,36 +127,6 @@ async fn patch_rejects_explicit_null() {
 }
 
 #[tokio::test]
-async fn missing_or_wrong_content_type_is_415() {
-    let app = spawn_app().await;
-    let body = r#"{"name": "Ann"}"#;
-    for content_type in [
-        None,
-        Some("text/plain"),
-        Some("application/x-www-form-urlencoded"),
-    ] {
-        let resp = app
-            .send_raw(Method::POST, "/api/operators", content_type, body)
-            .await;
-        problem(
-            resp,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        )
-        .await;
-    }
-    let resp = app
-        .send_raw(
-            Method::POST,
-            "/api/operators",
-            Some("application/json; charset=utf-8"),
-            body,
-        )
-        .await;
-    json(resp, StatusCode::CREATED).await;
-}
-
-#[tokio::test]
 async fn unknown_paths_are_404_problems() {
     let app = spawn_app().await;
     for path in [
@@ -168,53 +138,16 @@ async fn unknown_paths_are_404_problems() {
     ] {
         problem(app.get(path).await, StatusCode::NOT_FOUND, "not_found").await;
     }
-    for path in [
-        "/api/operators/1",
-        "/api/sources/1",
-        "/api/leads/1",
-        "/api/contacts/1",
-    ] {
-        problem(app.get(path).await, StatusCode::NOT_FOUND, "not_found").await;
-    }
 }
 
 #[tokio::test]
-async fn unknown_methods_are_405_problems() {
-    let app = spawn_app().await;
-    let resp = app.send(Method::DELETE, "/api/operators", None).await;
-    problem(resp, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
-    let resp = app.send(Method::GET, "/api/contacts/1/close", None).await;
-    problem(resp, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
-}
-
-#[tokio::test]
-async fn non_numeric_or_out_of_range_ids_are_422() {
-    let app = spawn_app().await;
-    for path in [
-        "/api/operators/abc",
-        "/api/sources/1.5",
-        "/api/contacts/99999999999999999999",
-        "/api/leads/%20",
-    ] {
-        let body = problem(
-            app.get(path).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-        )
-        .await;
-        assert_eq!(fields(&body), ["id"], "{path}");
-    }
-}
-
-#[tokio::test]
-async fn bad_query_values_are_422_and_unknown_ones_are_ignored() {
+async fn bad_query_values_are_422() {
     let app = spawn_app().await;
     for (query, field) in [
         ("/api/contacts?limit=0", "limit"),
         ("/api/contacts?limit=1001", "limit"),
         ("/api/contacts?limit=ten", "limit"),
         ("/api/contacts?status=pending", "status"),
-        ("/api/contacts?after=x", "after"),
         ("/api/leads?limit=0", "limit"),
         ("/api/operators?is_active=maybe", "is_active"),
     ] {
@@ -226,27 +159,6 @@ async fn bad_query_values_are_422_and_unknown_ones_are_ignored() {
         .await;
         assert_eq!(fields(&body), [field], "{query}");
     }
-    let resp = app.get("/api/operators?colour=blue").await;
-    assert_eq!(json(resp, StatusCode::OK).await, json!([]));
-}
-
-#[tokio::test]
-async fn bodies_over_one_mib_are_413() {
-    let app = spawn_app().await;
-    let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(2 * 1024 * 1024));
-    let resp = app
-        .send_raw(
-            Method::POST,
-            "/api/operators",
-            Some("application/json"),
-            big,
-        )
-        .await;
-    problem(resp, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
-    assert_eq!(
-        json(app.list_operators("").await, StatusCode::OK).await,
-        json!([])
-    );
 }
 
 #[tokio::test]
