@@ -17,7 +17,12 @@ use serde_json::{Value, json};
 /// Where `cargo xtask serve` listens.
 const DEFAULT_URL: &str = "http://127.0.0.1:8000";
 
-const USAGE: &str = "usage: cargo xtask seed-demo [--url URL]   (default: http://127.0.0.1:8000)";
+#[derive(clap::Args)]
+pub struct Options {
+    /// The server to fill.
+    #[arg(long, default_value = DEFAULT_URL)]
+    url: String,
+}
 
 /// The seed of the plan: the same leads, sources and messages on every run.
 const SEED: u64 = 0x6d69_6e69_2d63_726d;
@@ -131,17 +136,8 @@ struct Registration {
     payload: Value,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let base = match args {
-        [] => DEFAULT_URL.to_owned(),
-        [flag, url] if flag == "--url" => url.trim_end_matches('/').to_owned(),
-        [flag] if flag == "-h" || flag == "--help" => {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        _ => bail!(USAGE),
-    };
-    let api = Api::new(base);
+pub fn run(options: &Options) -> Result<()> {
+    let api = Api::new(options.url.trim_end_matches('/').to_owned());
     api.check_reachable()?;
     seed(&api)
 }

@@ -20,8 +20,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, payload::Json};
 use serde_json::Value;
 use tokio::signal::unix::SignalKind;
 
-use super::{
-    STARTUP,
+use crate::{
     cli::{Scenario, Settings},
     load::{self, Plan, Shared},
     scenario::{Bodies, Seeded, Source},
@@ -79,7 +78,7 @@ pub async fn measure(settings: &Settings, log_file: &Path) -> Result<f64> {
         sqlite_sync_normal: false,
     };
     let mut server = Server::start(&launch, log_file)?;
-    server.wait_healthy(STARTUP).await?;
+    server.wait_healthy().await?;
     let seeded = Seeded {
         operators: Vec::new(),
         sources: vec![Source {
@@ -179,19 +178,5 @@ impl Api {
             created_at: chrono::Utc::now(),
             closed_at: None,
         }))
-    }
-}
-
-/// The calibration figures of one run, for the report.
-#[derive(Debug, Clone, Copy)]
-pub struct Calibration {
-    pub before: f64,
-    pub after: f64,
-}
-
-impl Calibration {
-    /// The run's rate over the mean of the two calibrations.
-    pub fn ratio(&self, rate: f64) -> f64 {
-        rate / ((self.before + self.after) / 2.0)
     }
 }

@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL server for tests and benchmarks: Debian's PostgreSQL 15 in a
+//! A throwaway PostgreSQL server for benchmarks and tests (`cargo xtask test` uses it too): Debian's PostgreSQL 15 in a
 //! temporary directory on a free port, stopped and removed when dropped.
 
 use std::{
@@ -119,17 +119,6 @@ impl Drop for Postgres {
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// `cargo xtask postgres`: a server for manual use until Ctrl-C.
-pub fn run_foreground() -> Result<()> {
-    let server = Postgres::start()?;
-    println!("{}", server.url());
-    eprintln!("PostgreSQL is running; press Enter (or Ctrl-C) to stop it");
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    drop(server);
-    Ok(())
 }
 
 fn is_root() -> bool {
