@@ -137,7 +137,8 @@ struct Registration {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    let api = Api::new(options.url.trim_end_matches('/').to_owned());
+    let token = std::env::var("CRM_ADMIN_TOKEN").ok();
+    let api = Api::new(options.url.trim_end_matches('/').to_owned(), token);
     api.check_reachable()?;
     seed(&api)
 }
@@ -332,23 +333,21 @@ fn id(entity: &Value) -> Result<i64> {
 }
 
 /// A client of the server's HTTP API.
-struct Api {
+pub struct Api {
     agent: ureq::Agent,
     base: String,
-    /// Sent as a bearer token when `CRM_ADMIN_TOKEN` is set.
+    /// Sent as a bearer token when set and not empty.
     token: Option<String>,
 }
 
 impl Api {
-    fn new(base: String) -> Self {
+    pub fn new(base: String, token: Option<String>) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let token = std::env::var("CRM_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty());
+        let token = token.filter(|t| !t.is_empty());
         Self { agent, base, token }
     }
 
@@ -367,7 +366,7 @@ impl Api {
 
     /// Sends a request and returns the JSON body of a 2xx answer (`null` when empty);
     /// any other status is an error naming the problem's `code` and `detail`.
-    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let mut request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));

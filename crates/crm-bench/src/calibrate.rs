@@ -9,8 +9,9 @@
 //! comparable across hosts; the issue's own figures were ~80,000 /s for such a server
 //! under wrk and a target of 25,000 registrations/s.
 //!
-//! The server is this xtask binary itself, started as `xtask bench --calibration-server`
-//! with `CRM_BIND`, so it builds with the harness and costs no second build.
+//! The server is the running executable itself (xtask, which links this crate), started
+//! as `xtask bench --calibration-server` with `CRM_BIND`, so it builds with the harness and
+//! costs no second build.
 
 use std::{path::Path, sync::Arc, time::Duration};
 

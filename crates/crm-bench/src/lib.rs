@@ -47,9 +47,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some(calibrate::SERVER_TASK) {
         return calibrate::serve();
     }
-    let Some(settings) = cli::parse(args)? else {
-        return Ok(());
-    };
+    let settings = cli::parse(args)?;
     if cfg!(debug_assertions) && !settings.smoke {
         return rerun_optimised(root, args);
     }
@@ -99,7 +97,7 @@ pub fn smoke(root: &Path, cargo_args: &[String]) -> Result<()> {
         &["--smoke", "--scenario", "realistic", "--preload", "20000"][..],
     ] {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let settings = cli::parse(&args)?.context("smoke settings")?;
+        let settings = cli::parse(&args)?;
         bench(&settings, &exe, root, root)
             .with_context(|| format!("bench smoke run failed: {}", settings.command))?;
     }

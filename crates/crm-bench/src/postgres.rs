@@ -1,13 +1,14 @@
-//! A throwaway PostgreSQL server for benchmarks and tests (`cargo xtask test` uses it too): Debian's PostgreSQL 15 in a
-//! temporary directory on a free port, stopped and removed when dropped.
+//! A throwaway PostgreSQL server for benchmarks and for `cargo xtask test`: Debian's
+//! PostgreSQL 15 in a temporary directory on a free port, stopped and removed when dropped.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Command,
 };
 
 use anyhow::{Context, Result, bail};
+
+use crate::server::free_port;
 
 /// Where Debian installs PostgreSQL 15's programs (`initdb`, `pg_ctl`, `psql`).
 pub const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -135,10 +136,6 @@ fn chmod_755(path: &Path) -> Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o755))?;
     }
     Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

@@ -230,6 +230,7 @@ fn log_tail(path: &Path, bytes: u64) -> String {
     )
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
