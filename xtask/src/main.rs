@@ -6,6 +6,7 @@ mod fuzz_api;
 mod lint;
 mod migrate;
 mod openapi;
+mod python_client;
 mod seed_demo;
 mod serve;
 mod test;
@@ -26,7 +27,8 @@ enum Task {
     /// Run the API on the embedded SQLite default (crm.db); ARGS go to crm-api.
     Serve(Passed),
     /// Run every test, on SQLite and on a throwaway PostgreSQL 15 (unless
-    /// CRM_TEST_POSTGRES_URL is set), then the bench smoke and fuzz-api.
+    /// CRM_TEST_POSTGRES_URL is set), then the bench smoke, a generated Python client and
+    /// fuzz-api.
     Test(test::Options),
     /// cargo fmt --check, clippy -D warnings and crm-core's dependency rule.
     Lint,
@@ -34,6 +36,8 @@ enum Task {
     Postgres,
     /// schemathesis against a live server on a fresh SQLite database.
     FuzzApi(fuzz_api::Options),
+    /// A Python client generated from docs/openapi.json through the README's walkthrough.
+    PythonClient,
     /// HTTP load test of registrations (crates/crm-bench); `cargo xtask bench --help`.
     Bench(Passed),
     /// Write docs/openapi.json (a test fails while it is stale).
@@ -72,6 +76,7 @@ fn main() -> Result<()> {
         Task::Lint => lint::run(),
         Task::Postgres => postgres(),
         Task::FuzzApi(options) => fuzz_api::run(&options),
+        Task::PythonClient => python_client::run(),
         Task::Bench(p) => crm_bench::run(&project_root(), &p.args),
         Task::Openapi => openapi::run(),
         Task::Migrate(p) => migrate::run(&p.args),

@@ -60,6 +60,8 @@ pub fn run(options: &Options) -> Result<()> {
     phases.time("bench smoke", || {
         crm_bench::smoke(&crate::project_root(), &no_run)
     })?;
+    // A client generated from the committed document runs the README's walkthrough.
+    phases.time("python client", crate::python_client::run)?;
     // schemathesis against a live server, bounded (see fuzz_api.rs); skipped only on request.
     if options.no_fuzz {
         eprintln!("xtask: --no-fuzz: skipping fuzz-api");
