@@ -7,10 +7,9 @@
 //! examples. Any failure fails the task; the server is stopped in every case.
 
 use std::{
-    ffi::OsString,
     fs,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    io::Read as _,
+    net::{Ipv4Addr, SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -18,7 +17,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::seed_demo::Api;
 
 /// Exactly what `pip freeze` showed for the run this task was tuned with: schemathesis,
 /// hypothesis and everything they pull in, so a later release cannot change the run.
@@ -71,52 +72,31 @@ const DEFAULT_SEED: u64 = 20_261_125;
 /// How long the server may take to answer `/health`.
 const STARTUP: Duration = Duration::from_secs(60);
 
-const USAGE: &str = "\
-cargo xtask fuzz-api [--max-examples N] [--seed N]
+/// `cargo xtask fuzz-api [OPTIONS]`. Set CRM_FUZZ_PYTHON to the Python (>= 3.11) that
+/// creates the venv (default python3).
+#[derive(clap::Parser)]
+pub struct Options {
+    /// Examples per operation.
+    #[arg(long, default_value_t = DEFAULT_EXAMPLES)]
+    max_examples: u32,
+    /// Hypothesis seed.
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    seed: u64,
+}
 
-Runs schemathesis (installed once into target/fuzz-venv) against a fresh server.
-  --max-examples N  examples per operation (default 100)
-  --seed N          Hypothesis seed (default 20261125)
-Set CRM_FUZZ_PYTHON to the Python (>= 3.11) to create the venv with (default python3).";
-
-pub fn run(args: &[String]) -> Result<()> {
-    let mut examples = DEFAULT_EXAMPLES;
-    let mut seed = DEFAULT_SEED;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--max-examples" => examples = value(arg)?.parse().context("--max-examples")?,
-            "--seed" => seed = value(arg)?.parse().context("--seed")?,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => bail!("unknown option {other:?} for fuzz-api\n\n{USAGE}"),
-        }
-    }
-
+pub fn run(options: &Options) -> Result<()> {
+    let (examples, seed) = (options.max_examples, options.seed);
     let started = Instant::now();
     let root = crate::project_root();
     let target = target_dir(&root);
-    let schemathesis = install(&target.join("fuzz-venv"))?;
+    let schemathesis = install(&target.join("fuzz-venv"), PINS, "schemathesis")?;
 
-    eprintln!("xtask: building crm-api");
-    let status = Command::new(cargo())
-        .current_dir(&root)
-        .args(["build", "-q", "-p", "crm-api", "--locked"])
-        .status()
-        .context("run cargo build")?;
-    ensure!(status.success(), "cargo build -p crm-api failed");
-
+    let crm_api = build_server(&root, &target)?;
     let work = tempfile::Builder::new()
         .prefix("crm-fuzz-")
         .tempdir()
         .context("create a temporary directory")?;
-    let server = Server::start(&target.join("debug/crm-api"), work.path())?;
+    let server = Server::start(&crm_api, work.path())?;
     let base = format!("http://{}", server.addr);
     seed_data(&server).context("seed the server")?;
 
@@ -151,30 +131,38 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo` as cargo itself named it.
-fn cargo() -> OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+/// Builds crm-api (debug) and returns its executable.
+pub fn build_server(root: &Path, target: &Path) -> Result<PathBuf> {
+    eprintln!("xtask: building crm-api");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "-q", "-p", "crm-api", "--locked"])
+        .status()
+        .context("run cargo build")?;
+    ensure!(status.success(), "cargo build -p crm-api failed");
+    Ok(target.join("debug/crm-api"))
 }
 
 /// The target directory the build writes to.
-fn target_dir(root: &Path) -> PathBuf {
+pub fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map_or_else(|| root.join("target"), |dir| root.join(dir))
 }
 
-/// Creates the venv and installs [`PINS`] unless a previous run did exactly that;
-/// returns the schemathesis executable.
-fn install(venv: &Path) -> Result<PathBuf> {
-    let schemathesis = venv.join("bin/schemathesis");
+/// Creates the venv at `venv` and installs `pins` into it unless a previous run did exactly
+/// that; returns the path of `program` in it.
+pub fn install(venv: &Path, pins: &[&str], program: &str) -> Result<PathBuf> {
+    let exe = venv.join("bin").join(program);
     let stamp = venv.join("crm-pins.txt");
-    let wanted = PINS.join("\n");
-    if schemathesis.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
-        return Ok(schemathesis);
+    let wanted = pins.join("\n");
+    if exe.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(exe);
     }
     let python = std::env::var_os("CRM_FUZZ_PYTHON").unwrap_or_else(|| "python3".into());
     eprintln!(
-        "xtask: installing schemathesis into {} with {}",
+        "xtask: installing {program} into {} with {}",
         venv.display(),
         python.to_string_lossy()
     );
@@ -185,7 +173,7 @@ fn install(venv: &Path) -> Result<PathBuf> {
         .with_context(|| format!("run {} (set CRM_FUZZ_PYTHON)", python.to_string_lossy()))?;
     ensure!(
         status.success(),
-        "schemathesis needs Python 3.11 or newer; set CRM_FUZZ_PYTHON to one"
+        "{program} needs Python 3.11 or newer; set CRM_FUZZ_PYTHON to one"
     );
     let status = Command::new(&python)
         .arg("-m")
@@ -196,28 +184,28 @@ fn install(venv: &Path) -> Result<PathBuf> {
     ensure!(status.success(), "python -m venv {} failed", venv.display());
     let status = Command::new(venv.join("bin/pip"))
         .args(["install", "--quiet", "--disable-pip-version-check"])
-        .args(PINS)
+        .args(pins)
         .status()
         .context("run pip")?;
-    ensure!(status.success(), "pip install schemathesis failed");
+    ensure!(status.success(), "pip install {program} failed");
     fs::write(&stamp, wanted).context("write the venv stamp")?;
-    Ok(schemathesis)
+    Ok(exe)
 }
 
 /// A `crm-api` process on a temporary database; killed when dropped.
-struct Server {
+pub struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     /// `CRM_ADMIN_TOKEN` of the server, so schemathesis also checks that requests
     /// without it are refused (`ignored_auth`).
-    token: String,
+    pub token: String,
     log: PathBuf,
 }
 
 impl Server {
     /// Starts `binary` in `dir` (so no `.env` of the project applies) on a fresh SQLite
     /// file, a free port and a random admin token, and waits until `/health` answers 200.
-    fn start(binary: &Path, dir: &Path) -> Result<Self> {
+    pub fn start(binary: &Path, dir: &Path) -> Result<Self> {
         let addr = free_port()?;
         let token = random_token()?;
         let log = dir.join("server.log");
@@ -248,7 +236,7 @@ impl Server {
         };
         let deadline = Instant::now() + STARTUP;
         loop {
-            if let Ok((200, _)) = server.request("GET", "/health", None) {
+            if server.api().send("GET", "/health", None).is_ok() {
                 return Ok(server);
             }
             if let Some(status) = server.child.try_wait()? {
@@ -265,37 +253,14 @@ impl Server {
     }
 
     /// Stops the server and returns its log.
-    fn stop(mut self) -> String {
+    pub fn stop(mut self) -> String {
         self.kill();
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A minimal HTTP/1.0 exchange (no keep-alive, no chunking) with the admin token:
-    /// the status and the body.
-    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, String)> {
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            self.token,
-            body.len()
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("not an HTTP response: {response:?}"))?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map_or("", |(_, body)| body)
-            .to_owned();
-        Ok((status, body))
+    /// A client of the server with its admin token.
+    pub fn api(&self) -> Api {
+        Api::new(format!("http://{}", self.addr), Some(self.token.clone()))
     }
 
     fn kill(&mut self) {
@@ -324,37 +289,28 @@ fn seed_data(server: &Server) -> Result<()> {
             "POST",
             "/api/operators",
             json!({"name": "Fuzz operator", "max_active_contacts": 1000}),
-            201,
         ),
         (
             "POST",
             "/api/sources",
             json!({"name": "Fuzz source", "code": "fuzz"}),
-            201,
         ),
         (
             "PUT",
             "/api/sources/1/operators",
             json!({"operators": [{"operator_id": 1, "weight": 10}]}),
-            200,
         ),
         (
             "POST",
             "/api/contacts",
             json!({"external_lead_id": "fuzz-lead", "source_id": 1, "payload": {"seed": true}}),
-            201,
         ),
     ];
-    for (method, path, body, expected) in steps {
-        let (status, answer) = server.request(method, path, Some(&body))?;
+    let api = server.api();
+    for (method, path, body) in steps {
+        let answer = api.send(method, path, Some(&body))?;
         ensure!(
-            status == expected,
-            "{method} {path} answered {status}: {answer}"
-        );
-        let value: Value = serde_json::from_str(&answer)
-            .with_context(|| format!("{method} {path} answered no JSON: {answer}"))?;
-        ensure!(
-            value["id"] == 1,
+            answer["id"] == 1,
             "{method} {path} did not produce id 1: {answer}"
         );
     }

@@ -17,7 +17,12 @@ use serde_json::{Value, json};
 /// Where `cargo xtask serve` listens.
 const DEFAULT_URL: &str = "http://127.0.0.1:8000";
 
-const USAGE: &str = "usage: cargo xtask seed-demo [--url URL]   (default: http://127.0.0.1:8000)";
+#[derive(clap::Args)]
+pub struct Options {
+    /// The server to fill.
+    #[arg(long, default_value = DEFAULT_URL)]
+    url: String,
+}
 
 /// The seed of the plan: the same leads, sources and messages on every run.
 const SEED: u64 = 0x6d69_6e69_2d63_726d;
@@ -131,17 +136,9 @@ struct Registration {
     payload: Value,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let base = match args {
-        [] => DEFAULT_URL.to_owned(),
-        [flag, url] if flag == "--url" => url.trim_end_matches('/').to_owned(),
-        [flag] if flag == "-h" || flag == "--help" => {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        _ => bail!(USAGE),
-    };
-    let api = Api::new(base);
+pub fn run(options: &Options) -> Result<()> {
+    let token = std::env::var("CRM_ADMIN_TOKEN").ok();
+    let api = Api::new(options.url.trim_end_matches('/').to_owned(), token);
     api.check_reachable()?;
     seed(&api)
 }
@@ -336,23 +333,21 @@ fn id(entity: &Value) -> Result<i64> {
 }
 
 /// A client of the server's HTTP API.
-struct Api {
+pub struct Api {
     agent: ureq::Agent,
     base: String,
-    /// Sent as a bearer token when `CRM_ADMIN_TOKEN` is set.
+    /// Sent as a bearer token when set and not empty.
     token: Option<String>,
 }
 
 impl Api {
-    fn new(base: String) -> Self {
+    pub fn new(base: String, token: Option<String>) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let token = std::env::var("CRM_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty());
+        let token = token.filter(|t| !t.is_empty());
         Self { agent, base, token }
     }
 
@@ -371,7 +366,7 @@ impl Api {
 
     /// Sends a request and returns the JSON body of a 2xx answer (`null` when empty);
     /// any other status is an error naming the problem's `code` and `detail`.
-    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let mut request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));

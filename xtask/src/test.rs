@@ -2,20 +2,21 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use crm_bench::postgres::Postgres;
 use xshell::{Shell, cmd};
 
-use crate::postgres::Postgres;
+#[derive(clap::Args)]
+pub struct Options {
+    /// Skip PostgreSQL: the SQLite suite only.
+    #[arg(long)]
+    sqlite_only: bool,
+    /// Skip the schemathesis run.
+    #[arg(long)]
+    no_fuzz: bool,
+}
 
-pub fn run(args: &[String]) -> Result<()> {
-    let sqlite_only = args.iter().any(|a| a == "--sqlite-only");
-    let no_fuzz = args.iter().any(|a| a == "--no-fuzz");
-    if let Some(unknown) = args
-        .iter()
-        .find(|a| !matches!(a.as_str(), "--sqlite-only" | "--no-fuzz"))
-    {
-        bail!("unknown option {unknown:?} for test");
-    }
+pub fn run(options: &Options) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(crate::project_root());
     let mut phases = Phases::default();
@@ -26,7 +27,7 @@ pub fn run(args: &[String]) -> Result<()> {
     // Kept alive until the tests are done; dropping it stops the server, also on failure.
     let mut _server = None;
     let mut features: Vec<&str> = Vec::new();
-    if !sqlite_only {
+    if !options.sqlite_only {
         let url = match std::env::var("CRM_TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => url,
             _ => {
@@ -56,12 +57,19 @@ pub fn run(args: &[String]) -> Result<()> {
             .map_err(Into::into)
     })?;
     // The benchmark harness, briefly, so it cannot rot (results go to a temporary file).
-    phases.time("bench smoke", || crate::bench::smoke(&no_run))?;
+    phases.time("bench smoke", || {
+        crm_bench::smoke(&crate::project_root(), &no_run)
+    })?;
+    // A client generated from the committed document runs the README's walkthrough.
+    phases.time("python client", crate::python_client::run)?;
     // schemathesis against a live server, bounded (see fuzz_api.rs); skipped only on request.
-    if no_fuzz {
+    if options.no_fuzz {
         eprintln!("xtask: --no-fuzz: skipping fuzz-api");
     } else {
-        phases.time("fuzz-api", || crate::fuzz_api::run(&[]))?;
+        phases.time("fuzz-api", || {
+            // The defaults of `cargo xtask fuzz-api`.
+            crate::fuzz_api::run(&clap::Parser::parse_from(["fuzz-api"]))
+        })?;
     }
     phases.report();
     Ok(())

@@ -1,13 +1,16 @@
-//! `cargo xtask bench`: an HTTP load test of contact registration. It builds crm-api,
-//! starts it on a fresh database (SQLite, or a throwaway PostgreSQL with fsync on, with one
-//! or more replicas), seeds a scenario, optionally preloads contacts, fires
+//! The HTTP load test of contact registration behind `cargo xtask bench`: it builds
+//! crm-api, starts it on a fresh database (SQLite, or a throwaway PostgreSQL with fsync on,
+//! with one or more replicas), seeds a scenario, optionally preloads contacts, fires
 //! `POST /api/contacts` at a fixed concurrency, prints the figures and appends them to a
-//! CSV file. Everything it starts is stopped again, also on failure (drop guards).
+//! CSV file. Everything it starts is stopped again, also on failure (drop guards). It talks
+//! HTTP to a server process and links none of the workspace's crates.
 //!
-//! One module per concern: `cli` (options), `server` (build and child process), `http`
-//! (the client), `scenario` (seed, bodies, closer, counter check), `preload` (bulk SQL),
-//! `load` (the generator), `cpu` (CPU accounting from /proc), `stats` (percentiles and
-//! figures), `csv` (the results file).
+//! One module per concern, each importing only those listed before it: `cli` (options),
+//! `http` (the client), `server` (build and child process), `scenario` (seed, bodies,
+//! closer, counter check), `postgres` (the throwaway cluster, which `cargo xtask test`
+//! uses too), `preload` (bulk SQL), `load` (the generator and its latency histogram),
+//! `cpu` (CPU accounting from /proc), `stats` (the figures), `csv` (the results file),
+//! `calibrate` (the bare server the run is compared with).
 
 mod calibrate;
 mod cli;
@@ -15,6 +18,7 @@ mod cpu;
 mod csv;
 mod http;
 mod load;
+pub mod postgres;
 mod preload;
 mod scenario;
 mod server;
@@ -32,40 +36,36 @@ use self::{
     cli::{Backend, Scenario, Settings},
     http::Connection,
     load::{Plan, Shared},
+    postgres::{Durability, Postgres},
     scenario::{Bodies, OpenContacts},
     server::{Launch, Server},
     stats::Figures,
 };
-use crate::postgres::{Durability, Postgres};
 
-/// How long a server may take to start (migrations included) before the run fails.
-const STARTUP: Duration = Duration::from_secs(60);
-
-/// `cargo xtask bench [OPTIONS]`.
-pub fn run(args: &[String]) -> Result<()> {
+/// `cargo xtask bench [OPTIONS]`, run from the workspace at `root`.
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some(calibrate::SERVER_TASK) {
         return calibrate::serve();
     }
-    let Some(settings) = cli::parse(args)? else {
-        return Ok(());
-    };
-    let root = crate::project_root();
+    let settings = cli::parse(args)?;
     if cfg!(debug_assertions) && !settings.smoke {
-        return rerun_optimised(&root, args);
+        return rerun_optimised(root, args);
     }
     let (exe, repo) = match &settings.server_exe {
         Some(exe) => {
             let exe = std::fs::canonicalize(exe)
                 .with_context(|| format!("no crm-api executable at {}", exe.display()))?;
-            let repo = exe.parent().map_or_else(|| root.clone(), Path::to_path_buf);
+            let repo = exe
+                .parent()
+                .map_or_else(|| root.to_owned(), Path::to_path_buf);
             (exe, repo)
         }
         None => (
-            server::build(&root, &server::build_args(settings.release))?,
-            root.clone(),
+            server::build(root, &server::build_args(settings.release))?,
+            root.to_owned(),
         ),
     };
-    bench(&settings, &exe, &root, &repo)
+    bench(&settings, &exe, root, &repo)
 }
 
 /// Runs this same command from an optimised build of xtask: unoptimised, the load
@@ -90,16 +90,15 @@ fn rerun_optimised(root: &Path, args: &[String]) -> Result<()> {
 /// hundred requests each, results in a temporary file; fails on any error. `cargo_args`
 /// build the server: the test run's own `cargo test … --no-run` reuses what the tests
 /// built instead of building crm-api again with other features.
-pub fn smoke(cargo_args: &[String]) -> Result<()> {
-    let root = crate::project_root();
-    let exe = server::build(&root, cargo_args)?;
+pub fn smoke(root: &Path, cargo_args: &[String]) -> Result<()> {
+    let exe = server::build(root, cargo_args)?;
     for args in [
         &["--smoke", "--calibrate"][..],
         &["--smoke", "--scenario", "realistic", "--preload", "20000"][..],
     ] {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let settings = cli::parse(&args)?.context("smoke settings")?;
-        bench(&settings, &exe, &root, &root)
+        let settings = cli::parse(&args)?;
+        bench(&settings, &exe, root, root)
             .with_context(|| format!("bench smoke run failed: {}", settings.command))?;
     }
     Ok(())
@@ -146,7 +145,7 @@ fn bench(settings: &Settings, exe: &Path, root: &Path, repo: &Path) -> Result<()
             None
         };
         let mut first = Server::start(&launch, &log_file(0))?;
-        first.wait_healthy(STARTUP).await?;
+        first.wait_healthy().await?;
         let seeded = scenario::seed(&mut Connection::new(first.addr()), settings.scenario).await?;
         let mut servers = Vec::new();
         if settings.preload > 0 {
@@ -172,7 +171,7 @@ fn bench(settings: &Settings, exe: &Path, root: &Path, repo: &Path) -> Result<()
             servers.push(Server::start(&launch, &log_file(servers.len()))?);
         }
         for server in &mut servers {
-            server.wait_healthy(STARTUP).await?;
+            server.wait_healthy().await?;
         }
 
         let postgres_pid = postgres.as_ref().map(Postgres::pid).transpose()?;
@@ -180,7 +179,7 @@ fn bench(settings: &Settings, exe: &Path, root: &Path, repo: &Path) -> Result<()
         let mut figures = finish(settings, servers, figures).await?;
         if let Some(before) = before {
             let after = calibrate::measure(settings, &calibration_log).await?;
-            figures.calibration = Some(calibrate::Calibration { before, after });
+            figures.calibration = Some(stats::Calibration { before, after });
         }
         report(settings, root, repo, &figures, dir.path())
     })
@@ -231,7 +230,7 @@ async fn fire(
             String::new()
         }
     );
-    let load_before = stats::load_average();
+    let load_before = cpu::load_average();
     let pids: Vec<u32> = servers.iter().map(Server::pid).collect::<Result<_>>()?;
     let before = cpu::Sample::take(&pids, postgres_pid)?;
     let outcome = load::run(&plan, bodies, Arc::clone(&shared)).await;

@@ -7,6 +7,14 @@ use std::{collections::BTreeMap, process::Command, time::Instant};
 
 use anyhow::{Context, Result};
 
+/// The 1-minute load average, from /proc/loadavg.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
 /// CPU seconds used so far, at one moment.
 #[derive(Debug, Clone)]
 pub struct Sample {

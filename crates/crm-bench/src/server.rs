@@ -14,7 +14,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use hyper::Method;
 
-use super::http::Connection;
+use crate::http::Connection;
+
+/// How long a server may take to start (migrations included) before the run fails.
+const STARTUP: Duration = Duration::from_secs(60);
 
 /// How the server is started.
 #[derive(Debug, Clone)]
@@ -120,8 +123,8 @@ impl Server {
     }
 
     /// Waits until `GET /health` answers 200, failing early if the process exits.
-    pub async fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+    pub async fn wait_healthy(&mut self) -> Result<()> {
+        let deadline = Instant::now() + STARTUP;
         let mut conn = Connection::new(self.addr);
         loop {
             if let Ok(answer) = conn.send(Method::GET, "/health", None).await
@@ -139,7 +142,7 @@ impl Server {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "crm-api on {} not healthy after {timeout:?}:\n{}",
+                    "crm-api on {} not healthy after {STARTUP:?}:\n{}",
                     self.addr,
                     self.log_tail()
                 );
@@ -227,6 +230,7 @@ fn log_tail(path: &Path, bytes: u64) -> String {
     )
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::{
+use crate::{
     cli::{Keys, Scenario},
     http::Connection,
 };

@@ -15,8 +15,7 @@ use chrono::{SecondsFormat, Utc};
 use rusqlite::{Connection, params};
 use serde_json::json;
 
-use super::scenario::Seeded;
-use crate::postgres;
+use crate::{postgres, scenario::Seeded};
 
 /// What was stored.
 #[derive(Debug, Clone, Copy)]

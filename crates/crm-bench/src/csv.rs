@@ -5,7 +5,7 @@ use std::{fs::OpenOptions, io::Write as _, path::Path, process::Command};
 
 use anyhow::{Context, Result, bail};
 
-use super::{cli::Settings, stats::Figures};
+use crate::{cli::Settings, stats::Figures};
 
 const HEADER: &str = "date,commit,backend,scenario,settings,requests,window_s,registrations_per_s,\
 p50_ms,p95_ms,p99_ms,max_ms,errors,non_2xx,assigned,unassigned,closed,rss_peak_mib,rss_sum_mib,\

@@ -175,24 +175,17 @@ pub struct Settings {
     pub command: String,
 }
 
-/// Parses the arguments after `bench`; `Ok(None)` when help was printed.
-pub fn parse(args: &[String]) -> Result<Option<Settings>> {
-    let options = match Options::try_parse_from(
+/// Parses the arguments after `bench`; as clap does in a binary, `--help` and an unknown
+/// option print their text and end the process.
+pub fn parse(args: &[String]) -> Result<Settings> {
+    let options = Options::parse_from(
         std::iter::once("cargo xtask bench".to_owned()).chain(args.iter().cloned()),
-    ) {
-        Ok(options) => options,
-        Err(err) if !err.use_stderr() => {
-            // --help or --version: clap prints them; not an error.
-            err.print()?;
-            return Ok(None);
-        }
-        Err(err) => bail!("{err}"),
-    };
+    );
     let command = std::iter::once("cargo xtask bench".to_owned())
         .chain(args.iter().map(|a| shell_word(a)))
         .collect::<Vec<_>>()
         .join(" ");
-    resolve(options, command).map(Some)
+    resolve(options, command)
 }
 
 fn resolve(o: Options, command: String) -> Result<Settings> {

@@ -1,13 +1,14 @@
-//! A throwaway PostgreSQL server for tests and benchmarks: Debian's PostgreSQL 15 in a
-//! temporary directory on a free port, stopped and removed when dropped.
+//! A throwaway PostgreSQL server for benchmarks and for `cargo xtask test`: Debian's
+//! PostgreSQL 15 in a temporary directory on a free port, stopped and removed when dropped.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Command,
 };
 
 use anyhow::{Context, Result, bail};
+
+use crate::server::free_port;
 
 /// Where Debian installs PostgreSQL 15's programs (`initdb`, `pg_ctl`, `psql`).
 pub const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -121,17 +122,6 @@ impl Drop for Postgres {
     }
 }
 
-/// `cargo xtask postgres`: a server for manual use until Ctrl-C.
-pub fn run_foreground() -> Result<()> {
-    let server = Postgres::start()?;
-    println!("{}", server.url());
-    eprintln!("PostgreSQL is running; press Enter (or Ctrl-C) to stop it");
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    drop(server);
-    Ok(())
-}
-
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -146,10 +136,6 @@ fn chmod_755(path: &Path) -> Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o755))?;
     }
     Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

@@ -1,29 +1,9 @@
-//! Latency percentiles and the run's figures. Percentiles come from an HDR histogram:
-//! constant memory and cost per sample, 3 significant digits, and histograms of the
-//! workers merge exactly, which sorting millions of samples would not beat.
+//! The run's figures: rates, latency percentiles, failures, memory, CPU and calibration,
+//! as printed and as stored in the CSV.
 
 use std::{collections::BTreeMap, time::Duration};
 
-use anyhow::Result;
-use hdrhistogram::Histogram;
-
-use super::{calibrate::Calibration, cli::Settings, cpu::Usage, load::Outcome, scenario::Closed};
-
-/// The 1-minute load average, from /proc/loadavg.
-pub fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned())
-}
-
-/// Latencies in microseconds, 1 µs to 60 s.
-pub type Latencies = Histogram<u64>;
-
-/// An empty latency histogram.
-pub fn new_latencies() -> Result<Latencies> {
-    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
-}
+use crate::{cli::Settings, cpu::Usage, load::Outcome, scenario::Closed};
 
 /// The figures of one run, as printed and as stored in the CSV.
 #[derive(Debug, Clone)]
@@ -212,5 +192,19 @@ impl Figures {
         if let Some(counters) = &self.counters {
             println!("counters:  {counters}");
         }
+    }
+}
+
+/// The calibration figures of one run, for the report.
+#[derive(Debug, Clone, Copy)]
+pub struct Calibration {
+    pub before: f64,
+    pub after: f64,
+}
+
+impl Calibration {
+    /// The run's rate over the mean of the two calibrations.
+    pub fn ratio(&self, rate: f64) -> f64 {
+        rate / ((self.before + self.after) / 2.0)
     }
 }

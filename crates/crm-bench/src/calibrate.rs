@@ -9,8 +9,9 @@
 //! comparable across hosts; the issue's own figures were ~80,000 /s for such a server
 //! under wrk and a target of 25,000 registrations/s.
 //!
-//! The server is this xtask binary itself, started as `xtask bench --calibration-server`
-//! with `CRM_BIND`, so it builds with the harness and costs no second build.
+//! The server is the running executable itself (xtask, which links this crate), started
+//! as `xtask bench --calibration-server` with `CRM_BIND`, so it builds with the harness and
+//! costs no second build.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -20,8 +21,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, payload::Json};
 use serde_json::Value;
 use tokio::signal::unix::SignalKind;
 
-use super::{
-    STARTUP,
+use crate::{
     cli::{Scenario, Settings},
     load::{self, Plan, Shared},
     scenario::{Bodies, Seeded, Source},
@@ -79,7 +79,7 @@ pub async fn measure(settings: &Settings, log_file: &Path) -> Result<f64> {
         sqlite_sync_normal: false,
     };
     let mut server = Server::start(&launch, log_file)?;
-    server.wait_healthy(STARTUP).await?;
+    server.wait_healthy().await?;
     let seeded = Seeded {
         operators: Vec::new(),
         sources: vec![Source {
@@ -179,19 +179,5 @@ impl Api {
             created_at: chrono::Utc::now(),
             closed_at: None,
         }))
-    }
-}
-
-/// The calibration figures of one run, for the report.
-#[derive(Debug, Clone, Copy)]
-pub struct Calibration {
-    pub before: f64,
-    pub after: f64,
-}
-
-impl Calibration {
-    /// The run's rate over the mean of the two calibrations.
-    pub fn ratio(&self, rate: f64) -> f64 {
-        rate / ((self.before + self.after) / 2.0)
     }
 }
