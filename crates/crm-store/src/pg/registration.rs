@@ -184,7 +184,7 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
         if !C::TRANSACTION {
             return Err(needs_transaction());
         }
-        ops::record_key(&self.conn, key, contact, self.now).await
+        ops::record_key(&self.conn, key, contact).await
     }
 
     async fn prepare(

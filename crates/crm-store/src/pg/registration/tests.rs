@@ -27,7 +27,7 @@ impl Fixture {
     async fn new() -> Self {
         let db = TestDatabase::create(Backend::Postgres).await;
         let config = StoreConfig {
-            database_url: db.url.clone(),
+            database_url: db.database_url(),
             ..StoreConfig::default()
         };
         let store = crate::connect(&config).await.expect("open store");
@@ -57,7 +57,10 @@ impl Fixture {
             .replace_weights(source, weights)
             .await
             .expect("weights");
-        let pool = super::super::open(&config).await.expect("pool");
+        let crate::DatabaseUrl::Postgres(url) = &config.database_url else {
+            panic!("a postgres test database")
+        };
+        let pool = super::super::open(url, &config).await.expect("pool").reader;
         Self {
             db,
             store,
