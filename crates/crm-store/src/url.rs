@@ -24,7 +24,8 @@ pub struct SqliteUrl {
 #[derive(Clone)]
 pub struct PgUrl {
     url: String,
-    options: PgConnectOptions,
+    /// Boxed: sqlx's options are ten times the size of an SQLite path.
+    options: Box<PgConnectOptions>,
 }
 
 /// Why a database URL was refused. No message repeats the URL: it may carry a password.
@@ -72,7 +73,7 @@ impl FromStr for DatabaseUrl {
                 }))
             }
             "postgres" | "postgresql" => Ok(Self::Postgres(PgUrl {
-                options: PgConnectOptions::from_str(url).map_err(UrlError::Malformed)?,
+                options: Box::new(PgConnectOptions::from_str(url).map_err(UrlError::Malformed)?),
                 url: url.to_owned(),
             })),
             _ => Err(UrlError::UnsupportedScheme {
