@@ -109,7 +109,7 @@ mod tests {
                 action: Migrate::Status
             })
         );
-        assert_eq!(cli.config.database_url, "sqlite://x.db");
+        assert_eq!(cli.config.database_url.to_string(), "sqlite://x.db");
 
         let down = |args: &[&str]| match parse(args).expect("parses").command {
             Some(Command::Migrate { action }) => MigrateAction::from(action),

@@ -4,17 +4,14 @@
 //! the PostgreSQL one is SeaORM's async transaction, or one pooled connection outside any
 //! transaction ([`PgHeld`]) for a registration without a key.
 
-use std::{
-    borrow::Cow,
-    future::{Future, ready},
-};
+use std::future::{Future, ready};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::StoreError;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use sea_orm::sea_query::Value;
 
-use crate::error::db_err;
+use crate::{error::db_err, sql};
 
 /// A driver error as the writes need to see it: unique violations are told apart so an
 /// operation can name the field that clashed.
@@ -88,28 +85,16 @@ pub trait Conn {
     /// A timestamp as this backend stores it.
     fn timestamp(&self, t: DateTime<Utc>) -> Value;
 
-    /// Whether other units of work write at the same time (PostgreSQL), so rows a write
-    /// reads before changing must be locked. The SQLite writer is the only writer and
-    /// runs one unit of work at a time: a plain read is exact there, and a write that
-    /// fails must not have written anything first (see `sqlite::writer`), so it locks
-    /// nothing.
-    fn concurrent(&self) -> bool;
+    /// How a write reads rows it goes on to change. Other units of work write at the same
+    /// time on PostgreSQL, so it locks them; the SQLite writer is the only writer and runs
+    /// one unit of work at a time: a plain read is exact there, and a write that fails must
+    /// not have written anything first (see `sqlite::writer`), so it locks nothing.
+    const LOCKS: sql::Locks;
 }
 
 /// The SQLite writer's connection (rusqlite: the writer is synchronous, and rusqlite's
 /// cached prepared statements and direct row access are the cheapest way through SQLite).
 pub struct SqliteConn<'a>(pub &'a rusqlite::Connection);
-
-/// A shared statement's text for SQLite. SQLite reads `$2` as a *named* parameter
-/// numbered by first appearance, so the shared `$n` placeholders become `?n`, which it
-/// numbers explicitly. Statements written for SQLite alone use `?n` and pass unchanged.
-fn sqlite_text(sql: &str) -> Cow<'_, str> {
-    if sql.contains('$') {
-        Cow::Owned(sql.replace('$', "?"))
-    } else {
-        Cow::Borrowed(sql)
-    }
-}
 
 /// A SeaQuery value bound as a SQLite parameter, without copying text.
 struct Param<'a>(&'a Value);
@@ -143,10 +128,7 @@ impl SqliteConn<'_> {
         values: &[Value],
         read: impl FnOnce(rusqlite::Rows<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, DbError> {
-        let mut statement = self
-            .0
-            .prepare_cached(&sqlite_text(sql))
-            .map_err(sqlite_err)?;
+        let mut statement = self.0.prepare_cached(sql).map_err(sqlite_err)?;
         for (index, value) in values.iter().enumerate() {
             statement
                 .raw_bind_parameter(index + 1, Param(value))
@@ -189,6 +171,8 @@ pub fn sqlite_err(err: rusqlite::Error) -> DbError {
 }
 
 impl Conn for SqliteConn<'_> {
+    const LOCKS: sql::Locks = sql::PLAIN_READS;
+
     fn one(
         &self,
         sql: &str,
@@ -210,10 +194,6 @@ impl Conn for SqliteConn<'_> {
     fn timestamp(&self, t: DateTime<Utc>) -> Value {
         sqlite_timestamp(t).into()
     }
-
-    fn concurrent(&self) -> bool {
-        false
-    }
 }
 
 /// A timestamp in the text form the async driver reads back on the read side.
@@ -233,6 +213,8 @@ fn async_db_err(err: sea_orm::DbErr) -> DbError {
 }
 
 impl Conn for PgConn<'_> {
+    const LOCKS: sql::Locks = sql::ROW_LOCKS;
+
     async fn one(&self, sql: &str, values: Vec<Value>) -> Result<Option<Row>, DbError> {
         use sea_orm::ConnectionTrait;
         self.0
@@ -261,10 +243,6 @@ impl Conn for PgConn<'_> {
 
     fn timestamp(&self, t: DateTime<Utc>) -> Value {
         t.into()
-    }
-
-    fn concurrent(&self) -> bool {
-        true
     }
 }
 
@@ -352,6 +330,8 @@ fn sqlx_db_err(err: sea_orm::sqlx::Error) -> DbError {
 }
 
 impl Conn for PgHeld {
+    const LOCKS: sql::Locks = sql::ROW_LOCKS;
+
     async fn one(&self, sql: &str, values: Vec<Value>) -> Result<Option<Row>, DbError> {
         let mut conn = self.conn.lock().await;
         Self::query(sql, values)
@@ -372,9 +352,5 @@ impl Conn for PgHeld {
 
     fn timestamp(&self, t: DateTime<Utc>) -> Value {
         t.into()
-    }
-
-    fn concurrent(&self) -> bool {
-        true
     }
 }

@@ -15,8 +15,9 @@ mod read;
 mod sql;
 mod sqlite;
 pub mod testing;
+mod url;
 
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
 use crm_core::{
     Contact, ContactFilter, ContactId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts,
@@ -25,99 +26,29 @@ use crm_core::{
     SourceKey, SourceKeyId, SourcePatch, Store, StoreError, WeightSet, register_contact,
     register_contact_once,
 };
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use sea_orm::DatabaseConnection;
 
 pub use migrate::{MigrateAction, MigrationState, migrate};
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+pub use url::{DEFAULT_DATABASE_URL, DatabaseUrl, PgUrl, SqliteUrl, UrlError};
 
-use conn::{PgConn, PgHeld, SqliteConn};
-use sqlite::writer::{Writer, WriterHandle};
-
-/// Runs one write on whichever backend the store has: on SQLite as a job of the writer
-/// thread (atomic, undone alone if it fails), on PostgreSQL in its own transaction (a
-/// registration without a key: in its one writing statement, see `pg::registration`). `$body` is
-/// an expression over `$conn: &impl Conn` (or, for a registration, over `$tx` and `$rng`)
-/// that evaluates to a future.
-macro_rules! write {
-    ($self:ident, |$conn:ident| $body:expr) => {
-        // Any write but a registration or a close may change what the cache holds.
-        write!($self, |$conn| $body; then |cache, out| cache.clear())
-    };
-    // A write after which `$then` brings the SQLite writer's source cache up to date from
-    // the write's result `$out` (a job that fails empties the cache anyway, see
-    // `sqlite::writer`); PostgreSQL has no cache.
-    ($self:ident, |$conn:ident| $body:expr; then |$cache:ident, $out:ident| $then:expr) => {
-        match &$self.writes {
-            Writes::Sqlite { handle, .. } => {
-                handle
-                    .run(move |ctx| {
-                        let sqlite = SqliteConn(ctx.conn);
-                        let $out = pollster::block_on({
-                            let $conn = &sqlite;
-                            $body
-                        })?;
-                        let $cache = &mut ctx.cache;
-                        $then;
-                        Ok($out)
-                    })
-                    .await
-            }
-            Writes::Postgres => {
-                let txn = pg::begin(&$self.reader).await?;
-                let result = {
-                    let $conn = &PgConn(&txn);
-                    $body.await
-                };
-                pg::finish(txn, result).await
-            }
-        }
-    };
-    // A registration: `$tx` is the backend's unit of work (`impl RegistrationTx`)
-    // and `$rng` the generator behind the draw (the writer's own on SQLite, a fresh one
-    // per registration on PostgreSQL). `$keyed`: whether it claims an idempotency key;
-    // on PostgreSQL only then does it need a transaction (see `pg::registration`).
-    ($self:ident, keyed = $keyed:literal, |$tx:ident, $rng:ident| $body:expr) => {
-        match &$self.writes {
-            Writes::Sqlite { handle, .. } => {
-                handle
-                    .run(move |ctx| {
-                        let $tx = &mut sqlite::registration::SqliteRegistration::new(
-                            &mut ctx.hot,
-                            &mut ctx.cache,
-                        );
-                        let $rng = &mut ctx.rng;
-                        pollster::block_on($body)
-                    })
-                    .await
-            }
-            Writes::Postgres if $keyed => {
-                let txn = pg::begin(&$self.reader).await?;
-                let result = {
-                    let $tx = &mut pg::registration::PgRegistration::new(PgConn(&txn));
-                    let $rng = &mut ChaCha8Rng::from_rng(&mut rand::rng());
-                    $body.await
-                };
-                pg::finish(txn, result).await
-            }
-            Writes::Postgres => {
-                let held = PgHeld::acquire(&$self.reader).await?;
-                let $tx = &mut pg::registration::PgRegistration::new(held);
-                let $rng = &mut ChaCha8Rng::from_rng(&mut rand::rng());
-                $body.await
-            }
+/// Runs `$call` on whichever backend `$store` holds, named `$backend`: the same call,
+/// compiled once for each (written like a closure so that rustfmt lays it out).
+macro_rules! either {
+    ($store:expr, |$backend:ident| $call:expr) => {
+        match $store {
+            DbStore::Sqlite($backend) => $call,
+            DbStore::Postgres($backend) => $call,
         }
     };
 }
 
-/// The embedded default database.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://crm.db?mode=rwc";
-
 /// How to reach and run the database.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// `sqlite://path?mode=rwc` or `postgres://…`.
-    pub database_url: String,
+    /// Which database, and so which backend.
+    pub database_url: DatabaseUrl,
     /// Size of the read pool.
     pub max_connections: u32,
     /// Most writes waiting for the SQLite writer before new ones are refused (503).
@@ -133,28 +64,11 @@ pub struct StoreConfig {
     pub statement_timeout: Option<Duration>,
 }
 
-impl StoreConfig {
-    /// The read pool's size when the configuration gives none, for the backend of
-    /// `database_url`. An SQLite connection runs its queries on a thread of its own in this
-    /// process, so more of them than the cores can run at once only add threads and memory
-    /// (8 on 2 cores: 64.8–66.8 MiB peak RSS in the realistic bench scenario against
-    /// 62.1–62.6 at 4, for the same throughput; docs/benchmarks.md). A PostgreSQL
-    /// connection waits on the network and the server, so that backend keeps 8.
-    #[must_use]
-    pub fn default_max_connections(database_url: &str) -> u32 {
-        if database_url.starts_with("sqlite:") {
-            4
-        } else {
-            8
-        }
-    }
-}
-
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
-            max_connections: Self::default_max_connections(DEFAULT_DATABASE_URL),
+            database_url: DatabaseUrl::default(),
+            max_connections: DatabaseUrl::default().default_max_connections(),
             write_queue: 4096,
             seed: None,
             sqlite_synchronous_normal: false,
@@ -167,9 +81,6 @@ impl Default for StoreConfig {
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The URL names no supported backend.
-    #[error("unsupported database url {0:?}: expected sqlite://PATH[?mode=rwc] or postgres://…")]
-    UnsupportedUrl(String),
     /// Another process is serving this SQLite file.
     #[error("database {0} is in use by another crm-api process (it holds the file's lock)")]
     InUse(String),
@@ -190,66 +101,23 @@ pub enum ConnectError {
     Migration(#[source] crm_core::BoxError),
 }
 
-/// A connected store.
-pub struct DbStore {
-    /// The read pool (SQLite: read-only; PostgreSQL: also used for write transactions).
-    reader: DatabaseConnection,
-    max_connections: u32,
-    writes: Writes,
+/// A connected store: the backend the URL named.
+pub enum DbStore {
+    /// The SQLite writer thread and read pool.
+    Sqlite(SqliteStore),
+    /// The PostgreSQL pool.
+    Postgres(PgStore),
 }
 
-enum Writes {
-    Sqlite {
-        handle: WriterHandle,
-        writer: Mutex<Option<Writer>>,
-        /// Retries a write while the last commit failed ([`sqlite::writer::probe`]).
-        _probe: AbortOnDrop,
-        /// The `flock` on the database file ([`sqlite::lock`]): last, so it is closed
-        /// after the fields above, which stop SQLite's own connections.
-        _lock: std::fs::File,
-    },
-    Postgres,
-}
-
-/// A background task that ends with its owner.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Opens the database, runs migrations and starts the writer.
+/// Opens the database, runs migrations and, on SQLite, starts the writer.
 ///
 /// # Errors
 /// [`ConnectError`] when the database cannot be opened, locked or migrated.
 pub async fn connect(config: &StoreConfig) -> Result<DbStore, ConnectError> {
-    if config.database_url.starts_with("sqlite:") {
-        let opened = sqlite::open(config).await?;
-        Ok(DbStore {
-            reader: opened.reader,
-            max_connections: config.max_connections,
-            writes: Writes::Sqlite {
-                handle: opened.writer.handle.clone(),
-                _probe: AbortOnDrop(tokio::spawn(sqlite::writer::probe(
-                    opened.writer.handle.clone(),
-                ))),
-                writer: Mutex::new(Some(opened.writer)),
-                _lock: opened.lock,
-            },
-        })
-    } else if config.database_url.starts_with("postgres://")
-        || config.database_url.starts_with("postgresql://")
-    {
-        Ok(DbStore {
-            reader: pg::open(config).await?,
-            max_connections: config.max_connections,
-            writes: Writes::Postgres,
-        })
-    } else {
-        Err(ConnectError::UnsupportedUrl(config.database_url.clone()))
-    }
+    Ok(match &config.database_url {
+        DatabaseUrl::Sqlite(url) => DbStore::Sqlite(sqlite::open(url, config).await?),
+        DatabaseUrl::Postgres(url) => DbStore::Postgres(pg::open(url, config).await?),
+    })
 }
 
 impl DbStore {
@@ -260,24 +128,19 @@ impl DbStore {
     /// # Errors
     /// Driver failures.
     pub async fn expire_idempotency_keys(&self) -> Result<usize, StoreError> {
-        write!(self, |conn| ops::expire_keys(conn))
+        either!(self, |db| db
+            .write(async |conn| ops::expire_keys(conn).await)
+            .await)
     }
 
     /// Stops taking writes, commits what is queued and answers it, then returns.
     pub async fn shutdown(&self) {
-        match &self.writes {
-            Writes::Sqlite { writer, .. } => {
-                let writer = writer.lock().ok().and_then(|mut w| w.take());
-                if let Some(writer) = writer {
-                    writer.stop().await;
-                }
-            }
-            Writes::Postgres => {
-                if let Err(err) = self.reader.close_by_ref().await {
-                    tracing::warn!(error = %err, "closing the postgres pool failed");
-                }
-            }
-        }
+        either!(self, |db| db.shutdown().await);
+    }
+
+    /// The read pool (on PostgreSQL also the write pool).
+    fn reader(&self) -> &DatabaseConnection {
+        either!(self, |db| &db.reader)
     }
 }
 
@@ -286,26 +149,25 @@ impl DbStore {
 impl Store for DbStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn health(&self) -> Result<(), StoreError> {
-        if let Writes::Sqlite { handle, .. } = &self.writes {
-            handle.health()?;
-        }
-        read::health(&self.reader).await
+        either!(self, |db| db.health().await)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn create_operator(&self, new: NewOperator) -> Result<Operator, StoreError> {
-        let id = write!(self, |conn| ops::create_operator(conn, &new))?;
-        read::operator(&self.reader, id).await
+        let id = either!(self, |db| db
+            .write(async move |conn| ops::create_operator(conn, &new).await)
+            .await)?;
+        read::operator(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn list_operators(&self, filter: OperatorFilter) -> Result<Vec<Operator>, StoreError> {
-        read::operators(&self.reader, filter).await
+        read::operators(self.reader(), filter).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn get_operator(&self, id: OperatorId) -> Result<Operator, StoreError> {
-        read::operator(&self.reader, id).await
+        read::operator(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -314,40 +176,50 @@ impl Store for DbStore {
         id: OperatorId,
         patch: OperatorPatch,
     ) -> Result<Operator, StoreError> {
-        write!(self, |conn| ops::update_operator(conn, id, &patch))?;
-        read::operator(&self.reader, id).await
+        either!(self, |db| db
+            .write(async move |conn| ops::update_operator(conn, id, &patch).await)
+            .await)?;
+        read::operator(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn delete_operator(&self, id: OperatorId) -> Result<(), StoreError> {
-        write!(self, |conn| ops::delete_operator(conn, id))
+        either!(self, |db| db
+            .write(async move |conn| ops::delete_operator(conn, id).await)
+            .await)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn create_source(&self, new: NewSource) -> Result<Source, StoreError> {
-        let id = write!(self, |conn| ops::create_source(conn, &new))?;
-        read::source(&self.reader, id).await
+        let id = either!(self, |db| db
+            .write(async move |conn| ops::create_source(conn, &new).await)
+            .await)?;
+        read::source(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn list_sources(&self) -> Result<Vec<Source>, StoreError> {
-        read::sources(&self.reader).await
+        read::sources(self.reader()).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn get_source(&self, id: SourceId) -> Result<Source, StoreError> {
-        read::source(&self.reader, id).await
+        read::source(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn update_source(&self, id: SourceId, patch: SourcePatch) -> Result<Source, StoreError> {
-        write!(self, |conn| ops::update_source(conn, id, &patch))?;
-        read::source(&self.reader, id).await
+        either!(self, |db| db
+            .write(async move |conn| ops::update_source(conn, id, &patch).await)
+            .await)?;
+        read::source(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn delete_source(&self, id: SourceId) -> Result<(), StoreError> {
-        write!(self, |conn| ops::delete_source(conn, id))
+        either!(self, |db| db
+            .write(async move |conn| ops::delete_source(conn, id).await)
+            .await)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -356,24 +228,27 @@ impl Store for DbStore {
         id: SourceId,
         weights: WeightSet,
     ) -> Result<Source, StoreError> {
-        write!(self, |conn| ops::replace_weights(conn, id, &weights))?;
-        read::source(&self.reader, id).await
+        either!(self, |db| db
+            .write(async move |conn| ops::replace_weights(conn, id, &weights).await)
+            .await)?;
+        read::source(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn list_leads(&self, filter: LeadFilter) -> Result<Vec<Lead>, StoreError> {
-        read::leads(&self.reader, filter).await
+        read::leads(self.reader(), filter).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn get_lead(&self, id: LeadId) -> Result<LeadWithContacts, StoreError> {
-        read::lead(&self.reader, id).await
+        read::lead(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn register_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
-        let registered = write!(self, keyed = false, |tx, rng| {
-            register_contact(tx, &new, rng)
+        let registered = either!(self, |db| {
+            db.register(async move |tx, rng| register_contact(tx, &new, rng).await)
+                .await
         })?;
         Ok(registered.contact)
     }
@@ -384,30 +259,38 @@ impl Store for DbStore {
         new: NewContact,
         key: IdempotencyKey,
     ) -> Result<Registration, StoreError> {
-        write!(self, keyed = true, |tx, rng| {
-            register_contact_once(tx, &new, &key, rng)
-        })
+        match self {
+            Self::Sqlite(db) => {
+                db.register(async move |tx, rng| register_contact_once(tx, &new, &key, rng).await)
+                    .await
+            }
+            Self::Postgres(db) => {
+                db.register_keyed(async |tx, rng| register_contact_once(tx, &new, &key, rng).await)
+                    .await
+            }
+        }
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn list_contacts(&self, filter: ContactFilter) -> Result<Vec<Contact>, StoreError> {
-        read::contacts(&self.reader, filter).await
+        read::contacts(self.reader(), filter).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn get_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
-        read::contact(&self.reader, id).await
+        read::contact(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn close_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
-        // A close changes one cached counter; the rest of the cache stays right.
-        write!(self, |conn| ops::close_contact(conn, id); then |cache, released| {
-            if let Some(operator) = released {
-                cache.released(operator);
-            }
-        })?;
-        read::contact(&self.reader, id).await
+        match self {
+            Self::Sqlite(db) => db.close_contact(id).await?,
+            Self::Postgres(db) => db
+                .write(async |conn| ops::close_contact(conn, id).await)
+                .await
+                .map(drop)?,
+        }
+        read::contact(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -416,34 +299,38 @@ impl Store for DbStore {
         id: ContactId,
         operator_id: OperatorId,
     ) -> Result<Contact, StoreError> {
-        write!(self, |conn| ops::assign_contact(conn, id, operator_id))?;
-        read::contact(&self.reader, id).await
+        either!(self, |db| db
+            .write(async move |conn| ops::assign_contact(conn, id, operator_id).await)
+            .await)?;
+        read::contact(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn operator_stats(&self) -> Result<Vec<OperatorStats>, StoreError> {
-        read::stats(&self.reader).await
+        read::stats(self.reader()).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn operator_loads(&self) -> Result<Vec<OperatorLoad>, StoreError> {
-        read::operator_loads(&self.reader).await
+        read::operator_loads(self.reader()).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn unassigned_backlog(&self) -> Result<Vec<(SourceId, i64)>, StoreError> {
-        read::unassigned_backlog(&self.reader).await
+        read::unassigned_backlog(self.reader()).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn create_source_key(&self, new: NewSourceKey) -> Result<SourceKey, StoreError> {
-        let id = write!(self, |conn| ops::create_source_key(conn, &new))?;
-        read::source_key(&self.reader, id).await
+        let id = either!(self, |db| db
+            .write(async move |conn| ops::create_source_key(conn, &new).await)
+            .await)?;
+        read::source_key(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn list_source_keys(&self, source_id: SourceId) -> Result<Vec<SourceKey>, StoreError> {
-        read::source_keys(&self.reader, source_id).await
+        read::source_keys(self.reader(), source_id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -452,12 +339,14 @@ impl Store for DbStore {
         source_id: SourceId,
         key_id: SourceKeyId,
     ) -> Result<(), StoreError> {
-        write!(self, |conn| ops::delete_source_key(conn, source_id, key_id))
+        either!(self, |db| db
+            .write(async move |conn| ops::delete_source_key(conn, source_id, key_id).await)
+            .await)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn authenticate_source_key(&self, hash: &str) -> Result<Option<SourceKey>, StoreError> {
-        let Some(key) = read::source_key_by_hash(&self.reader, hash).await? else {
+        let Some(key) = read::source_key_by_hash(self.reader(), hash).await? else {
             return Ok(None);
         };
         // A write per request would cost every ingest a trip through the writer; the
@@ -467,17 +356,14 @@ impl Store for DbStore {
             .is_none_or(|t| ops::now() - t > chrono::Duration::minutes(1));
         if stale {
             let id = key.id;
-            write!(self, |conn| ops::touch_source_key(conn, id))?;
+            either!(self, |db| db
+                .write(async move |conn| ops::touch_source_key(conn, id).await)
+                .await)?;
         }
         Ok(Some(key))
     }
 
     fn pool_status(&self) -> PoolStatus {
-        let mut status = read::pool_status(&self.reader, self.max_connections);
-        if let Writes::Sqlite { handle, .. } = &self.writes {
-            status.queued_writes = Some(handle.queued());
-            status.write_group_reruns = Some(handle.reruns());
-        }
-        status
+        either!(self, |db| db.pool_status())
     }
 }

@@ -4,7 +4,7 @@
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait};
 
-use crate::{ConnectError, StoreConfig};
+use crate::{ConnectError, DatabaseUrl, StoreConfig};
 
 /// What to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +38,11 @@ pub async fn migrate(
     config: &StoreConfig,
     action: MigrateAction,
 ) -> Result<Vec<MigrationState>, ConnectError> {
-    let (url, _lock) = if config.database_url.starts_with("sqlite:") {
-        let (path, lock) = crate::sqlite::lock(&config.database_url)?;
-        (format!("sqlite://{path}?mode=rwc"), Some(lock))
-    } else {
-        (config.database_url.clone(), None)
+    let (url, _lock) = match &config.database_url {
+        DatabaseUrl::Sqlite(sqlite) => {
+            (sqlite.with_mode("rwc"), Some(crate::sqlite::lock(sqlite)?))
+        }
+        DatabaseUrl::Postgres(pg) => (pg.as_secret_str().to_owned(), None),
     };
     let db = sea_orm::Database::connect(
         ConnectOptions::new(url)
@@ -54,7 +54,7 @@ pub async fn migrate(
     .await
     .map_err(|err| ConnectError::Database(Box::new(err)))?;
     let failed = |err: sea_orm::DbErr| ConnectError::Migration(Box::new(err));
-    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+    if let DatabaseUrl::Postgres(_) = config.database_url {
         db.execute_unprepared(&format!(
             "SELECT pg_advisory_lock({})",
             crate::pg::MIGRATION_LOCK

@@ -59,10 +59,10 @@ pub async fn update_operator(
     patch: &OperatorPatch,
 ) -> Result<(), StoreError> {
     let values = vec![
-        id.get().into(),
         patch.name.as_ref().map(|n| n.as_str().to_owned()).into(),
         patch.is_active.into(),
         patch.max_active_contacts.map(|m| m.get()).into(),
+        id.get().into(),
     ];
     conn.one(sql::UPDATE_OPERATOR, values)
         .await?
@@ -118,9 +118,9 @@ pub async fn update_source(
     patch: &SourcePatch,
 ) -> Result<(), StoreError> {
     let values = vec![
-        id.get().into(),
         patch.name.as_ref().map(|n| n.as_str().to_owned()).into(),
         patch.code.as_ref().map(|c| c.as_str().to_owned()).into(),
+        id.get().into(),
     ];
     conn.one(sql::UPDATE_SOURCE, values)
         .await
@@ -155,32 +155,27 @@ pub async fn delete_source(conn: &impl Conn, id: SourceId) -> Result<(), StoreEr
 }
 
 /// Replaces a source's weights.
-pub async fn replace_weights(
-    conn: &impl Conn,
+pub async fn replace_weights<C: Conn>(
+    conn: &C,
     id: SourceId,
     weights: &WeightSet,
 ) -> Result<(), StoreError> {
     // Locks the source row on PostgreSQL, so concurrent replacements apply one by one.
-    let lock = if conn.concurrent() {
-        sql::LOCK_SOURCE
-    } else {
-        sql::SOURCE_BY_ID
-    };
-    if conn.one(lock, vec![id.get().into()]).await?.is_none() {
+    let locks = C::LOCKS;
+    if conn
+        .one(locks.source, vec![id.get().into()])
+        .await?
+        .is_none()
+    {
         return Err(StoreError::NotFound(Entity::Source));
     }
     // On PostgreSQL each operator is kept from deletion before the old weights go: the new
     // weights' foreign keys would take that lock anyway, but only after the delete below
     // locked the old weight rows, which a concurrent `delete_operator` (operator row
     // first, then its weights by cascade) takes the other way round.
-    let check = if conn.concurrent() {
-        sql::OPERATOR_KEPT
-    } else {
-        sql::OPERATOR_EXISTS
-    };
     for (index, entry) in weights.entries().iter().enumerate() {
         let exists = conn
-            .one(check, vec![entry.operator_id.get().into()])
+            .one(locks.operator, vec![entry.operator_id.get().into()])
             .await?;
         if exists.is_none() {
             return Err(StoreError::UnknownOperator {
@@ -210,7 +205,7 @@ pub async fn close_contact(
     let closed = conn
         .one(
             sql::CLOSE_CONTACT,
-            vec![id.get().into(), conn.timestamp(now())],
+            vec![conn.timestamp(now()), id.get().into()],
         )
         .await?;
     match closed {
@@ -241,18 +236,13 @@ async fn release(conn: &impl Conn, operator_id: i64) -> Result<(), StoreError> {
 
 /// Assigns an open contact to an operator by hand, moving the load from its previous
 /// operator.
-pub async fn assign_contact(
-    conn: &impl Conn,
+pub async fn assign_contact<C: Conn>(
+    conn: &C,
     id: ContactId,
     operator_id: OperatorId,
 ) -> Result<(), StoreError> {
-    let lock = if conn.concurrent() {
-        sql::LOCK_CONTACT
-    } else {
-        sql::CONTACT_STATE
-    };
     let contact = conn
-        .one(lock, vec![id.get().into()])
+        .one(C::LOCKS.contact, vec![id.get().into()])
         .await?
         .ok_or(StoreError::NotFound(Entity::Contact))?;
     let status: String = contact.get(0)?;
@@ -295,7 +285,7 @@ pub async fn assign_contact(
     }
     conn.one(
         sql::SET_CONTACT_OPERATOR,
-        vec![id.get().into(), operator_id.get().into()],
+        vec![operator_id.get().into(), id.get().into()],
     )
     .await?;
     Ok(())
@@ -343,7 +333,7 @@ pub async fn delete_source_key(
 pub async fn touch_source_key(conn: &impl Conn, key_id: SourceKeyId) -> Result<(), StoreError> {
     conn.one(
         sql::TOUCH_SOURCE_KEY,
-        vec![key_id.get().into(), conn.timestamp(now())],
+        vec![conn.timestamp(now()), key_id.get().into()],
     )
     .await?;
     Ok(())
@@ -405,35 +395,47 @@ impl From<Snapshot> for Contact {
     }
 }
 
-/// Takes an idempotency key for a registration at `now` (see [`crm_core::RegistrationTx::claim_key`]).
-///
-/// On PostgreSQL the key is inserted here, which makes a concurrent request with the same
-/// key wait for this one. The SQLite writer runs one unit of work at a time, so nobody
-/// can race for the key: it only reads here and writes the key in [`record_key`], so a
-/// registration that fails after the claim (an unknown source) has written nothing.
+/// Takes an idempotency key for a registration at `now` (see
+/// [`crm_core::RegistrationTx::claim_key`]) where other units of work run at the same time
+/// (PostgreSQL): the key is inserted here, which makes a concurrent request with the same
+/// key wait for this one.
 pub async fn claim_key(
     conn: &impl Conn,
     key: &IdempotencyKey,
     now: DateTime<Utc>,
 ) -> Result<KeyClaim, StoreError> {
-    let oldest = conn.timestamp(now - IdempotencyKey::LIFETIME);
     let identity = || vec![key.credential().into(), key.key().into()];
     let mut values = identity();
-    let row = if conn.concurrent() {
-        values.extend([key.fingerprint().into(), conn.timestamp(now), oldest]);
-        if conn.one(sql::CLAIM_KEY, values).await?.is_some() {
-            return Ok(KeyClaim::Claimed);
-        }
-        conn.one(sql::READ_KEY, identity())
-            .await?
-            .ok_or_else(|| StoreError::Internal("a live idempotency key vanished".into()))?
-    } else {
-        values.push(oldest);
-        match conn.one(sql::READ_LIVE_KEY, values).await? {
-            Some(row) => row,
-            None => return Ok(KeyClaim::Claimed),
-        }
-    };
+    let oldest = conn.timestamp(now - IdempotencyKey::LIFETIME);
+    values.extend([key.fingerprint().into(), conn.timestamp(now), oldest]);
+    if conn.one(sql::CLAIM_KEY, values).await?.is_some() {
+        return Ok(KeyClaim::Claimed);
+    }
+    let row = conn
+        .one(sql::READ_KEY, identity())
+        .await?
+        .ok_or_else(|| StoreError::Internal("a live idempotency key vanished".into()))?;
+    replay(key, &row)
+}
+
+/// [`claim_key`] for the SQLite writer, which runs one unit of work at a time, so nobody
+/// can race for the key: it only reads here and writes the key in [`store_key`], so a
+/// registration that fails after the claim (an unknown source) has written nothing.
+pub async fn read_live_key(
+    conn: &impl Conn,
+    key: &IdempotencyKey,
+    now: DateTime<Utc>,
+) -> Result<KeyClaim, StoreError> {
+    let oldest = conn.timestamp(now - IdempotencyKey::LIFETIME);
+    let values = vec![key.credential().into(), key.key().into(), oldest];
+    match conn.one(sql::READ_LIVE_KEY, values).await? {
+        Some(row) => replay(key, &row),
+        None => Ok(KeyClaim::Claimed),
+    }
+}
+
+/// What a live key's row says: the same request again (replay its answer) or another.
+fn replay(key: &IdempotencyKey, row: &Row) -> Result<KeyClaim, StoreError> {
     let fingerprint: String = row.get(0)?;
     if fingerprint != key.fingerprint() {
         return Ok(KeyClaim::Reused);
@@ -446,21 +448,41 @@ pub async fn claim_key(
     Ok(KeyClaim::Replay(snapshot.into()))
 }
 
-/// Keeps a registration's answer with the key it claimed at `now` (see
+/// Keeps a registration's answer with the key [`claim_key`] took (see
 /// [`crm_core::RegistrationTx::record_key`]).
 pub async fn record_key(
     conn: &impl Conn,
     key: &IdempotencyKey,
     contact: &Contact,
+) -> Result<(), StoreError> {
+    let values = vec![
+        snapshot(contact)?.into(),
+        key.credential().into(),
+        key.key().into(),
+    ];
+    returned(conn.one(sql::RECORD_KEY, values).await?).map(drop)
+}
+
+/// Writes the key [`read_live_key`] found free at `now`, with its answer: inserts it, or
+/// takes over the expired row.
+pub async fn store_key(
+    conn: &impl Conn,
+    key: &IdempotencyKey,
+    contact: &Contact,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let snapshot = serde_json::to_string(&Snapshot::from(contact))
-        .map_err(|err| StoreError::Internal(Box::new(err)))?;
-    let mut values = vec![key.credential().into(), key.key().into(), snapshot.into()];
-    if conn.concurrent() {
-        return returned(conn.one(sql::RECORD_KEY, values).await?).map(drop);
-    }
-    values.extend([key.fingerprint().into(), conn.timestamp(now)]);
+    let values = vec![
+        key.credential().into(),
+        key.key().into(),
+        snapshot(contact)?.into(),
+        key.fingerprint().into(),
+        conn.timestamp(now),
+    ];
     conn.all(sql::STORE_KEY, values).await?;
     Ok(())
+}
+
+fn snapshot(contact: &Contact) -> Result<String, StoreError> {
+    serde_json::to_string(&Snapshot::from(contact))
+        .map_err(|err| StoreError::Internal(Box::new(err)))
 }

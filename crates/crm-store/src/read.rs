@@ -257,19 +257,8 @@ pub async fn unassigned_backlog(
         .collect()
 }
 
-/// The read pool's figures.
-pub fn pool_status(db: &DatabaseConnection, max_connections: u32) -> PoolStatus {
-    let (connections, idle) = match db.get_database_backend() {
-        sea_orm::DbBackend::Sqlite => {
-            let pool = db.get_sqlite_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-        sea_orm::DbBackend::Postgres => {
-            let pool = db.get_postgres_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-        _ => (0, 0),
-    };
+/// A read pool's figures, as its backend's pool reports them.
+pub fn pool_status(connections: u32, idle: usize, max_connections: u32) -> PoolStatus {
     PoolStatus {
         connections,
         idle: u32::try_from(idle).unwrap_or(u32::MAX),

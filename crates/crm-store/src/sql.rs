@@ -1,14 +1,15 @@
-//! The write statements, written once for both backends: `$n` placeholders (the SQLite
-//! adapter turns them into `?n`; no statement has a `$` anywhere else) and `RETURNING`
-//! (SQLite 3.35+, PostgreSQL).
+//! The write statements, written once for both backends: `RETURNING` (SQLite 3.35+,
+//! PostgreSQL) and `$n` placeholders, numbered in the order they first appear. SQLite reads
+//! `$n` as a named parameter and numbers it by its first appearance, so in that order both
+//! backends bind the same values by the same numbers, with no rewriting (checked below).
 
 use crm_core::{Candidate, OperatorId, StoreError};
 
 pub const INSERT_OPERATOR: &str = "INSERT INTO operators (name, is_active, max_active_contacts, open_contacts, created_at) \
      VALUES ($1, $2, $3, 0, $4) RETURNING id";
-pub const UPDATE_OPERATOR: &str = "UPDATE operators SET name = COALESCE($2, name), \
-     is_active = COALESCE($3, is_active), max_active_contacts = COALESCE($4, max_active_contacts) \
-     WHERE id = $1 RETURNING id";
+pub const UPDATE_OPERATOR: &str = "UPDATE operators SET name = COALESCE($1, name), \
+     is_active = COALESCE($2, is_active), max_active_contacts = COALESCE($3, max_active_contacts) \
+     WHERE id = $4 RETURNING id";
 pub const OPERATOR_EXISTS: &str = "SELECT id FROM operators WHERE id = $1";
 /// [`OPERATOR_EXISTS`] that also keeps the operator from being deleted until the end of
 /// the transaction (PostgreSQL; the lock a foreign key to it takes).
@@ -20,8 +21,8 @@ pub const DELETE_OPERATOR: &str = "DELETE FROM operators WHERE id = $1 RETURNING
 
 pub const INSERT_SOURCE: &str =
     "INSERT INTO sources (name, code, created_at) VALUES ($1, $2, $3) RETURNING id";
-pub const UPDATE_SOURCE: &str = "UPDATE sources SET name = COALESCE($2, name), code = COALESCE($3, code) \
-     WHERE id = $1 RETURNING id";
+pub const UPDATE_SOURCE: &str = "UPDATE sources SET name = COALESCE($1, name), code = COALESCE($2, code) \
+     WHERE id = $3 RETURNING id";
 pub const SOURCE_BY_ID: &str = "SELECT id FROM sources WHERE id = $1";
 pub const SOURCE_HAS_CONTACTS: &str = "SELECT id FROM contacts WHERE source_id = $1 LIMIT 1";
 pub const DELETE_SOURCE: &str = "DELETE FROM sources WHERE id = $1 RETURNING id";
@@ -43,8 +44,8 @@ pub const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_cont
 pub const RELEASE_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts - 1 \
      WHERE id = $1 AND open_contacts > 0 RETURNING id";
 /// Closes an open contact; returns its operator (no row when it was closed already).
-pub const CLOSE_CONTACT: &str = "UPDATE contacts SET status = 'closed', closed_at = $2 \
-     WHERE id = $1 AND status = 'open' RETURNING operator_id";
+pub const CLOSE_CONTACT: &str = "UPDATE contacts SET status = 'closed', closed_at = $1 \
+     WHERE id = $2 AND status = 'open' RETURNING operator_id";
 /// Reads a contact's state; on PostgreSQL the no-op update also locks the row, so the
 /// contact is locked before any operator row (see `ops`).
 pub const LOCK_CONTACT: &str =
@@ -55,7 +56,7 @@ pub const LOCK_CONTACT: &str =
 pub const LOCK_SOURCE: &str = "UPDATE sources SET name = name WHERE id = $1 RETURNING id";
 pub const CONTACT_STATE: &str = "SELECT status, operator_id FROM contacts WHERE id = $1";
 pub const SET_CONTACT_OPERATOR: &str =
-    "UPDATE contacts SET operator_id = $2 WHERE id = $1 RETURNING id";
+    "UPDATE contacts SET operator_id = $1 WHERE id = $2 RETURNING id";
 
 /// Takes an idempotency key: inserts it, or takes over an expired one (`$5` is the
 /// oldest creation time still alive). No row: the key is alive and someone else's, and on
@@ -68,7 +69,7 @@ pub const CLAIM_KEY: &str = "INSERT INTO idempotency_keys (credential, key, fing
 pub const READ_KEY: &str =
     "SELECT fingerprint, snapshot FROM idempotency_keys WHERE credential = $1 AND key = $2";
 pub const RECORD_KEY: &str =
-    "UPDATE idempotency_keys SET snapshot = $3 WHERE credential = $1 AND key = $2 RETURNING key";
+    "UPDATE idempotency_keys SET snapshot = $1 WHERE credential = $2 AND key = $3 RETURNING key";
 /// The key if it is alive (`$3`: the oldest creation time still alive); the SQLite
 /// writer's claim, which writes nothing (see `ops::claim_key`).
 pub const READ_LIVE_KEY: &str = "SELECT fingerprint, snapshot FROM idempotency_keys \
@@ -86,7 +87,32 @@ pub const INSERT_SOURCE_KEY: &str = "INSERT INTO source_keys (source_id, label, 
 pub const DELETE_SOURCE_KEY: &str =
     "DELETE FROM source_keys WHERE id = $1 AND source_id = $2 RETURNING id";
 pub const TOUCH_SOURCE_KEY: &str =
-    "UPDATE source_keys SET last_used_at = $2 WHERE id = $1 RETURNING id";
+    "UPDATE source_keys SET last_used_at = $1 WHERE id = $2 RETURNING id";
+
+/// The statements a write reads rows with before it changes them (see `Conn::LOCKS`).
+#[derive(Clone, Copy)]
+pub struct Locks {
+    /// A source, by id.
+    pub source: &'static str,
+    /// An operator, by id, kept from deletion.
+    pub operator: &'static str,
+    /// A contact's status and operator, by id.
+    pub contact: &'static str,
+}
+
+/// The lone SQLite writer's: plain reads.
+pub const PLAIN_READS: Locks = Locks {
+    source: SOURCE_BY_ID,
+    operator: OPERATOR_EXISTS,
+    contact: CONTACT_STATE,
+};
+
+/// PostgreSQL's: row locks, taken in the order `ops` documents.
+pub const ROW_LOCKS: Locks = Locks {
+    source: LOCK_SOURCE,
+    operator: OPERATOR_KEPT,
+    contact: LOCK_CONTACT,
+};
 
 /// Reads a [`CANDIDATES`] row through the backend's column getters.
 pub fn candidate_from_row(
@@ -100,4 +126,65 @@ pub fn candidate_from_row(
         open_contacts: int(3)?,
         max_active_contacts: int(4)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The numbers of `sql`'s placeholders in the order they first appear.
+    fn placeholders(sql: &str) -> Vec<usize> {
+        let mut seen = Vec::new();
+        for (_, rest) in sql.match_indices('$').map(|(i, _)| sql.split_at(i + 1)) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let n = digits.parse().expect("a `$` starts a placeholder");
+            if !seen.contains(&n) {
+                seen.push(n);
+            }
+        }
+        seen
+    }
+
+    /// SQLite numbers `$n` by first appearance: only in that order does `$n` bind the
+    /// n-th value there as on PostgreSQL.
+    #[test]
+    fn placeholders_are_numbered_in_the_order_they_appear() {
+        for sql in [
+            INSERT_OPERATOR,
+            UPDATE_OPERATOR,
+            OPERATOR_EXISTS,
+            OPERATOR_KEPT,
+            OPERATOR_LOAD,
+            OPERATOR_HAS_CONTACTS,
+            DELETE_OPERATOR,
+            INSERT_SOURCE,
+            UPDATE_SOURCE,
+            SOURCE_BY_ID,
+            SOURCE_HAS_CONTACTS,
+            DELETE_SOURCE,
+            DELETE_WEIGHTS,
+            INSERT_WEIGHT,
+            CANDIDATES,
+            CLAIM_OPERATOR,
+            RELEASE_OPERATOR,
+            CLOSE_CONTACT,
+            LOCK_CONTACT,
+            LOCK_SOURCE,
+            CONTACT_STATE,
+            SET_CONTACT_OPERATOR,
+            CLAIM_KEY,
+            READ_KEY,
+            RECORD_KEY,
+            READ_LIVE_KEY,
+            STORE_KEY,
+            EXPIRE_KEYS,
+            INSERT_SOURCE_KEY,
+            DELETE_SOURCE_KEY,
+            TOUCH_SOURCE_KEY,
+        ] {
+            let numbers = placeholders(sql);
+            let expected: Vec<usize> = (1..=numbers.len()).collect();
+            assert_eq!(numbers, expected, "{sql}");
+        }
+    }
 }

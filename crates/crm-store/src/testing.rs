@@ -112,6 +112,15 @@ impl TestDatabase {
         }
     }
 
+    /// [`Self::url`], parsed.
+    ///
+    /// # Panics
+    /// Never: both kinds of URL this module makes parse.
+    #[must_use]
+    pub fn database_url(&self) -> crate::DatabaseUrl {
+        self.url.parse().expect("a test database url parses")
+    }
+
     /// Removes a PostgreSQL test database now (dropping the value does it too).
     pub async fn drop_database(&self) {
         if let Cleanup::Postgres { admin_url, name } = &self.cleanup {

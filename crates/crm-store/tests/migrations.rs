@@ -17,7 +17,7 @@ fn applied(states: &[MigrationState]) -> Vec<bool> {
 async fn up_down_up_leaves_a_working_schema(backend: Backend) {
     let db = TestDatabase::create(backend).await;
     let config = StoreConfig {
-        database_url: db.url.clone(),
+        database_url: db.database_url(),
         ..StoreConfig::default()
     };
 

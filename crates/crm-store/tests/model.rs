@@ -239,7 +239,7 @@ impl Sut {
         let (db, store) = rt.block_on(async {
             let db = TestDatabase::create(backend).await;
             let config = StoreConfig {
-                database_url: db.url.clone(),
+                database_url: db.database_url(),
                 seed: Some(7),
                 ..StoreConfig::default()
             };

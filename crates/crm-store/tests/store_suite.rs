@@ -51,7 +51,7 @@ async fn store(backend: Backend) -> TestStore {
 /// The store on `db`, as the server opens it.
 async fn open(db: TestDatabase) -> TestStore {
     let config = StoreConfig {
-        database_url: db.url.clone(),
+        database_url: db.database_url(),
         ..StoreConfig::default()
     };
     let store = crm_store::connect(&config).await.expect("open store");
@@ -393,7 +393,7 @@ async fn registrations_see_every_change_made_between_them(backend: Backend) {
 async fn a_second_process_cannot_open_the_same_sqlite_file() {
     let db = TestDatabase::create(Backend::Sqlite).await;
     let config = StoreConfig {
-        database_url: db.url.clone(),
+        database_url: db.database_url(),
         ..StoreConfig::default()
     };
     let first = crm_store::connect(&config).await.expect("first");

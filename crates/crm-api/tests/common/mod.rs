@@ -27,7 +27,7 @@ pub struct TestApp {
 pub async fn test_store(backend: Backend) -> (Arc<DbStore>, TestDatabase) {
     let db = TestDatabase::create(backend).await;
     let config = StoreConfig {
-        database_url: db.url.clone(),
+        database_url: db.database_url(),
         ..StoreConfig::default()
     };
     let store = crm_store::connect(&config).await.expect("test store opens");

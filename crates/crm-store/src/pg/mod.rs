@@ -8,21 +8,35 @@ pub mod registration;
 
 use std::time::Duration;
 
-use crm_core::StoreError;
+use crm_core::{PoolStatus, StoreError};
 use migration::{Migrator, MigratorTrait};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait,
 };
 
-use crate::{ConnectError, StoreConfig, error::db_err};
+use crate::{
+    ConnectError, PgUrl, StoreConfig,
+    conn::{PgConn, PgHeld},
+    error::db_err,
+    read,
+};
+use registration::PgRegistration;
+
+/// The PostgreSQL backend: one pool for reads and writes.
+pub struct PgStore {
+    pub(crate) reader: DatabaseConnection,
+    pub(crate) max_connections: u32,
+}
 
 /// Any number: the key of the advisory lock that serialises migrations of replicas
 /// starting together.
 pub const MIGRATION_LOCK: i64 = 0x0063_726d_5f6d_6967;
 
 /// Connects the pool and runs pending migrations under an advisory lock.
-pub async fn open(config: &StoreConfig) -> Result<DatabaseConnection, ConnectError> {
-    let mut options = ConnectOptions::new(config.database_url.clone());
+pub async fn open(url: &PgUrl, config: &StoreConfig) -> Result<PgStore, ConnectError> {
+    let mut options = ConnectOptions::new(url.as_secret_str());
     options
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
@@ -51,7 +65,74 @@ pub async fn open(config: &StoreConfig) -> Result<DatabaseConnection, ConnectErr
     migrate(&db)
         .await
         .map_err(|err| ConnectError::Migration(Box::new(err)))?;
-    Ok(db)
+    Ok(PgStore {
+        reader: db,
+        max_connections: config.max_connections,
+    })
+}
+
+impl PgStore {
+    /// Runs `write` in its own transaction, committed if it succeeds.
+    pub(crate) async fn write<T>(
+        &self,
+        write: impl AsyncFnOnce(&PgConn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.reader.begin().await.map_err(db_err)?;
+        let result = write(&PgConn(&txn)).await;
+        finish(txn, result).await
+    }
+
+    /// Runs a registration without an idempotency key on one pooled connection, outside
+    /// any transaction: its only write is one statement (see [`registration`]).
+    pub(crate) async fn register<T>(
+        &self,
+        register: impl AsyncFnOnce(
+            &mut PgRegistration<PgHeld>,
+            &mut ChaCha8Rng,
+        ) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut tx = PgRegistration::new(PgHeld::acquire(&self.reader).await?);
+        register(&mut tx, &mut fresh_rng()).await
+    }
+
+    /// Runs a registration with an idempotency key, in a transaction: on its own, a
+    /// claimed key would commit before its answer.
+    pub(crate) async fn register_keyed<T>(
+        &self,
+        register: impl AsyncFnOnce(
+            &mut PgRegistration<PgConn<'_>>,
+            &mut ChaCha8Rng,
+        ) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write(async |conn| {
+            let mut tx = PgRegistration::new(PgConn(conn.0));
+            register(&mut tx, &mut fresh_rng()).await
+        })
+        .await
+    }
+
+    /// Whether the pool answers.
+    pub(crate) async fn health(&self) -> Result<(), StoreError> {
+        read::health(&self.reader).await
+    }
+
+    /// The pool's figures.
+    pub(crate) fn pool_status(&self) -> PoolStatus {
+        let pool = self.reader.get_postgres_connection_pool();
+        read::pool_status(pool.size(), pool.num_idle(), self.max_connections)
+    }
+
+    /// Closes the pool.
+    pub(crate) async fn shutdown(&self) {
+        if let Err(err) = self.reader.close_by_ref().await {
+            tracing::warn!(error = %err, "closing the postgres pool failed");
+        }
+    }
+}
+
+/// Each registration draws from its own generator: replicas share nothing.
+fn fresh_rng() -> ChaCha8Rng {
+    ChaCha8Rng::from_rng(&mut rand::rng())
 }
 
 async fn migrate(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
@@ -62,13 +143,8 @@ async fn migrate(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
     txn.commit().await
 }
 
-/// Begins a write transaction.
-pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, StoreError> {
-    db.begin().await.map_err(db_err)
-}
-
 /// Commits on success, rolls back on error.
-pub async fn finish<T>(
+async fn finish<T>(
     txn: DatabaseTransaction,
     result: Result<T, StoreError>,
 ) -> Result<T, StoreError> {

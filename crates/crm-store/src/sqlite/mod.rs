@@ -6,14 +6,17 @@ pub mod checkpoint;
 pub mod registration;
 pub mod writer;
 
-use std::{fs::File, path::PathBuf};
+use std::{fs::File, sync::Mutex};
 
+use crm_core::{ContactId, PoolStatus, StoreError};
 use migration::{Migrator, MigratorTrait};
+use rand_chacha::ChaCha8Rng;
 use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, TransactionTrait};
 
-use crate::{ConnectError, StoreConfig};
+use crate::{ConnectError, SqliteUrl, StoreConfig, conn::SqliteConn, ops, read};
 use checkpoint::Checkpointer;
-use writer::Writer;
+use registration::{SourceCache, SqliteRegistration};
+use writer::{Writer, WriterHandle};
 
 /// Prepared statements the writer keeps: more than it has.
 const STATEMENT_CACHE: usize = 96;
@@ -24,68 +27,69 @@ const STATEMENT_CACHE: usize = 96;
 /// uses as the database grows into it.
 const WRITER_CACHE_KIB: u32 = 8 * 1024;
 
-/// What [`open`] hands back.
-pub struct Opened {
+/// The SQLite backend: every write a job of the one writer thread, every read on the
+/// read-only pool beside it.
+pub struct SqliteStore {
     /// Read-only pool.
-    pub reader: DatabaseConnection,
-    /// The writer thread.
-    pub writer: Writer,
-    /// Held for the life of the store; the kernel releases it when the process dies.
-    pub lock: File,
+    pub(crate) reader: DatabaseConnection,
+    pub(crate) max_connections: u32,
+    handle: WriterHandle,
+    writer: Mutex<Option<Writer>>,
+    /// Retries a write while the last commit failed ([`writer::probe`]).
+    _probe: AbortOnDrop,
+    /// The `flock` on the database file ([`lock`]): last, so it is closed after the
+    /// fields above, which stop SQLite's own connections. Held for the life of the store;
+    /// the kernel releases it when the process dies.
+    _lock: File,
 }
 
-/// Extracts the file path of a `sqlite:` URL; in-memory databases cannot be shared
-/// between the writer and the readers, so they are refused.
-fn file_path(url: &str) -> Result<PathBuf, ConnectError> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| ConnectError::UnsupportedUrl(url.to_owned()))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path.contains(":memory:") || path.starts_with("file:") {
-        return Err(ConnectError::UnsupportedUrl(url.to_owned()));
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    Ok(PathBuf::from(path))
 }
 
-/// Takes an exclusive `flock` on the database file named by `url` itself (creating the
-/// file, empty, if it does not exist: SQLite reads an empty file as an empty database);
-/// returns the file's path and the open file that holds the lock.
+/// Takes an exclusive `flock` on the database file itself (creating the file, empty, if
+/// it does not exist: SQLite reads an empty file as an empty database); returns the open
+/// file that holds the lock.
 ///
 /// The lock belongs to the open file, so it is the same whatever path, symlink or hard
 /// link reached it, and the kernel releases it when the process dies. It does not
 /// conflict with the `fcntl` locks SQLite takes on the same file. But closing *any*
 /// descriptor of a file drops every `fcntl` lock the process holds on it, so the returned
 /// file must stay open until SQLite's own connections to it have closed.
-pub fn lock(url: &str) -> Result<(String, File), ConnectError> {
-    let path = file_path(url)?;
-    let display = path.display().to_string();
+pub fn lock(url: &SqliteUrl) -> Result<File, ConnectError> {
+    let display = || url.path().display().to_string();
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
+        .open(url.path())
         .map_err(|source| ConnectError::Io {
-            path: display.clone(),
+            path: display(),
             source,
         })?;
     match file.try_lock() {
-        Ok(()) => Ok((display, file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ConnectError::InUse(display)),
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ConnectError::InUse(display())),
         Err(std::fs::TryLockError::Error(source)) => Err(ConnectError::Io {
-            path: display,
+            path: display(),
             source,
         }),
     }
 }
 
 /// Opens (creating if needed) and migrates the database, then starts the writer.
-pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
-    let (display, lock) = lock(&config.database_url)?;
+pub async fn open(url: &SqliteUrl, config: &StoreConfig) -> Result<SqliteStore, ConnectError> {
+    let lock = lock(url)?;
+    let display = url.path().display().to_string();
 
     let admin = sea_orm::Database::connect(
-        ConnectOptions::new(format!("sqlite://{display}?mode=rwc"))
+        ConnectOptions::new(url.with_mode("rwc"))
             .max_connections(1)
             .sqlx_logging(false)
             .to_owned(),
@@ -144,7 +148,7 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
         .map_err(|err| ConnectError::Database(Box::new(err)))?;
 
     let reader = sea_orm::Database::connect(
-        ConnectOptions::new(format!("sqlite://{display}?mode=ro"))
+        ConnectOptions::new(url.with_mode("ro"))
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             // A file does not hang up: sqlx's ping on every checkout would only cost
@@ -156,9 +160,97 @@ pub async fn open(config: &StoreConfig) -> Result<Opened, ConnectError> {
     .await
     .map_err(|err| ConnectError::Database(Box::new(err)))?;
 
-    Ok(Opened {
+    let handle = writer.handle.clone();
+    Ok(SqliteStore {
         reader,
-        writer,
-        lock,
+        max_connections: config.max_connections,
+        _probe: AbortOnDrop(tokio::spawn(writer::probe(handle.clone()))),
+        handle,
+        writer: Mutex::new(Some(writer)),
+        _lock: lock,
     })
+}
+
+impl SqliteStore {
+    /// Runs `write` as a job of the writer (atomic, undone alone if it fails), over the
+    /// writer's connection; its future is ready at once. Any write but a registration or
+    /// a close may change what the source cache holds, so the cache is emptied after it.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        write: impl AsyncFnMut(&SqliteConn<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_then(write, |cache, _| cache.clear()).await
+    }
+
+    /// [`Self::write`], after which `then` brings the source cache up to date from the
+    /// write's result (a job that fails empties the cache anyway, see [`writer`]).
+    async fn write_then<T: Send + 'static>(
+        &self,
+        mut write: impl AsyncFnMut(&SqliteConn<'_>) -> Result<T, StoreError> + Send + 'static,
+        then: impl Fn(&mut SourceCache, &T) + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.handle
+            .run(move |ctx| {
+                let out = pollster::block_on(write(&SqliteConn(ctx.conn)))?;
+                then(&mut ctx.cache, &out);
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Closes a contact; a close changes one cached counter, the rest of the cache stays
+    /// right.
+    pub(crate) async fn close_contact(&self, id: ContactId) -> Result<(), StoreError> {
+        let close = async move |conn: &SqliteConn<'_>| ops::close_contact(conn, id).await;
+        self.write_then(close, |cache, released| {
+            if let Some(operator) = released {
+                cache.released(*operator);
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Runs a registration (with or without a key: the writer runs one unit of work at a
+    /// time, so a key needs nothing more) as a job of the writer, with its generator.
+    pub(crate) async fn register<T: Send + 'static>(
+        &self,
+        mut register: impl AsyncFnMut(
+            &mut SqliteRegistration<'_, '_>,
+            &mut ChaCha8Rng,
+        ) -> Result<T, StoreError>
+        + Send
+        + 'static,
+    ) -> Result<T, StoreError> {
+        self.handle
+            .run(move |ctx| {
+                let tx = &mut SqliteRegistration::new(&mut ctx.hot, &mut ctx.cache);
+                pollster::block_on(register(tx, &mut ctx.rng))
+            })
+            .await
+    }
+
+    /// Whether the writer runs and its last commit succeeded, and the pool answers.
+    pub(crate) async fn health(&self) -> Result<(), StoreError> {
+        self.handle.health()?;
+        read::health(&self.reader).await
+    }
+
+    /// The read pool's figures and the writer's queue.
+    pub(crate) fn pool_status(&self) -> PoolStatus {
+        let pool = self.reader.get_sqlite_connection_pool();
+        PoolStatus {
+            queued_writes: Some(self.handle.queued()),
+            write_group_reruns: Some(self.handle.reruns()),
+            ..read::pool_status(pool.size(), pool.num_idle(), self.max_connections)
+        }
+    }
+
+    /// Stops taking writes, commits what is queued and answers it.
+    pub(crate) async fn shutdown(&self) {
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            writer.stop().await;
+        }
+    }
 }

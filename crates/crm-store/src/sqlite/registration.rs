@@ -194,7 +194,7 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
 
 impl RegistrationTx for SqliteRegistration<'_, '_> {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
-        ops::claim_key(&SqliteConn(self.conn), key, self.now).await
+        ops::read_live_key(&SqliteConn(self.conn), key, self.now).await
     }
 
     async fn record_key(
@@ -202,7 +202,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         key: &IdempotencyKey,
         contact: &Contact,
     ) -> Result<(), StoreError> {
-        ops::record_key(&SqliteConn(self.conn), key, contact, self.now).await
+        ops::store_key(&SqliteConn(self.conn), key, contact, self.now).await
     }
 
     async fn prepare(
