@@ -1,17 +1,20 @@
 //! How another Rust service embeds crm-core: give [`register_contact`] a [`RegistrationTx`]
-//! over your storage (here [`MemoryTx`], crm-core's in-memory one, whose source is the
-//! smallest adapter to model yours on), any executor (here `pollster`) and any random
+//! over your storage (here `MemoryTx`, the in-memory one of crm-core's tests, whose source
+//! is the smallest adapter to model yours on), any executor (here `pollster`) and any random
 //! generator (here a seeded `ChaCha8Rng`, so every run prints the same assignments).
 //!
 //! Run with `cargo run -p crm-core --example embed`.
 
 use std::error::Error;
 
-use crm_core::memory::{MemoryOperator, MemoryTx};
+#[path = "../tests/support/memory.rs"]
+mod memory;
+
 use crm_core::{
     ExternalLeadId, NewContact, OperatorId, Payload, SourceCode, SourceId, SourceRef,
     register_contact,
 };
+use memory::{MemoryOperator, MemoryTx};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

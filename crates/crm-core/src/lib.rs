@@ -29,13 +29,10 @@
 //!
 //! Storage adapters implement [`RegistrationTx`] (one registration's unit of work) and
 //! [`Store`] (everything the HTTP layer needs); [`register_contact`] is the one place the
-//! registration steps are written. With the `memory` feature, `memory::MemoryTx` is an
-//! in-memory `RegistrationTx` for embedding without a database and for tests.
+//! registration steps are written.
 
 mod distribution;
 mod ids;
-#[cfg(feature = "memory")]
-pub mod memory;
 mod model;
 mod ports;
 mod register;

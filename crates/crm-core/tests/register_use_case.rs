@@ -4,11 +4,14 @@
 
 use std::collections::BTreeSet;
 
-use crm_core::memory::{MemoryOperator, MemoryTx};
+#[path = "support/memory.rs"]
+mod memory;
+
 use crm_core::{
     Contact, Entity, Exclusion, ExternalLeadId, IdempotencyKey, NewContact, OperatorId, Payload,
     SourceCode, SourceId, SourceRef, StoreError, register_contact, register_contact_once,
 };
+use memory::{MemoryOperator, MemoryTx};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

@@ -1,13 +1,16 @@
 //! An in-memory [`RegistrationTx`]: one source, its operators, and the leads, contacts and
-//! idempotency keys registered so far, in maps. For the example, the use case's tests and
-//! any service that embeds crm-core without a database; its code is also the smallest
-//! adapter there is, to read before writing one over real storage.
+//! idempotency keys registered so far, in maps. Shared by the use case's tests and the
+//! example (`examples/embed.rs` includes this file); its code is also the smallest adapter
+//! there is, to read before writing one over real storage.
+
+// Each includer uses part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
 use chrono::Utc;
 
-use crate::{
+use crm_core::{
     Candidate, Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey,
     Inserted, KeyClaim, LeadId, OperatorId, OperatorSummary, Payload, Prepared, RegistrationTx,
     SourceCode, SourceId, SourceRef, StoreError,
