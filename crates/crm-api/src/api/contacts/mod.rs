@@ -17,10 +17,6 @@ use poem_openapi::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-mod created;
-
-use created::ContactJson;
-
 use super::{ApiTags, default_page_limit, path_id::PathId};
 use crate::{
     auth::{Credentials, Principal},
@@ -59,7 +55,7 @@ enum Registered {
     /// Registered (or, with `Idempotent-Replayed: true`, registered before).
     #[oai(status = 201)]
     Created(
-        ContactJson,
+        Json<Contact>,
         /// `true` when this is the stored answer to an earlier request with the same key.
         #[oai(header = "Idempotent-Replayed")]
         Option<String>,
@@ -206,7 +202,7 @@ impl<S: Store> ContactsApi<S> {
             metrics.registered(&contact, started.elapsed());
         }
         Ok(Registered::Created(
-            ContactJson::new(&contact)?,
+            Json(contact.try_into()?),
             replayed.then(|| "true".to_owned()),
         ))
     }
