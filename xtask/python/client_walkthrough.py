@@ -5,7 +5,8 @@ directory as the package `crm_client`, starts a server, and runs this script wit
 server's base URL as its argument and its admin token in CRM_ADMIN_TOKEN. It checks that a client made from the
 committed document alone can do what the README does, and that it parses a 409 and a
 422 into the document's `Problem` with its `code`. It names only models the document
-names (never a generated name for an inline schema, such as the embedded operator's).
+names: the embedded operator is the document's `OperatorSummary` (a nullable reference),
+not a type the generator made up for an inline schema.
 """
 
 import os
@@ -33,6 +34,7 @@ from crm_client.models import (
     CreateOperator,
     CreateSource,
     ErrorCode,
+    OperatorSummary,
     Problem,
     ReplaceWeights,
     WeightInput,
@@ -81,7 +83,8 @@ def main(base_url: str, token: str) -> None:
     )
     check(isinstance(first, Contact), "a registration parses into Contact")
     check(first.operator_id in (anna.id, boris.id), f"the contact went to a weighted operator: {first.operator_id}")
-    # The embedded operator, read by field: its generated class name is not part of the contract.
+    # The embedded operator is the document's OperatorSummary, or None when unassigned.
+    check(isinstance(first.operator, OperatorSummary), f"the embedded operator is an OperatorSummary: {type(first.operator)}")
     check(first.operator.id == first.operator_id, "the embedded operator is the assigned one")
     again = call(
         register_contact,
