@@ -215,7 +215,7 @@ impl From<crm_core::Operator> for Operator {
             id: o.id.get(),
             name: o.name,
             is_active: o.is_active,
-            max_active_contacts: o.max_active_contacts,
+            max_active_contacts: o.max_active_contacts.get(),
             active_contacts: o.open_contacts,
             created_at: o.created_at,
         }
@@ -237,14 +237,14 @@ impl From<crm_core::Source> for Source {
         Self {
             id: s.id.get(),
             name: s.name,
-            code: s.code,
+            code: s.code.as_str().to_owned(),
             created_at: s.created_at,
             operators: s
                 .operators
                 .into_iter()
                 .map(|so| SourceOperator {
                     operator_id: so.operator.id.get(),
-                    weight: so.weight,
+                    weight: so.weight.get(),
                     operator: so.operator.into(),
                 })
                 .collect(),
@@ -321,7 +321,7 @@ impl From<crm_core::OperatorStats> for OperatorStats {
         Self {
             operator_id: s.operator_id.get(),
             operator_name: s.operator_name,
-            max_active_contacts: s.max_active_contacts,
+            max_active_contacts: s.max_active_contacts.get(),
             open_contacts: s.open_contacts,
             total_contacts: s.total_contacts,
         }

@@ -228,7 +228,7 @@ impl Metrics {
                 .set(op.open_contacts);
             self.operator_capacity
                 .with_label_values(&[&id])
-                .set(op.max_active_contacts);
+                .set(op.max_active_contacts.get());
         }
         self.backlog.reset();
         for (source_id, count) in backlog {

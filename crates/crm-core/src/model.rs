@@ -18,7 +18,7 @@ pub struct Operator {
     /// Inactive operators receive no automatic or manual assignments.
     pub is_active: bool,
     /// Most open contacts the operator may hold.
-    pub max_active_contacts: i64,
+    pub max_active_contacts: MaxActiveContacts,
     /// The operator's load: how many open contacts are assigned to it now.
     pub open_contacts: i64,
     /// When the operator was created.
@@ -44,7 +44,7 @@ pub struct Source {
     /// Display name.
     pub name: String,
     /// Unique, case-sensitive code clients may use instead of the id.
-    pub code: String,
+    pub code: SourceCode,
     /// When the source was created.
     pub created_at: DateTime<Utc>,
     /// The operators that take this source's contacts, with their weights, by operator id.
@@ -57,7 +57,7 @@ pub struct SourceOperator {
     /// The operator.
     pub operator: OperatorSummary,
     /// Its relative share of the source's contacts.
-    pub weight: i64,
+    pub weight: Weight,
 }
 
 /// An end customer, known by the identifier its channel gave it.
@@ -140,7 +140,7 @@ pub struct OperatorStats {
     /// Its name.
     pub operator_name: String,
     /// Its limit.
-    pub max_active_contacts: i64,
+    pub max_active_contacts: MaxActiveContacts,
     /// Its open contacts (the load counter).
     pub open_contacts: i64,
     /// Contacts assigned to it now, any status.
@@ -154,7 +154,7 @@ pub struct OperatorLoad {
     /// The operator.
     pub operator_id: OperatorId,
     /// Its limit.
-    pub max_active_contacts: i64,
+    pub max_active_contacts: MaxActiveContacts,
     /// Its open contacts (the load counter).
     pub open_contacts: i64,
 }

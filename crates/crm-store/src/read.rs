@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use crm_core::{
     Contact, ContactFilter, ContactId, ContactStatus, Entity, Lead, LeadFilter, LeadId,
-    LeadWithContacts, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorStats,
-    OperatorSummary, Payload, PoolStatus, Source, SourceId, SourceKey, SourceKeyId, SourceOperator,
-    StoreError,
+    LeadWithContacts, MaxActiveContacts, Operator, OperatorFilter, OperatorId, OperatorLoad,
+    OperatorStats, OperatorSummary, Payload, PoolStatus, Source, SourceCode, SourceId, SourceKey,
+    SourceKeyId, SourceOperator, StoreError, ValueError, Weight,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -46,7 +46,7 @@ pub async fn operators(
         query = query.filter(operator::Column::IsActive.eq(is_active));
     }
     let rows = query.all(db).await.map_err(db_err)?;
-    Ok(rows.into_iter().map(to_operator).collect())
+    rows.into_iter().map(to_operator).collect()
 }
 
 /// One operator.
@@ -55,8 +55,7 @@ pub async fn operator(db: &DatabaseConnection, id: OperatorId) -> Result<Operato
         .one(db)
         .await
         .map_err(db_err)?
-        .map(to_operator)
-        .ok_or(StoreError::NotFound(Entity::Operator))
+        .map_or(Err(StoreError::NotFound(Entity::Operator)), to_operator)
 }
 
 /// All sources with their weights.
@@ -67,13 +66,12 @@ pub async fn sources(db: &DatabaseConnection) -> Result<Vec<Source>, StoreError>
         .await
         .map_err(db_err)?;
     let mut weights = weights_by_source(db, None).await?;
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
             let operators = weights.remove(&row.id).unwrap_or_default();
             to_source(row, operators)
         })
-        .collect())
+        .collect()
 }
 
 /// One source with its weights.
@@ -85,7 +83,7 @@ pub async fn source(db: &DatabaseConnection, id: SourceId) -> Result<Source, Sto
         .ok_or(StoreError::NotFound(Entity::Source))?;
     let mut weights = weights_by_source(db, Some(id)).await?;
     let operators = weights.remove(&row.id).unwrap_or_default();
-    Ok(to_source(row, operators))
+    to_source(row, operators)
 }
 
 /// A page of leads by id.
@@ -193,16 +191,18 @@ pub async fn stats(db: &DatabaseConnection) -> Result<Vec<OperatorStats>, StoreE
         .map_err(db_err)?
         .into_iter()
         .collect();
-    Ok(operators
+    operators
         .into_iter()
-        .map(|o| OperatorStats {
-            operator_id: OperatorId(o.id),
-            total_contacts: totals.get(&o.id).copied().unwrap_or(0),
-            operator_name: o.name,
-            max_active_contacts: o.max_active_contacts,
-            open_contacts: o.open_contacts,
+        .map(|o| {
+            Ok(OperatorStats {
+                operator_id: OperatorId(o.id),
+                total_contacts: totals.get(&o.id).copied().unwrap_or(0),
+                operator_name: o.name,
+                max_active_contacts: stored(MaxActiveContacts::new(o.max_active_contacts))?,
+                open_contacts: o.open_contacts,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Every operator's counters: the `operators` table only.
@@ -217,14 +217,15 @@ pub async fn operator_loads(db: &DatabaseConnection) -> Result<Vec<OperatorLoad>
         .all(db)
         .await
         .map_err(db_err)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, max_active_contacts, open_contacts)| OperatorLoad {
-            operator_id: OperatorId(id),
-            max_active_contacts,
-            open_contacts,
+    rows.into_iter()
+        .map(|(id, max_active_contacts, open_contacts)| {
+            Ok(OperatorLoad {
+                operator_id: OperatorId(id),
+                max_active_contacts: stored(MaxActiveContacts::new(max_active_contacts))?,
+                open_contacts,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The unassigned backlog per source. Its `WHERE` is the predicate of the partial index
@@ -344,7 +345,7 @@ async fn weights_by_source(
             .or_default()
             .push(SourceOperator {
                 operator: summary(&operator),
-                weight: w.weight,
+                weight: stored(Weight::new(w.weight))?,
             });
     }
     Ok(by_source)
@@ -354,15 +355,21 @@ fn broken(what: &'static str) -> StoreError {
     StoreError::Internal(what.into())
 }
 
-fn to_operator(row: operator::Model) -> Operator {
-    Operator {
+/// A value read back as the validated type it was written as; one that no longer is means
+/// the database was changed behind the service's back.
+fn stored<T>(value: Result<T, ValueError>) -> Result<T, StoreError> {
+    value.map_err(|_| broken("a stored value is out of its range"))
+}
+
+fn to_operator(row: operator::Model) -> Result<Operator, StoreError> {
+    Ok(Operator {
         id: OperatorId(row.id),
         name: row.name,
         is_active: row.is_active,
-        max_active_contacts: row.max_active_contacts,
+        max_active_contacts: stored(MaxActiveContacts::new(row.max_active_contacts))?,
         open_contacts: row.open_contacts,
         created_at: row.created_at,
-    }
+    })
 }
 
 fn summary(row: &operator::Model) -> OperatorSummary {
@@ -373,14 +380,14 @@ fn summary(row: &operator::Model) -> OperatorSummary {
     }
 }
 
-fn to_source(row: source::Model, operators: Vec<SourceOperator>) -> Source {
-    Source {
+fn to_source(row: source::Model, operators: Vec<SourceOperator>) -> Result<Source, StoreError> {
+    Ok(Source {
         id: SourceId(row.id),
         name: row.name,
-        code: row.code,
+        code: stored(SourceCode::parse(&row.code))?,
         created_at: row.created_at,
         operators,
-    }
+    })
 }
 
 fn to_lead(row: lead::Model) -> Lead {

@@ -340,7 +340,7 @@ impl Sut {
         assert_eq!(
             (
                 created.is_active,
-                created.max_active_contacts,
+                created.max_active_contacts.get(),
                 created.open_contacts
             ),
             (active, limit, 0),
@@ -389,7 +389,7 @@ impl Sut {
         assert_eq!(
             (
                 updated.is_active,
-                updated.max_active_contacts,
+                updated.max_active_contacts.get(),
                 updated.open_contacts
             ),
             (model.active, model.limit, model.load),
@@ -442,7 +442,7 @@ impl Sut {
         let got: Vec<(OperatorId, i64)> = stored
             .operators
             .iter()
-            .map(|so| (so.operator.id, so.weight))
+            .map(|so| (so.operator.id, so.weight.get()))
             .collect();
         assert_eq!(
             got,
@@ -628,7 +628,7 @@ impl Sut {
             for op in &operators {
                 let m = &self.model.operators[&op.id];
                 assert_eq!(
-                    (op.is_active, op.max_active_contacts, op.open_contacts),
+                    (op.is_active, op.max_active_contacts.get(), op.open_contacts),
                     (m.active, m.limit, m.load),
                     "step {at}: operator {} (active, limit, counter)",
                     op.id
@@ -691,7 +691,11 @@ impl Sut {
                     .count() as i64;
                 let m = &self.model.operators[&s.operator_id];
                 assert_eq!(
-                    (s.open_contacts, s.total_contacts, s.max_active_contacts),
+                    (
+                        s.open_contacts,
+                        s.total_contacts,
+                        s.max_active_contacts.get()
+                    ),
                     (open_rows, total_rows, m.limit),
                     "step {at}: stats of operator {} (open, total, limit) vs rows",
                     s.operator_id
@@ -703,11 +707,11 @@ impl Sut {
                 .await
                 .expect("loads")
                 .into_iter()
-                .map(|l| (l.operator_id, l.open_contacts, l.max_active_contacts))
+                .map(|l| (l.operator_id, l.open_contacts, l.max_active_contacts.get()))
                 .collect();
             let from_stats: Vec<(OperatorId, i64, i64)> = stats
                 .iter()
-                .map(|s| (s.operator_id, s.open_contacts, s.max_active_contacts))
+                .map(|s| (s.operator_id, s.open_contacts, s.max_active_contacts.get()))
                 .collect();
             assert_eq!(loads, from_stats, "step {at}: operator loads vs stats");
 
@@ -768,7 +772,7 @@ impl Sut {
                 let got: BTreeMap<OperatorId, i64> = source
                     .operators
                     .iter()
-                    .map(|so| (so.operator.id, so.weight))
+                    .map(|so| (so.operator.id, so.weight.get()))
                     .collect();
                 assert_eq!(
                     got, self.model.weights[&source.id],

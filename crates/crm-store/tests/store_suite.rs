@@ -151,7 +151,7 @@ async fn assert_counters_match_rows(store: &DbStore) {
             .count() as i64;
         assert_eq!(op.open_contacts, open, "counter of operator {}", op.id);
         assert!(
-            open <= op.max_active_contacts,
+            open <= op.max_active_contacts.get(),
             "operator {} over its limit",
             op.id
         );
@@ -953,12 +953,12 @@ async fn the_scrape_figures_follow_every_write(backend: Backend) {
         vec![
             crm_core::OperatorLoad {
                 operator_id: a,
-                max_active_contacts: 1,
+                max_active_contacts: MaxActiveContacts::new(1).expect("limit"),
                 open_contacts: a_open,
             },
             crm_core::OperatorLoad {
                 operator_id: b,
-                max_active_contacts: 2,
+                max_active_contacts: MaxActiveContacts::new(2).expect("limit"),
                 open_contacts: b_open,
             },
         ]

@@ -142,7 +142,7 @@ impl<S: Store> ContactsApi<S> {
         let allowed = match named {
             SourceRef::Id(id) => *id == own,
             SourceRef::Code(code) => match self.0.get_source(own).await {
-                Ok(source) => source.code == code.as_str(),
+                Ok(source) => source.code == *code,
                 Err(crm_core::StoreError::NotFound(_)) => false,
                 Err(err) => return Err(err.into()),
             },
