@@ -47,8 +47,8 @@ pub use model::{
     SourcePatch, SourceRef, WeightEntry, WeightSet,
 };
 pub use ports::{
-    BoxError, Entity, Inserted, KeyClaim, PoolStatus, Prepared, RegistrationTx, Store, StoreError,
-    error_chain,
+    BoxError, Entity, Inserted, KeyClaim, KeyedRegistrationTx, PoolStatus, Prepared,
+    RegistrationTx, Store, StoreError, error_chain,
 };
 pub use register::{Registered, Registration, register_contact, register_contact_once};
 pub use values::{

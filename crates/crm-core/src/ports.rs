@@ -123,7 +123,7 @@ pub enum Inserted {
     OperatorFull,
 }
 
-/// Outcome of [`RegistrationTx::claim_key`].
+/// Outcome of [`KeyedRegistrationTx::claim_key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyClaim {
     /// The key is new (or expired): this registration owns it now.
@@ -170,12 +170,18 @@ pub trait RegistrationTx {
         payload: &Payload,
         decision: &Decision,
     ) -> impl Future<Output = Result<Inserted, StoreError>>;
+}
 
+/// A registration's unit of work that can also hold an idempotency key: the key's claim
+/// and its answer must commit together with the contact, so only a unit of work that is
+/// one transaction (or savepoint) implements it; a registration without a key may run in
+/// a cheaper one ([`RegistrationTx`] alone).
+pub trait KeyedRegistrationTx: RegistrationTx {
     /// Takes `key` for this registration, or reports how it was used within its
     /// lifetime. When another unit of work holds the same key uncommitted, this MUST wait
     /// for it and then answer from what it committed (or claim the key if it rolled back).
     /// A store whose units of work never overlap may write the key only in
-    /// [`RegistrationTx::record_key`], so that a registration failing in between has
+    /// [`KeyedRegistrationTx::record_key`], so that a registration failing in between has
     /// written nothing.
     ///
     /// # Errors

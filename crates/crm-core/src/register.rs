@@ -3,8 +3,8 @@
 use rand::Rng;
 
 use crate::{
-    Contact, Decision, IdempotencyKey, Inserted, KeyClaim, NewContact, RegistrationTx, StoreError,
-    choose,
+    Contact, Decision, IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, NewContact,
+    RegistrationTx, StoreError, choose,
 };
 
 /// A stored contact and the decision that placed it.
@@ -38,7 +38,7 @@ pub async fn register_contact_once<T, R>(
     rng: &mut R,
 ) -> Result<Registration, StoreError>
 where
-    T: RegistrationTx + ?Sized,
+    T: KeyedRegistrationTx + ?Sized,
     R: Rng + ?Sized,
 {
     match tx.claim_key(key).await? {

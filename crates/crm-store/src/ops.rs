@@ -396,7 +396,7 @@ impl From<Snapshot> for Contact {
 }
 
 /// Takes an idempotency key for a registration at `now` (see
-/// [`crm_core::RegistrationTx::claim_key`]) where other units of work run at the same time
+/// [`crm_core::KeyedRegistrationTx::claim_key`]) where other units of work run at the same time
 /// (PostgreSQL): the key is inserted here, which makes a concurrent request with the same
 /// key wait for this one.
 pub async fn claim_key(
@@ -449,7 +449,7 @@ fn replay(key: &IdempotencyKey, row: &Row) -> Result<KeyClaim, StoreError> {
 }
 
 /// Keeps a registration's answer with the key [`claim_key`] took (see
-/// [`crm_core::RegistrationTx::record_key`]).
+/// [`crm_core::KeyedRegistrationTx::record_key`]).
 pub async fn record_key(
     conn: &impl Conn,
     key: &IdempotencyKey,

@@ -12,8 +12,8 @@ use chrono::Utc;
 
 use crm_core::{
     Candidate, Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey,
-    Inserted, KeyClaim, LeadId, OperatorId, OperatorSummary, Payload, Prepared, RegistrationTx,
-    SourceCode, SourceId, SourceRef, StoreError,
+    Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary, Payload,
+    Prepared, RegistrationTx, SourceCode, SourceId, SourceRef, StoreError,
 };
 
 /// An operator as [`MemoryTx`] keeps it.
@@ -38,7 +38,7 @@ type Rival = Box<dyn FnMut(OperatorId) -> bool>;
 /// A store of one source kept in memory, which serves as its own unit of work.
 ///
 /// Units of work never overlap (each needs `&mut`), so, as the port allows, an idempotency
-/// key is written only with its answer, in [`RegistrationTx::record_key`]; and every
+/// key is written only with its answer, in [`KeyedRegistrationTx::record_key`]; and every
 /// refusal (an unknown source) comes before the first write, so a failed registration
 /// leaves nothing behind without a rollback.
 pub struct MemoryTx {
@@ -202,7 +202,9 @@ impl RegistrationTx for MemoryTx {
         self.contacts.push(contact.clone());
         Ok(Inserted::Stored(contact))
     }
+}
 
+impl KeyedRegistrationTx for MemoryTx {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
         let id = (key.credential().to_owned(), key.key().to_owned());
         Ok(match self.keys.get(&id) {

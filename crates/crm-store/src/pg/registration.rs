@@ -22,8 +22,8 @@
 use chrono::{DateTime, Utc};
 use crm_core::{
     Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey, Inserted,
-    KeyClaim, LeadId, OperatorId, OperatorSummary, Payload, Prepared, RegistrationTx, SourceId,
-    SourceRef, StoreError,
+    KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary, Payload, Prepared,
+    RegistrationTx, SourceId, SourceRef, StoreError,
 };
 
 use sea_orm::sea_query::Value;
@@ -33,12 +33,10 @@ use crate::{
     ops, sql,
 };
 
-/// Where a registration's statements run.
+/// Where a registration's statements run: a transaction ([`PgConn`], which alone can hold
+/// an idempotency key, whose claim would otherwise commit before its answer) or a held
+/// connection ([`PgHeld`]).
 pub trait Session: Conn {
-    /// Inside a transaction, which an idempotency key's claim and record need: on its
-    /// own, a claimed key would commit before its answer.
-    const TRANSACTION: bool;
-
     /// Runs the registration's first statement, which only reads.
     fn read(
         &self,
@@ -48,8 +46,6 @@ pub trait Session: Conn {
 }
 
 impl Session for PgConn<'_> {
-    const TRANSACTION: bool = true;
-
     /// A transaction is bound to its connection: a broken one fails the registration (503).
     fn read(
         &self,
@@ -61,8 +57,6 @@ impl Session for PgConn<'_> {
 }
 
 impl Session for PgHeld {
-    const TRANSACTION: bool = false;
-
     /// On a broken connection, once more on a fresh one ([`PgHeld::read`]).
     fn read(
         &self,
@@ -71,10 +65,6 @@ impl Session for PgHeld {
     ) -> impl Future<Output = Result<Vec<Row>, DbError>> {
         PgHeld::read(self, sql, values)
     }
-}
-
-fn needs_transaction() -> StoreError {
-    StoreError::Internal("an idempotency key needs a transaction".into())
 }
 
 /// `$1` names the source by id ([`PREPARE_BY_ID`]) or by code ([`PREPARE_BY_CODE`]). One
@@ -168,11 +158,9 @@ impl<C: Session> PgRegistration<C> {
     }
 }
 
-impl<C: Session> RegistrationTx for PgRegistration<C> {
+/// Only inside a transaction: the key's claim and answer commit with the contact.
+impl KeyedRegistrationTx for PgRegistration<PgConn<'_>> {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
-        if !C::TRANSACTION {
-            return Err(needs_transaction());
-        }
         ops::claim_key(&self.conn, key, self.now).await
     }
 
@@ -181,12 +169,11 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
         key: &IdempotencyKey,
         contact: &Contact,
     ) -> Result<(), StoreError> {
-        if !C::TRANSACTION {
-            return Err(needs_transaction());
-        }
         ops::record_key(&self.conn, key, contact).await
     }
+}
 
+impl<C: Session> RegistrationTx for PgRegistration<C> {
     async fn prepare(
         &mut self,
         source: &SourceRef,

@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use crm_core::{
     Candidate, Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey,
-    Inserted, KeyClaim, LeadId, OperatorId, OperatorSummary, Payload, Prepared, RegistrationTx,
-    SourceId, SourceRef, StoreError,
+    Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary, Payload,
+    Prepared, RegistrationTx, SourceId, SourceRef, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
@@ -192,7 +192,7 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
     }
 }
 
-impl RegistrationTx for SqliteRegistration<'_, '_> {
+impl KeyedRegistrationTx for SqliteRegistration<'_, '_> {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
         ops::read_live_key(&SqliteConn(self.conn), key, self.now).await
     }
@@ -204,7 +204,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
     ) -> Result<(), StoreError> {
         ops::store_key(&SqliteConn(self.conn), key, contact, self.now).await
     }
+}
 
+impl RegistrationTx for SqliteRegistration<'_, '_> {
     async fn prepare(
         &mut self,
         source: &SourceRef,

@@ -199,19 +199,6 @@ async fn a_source_deleted_meanwhile_is_not_found_and_nothing_is_written() {
     f.finish().await;
 }
 
-/// An idempotency key claimed outside a transaction would commit before its answer;
-/// the held connection refuses it instead.
-#[tokio::test]
-async fn a_key_is_refused_outside_a_transaction() {
-    let f = Fixture::new().await;
-    let mut held = f.held().await;
-    let key = IdempotencyKey::new("admin", "k", "fp").expect("key");
-    let err = held.claim_key(&key).await.expect_err("no transaction");
-    assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
-    drop(held);
-    f.finish().await;
-}
-
 /// `replace_weights` keeps each named operator from deletion before it touches the
 /// old weights. Here an operator's deletion (as `delete_operator` ends: the operator
 /// row, then its weights by cascade) is under way, uncommitted, when the weights are
