@@ -20,23 +20,36 @@ pub(crate) struct Problem<const S: u16>(ApiError);
 
 /// The problem statuses operations declare, as flags to combine with `|`.
 pub(crate) mod declare {
+    use super::bit;
+
     /// Every operation: a bug (500) or a database that does not answer (503).
-    pub(crate) const ANY: u16 = 1 << 8 | 1 << 9;
+    pub(crate) const ANY: u16 = bit(500) | bit(503);
     /// Every operation under `/api`: credentials missing (401) or not allowed (403).
-    pub(crate) const API: u16 = ANY | 1 << 1 | 1 << 2;
+    pub(crate) const API: u16 = ANY | bit(401) | bit(403);
     /// An entity named in the path: not found (404), or an id that is no id (422).
-    pub(crate) const PATH: u16 = 1 << 3 | 1 << 7;
+    pub(crate) const PATH: u16 = bit(404) | bit(422);
     /// Query parameters or headers that can be invalid (422).
-    pub(crate) const QUERY: u16 = 1 << 7;
+    pub(crate) const QUERY: u16 = bit(422);
     /// A JSON body: malformed (400), too large (413), not JSON (415) or invalid (422).
-    pub(crate) const BODY: u16 = 1 | 1 << 5 | 1 << 6 | 1 << 7;
+    pub(crate) const BODY: u16 = bit(400) | bit(413) | bit(415) | bit(422);
     /// A reference in the body to something that does not exist (404).
-    pub(crate) const MISSING: u16 = 1 << 3;
+    pub(crate) const MISSING: u16 = bit(404);
     /// A conflict with the current state (409).
-    pub(crate) const CONFLICT: u16 = 1 << 4;
+    pub(crate) const CONFLICT: u16 = bit(409);
 }
 
-/// Each [`declare`] flag's bit: its status and description.
+/// The flag of `status`: its bit is its place in [`STATUSES`] (a status not listed there
+/// fails the build).
+const fn bit(status: u16) -> u16 {
+    let mut i = 0;
+    while STATUSES[i].0 != status {
+        i += 1;
+    }
+    1 << i
+}
+
+/// The statuses an operation can declare, with their descriptions; a [`declare`] flag is
+/// a set of them.
 pub(super) const STATUSES: [(u16, &str); 10] = [
     (400, "Malformed JSON body"),
     (401, "Missing, unknown or revoked credentials"),
