@@ -204,10 +204,7 @@ impl TryFrom<ReplaceWeights> for WeightSet {
                 });
             }
         }
-        if !check.is_clean() {
-            return check.finish(|| None);
-        }
-        Self::new(entries).map_err(|err| {
+        Self::new(check.finish(|| Some(entries))?).map_err(|err| {
             ApiError::invalid(
                 format!("operators[{}].operator_id", err.index),
                 err.to_string(),

@@ -259,11 +259,6 @@ impl Check {
         }
     }
 
-    /// Whether no problem was recorded.
-    pub(crate) fn is_clean(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The value built from the fields, or a 422 naming every problem recorded.
     pub(crate) fn finish<V>(self, value: impl FnOnce() -> Option<V>) -> Result<V, ApiError> {
         match value() {
