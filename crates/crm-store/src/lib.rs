@@ -265,8 +265,10 @@ impl Store for DbStore {
                     .await
             }
             Self::Postgres(db) => {
-                db.register_keyed(async |tx, rng| register_contact_once(tx, &new, &key, rng).await)
-                    .await
+                db.register_keyed(async move |tx, rng| {
+                    register_contact_once(tx, &new, &key, rng).await
+                })
+                .await
             }
         }
     }

@@ -96,19 +96,35 @@ impl PgStore {
     }
 
     /// Runs a registration with an idempotency key, in a transaction: on its own, a
-    /// claimed key would commit before its answer.
+    /// claimed key would commit before its answer. A transaction that lost its claim is
+    /// run again from the start ([`registration::LostClaim`] says why), a bounded number
+    /// of times: each loss means another registration took the operator's last place, so
+    /// the next attempt reads fewer free places.
     pub(crate) async fn register_keyed<T>(
         &self,
-        register: impl AsyncFnOnce(
+        register: impl AsyncFn(
             &mut PgRegistration<PgConn<'_>>,
             &mut ChaCha8Rng,
         ) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.write(async |conn| {
-            let mut tx = PgRegistration::new(PgConn(conn.0));
-            register(&mut tx, &mut fresh_rng()).await
-        })
-        .await
+        let mut rng = fresh_rng();
+        let mut attempts = 1;
+        loop {
+            let result = self
+                .write(async |conn| {
+                    let mut tx = PgRegistration::new(PgConn(conn.0));
+                    register(&mut tx, &mut rng).await
+                })
+                .await;
+            match result {
+                Err(StoreError::Unavailable(err))
+                    if err.is::<registration::LostClaim>() && attempts < MAX_KEYED_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Whether the pool answers.
@@ -161,6 +177,10 @@ async fn finish<T>(
         }
     }
 }
+
+/// How many times a keyed registration's transaction runs before a lost claim is answered
+/// as `Unavailable` (a 503 the client may retry).
+const MAX_KEYED_ATTEMPTS: u32 = 16;
 
 /// How long a pooled connection may sit idle before it is pinged on checkout.
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);

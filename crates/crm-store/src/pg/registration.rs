@@ -43,7 +43,22 @@ pub trait Session: Conn {
         sql: &str,
         values: Vec<Value>,
     ) -> impl Future<Output = Result<Vec<Row>, DbError>>;
+
+    /// What a lost claim answers: the rule runs again over the other candidates
+    /// ([`Inserted::OperatorFull`]), or the unit of work starts over ([`LostClaim`]).
+    fn lost_claim() -> Result<Inserted, StoreError>;
 }
+
+/// A keyed registration's claim was lost inside its transaction: the transaction is rolled
+/// back and run again from the start (see [`super::PgStore::register_keyed`]).
+///
+/// A claim that waited for a concurrent claim of the same operator and then found it full
+/// updates nothing, but PostgreSQL keeps the row lock it took to re-check the row until the
+/// transaction ends. Claiming another operator after it could lock operators out of
+/// ascending order, and deadlock with a concurrent assignment that locks them in order.
+#[derive(Debug, thiserror::Error)]
+#[error("the operator filled up while this transaction claimed it")]
+pub struct LostClaim;
 
 impl Session for PgConn<'_> {
     /// A transaction is bound to its connection: a broken one fails the registration (503).
@@ -53,6 +68,11 @@ impl Session for PgConn<'_> {
         values: Vec<Value>,
     ) -> impl Future<Output = Result<Vec<Row>, DbError>> {
         self.all(sql, values)
+    }
+
+    /// The lost claim still holds its operator's row lock: start over.
+    fn lost_claim() -> Result<Inserted, StoreError> {
+        Err(StoreError::Unavailable(Box::new(LostClaim)))
     }
 }
 
@@ -64,6 +84,11 @@ impl Session for PgHeld {
         values: Vec<Value>,
     ) -> impl Future<Output = Result<Vec<Row>, DbError>> {
         PgHeld::read(self, sql, values)
+    }
+
+    /// The lost claim was its own statement, outside any transaction: it holds nothing.
+    fn lost_claim() -> Result<Inserted, StoreError> {
+        Ok(Inserted::OperatorFull)
     }
 }
 
@@ -244,7 +269,7 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
                 other => other.into(),
             })?;
         let Some(row) = row else {
-            return Ok(Inserted::OperatorFull);
+            return C::lost_claim();
         };
         Ok(Inserted::Stored(Contact {
             id: ContactId(row.get(0)?),

@@ -167,6 +167,110 @@ async fn a_lost_claim_writes_nothing_and_the_retry_writes_all() {
     f.finish().await;
 }
 
+/// Inside a transaction (a registration with a key) a claim that waited for a concurrent
+/// claim of the same operator, and then found it full, keeps that operator's row lock
+/// until the transaction ends: claiming another operator next could lock operators out
+/// of their ascending order and deadlock with an assignment. So the registration reports
+/// [`LostClaim`] instead of drawing again, and the store runs the transaction again from
+/// the start: here the second attempt reads the operator full and stores the contact
+/// unassigned, with its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_lost_in_a_transaction_starts_it_over() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let f = Fixture::new().await;
+    let claim_the_place = format!(
+        "UPDATE operators SET open_contacts = open_contacts + 1 WHERE id = {}",
+        f.operator.get()
+    );
+    let lock_nowait = format!(
+        "SELECT id FROM operators WHERE id = {} FOR NO KEY UPDATE NOWAIT",
+        f.operator.get()
+    );
+
+    // By hand: the transaction's claim waits for another, which commits.
+    let holder = f.pool.begin().await.expect("begin");
+    holder
+        .execute_unprepared(&claim_the_place)
+        .await
+        .expect("take the only place");
+    let txn = f.pool.begin().await.expect("begin");
+    let mut keyed = PgRegistration::new(PgConn(&txn));
+    let new = f.new_contact("keyed");
+    let prepared = keyed
+        .prepare(&new.source, &new.external_lead_id)
+        .await
+        .expect("prepare");
+    let decision = choose(
+        &prepared.candidates,
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(3),
+    );
+    assert_eq!(decision.chosen, Some(f.operator));
+    let claim = keyed.insert_contact(&prepared, Some(f.operator), &new.payload, &decision);
+    let (lost, ()) = tokio::join!(claim, commit_once_waited_for(&f.pool, holder));
+    let err = lost.expect_err("a lost claim in a transaction");
+    assert!(
+        matches!(&err, StoreError::Unavailable(cause) if cause.is::<LostClaim>()),
+        "{err:?}"
+    );
+    f.pool
+        .execute_unprepared(&lock_nowait)
+        .await
+        .expect_err("the lost claim still holds the operator's row lock");
+    txn.rollback().await.expect("rollback");
+    f.pool
+        .execute_unprepared(&lock_nowait)
+        .await
+        .expect("the rollback released it");
+
+    // Through the store: the first attempt loses, the second stores it unassigned.
+    f.pool
+        .execute_unprepared(&format!(
+            "UPDATE operators SET open_contacts = 0 WHERE id = {}",
+            f.operator.get()
+        ))
+        .await
+        .expect("free the place");
+    let holder = f.pool.begin().await.expect("begin");
+    holder
+        .execute_unprepared(&claim_the_place)
+        .await
+        .expect("take the only place");
+    let key = crm_core::IdempotencyKey::new("test", "k", "body").expect("key");
+    let register = f
+        .store
+        .register_contact_once(f.new_contact("through-the-store"), key.clone());
+    let (registered, ()) = tokio::join!(register, commit_once_waited_for(&f.pool, holder));
+    let registered = registered.expect("the second attempt stores it");
+    assert_eq!(registered.contact.operator, None);
+    assert_eq!(
+        f.open_contacts().await,
+        1,
+        "only the holder's claim counted"
+    );
+    let replay = f
+        .store
+        .register_contact_once(f.new_contact("through-the-store"), key)
+        .await
+        .expect("replay");
+    assert!(replay.replayed, "the key was stored with the contact");
+    assert_eq!(replay.contact, registered.contact);
+    f.finish().await;
+}
+
+/// Commits `tx` once some statement waits for a lock (at most 10 s).
+async fn commit_once_waited_for(
+    pool: &sea_orm::DatabaseConnection,
+    tx: sea_orm::DatabaseTransaction,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count(pool, "SELECT count(*) FROM pg_locks WHERE NOT granted").await == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing ever waited");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tx.commit().await.expect("commit");
+}
+
 /// A source deleted between the read and the insert is the client's 404, as if it
 /// had been gone before, and nothing is written: not the lead, not the claim.
 #[tokio::test]
@@ -228,23 +332,7 @@ async fn replacing_weights_waits_for_a_deletion_of_their_operator() {
         .expect("weights");
         store.replace_weights(f.source, weights).await
     };
-    let commit = async {
-        // Commit only once the replacement waits for a lock.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let waiting = count(&f.pool, "SELECT count(*) FROM pg_locks WHERE NOT granted").await;
-            if waiting > 0 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the replacement never waited"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        deletion.commit().await.expect("commit the deletion");
-    };
-    let (replaced, ()) = tokio::join!(replace, commit);
+    let (replaced, ()) = tokio::join!(replace, commit_once_waited_for(&f.pool, deletion));
     let err = replaced.expect_err("the operator is gone");
     assert!(
         matches!(err, StoreError::UnknownOperator { index: Some(0), operator_id } if operator_id == f.operator),
