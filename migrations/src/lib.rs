@@ -7,6 +7,7 @@ mod m20261125_000001_create_schema;
 mod m20261125_000002_create_idempotency_keys;
 mod m20261125_000003_create_source_keys;
 mod m20261205_000004_index_unassigned_backlog;
+mod m20261206_000005_index_queue;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_create_idempotency_keys::Migration),
             Box::new(m20261125_000003_create_source_keys::Migration),
             Box::new(m20261205_000004_index_unassigned_backlog::Migration),
+            Box::new(m20261206_000005_index_queue::Migration),
         ]
     }
 }

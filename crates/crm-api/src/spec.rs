@@ -87,6 +87,12 @@ impl Store for NoStore {
     async fn unassigned_backlog(&self) -> Result<Vec<(SourceId, i64)>, StoreError> {
         none()
     }
+    async fn queue(&self) -> Result<Vec<crm_core::SourceQueue>, StoreError> {
+        none()
+    }
+    async fn drain_queue(&self) -> Result<usize, StoreError> {
+        none()
+    }
     async fn register_contact_once(
         &self,
         _: NewContact,

@@ -67,7 +67,8 @@ pub struct Verdict {
 /// with the reason only when it was excluded (`inactive`, `at_capacity`, `zero_weight`;
 /// checked in that order, so any other verdict implies the operator was active). Then the
 /// eligible weights' `total`, the `draw` in `0..total` and the `chosen` operator (both
-/// `null` when nobody was eligible). Short keys: the record is written with every
+/// `null` when nobody was eligible, or when the contact queued behind others of its source
+/// while someone was: see [`queued`]). Short keys: the record is written with every
 /// contact, and at ten candidates it is a third of the verbose form's size, which is what
 /// a registration writes to disk (docs/benchmarks.md). Records without `v` are version 1:
 /// the same facts under the field names of [`Candidate`], `excluded`, `total_weight`.
@@ -77,9 +78,10 @@ pub struct Decision {
     pub candidates: Vec<Verdict>,
     /// The sum of the eligible candidates' weights.
     pub total_weight: u64,
-    /// The uniform draw in `0..total_weight`; `None` when nothing was eligible.
+    /// The uniform draw in `0..total_weight`; `None` when nothing was eligible or the
+    /// contact queued behind others ([`queued`]).
     pub draw: Option<u64>,
-    /// The chosen operator; `None` exactly when no candidate was eligible.
+    /// The chosen operator; `None` exactly when there was no draw.
     pub chosen: Option<OperatorId>,
 }
 
@@ -235,6 +237,30 @@ pub fn choose<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Decisio
         total_weight,
         draw: drawn,
         chosen,
+    }
+}
+
+/// The decision of a contact queued behind others of its source: every candidate's verdict
+/// as [`choose`] would give it, but no draw and nobody chosen, whoever was eligible (the
+/// oldest waiting contact is served first, by a drain). Draws nothing from any generator.
+#[must_use]
+pub fn queued(candidates: &[Candidate]) -> Decision {
+    let candidates: Vec<Verdict> = candidates
+        .iter()
+        .map(|candidate| Verdict {
+            candidate: *candidate,
+            excluded: exclusion(candidate),
+        })
+        .collect();
+    Decision {
+        total_weight: candidates
+            .iter()
+            .filter(|verdict| verdict.excluded.is_none())
+            .map(|verdict| capped(verdict.candidate.weight))
+            .sum(),
+        candidates,
+        draw: None,
+        chosen: None,
     }
 }
 

@@ -35,21 +35,25 @@ mod distribution;
 mod ids;
 mod model;
 mod ports;
+mod queue;
 mod register;
 mod values;
 
-pub use distribution::{Candidate, Decision, Exclusion, Pick, Verdict, choose, exclusion, pick};
+pub use distribution::{
+    Candidate, Decision, Exclusion, Pick, Verdict, choose, exclusion, pick, queued,
+};
 pub use ids::{ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
 pub use model::{
     Contact, ContactFilter, ContactStatus, Lead, LeadFilter, LeadWithContacts, NewContact,
     NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorLoad, OperatorPatch,
     OperatorStats, OperatorSummary, Page, RepeatedOperator, Source, SourceKey, SourceOperator,
-    SourcePatch, SourceRef, WeightEntry, WeightSet,
+    SourcePatch, SourceQueue, SourceRef, WeightEntry, WeightSet,
 };
 pub use ports::{
     BoxError, Entity, Inserted, KeyClaim, KeyedRegistrationTx, PoolStatus, Prepared,
     RegistrationTx, Store, StoreError, error_chain,
 };
+pub use queue::DrainOrder;
 pub use register::{Registered, Registration, register_contact, register_contact_once};
 pub use values::{
     ExternalLeadId, IdempotencyKey, MaxActiveContacts, Name, Payload, SourceCode, ValueError,

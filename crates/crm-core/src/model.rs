@@ -159,6 +159,19 @@ pub struct OperatorLoad {
     pub open_contacts: i64,
 }
 
+/// One source's waiting queue: its open contacts without an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceQueue {
+    /// The source.
+    pub source_id: SourceId,
+    /// How many contacts wait.
+    pub waiting: i64,
+    /// The oldest waiting contact, served first.
+    pub oldest_id: ContactId,
+    /// When it arrived.
+    pub oldest_since: DateTime<Utc>,
+}
+
 /// An ingest key of a source, as listed (the key itself is never stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceKey {

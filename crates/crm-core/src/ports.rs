@@ -12,7 +12,8 @@ use crate::{
     Candidate, Contact, ContactFilter, ContactId, Decision, ExternalLeadId, IdempotencyKey, Lead,
     LeadFilter, LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, NewSourceKey,
     Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats, Payload,
-    Registration, Source, SourceId, SourceKey, SourceKeyId, SourcePatch, SourceRef, WeightSet,
+    Registration, Source, SourceId, SourceKey, SourceKeyId, SourcePatch, SourceQueue, SourceRef,
+    WeightSet,
 };
 
 /// A boxed error from an adapter's driver, kept for logs and never shown to clients.
@@ -111,6 +112,9 @@ pub struct Prepared {
     pub source_id: SourceId,
     /// The operators with a weight for the source, with their loads, by operator id.
     pub candidates: Vec<Candidate>,
+    /// The source has contacts waiting: a new one queues behind them and claims nobody
+    /// (no overtaking, see [`crate::DrainOrder`]).
+    pub waiting: bool,
 }
 
 /// Outcome of [`RegistrationTx::insert_contact`].
@@ -429,6 +433,21 @@ pub trait Store: Send + Sync + 'static {
     fn unassigned_backlog(
         &self,
     ) -> impl Future<Output = Result<Vec<(SourceId, i64)>, StoreError>> + Send;
+
+    /// The waiting queue per source that has contacts waiting, by source id.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn queue(&self) -> impl Future<Output = Result<Vec<SourceQueue>, StoreError>> + Send;
+
+    /// Assigns waiting contacts, oldest first, each by the rule, until nobody eligible
+    /// remains or nothing waits; returns how many it assigned. Every write that frees or
+    /// adds capacity drains by itself: this is the safety sweep, for what a trigger missed
+    /// (another replica's change) and for contacts that waited before the upgrade.
+    ///
+    /// # Errors
+    /// Only driver failures; what was assigned before one stays assigned.
+    fn drain_queue(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// How busy the connections are; cheap, no I/O.
     fn pool_status(&self) -> PoolStatus;

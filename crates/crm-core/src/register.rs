@@ -4,7 +4,7 @@ use rand::Rng;
 
 use crate::{
     Contact, Decision, IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, NewContact,
-    RegistrationTx, StoreError, choose,
+    RegistrationTx, StoreError, choose, queued,
 };
 
 /// A stored contact and the decision that placed it.
@@ -63,6 +63,10 @@ where
 /// candidates, choose, then claim the operator and insert the contact (the adapter finds or
 /// creates the lead in one of the two steps).
 ///
+/// When the source has contacts waiting, the new one queues behind them: it is stored
+/// without an operator and with a [`queued`] decision, and no operator is claimed (the
+/// store then drains the queue, oldest first).
+///
 /// When the chosen operator filled up between the read and the claim (another replica won
 /// the race), it is treated as at capacity and the rule runs again over the rest, so the
 /// loop ends after at most one retry per candidate, at worst storing the contact unassigned.
@@ -81,7 +85,11 @@ where
     let prepared = tx.prepare(&new.source, &new.external_lead_id).await?;
     let mut candidates = prepared.candidates.clone();
     loop {
-        let decision = choose(&candidates, rng);
+        let decision = if prepared.waiting {
+            queued(&candidates)
+        } else {
+            choose(&candidates, rng)
+        };
         match tx
             .insert_contact(&prepared, decision.chosen, &new.payload, &decision)
             .await?

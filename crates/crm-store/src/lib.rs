@@ -10,6 +10,8 @@ mod entity;
 mod error;
 mod migrate;
 mod ops;
+
+use ops::Scope;
 mod pg;
 mod read;
 mod sql;
@@ -23,8 +25,8 @@ use crm_core::{
     Contact, ContactFilter, ContactId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts,
     NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId,
     OperatorLoad, OperatorPatch, OperatorStats, PoolStatus, Registration, Source, SourceId,
-    SourceKey, SourceKeyId, SourcePatch, Store, StoreError, WeightSet, register_contact,
-    register_contact_once,
+    SourceKey, SourceKeyId, SourcePatch, SourceQueue, Store, StoreError, WeightSet,
+    register_contact, register_contact_once,
 };
 use sea_orm::DatabaseConnection;
 
@@ -42,6 +44,11 @@ macro_rules! either {
             DbStore::Postgres($backend) => $call,
         }
     };
+}
+
+/// A generator of its own for each registration or drain: replicas share nothing.
+pub(crate) fn fresh_rng() -> rand_chacha::ChaCha8Rng {
+    rand::SeedableRng::from_rng(&mut rand::rng())
 }
 
 /// How to reach and run the database.
@@ -138,6 +145,14 @@ impl DbStore {
         either!(self, |db| db.shutdown().await);
     }
 
+    /// After a registration stored `contact` waiting, on PostgreSQL: a drain of its source
+    /// (the SQLite writer drained it in the registration's own job).
+    async fn drain_after(&self, contact: &Contact) {
+        if let (Self::Postgres(db), None) = (self, &contact.operator) {
+            db.drain_logged(Scope::Source(contact.source_id)).await;
+        }
+    }
+
     /// The read pool (on PostgreSQL also the write pool).
     fn reader(&self) -> &DatabaseConnection {
         either!(self, |db| &db.reader)
@@ -176,8 +191,12 @@ impl Store for DbStore {
         id: OperatorId,
         patch: OperatorPatch,
     ) -> Result<Operator, StoreError> {
+        // An operator activated or given a higher limit may take waiting contacts.
         either!(self, |db| db
-            .write(async move |conn| ops::update_operator(conn, id, &patch).await)
+            .write_draining(
+                async move |conn| ops::update_operator(conn, id, &patch).await,
+                move |()| Some(Scope::Operator(id)),
+            )
             .await)?;
         read::operator(self.reader(), id).await
     }
@@ -228,8 +247,12 @@ impl Store for DbStore {
         id: SourceId,
         weights: WeightSet,
     ) -> Result<Source, StoreError> {
+        // A weight added or raised may make someone eligible for the source's queue.
         either!(self, |db| db
-            .write(async move |conn| ops::replace_weights(conn, id, &weights).await)
+            .write_draining(
+                async move |conn| ops::replace_weights(conn, id, &weights).await,
+                move |()| Some(Scope::Source(id)),
+            )
             .await)?;
         read::source(self.reader(), id).await
     }
@@ -250,6 +273,7 @@ impl Store for DbStore {
             db.register(async move |tx, rng| register_contact(tx, &new, rng).await)
                 .await
         })?;
+        self.drain_after(&registered.contact).await;
         Ok(registered.contact)
     }
 
@@ -259,7 +283,7 @@ impl Store for DbStore {
         new: NewContact,
         key: IdempotencyKey,
     ) -> Result<Registration, StoreError> {
-        match self {
+        let registration = match self {
             Self::Sqlite(db) => {
                 db.register(async move |tx, rng| register_contact_once(tx, &new, &key, rng).await)
                     .await
@@ -270,7 +294,11 @@ impl Store for DbStore {
                 })
                 .await
             }
+        }?;
+        if !registration.replayed {
+            self.drain_after(&registration.contact).await;
         }
+        Ok(registration)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -285,10 +313,14 @@ impl Store for DbStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn close_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
+        // The freed place goes to the oldest waiting contact the operator may take.
         match self {
             Self::Sqlite(db) => db.close_contact(id).await?,
             Self::Postgres(db) => db
-                .write(async |conn| ops::close_contact(conn, id).await)
+                .write_draining(
+                    async |conn| ops::close_contact(conn, id).await,
+                    |released| released.map(Scope::Operator),
+                )
                 .await
                 .map(drop)?,
         }
@@ -301,8 +333,13 @@ impl Store for DbStore {
         id: ContactId,
         operator_id: OperatorId,
     ) -> Result<Contact, StoreError> {
+        // A contact moved away frees a place of its previous operator (which one is not
+        // returned, so every source is looked at); one taken from the queue changes nothing.
         either!(self, |db| db
-            .write(async move |conn| ops::assign_contact(conn, id, operator_id).await)
+            .write_draining(
+                async move |conn| ops::assign_contact(conn, id, operator_id).await,
+                |()| Some(Scope::All),
+            )
             .await)?;
         read::contact(self.reader(), id).await
     }
@@ -315,6 +352,23 @@ impl Store for DbStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn operator_loads(&self) -> Result<Vec<OperatorLoad>, StoreError> {
         read::operator_loads(self.reader()).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn queue(&self) -> Result<Vec<SourceQueue>, StoreError> {
+        read::queue(self.reader()).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn drain_queue(&self) -> Result<usize, StoreError> {
+        let drained = match self {
+            Self::Sqlite(db) => {
+                db.write(async |conn| ops::drain_here(conn, Scope::All, &mut fresh_rng()).await)
+                    .await?
+            }
+            Self::Postgres(db) => db.drain(Scope::All).await?,
+        };
+        Ok(drained.assigned.len())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

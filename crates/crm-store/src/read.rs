@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DateTime, Utc};
 use crm_core::{
     Contact, ContactFilter, ContactId, ContactStatus, Entity, Lead, LeadFilter, LeadId,
     LeadWithContacts, MaxActiveContacts, Operator, OperatorFilter, OperatorId, OperatorLoad,
     OperatorStats, OperatorSummary, Payload, PoolStatus, Source, SourceCode, SourceId, SourceKey,
-    SourceKeyId, SourceOperator, StoreError, ValueError, Weight,
+    SourceKeyId, SourceOperator, SourceQueue, StoreError, ValueError, Weight,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -254,6 +255,31 @@ pub async fn unassigned_backlog(
             let source_id: i64 = row.try_get("", "source_id").map_err(db_err)?;
             let backlog: i64 = row.try_get("", "backlog").map_err(db_err)?;
             Ok((SourceId(source_id), backlog))
+        })
+        .collect()
+}
+
+/// Each source's waiting queue: the count and the oldest id from the partial index
+/// `ix_contacts_queue` alone, then one row per source for the oldest one's arrival.
+const QUEUE_SQL: &str = "SELECT q.source_id, q.waiting, q.oldest, c.created_at \
+     FROM (SELECT source_id, COUNT(*) AS waiting, MIN(id) AS oldest FROM contacts \
+     WHERE operator_id IS NULL AND status = 'open' GROUP BY source_id) q \
+     JOIN contacts c ON c.id = q.oldest ORDER BY q.source_id";
+
+/// The waiting queue per source (see [`QUEUE_SQL`]).
+pub async fn queue(db: &DatabaseConnection) -> Result<Vec<SourceQueue>, StoreError> {
+    let rows = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), QUEUE_SQL))
+        .await
+        .map_err(db_err)?;
+    rows.iter()
+        .map(|row| {
+            Ok(SourceQueue {
+                source_id: SourceId(row.try_get_by_index(0).map_err(db_err)?),
+                waiting: row.try_get_by_index(1).map_err(db_err)?,
+                oldest_id: ContactId(row.try_get_by_index(2).map_err(db_err)?),
+                oldest_since: row.try_get_by_index::<DateTime<Utc>>(3).map_err(db_err)?,
+            })
         })
         .collect()
 }

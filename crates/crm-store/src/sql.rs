@@ -89,6 +89,31 @@ pub const DELETE_SOURCE_KEY: &str =
 pub const TOUCH_SOURCE_KEY: &str =
     "UPDATE source_keys SET last_used_at = $1 WHERE id = $2 RETURNING id";
 
+/// Sources with their oldest waiting contact (`NULL` when none): the queue's heads. Each
+/// head is one probe of the partial index `ix_contacts_queue` (`m20261206_000005`).
+pub const QUEUE_HEADS: &str = "SELECT s.id, (SELECT MIN(c.id) FROM contacts c \
+     WHERE c.source_id = s.id AND c.operator_id IS NULL AND c.status = 'open') \
+     FROM sources s ORDER BY s.id";
+/// [`QUEUE_HEADS`] of the sources operator `$1` has a weight for.
+pub const QUEUE_HEADS_OF_OPERATOR: &str = "SELECT s.id, (SELECT MIN(c.id) FROM contacts c \
+     WHERE c.source_id = s.id AND c.operator_id IS NULL AND c.status = 'open') \
+     FROM sources s WHERE s.id IN (SELECT w.source_id FROM operator_source_weights w \
+     WHERE w.operator_id = $1) ORDER BY s.id";
+/// The oldest waiting contact of source `$1` (`NULL` when none).
+pub const QUEUE_HEAD: &str = "SELECT MIN(id) FROM contacts \
+     WHERE source_id = $1 AND operator_id IS NULL AND status = 'open'";
+/// The oldest waiting contact of source `$1`.
+pub const OLDEST_WAITING: &str = "SELECT id FROM contacts \
+     WHERE source_id = $1 AND operator_id IS NULL AND status = 'open' ORDER BY id LIMIT 1";
+/// [`OLDEST_WAITING`] that locks it, passing over contacts other transactions hold (another
+/// replica's drain): PostgreSQL.
+pub const TAKE_OLDEST_WAITING: &str = "SELECT id FROM contacts \
+     WHERE source_id = $1 AND operator_id IS NULL AND status = 'open' ORDER BY id LIMIT 1 \
+     FOR UPDATE SKIP LOCKED";
+/// Gives waiting contact `$2` to operator `$1`, whose place is claimed already.
+pub const ASSIGN_WAITING: &str = "UPDATE contacts SET operator_id = $1 \
+     WHERE id = $2 AND operator_id IS NULL AND status = 'open' RETURNING id";
+
 /// The statements a write reads rows with before it changes them (see `Conn::LOCKS`).
 #[derive(Clone, Copy)]
 pub struct Locks {
@@ -98,6 +123,8 @@ pub struct Locks {
     pub operator: &'static str,
     /// A contact's status and operator, by id.
     pub contact: &'static str,
+    /// A source's oldest waiting contact, for a drain.
+    pub waiting: &'static str,
 }
 
 /// The lone SQLite writer's: plain reads.
@@ -105,6 +132,7 @@ pub const PLAIN_READS: Locks = Locks {
     source: SOURCE_BY_ID,
     operator: OPERATOR_EXISTS,
     contact: CONTACT_STATE,
+    waiting: OLDEST_WAITING,
 };
 
 /// PostgreSQL's: row locks, taken in the order `ops` documents.
@@ -112,6 +140,7 @@ pub const ROW_LOCKS: Locks = Locks {
     source: LOCK_SOURCE,
     operator: OPERATOR_KEPT,
     contact: LOCK_CONTACT,
+    waiting: TAKE_OLDEST_WAITING,
 };
 
 /// Reads a [`CANDIDATES`] row through the backend's column getters.
@@ -181,6 +210,12 @@ mod tests {
             INSERT_SOURCE_KEY,
             DELETE_SOURCE_KEY,
             TOUCH_SOURCE_KEY,
+            QUEUE_HEADS,
+            QUEUE_HEADS_OF_OPERATOR,
+            QUEUE_HEAD,
+            OLDEST_WAITING,
+            TAKE_OLDEST_WAITING,
+            ASSIGN_WAITING,
         ] {
             let numbers = placeholders(sql);
             let expected: Vec<usize> = (1..=numbers.len()).collect();

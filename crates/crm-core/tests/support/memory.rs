@@ -150,9 +150,15 @@ impl RegistrationTx for MemoryTx {
                 max_active_contacts: op.max_active_contacts,
             })
             .collect();
+        // Every open contact without an operator waits (this store has no drain).
+        let waiting = self
+            .contacts
+            .iter()
+            .any(|c| c.status == ContactStatus::Open && c.operator.is_none());
         Ok(Prepared {
             source_id: self.source_id,
             candidates,
+            waiting,
         })
     }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crm_core::{PoolStatus, StoreError};
 use migration::{Migrator, MigratorTrait};
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait,
@@ -20,6 +19,7 @@ use crate::{
     ConnectError, PgUrl, StoreConfig,
     conn::{PgConn, PgHeld},
     error::db_err,
+    ops::{self, Scope},
     read,
 };
 use registration::PgRegistration;
@@ -28,6 +28,21 @@ use registration::PgRegistration;
 pub struct PgStore {
     pub(crate) reader: DatabaseConnection,
     pub(crate) max_connections: u32,
+}
+
+/// A drain's steps, each in a transaction of its own.
+struct Transactions<'s> {
+    store: &'s PgStore,
+    rng: ChaCha8Rng,
+}
+
+impl ops::Steps for Transactions<'_> {
+    async fn step(&mut self, source: crm_core::SourceId) -> Result<ops::Step, StoreError> {
+        let rng = &mut self.rng;
+        self.store
+            .write(async |conn| ops::drain_step(conn, source, rng).await)
+            .await
+    }
 }
 
 /// Any number: the key of the advisory lock that serialises migrations of replicas
@@ -82,6 +97,42 @@ impl PgStore {
         finish(txn, result).await
     }
 
+    /// [`Self::write`], then, after the commit, a drain of `scope(&result)` ([`Self::drain`]).
+    /// The write stands whatever the drain meets: a failed drain is logged, and the sweep
+    /// serves what it left.
+    pub(crate) async fn write_draining<T>(
+        &self,
+        write: impl AsyncFnOnce(&PgConn<'_>) -> Result<T, StoreError>,
+        scope: impl Fn(&T) -> Option<Scope>,
+    ) -> Result<T, StoreError> {
+        let out = self.write(write).await?;
+        if let Some(scope) = scope(&out) {
+            self.drain_logged(scope).await;
+        }
+        Ok(out)
+    }
+
+    /// [`Self::drain`], logging a failure instead of returning it.
+    pub(crate) async fn drain_logged(&self, scope: Scope) {
+        if let Err(err) = self.drain(scope).await {
+            tracing::warn!(error = %err, ?scope, "draining the queue failed; the sweep will retry");
+        }
+    }
+
+    /// Drains the queue in `scope`, each contact in a transaction of its own that takes the
+    /// oldest waiting contact with `FOR UPDATE SKIP LOCKED`: drains of several replicas at
+    /// once never take the same contact, and a contact is assigned completely or not at all.
+    pub(crate) async fn drain(&self, scope: Scope) -> Result<ops::Drained, StoreError> {
+        let heads = self
+            .write(async |conn| ops::queue_heads(conn, scope).await)
+            .await?;
+        let mut steps = Transactions {
+            store: self,
+            rng: crate::fresh_rng(),
+        };
+        ops::drain(heads, &mut steps).await
+    }
+
     /// Runs a registration without an idempotency key on one pooled connection, outside
     /// any transaction: its only write is one statement (see [`registration`]).
     pub(crate) async fn register<T>(
@@ -92,7 +143,7 @@ impl PgStore {
         ) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut tx = PgRegistration::new(PgHeld::acquire(&self.reader).await?);
-        register(&mut tx, &mut fresh_rng()).await
+        register(&mut tx, &mut crate::fresh_rng()).await
     }
 
     /// Runs a registration with an idempotency key, in a transaction: on its own, a
@@ -107,7 +158,7 @@ impl PgStore {
             &mut ChaCha8Rng,
         ) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut rng = fresh_rng();
+        let mut rng = crate::fresh_rng();
         let mut attempts = 1;
         loop {
             let result = self
@@ -144,11 +195,6 @@ impl PgStore {
             tracing::warn!(error = %err, "closing the postgres pool failed");
         }
     }
-}
-
-/// Each registration draws from its own generator: replicas share nothing.
-fn fresh_rng() -> ChaCha8Rng {
-    ChaCha8Rng::from_rng(&mut rand::rng())
 }
 
 async fn migrate(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {

@@ -94,7 +94,8 @@ impl Session for PgHeld {
 
 /// `$1` names the source by id ([`PREPARE_BY_ID`]) or by code ([`PREPARE_BY_CODE`]). One
 /// row per candidate, or one row with `NULL` candidate columns when the source has no
-/// weights; no row at all when the source does not exist. In no particular order: the
+/// weights; no row at all when the source does not exist. The last column says whether
+/// the source has contacts waiting (a probe of the queue's partial index). In no particular order: the
 /// candidates are put in operator order after the read, which costs PostgreSQL a sort
 /// node's set-up in every execution when done here (6-12 % of this statement under
 /// pgbench, docs/benchmarks.md).
@@ -102,7 +103,8 @@ macro_rules! prepare_sql {
     ($source:literal) => {
         concat!(
             "SELECT s.id, o.id, w.weight, o.is_active, o.open_contacts, \
-             o.max_active_contacts, o.name \
+             o.max_active_contacts, o.name, EXISTS (SELECT 1 FROM contacts q \
+             WHERE q.source_id = s.id AND q.operator_id IS NULL AND q.status = 'open') \
              FROM sources s \
              LEFT JOIN operator_source_weights w ON w.source_id = s.id \
              LEFT JOIN operators o ON o.id = w.operator_id \
@@ -231,6 +233,7 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
         Ok(Prepared {
             source_id,
             candidates,
+            waiting: first.get(7)?,
         })
     }
 

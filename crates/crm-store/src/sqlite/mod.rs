@@ -13,7 +13,12 @@ use migration::{Migrator, MigratorTrait};
 use rand_chacha::ChaCha8Rng;
 use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, TransactionTrait};
 
-use crate::{ConnectError, SqliteUrl, StoreConfig, conn::SqliteConn, ops, read};
+use crate::{
+    ConnectError, SqliteUrl, StoreConfig,
+    conn::SqliteConn,
+    ops::{self, Scope},
+    read,
+};
 use checkpoint::Checkpointer;
 use registration::{SourceCache, SqliteRegistration};
 use writer::{Writer, WriterHandle};
@@ -198,13 +203,47 @@ impl SqliteStore {
             .await
     }
 
-    /// Closes a contact; a close changes one cached counter, the rest of the cache stays
-    /// right.
+    /// [`Self::write`], then a drain of `scope(&result)` in the same job, right after the
+    /// write that freed or added capacity: one unit of work, so a client that got the
+    /// write's answer finds the queue drained.
+    pub(crate) async fn write_draining<T: Send + 'static>(
+        &self,
+        mut write: impl AsyncFnMut(&SqliteConn<'_>) -> Result<T, StoreError> + Send + 'static,
+        scope: impl Fn(&T) -> Option<Scope> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write(async move |conn| {
+            let out = write(conn).await?;
+            if let Some(scope) = scope(&out) {
+                ops::drain_here(conn, scope, &mut crate::fresh_rng()).await?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Closes a contact and drains the queue of the sources its operator serves. A close
+    /// that drained nothing changes one cached counter, the rest of the cache stays right.
     pub(crate) async fn close_contact(&self, id: ContactId) -> Result<(), StoreError> {
-        let close = async move |conn: &SqliteConn<'_>| ops::close_contact(conn, id).await;
-        self.write_then(close, |cache, released| {
-            if let Some(operator) = released {
-                cache.released(*operator);
+        let close = async move |conn: &SqliteConn<'_>| {
+            let released = ops::close_contact(conn, id).await?;
+            let drained = match released {
+                Some(operator) => {
+                    let scope = Scope::Operator(operator);
+                    Some(ops::drain_here(conn, scope, &mut crate::fresh_rng()).await?)
+                }
+                None => None,
+            };
+            Ok((released, drained))
+        };
+        self.write_then(close, |cache, (released, drained)| {
+            match (released, drained) {
+                (Some(operator), Some(drained)) => {
+                    cache.released(*operator);
+                    cache.drained(drained);
+                }
+                // A waiting contact closed (or one closed already): its source's queue
+                // may be empty now.
+                _ => cache.clear(),
             }
         })
         .await
@@ -225,7 +264,15 @@ impl SqliteStore {
         self.handle
             .run(move |ctx| {
                 let tx = &mut SqliteRegistration::new(&mut ctx.hot, &mut ctx.cache);
-                pollster::block_on(register(tx, &mut ctx.rng))
+                let out = pollster::block_on(register(tx, &mut ctx.rng))?;
+                // A contact stored waiting: serve its source's queue, oldest first, now.
+                if let Some(source) = tx.queued.take() {
+                    let conn = SqliteConn(ctx.conn);
+                    let drain = ops::drain_here(&conn, Scope::Source(source), &mut ctx.rng);
+                    let drained = pollster::block_on(drain)?;
+                    ctx.cache.drained(&drained);
+                }
+                Ok(out)
             })
             .await
     }

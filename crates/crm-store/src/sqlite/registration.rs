@@ -44,6 +44,10 @@ const INSERT_LEAD: &str = "INSERT INTO leads (external_id, created_at) VALUES (?
 const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts + 1 \
      WHERE id = ?1 AND is_active AND open_contacts < max_active_contacts";
 /// The contact's insert; its id is `last_insert_rowid()` (no `RETURNING`, see above).
+/// Whether source `?1` has contacts waiting (a probe of the queue's partial index).
+const ANY_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM contacts \
+     WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open')";
+
 const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, decision, created_at) \
      VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6)";
 
@@ -57,6 +61,8 @@ pub struct SourceCache {
     by_code: HashMap<String, SourceId>,
     /// The candidates of each source seen, by operator id, with the operators' names.
     candidates: HashMap<SourceId, Vec<(Candidate, String)>>,
+    /// Whether each source has contacts waiting, as far as it is known.
+    waiting: HashMap<SourceId, bool>,
 }
 
 impl SourceCache {
@@ -64,6 +70,15 @@ impl SourceCache {
     pub fn clear(&mut self) {
         self.by_code.clear();
         self.candidates.clear();
+        self.waiting.clear();
+    }
+
+    /// What a drain learned about the sources' queues, and the places it claimed.
+    pub fn drained(&mut self, drained: &ops::Drained) {
+        for (_, operator) in &drained.assigned {
+            self.claimed(*operator);
+        }
+        self.waiting.extend(drained.waiting.iter().copied());
     }
 
     /// Counts a claimed contact on `operator` in every source it is a candidate of.
@@ -136,6 +151,8 @@ pub struct SqliteRegistration<'r, 'c> {
     created_at: String,
     /// The lead found or created by `prepare`.
     lead: Option<LeadId>,
+    /// The source of the contact stored waiting, which a drain of that source follows.
+    pub queued: Option<SourceId>,
 }
 
 impl<'r, 'c> SqliteRegistration<'r, 'c> {
@@ -150,6 +167,7 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
             now,
             created_at: sqlite_timestamp(now),
             lead: None,
+            queued: None,
         }
     }
 
@@ -240,9 +258,18 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             .iter()
             .map(|(candidate, _)| *candidate)
             .collect();
+        let waiting = match self.cache.waiting.get(&source_id) {
+            Some(waiting) => *waiting,
+            None => {
+                let waiting = self.id(ANY_WAITING, [source_id.get()])? == Some(1);
+                self.cache.waiting.insert(source_id, waiting);
+                waiting
+            }
+        };
         Ok(Prepared {
             source_id,
             candidates,
+            waiting,
         })
     }
 
@@ -266,6 +293,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
                 return Ok(Inserted::OperatorFull);
             }
             self.cache.claimed(id);
+        } else {
+            self.cache.waiting.insert(prepared.source_id, true);
+            self.queued = Some(prepared.source_id);
         }
         let decision_json = decision.record();
         held(&mut self.hot.insert_contact, self.conn, INSERT_CONTACT)?
