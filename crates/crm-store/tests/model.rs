@@ -325,6 +325,77 @@ impl Sut {
                 self.assign(self.contact_id(contact), self.operator_id(operator));
             }
         }
+        self.follow_drains();
+    }
+
+    /// The waiting contacts in the model: open, without an operator, in id (queue) order.
+    fn waiting(&self, source: SourceId) -> Vec<ContactId> {
+        self.model
+            .contacts
+            .iter()
+            .filter(|(_, c)| c.open && c.operator.is_none() && c.source == source)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The operators that may take a contact of `source` now.
+    fn eligible(&self, source: SourceId) -> BTreeSet<OperatorId> {
+        self.model.weights[&source]
+            .keys()
+            .copied()
+            .filter(|op| self.model.operators[op].takes_more())
+            .collect()
+    }
+
+    /// Follows the drain the step ran in the store: the waiting contacts it assigned, in
+    /// the order it served them (id order), each the oldest waiting one of its source and
+    /// to an operator eligible then; afterwards no waiting contact has an eligible operator
+    /// (the queue is work-conserving).
+    fn follow_drains(&mut self) {
+        let at = self.step;
+        let stored = self.rt.block_on(all_contacts(self.store()));
+        let drained: Vec<(ContactId, OperatorId)> = stored
+            .iter()
+            .filter(|c| {
+                self.model
+                    .contacts
+                    .get(&c.id)
+                    .is_some_and(|m| m.open && m.operator.is_none())
+            })
+            .filter_map(|c| Some((c.id, c.operator.as_ref()?.id)))
+            .collect();
+        for (id, operator) in drained {
+            let source = self.model.contacts[&id].source;
+            assert_eq!(
+                self.waiting(source).first(),
+                Some(&id),
+                "step {at}: contact {id} drained before an older one of its source"
+            );
+            let eligible = self.eligible(source);
+            assert!(
+                eligible.contains(&operator),
+                "step {at}: contact {id} drained to {operator}, not one of {eligible:?}"
+            );
+            self.model
+                .contacts
+                .get_mut(&id)
+                .expect("contact exists")
+                .operator = Some(operator);
+            self.model
+                .operators
+                .get_mut(&operator)
+                .expect("operator exists")
+                .load += 1;
+        }
+        let sources: BTreeSet<SourceId> = self.model.contacts.values().map(|c| c.source).collect();
+        for source in sources {
+            let waiting = self.waiting(source);
+            let eligible = self.eligible(source);
+            assert!(
+                waiting.is_empty() || eligible.is_empty(),
+                "step {at}: {waiting:?} wait on source {source} although {eligible:?} may take them"
+            );
+        }
     }
 
     fn create_operator(&mut self, active: bool, limit: i64) {
@@ -386,15 +457,14 @@ impl Sut {
             model.ceiling = limit.max(model.load);
         }
         let updated = result.expect("update operator");
+        // The counter may have grown since: the update drains the queue (followed after
+        // the step).
         assert_eq!(
-            (
-                updated.is_active,
-                updated.max_active_contacts.get(),
-                updated.open_contacts
-            ),
-            (model.active, model.limit, model.load),
+            (updated.is_active, updated.max_active_contacts.get()),
+            (model.active, model.limit),
             "updated operator {id}"
         );
+        assert!(updated.open_contacts >= model.load, "updated operator {id}");
     }
 
     fn replace_weights(&mut self, source: usize, weights: &[(usize, i64)]) {
@@ -482,13 +552,16 @@ impl Sut {
                 self.model.leads.insert(external_id, contact.lead_id);
             }
         }
-        let eligible: BTreeSet<OperatorId> = self.model.weights[&source_id]
-            .keys()
-            .copied()
-            .filter(|op| self.model.operators[op].takes_more())
-            .collect();
+        let eligible = self.eligible(source_id);
         let chosen = contact.operator.as_ref().map(|o| o.id);
+        let queued_behind = self.waiting(source_id);
         match chosen {
+            // No overtaking: behind waiting contacts it waits too (and a drain follows).
+            None if !queued_behind.is_empty() => {}
+            Some(_) if !queued_behind.is_empty() => panic!(
+                "contact {} was assigned ahead of {queued_behind:?}, which wait",
+                contact.id
+            ),
             None => assert!(
                 eligible.is_empty(),
                 "contact {} left unassigned although {eligible:?} were eligible",

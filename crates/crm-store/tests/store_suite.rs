@@ -245,12 +245,15 @@ async fn closing_frees_capacity_and_same_lead_is_reused(backend: Backend) {
     let closed = t.store.close_contact(first.id).await.expect("close");
     assert_eq!(closed.status, ContactStatus::Closed);
     assert!(closed.closed_at.is_some());
+    // The freed place went to the waiting contact, of the other source A serves.
+    let drained = t.store.get_contact(second.id).await.expect("second");
+    assert_eq!(drained.operator.map(|o| o.id), Some(a));
     let third = t
         .store
         .register_contact(contact("other", SourceRef::Id(s1)))
         .await
         .expect("third");
-    assert_eq!(third.operator.map(|o| o.id), Some(a));
+    assert_eq!(third.operator.map(|o| o.id), None, "a is full again");
     assert_counters_match_rows(&t.store).await;
     t.finish().await;
 }
@@ -317,11 +320,8 @@ async fn registrations_see_every_change_made_between_them(backend: Backend) {
         ..Default::default()
     };
     t.store.update_operator(a, off).await.expect("deactivate");
-    assert_eq!(
-        assigned(&register(&t.store, "l2", by_code()).await),
-        None,
-        "a is off"
-    );
+    let l2 = register(&t.store, "l2", by_code()).await;
+    assert_eq!(assigned(&l2), None, "a is off");
 
     let on_and_full = crm_core::OperatorPatch {
         is_active: Some(true),
@@ -332,15 +332,15 @@ async fn registrations_see_every_change_made_between_them(backend: Backend) {
         .update_operator(a, on_and_full)
         .await
         .expect("limit");
-    assert_eq!(
-        assigned(&register(&t.store, "l3", by_code()).await),
-        None,
-        "a is full"
-    );
+    let l3 = register(&t.store, "l3", by_code()).await;
+    assert_eq!(assigned(&l3), None, "a is full");
 
+    // The freed place goes to the oldest waiting contact; the next one waits behind l3.
     t.store.close_contact(first.id).await.expect("close");
-    let after_close = register(&t.store, "l4", SourceRef::Id(s)).await;
-    assert_eq!(assigned(&after_close), Some(a), "closing freed a place");
+    let l2 = t.store.get_contact(l2.id).await.expect("l2");
+    assert_eq!(assigned(&l2), Some(a), "closing freed a place for l2");
+    let l4 = register(&t.store, "l4", SourceRef::Id(s)).await;
+    assert_eq!(assigned(&l4), None, "behind l3");
 
     let only_b = WeightSet::new(vec![WeightEntry {
         operator_id: b,
@@ -348,6 +348,14 @@ async fn registrations_see_every_change_made_between_them(backend: Backend) {
     }])
     .expect("weights");
     t.store.replace_weights(s, only_b).await.expect("weights");
+    for waiting in [l3.id, l4.id] {
+        let drained = t.store.get_contact(waiting).await.expect("drained");
+        assert_eq!(
+            assigned(&drained),
+            Some(b),
+            "the new weights drained {waiting}"
+        );
+    }
     assert_eq!(
         assigned(&register(&t.store, "l5", by_code()).await),
         Some(b),
@@ -973,8 +981,9 @@ async fn the_scrape_figures_follow_every_write(backend: Backend) {
     t.store.assign_contact(w.id, b).await.expect("assign");
     assert_eq!(figures().await, (loads(1, 1), vec![(s1, 1), (s2, 1)]));
     t.store.close_contact(y.id).await.expect("close");
+    // The place x frees goes to z, waiting on the other source a serves.
     t.store.close_contact(x.id).await.expect("close");
-    assert_eq!(figures().await, (loads(0, 1), vec![(s2, 1)]));
+    assert_eq!(figures().await, (loads(1, 1), vec![]));
     assert_counters_match_rows(&t.store).await;
     t.finish().await;
 }
