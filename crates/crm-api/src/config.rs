@@ -59,6 +59,13 @@ pub struct Config {
     )]
     pub db_statement_timeout_ms: u64,
 
+    /// Seconds between two safety sweeps of the waiting queue: each assigns what the
+    /// drains after every write missed (capacity another replica freed). At start the
+    /// queue is drained once, whatever waited before.
+    #[arg(long, env = "CRM_QUEUE_SWEEP_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub queue_sweep_seconds: u64,
+
     /// SQLite: writes waiting for the writer before new ones get 503 overloaded.
     #[arg(long, env = "CRM_WRITE_QUEUE", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]

@@ -180,6 +180,33 @@ pub(crate) struct OperatorStats {
     total_contacts: i64,
 }
 
+/// One source's waiting contacts.
+#[derive(Debug, Object)]
+pub(crate) struct SourceQueue {
+    pub(crate) source_id: i64,
+    /// How many contacts wait (open, no operator).
+    waiting: i64,
+    /// The oldest waiting contact, which the next free place goes to.
+    oldest_contact_id: i64,
+    /// When it arrived.
+    oldest_since: DateTime<Utc>,
+    /// How long it has waited, in whole seconds, when this answer was made.
+    oldest_wait_seconds: i64,
+}
+
+impl SourceQueue {
+    /// The queue as it stands at `now`.
+    pub(crate) fn at(q: crm_core::SourceQueue, now: DateTime<Utc>) -> Self {
+        Self {
+            source_id: q.source_id.get(),
+            waiting: q.waiting,
+            oldest_contact_id: q.oldest_id.get(),
+            oldest_since: q.oldest_since,
+            oldest_wait_seconds: (now - q.oldest_since).num_seconds().max(0),
+        }
+    }
+}
+
 /// A `201 Created` answer.
 #[derive(Debug, ApiResponse)]
 pub(crate) enum Created<T: ToJSON> {

@@ -185,6 +185,25 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         })
     };
 
+    // The queue drains itself after every write that frees capacity; this sweep catches
+    // what another replica freed, and at start whatever waited before.
+    let drainer = {
+        let store = Arc::clone(&store);
+        let every = Duration::from_secs(config.queue_sweep_seconds);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(every);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                match crm_core::Store::drain_queue(store.as_ref()).await {
+                    Ok(n) if n > 0 => tracing::info!(assigned = n, "the sweep drained the queue"),
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "cannot drain the queue"),
+                }
+            }
+        })
+    };
+
     server::serve(
         listener,
         crm_api::app_with(Arc::clone(&store), config.security()),
@@ -195,6 +214,7 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     .await
     .context("server failed")?;
     sweeper.abort();
+    drainer.abort();
     store.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -19,8 +19,8 @@ use poem::{
     http::{Method, StatusCode},
 };
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every series of the service.
@@ -33,6 +33,7 @@ pub(crate) struct Metrics {
     operator_open: IntGaugeVec,
     operator_capacity: IntGaugeVec,
     backlog: IntGaugeVec,
+    oldest_wait: GaugeVec,
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
     queued_writes: IntGauge,
@@ -131,7 +132,15 @@ impl Metrics {
         let backlog = IntGaugeVec::new(
             Opts::new(
                 "crm_unassigned_backlog",
-                "Open contacts without an operator, per source",
+                "Contacts waiting for an operator (open, none assigned), per source",
+            ),
+            &["source_id"],
+        )
+        .expect("valid metric");
+        let oldest_wait = GaugeVec::new(
+            Opts::new(
+                "crm_queue_oldest_wait_seconds",
+                "How long the oldest waiting contact has waited, per source with any",
             ),
             &["source_id"],
         )
@@ -158,6 +167,7 @@ impl Metrics {
         reg(Box::new(operator_open.clone()));
         reg(Box::new(operator_capacity.clone()));
         reg(Box::new(backlog.clone()));
+        reg(Box::new(oldest_wait.clone()));
         reg(Box::new(pool_connections.clone()));
         reg(Box::new(pool_max.clone()));
         let write_group_reruns = IntCounter::new(
@@ -176,6 +186,7 @@ impl Metrics {
             operator_open,
             operator_capacity,
             backlog,
+            oldest_wait,
             pool_connections,
             pool_max,
             queued_writes,
@@ -218,7 +229,7 @@ impl Metrics {
         // Both read counters or an index, never the contacts table: a scrape costs the
         // same with a million contacts as with none (docs/operations.md).
         let loads = store.operator_loads().await?;
-        let backlog = store.unassigned_backlog().await?;
+        let queue = store.queue().await?;
         self.operator_open.reset();
         self.operator_capacity.reset();
         for op in loads {
@@ -231,10 +242,14 @@ impl Metrics {
                 .set(op.max_active_contacts.get());
         }
         self.backlog.reset();
-        for (source_id, count) in backlog {
-            self.backlog
-                .with_label_values(&[&source_id.to_string()])
-                .set(count);
+        self.oldest_wait.reset();
+        let now = chrono::Utc::now();
+        for q in queue {
+            let source = q.source_id.to_string();
+            self.backlog.with_label_values(&[&source]).set(q.waiting);
+            self.oldest_wait
+                .with_label_values(&[&source])
+                .set((now - q.oldest_since).num_milliseconds().max(0) as f64 / 1000.0);
         }
         let pool = store.pool_status();
         let busy = pool.connections.saturating_sub(pool.idle);

@@ -84,9 +84,6 @@ impl Store for NoStore {
     async fn operator_loads(&self) -> Result<Vec<OperatorLoad>, StoreError> {
         none()
     }
-    async fn unassigned_backlog(&self) -> Result<Vec<(SourceId, i64)>, StoreError> {
-        none()
-    }
     async fn queue(&self) -> Result<Vec<crm_core::SourceQueue>, StoreError> {
         none()
     }

@@ -424,17 +424,9 @@ pub trait Store: Send + Sync + 'static {
     /// Only driver failures.
     fn operator_loads(&self) -> impl Future<Output = Result<Vec<OperatorLoad>, StoreError>> + Send;
 
-    /// Open contacts without an operator, per source that has any, by source id. Read on
-    /// every metrics scrape: it MUST cost in proportion to that backlog (an index of the
-    /// unassigned open contacts), never to all contacts.
-    ///
-    /// # Errors
-    /// Only driver failures.
-    fn unassigned_backlog(
-        &self,
-    ) -> impl Future<Output = Result<Vec<(SourceId, i64)>, StoreError>> + Send;
-
-    /// The waiting queue per source that has contacts waiting, by source id.
+    /// The waiting queue per source that has contacts waiting, by source id. Read on
+    /// every metrics scrape: it MUST cost in proportion to the queue (an index of the
+    /// waiting contacts), never to all contacts.
     ///
     /// # Errors
     /// Only driver failures.

@@ -372,11 +372,6 @@ impl Store for DbStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn unassigned_backlog(&self) -> Result<Vec<(SourceId, i64)>, StoreError> {
-        read::unassigned_backlog(self.reader()).await
-    }
-
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn create_source_key(&self, new: NewSourceKey) -> Result<SourceKey, StoreError> {
         let id = either!(self, |db| db
             .write(async move |conn| ops::create_source_key(conn, &new).await)

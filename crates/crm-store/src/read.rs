@@ -229,50 +229,26 @@ pub async fn operator_loads(db: &DatabaseConnection) -> Result<Vec<OperatorLoad>
         .collect()
 }
 
-/// The unassigned backlog per source. Its `WHERE` is the predicate of the partial index
-/// `ix_contacts_unassigned_source` (migration `m20261205_000004`), which holds only the
-/// backlog and covers `source_id`, so the count reads that index alone, never the table.
-/// It is written with literals rather than bound parameters: a database may use a
-/// partial index only where it can prove the query's `WHERE` implies the index's, which
-/// a parameter's value does not show at planning time.
-pub const UNASSIGNED_BACKLOG_SQL: &str = "SELECT source_id, COUNT(*) AS backlog \
-     FROM contacts WHERE operator_id IS NULL AND status = 'open' \
-     GROUP BY source_id ORDER BY source_id";
-
-/// Open unassigned contacts per source (see [`UNASSIGNED_BACKLOG_SQL`]).
-pub async fn unassigned_backlog(
-    db: &DatabaseConnection,
-) -> Result<Vec<(SourceId, i64)>, StoreError> {
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            UNASSIGNED_BACKLOG_SQL,
-        ))
-        .await
-        .map_err(db_err)?;
-    rows.iter()
-        .map(|row| {
-            let source_id: i64 = row.try_get("", "source_id").map_err(db_err)?;
-            let backlog: i64 = row.try_get("", "backlog").map_err(db_err)?;
-            Ok((SourceId(source_id), backlog))
-        })
-        .collect()
-}
-
 /// Each source's waiting queue: the count and the oldest id from the partial index
-/// `ix_contacts_queue` alone, then one row per source for the oldest one's arrival.
-const QUEUE_SQL: &str = "SELECT q.source_id, q.waiting, q.oldest, c.created_at \
+/// `ix_contacts_queue` alone (migration `m20261206_000005`: it holds only the queue, in
+/// `(source_id, id)` order, so the `GROUP BY` needs no sort), then one row per source for
+/// the oldest one's arrival. Literals rather than bound parameters: a database may use a
+/// partial index only where it can prove the query's `WHERE` implies the index's, which a
+/// parameter's value does not show at planning time.
+pub const QUEUE_SQL: &str = "SELECT q.source_id, q.waiting, q.oldest, c.created_at \
      FROM (SELECT source_id, COUNT(*) AS waiting, MIN(id) AS oldest FROM contacts \
      WHERE operator_id IS NULL AND status = 'open' GROUP BY source_id) q \
-     JOIN contacts c ON c.id = q.oldest ORDER BY q.source_id";
+     JOIN contacts c ON c.id = q.oldest";
 
-/// The waiting queue per source (see [`QUEUE_SQL`]).
+/// The waiting queue per source, by source id (see [`QUEUE_SQL`]; sorted here, where a
+/// few rows cost nothing, rather than by a sort step in the plan).
 pub async fn queue(db: &DatabaseConnection) -> Result<Vec<SourceQueue>, StoreError> {
     let rows = db
         .query_all_raw(Statement::from_string(db.get_database_backend(), QUEUE_SQL))
         .await
         .map_err(db_err)?;
-    rows.iter()
+    let mut queue = rows
+        .iter()
         .map(|row| {
             Ok(SourceQueue {
                 source_id: SourceId(row.try_get_by_index(0).map_err(db_err)?),
@@ -281,7 +257,9 @@ pub async fn queue(db: &DatabaseConnection) -> Result<Vec<SourceQueue>, StoreErr
                 oldest_since: row.try_get_by_index::<DateTime<Utc>>(3).map_err(db_err)?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    queue.sort_unstable_by_key(|q| q.source_id);
+    Ok(queue)
 }
 
 /// A read pool's figures, as its backend's pool reports them.

@@ -90,7 +90,8 @@ pub const TOUCH_SOURCE_KEY: &str =
     "UPDATE source_keys SET last_used_at = $1 WHERE id = $2 RETURNING id";
 
 /// Sources with their oldest waiting contact (`NULL` when none): the queue's heads. Each
-/// head is one probe of the partial index `ix_contacts_queue` (`m20261206_000005`).
+/// head is one probe of the partial index `ix_contacts_queue` (`m20261206_000005`), whose
+/// entries follow `(source_id, id)` after two constant columns.
 pub const QUEUE_HEADS: &str = "SELECT s.id, (SELECT MIN(c.id) FROM contacts c \
      WHERE c.source_id = s.id AND c.operator_id IS NULL AND c.status = 'open') \
      FROM sources s ORDER BY s.id";

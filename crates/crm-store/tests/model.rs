@@ -833,10 +833,11 @@ impl Sut {
                 }
             }
             let got: BTreeMap<SourceId, i64> = store
-                .unassigned_backlog()
+                .queue()
                 .await
-                .expect("backlog")
+                .expect("queue")
                 .into_iter()
+                .map(|q| (q.source_id, q.waiting))
                 .collect();
             assert_eq!(got, backlog, "step {at}: unassigned backlog");
 

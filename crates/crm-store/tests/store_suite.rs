@@ -974,7 +974,13 @@ async fn the_scrape_figures_follow_every_write(backend: Backend) {
     let figures = || async {
         (
             t.store.operator_loads().await.expect("loads"),
-            t.store.unassigned_backlog().await.expect("backlog"),
+            t.store
+                .queue()
+                .await
+                .expect("queue")
+                .into_iter()
+                .map(|q| (q.source_id, q.waiting))
+                .collect::<Vec<_>>(),
         )
     };
     assert_eq!(figures().await, (loads(1, 0), vec![(s1, 1), (s2, 2)]));
@@ -988,9 +994,10 @@ async fn the_scrape_figures_follow_every_write(backend: Backend) {
     t.finish().await;
 }
 
-/// A scrape counts the unassigned backlog from the partial index that holds only the
-/// backlog, never from the contacts table: SQLite's plan for the query searches that
-/// index alone (covering) and needs no sort for its `GROUP BY`.
+/// A scrape counts the waiting queue from the partial index that holds only the queue,
+/// never from the contacts table: SQLite's plan for the query searches that index alone
+/// (covering) and needs no sort for its `GROUP BY`; only the oldest contact of each source
+/// is read from the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_backlog_is_counted_from_its_index_alone() {
     let t = store(Backend::Sqlite).await;
@@ -1002,10 +1009,7 @@ async fn the_backlog_is_counted_from_its_index_alone() {
         &raw,
         sea_orm::Statement::from_string(
             raw.get_database_backend(),
-            format!(
-                "EXPLAIN QUERY PLAN {}",
-                crm_store::testing::UNASSIGNED_BACKLOG_SQL
-            ),
+            format!("EXPLAIN QUERY PLAN {}", crm_store::testing::QUEUE_SQL),
         ),
     )
     .await
@@ -1017,7 +1021,7 @@ async fn the_backlog_is_counted_from_its_index_alone() {
         .collect();
     assert!(
         plan.iter()
-            .any(|step| step.contains("USING COVERING INDEX ix_contacts_unassigned_source")),
+            .any(|step| step.contains("USING COVERING INDEX ix_contacts_queue")),
         "{plan:?}"
     );
     assert!(

@@ -6,6 +6,7 @@ mod keys;
 mod leads;
 mod operators;
 mod path_id;
+mod queue;
 mod sources;
 mod stats;
 
@@ -29,6 +30,8 @@ enum ApiTags {
     Leads,
     /// Registering, listing, closing and assigning contacts
     Contacts,
+    /// Contacts waiting for an operator
+    Queue,
     /// Load figures
     Stats,
     /// Liveness of the service and its database
@@ -42,6 +45,7 @@ pub(crate) type Apis<S> = (
     sources::SourcesApi<S>,
     leads::LeadsApi<S>,
     contacts::ContactsApi<S>,
+    queue::QueueApi<S>,
     keys::KeysApi<S>,
     stats::StatsApi<S>,
 );
@@ -54,6 +58,7 @@ pub(crate) fn service<S: Store>(store: Arc<S>) -> OpenApiService<Apis<S>, ()> {
         sources::SourcesApi(Arc::clone(&store)),
         leads::LeadsApi(Arc::clone(&store)),
         contacts::ContactsApi(Arc::clone(&store)),
+        queue::QueueApi(Arc::clone(&store)),
         keys::KeysApi(Arc::clone(&store)),
         stats::StatsApi(store),
     );

@@ -1,0 +1,59 @@
+//! `/api/queue`: the contacts waiting for an operator, per source.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use crm_core::Store;
+use poem_openapi::{OpenApi, param::Query, payload::Json};
+
+use super::{ApiTags, default_page_limit};
+use crate::{
+    auth::Credentials,
+    dto::{Listed, SourceQueue, next_link},
+    error::{
+        ApiResult,
+        declare::{API, QUERY},
+    },
+};
+
+/// Queue endpoints over a store.
+pub(crate) struct QueueApi<S>(pub(crate) Arc<S>);
+
+#[OpenApi(tag = "ApiTags::Queue")]
+impl<S: Store> QueueApi<S> {
+    /// Per source with contacts waiting, by source id: how many wait and for how long.
+    /// The waiting contacts themselves, oldest first, are
+    /// `GET /api/contacts?status=open&unassigned=true`.
+    #[oai(path = "/api/queue", method = "get", operation_id = "list_queue")]
+    async fn list(
+        &self,
+        /// Page size.
+        #[oai(
+            default = "default_page_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+        /// Only sources with a larger id: the last `source_id` of the previous page.
+        after: Query<Option<i64>>,
+        _auth: Credentials,
+    ) -> ApiResult<Listed<SourceQueue>, { API | QUERY }> {
+        let now = Utc::now();
+        let page: Vec<SourceQueue> = self
+            .0
+            .queue()
+            .await?
+            .into_iter()
+            .filter(|q| after.0.is_none_or(|after| q.source_id.get() > after))
+            .take(limit.0 as usize)
+            .map(|q| SourceQueue::at(q, now))
+            .collect();
+        let link = next_link(
+            "/api/queue",
+            &[],
+            limit.0,
+            page.len(),
+            page.last().map(|q| q.source_id),
+        );
+        Ok(Listed::Page(Json(page), link))
+    }
+}
