@@ -1,0 +1,243 @@
+//! The waiting queue: which waiting contact a freed place goes to, no overtaking, the
+//! sweep, and drains of two replicas at once (PostgreSQL).
+
+mod support;
+
+use std::sync::Arc;
+
+use crm_core::{ContactId, OperatorId, OperatorPatch, SourceId, SourceRef, Store};
+use crm_store::testing::Backend;
+use sea_orm::ConnectionTrait;
+use support::*;
+
+crm_store::on_every_backend!(
+    a_freed_place_goes_to_the_oldest_contact_the_operator_may_take,
+    a_registration_waits_behind_its_sources_queue,
+    the_sweep_serves_what_no_write_of_this_process_freed,
+);
+
+fn operator_of(contact: &crm_core::Contact) -> Option<OperatorId> {
+    contact.operator.as_ref().map(|o| o.id)
+}
+
+async fn operator_now(store: &crm_store::DbStore, id: ContactId) -> Option<OperatorId> {
+    operator_of(&store.get_contact(id).await.expect("contact"))
+}
+
+/// Raises an operator's limit behind the store's back, as another replica would: no
+/// drain of this process sees it.
+async fn raise_limit_elsewhere(t: &TestStore, operator: OperatorId, limit: i64) {
+    let raw = sea_orm::Database::connect(&t.db.url)
+        .await
+        .expect("connect");
+    raw.execute_unprepared(&format!(
+        "UPDATE operators SET max_active_contacts = {limit} WHERE id = {}",
+        operator.get()
+    ))
+    .await
+    .expect("raise the limit");
+    raw.close().await.expect("close");
+}
+
+/// Operator A (one place) serves two sources. While A is full, contacts wait on both; each
+/// close gives A the oldest waiting one, whichever source it came from.
+async fn a_freed_place_goes_to_the_oldest_contact_the_operator_may_take(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 1).await;
+    let s1 = source(&t.store, "one", &[(a, 1)]).await;
+    let s2 = source(&t.store, "two", &[(a, 1)]).await;
+    let first = register(&t.store, "c1", SourceRef::Id(s1)).await;
+    assert_eq!(operator_of(&first), Some(a));
+    let mut waiting = Vec::new();
+    for (lead, s) in [("c2", s2), ("c3", s1), ("c4", s2)] {
+        let c = register(&t.store, lead, SourceRef::Id(s)).await;
+        assert_eq!(operator_of(&c), None, "{lead} waits: a is full");
+        waiting.push(c.id);
+    }
+    let queue = t.store.queue().await.expect("queue");
+    let counts: Vec<(SourceId, i64, ContactId)> = queue
+        .iter()
+        .map(|q| (q.source_id, q.waiting, q.oldest_id))
+        .collect();
+    assert_eq!(counts, vec![(s1, 1, waiting[1]), (s2, 2, waiting[0])]);
+
+    let mut holder = first.id;
+    for (served, &id) in waiting.iter().enumerate() {
+        t.store.close_contact(holder).await.expect("close");
+        assert_eq!(
+            operator_now(&t.store, id).await,
+            Some(a),
+            "the oldest, {id}"
+        );
+        for &later in &waiting[served + 1..] {
+            assert_eq!(
+                operator_now(&t.store, later).await,
+                None,
+                "{later} still waits"
+            );
+        }
+        holder = id;
+    }
+    assert!(t.store.queue().await.expect("queue").is_empty());
+    assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
+/// A contact of a source with contacts waiting waits behind them, even when an operator
+/// could take it: here capacity grew where no drain of this process saw it. The drain
+/// its registration runs then serves the oldest first, and the new one as capacity allows.
+async fn a_registration_waits_behind_its_sources_queue(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 1).await;
+    let s = source(&t.store, "src", &[(a, 1)]).await;
+    let first = register(&t.store, "first", SourceRef::Id(s)).await;
+    let old = register(&t.store, "old", SourceRef::Id(s)).await;
+    assert_eq!((operator_of(&first), operator_of(&old)), (Some(a), None));
+
+    raise_limit_elsewhere(&t, a, 2).await;
+    let new = register(&t.store, "new", SourceRef::Id(s)).await;
+    assert_eq!(operator_of(&new), None, "the answer shows it queued");
+    assert_eq!(
+        operator_now(&t.store, old.id).await,
+        Some(a),
+        "the oldest first"
+    );
+    assert_eq!(
+        operator_now(&t.store, new.id).await,
+        None,
+        "no place left for it"
+    );
+
+    raise_limit_elsewhere(&t, a, 3).await;
+    let newer = register(&t.store, "newer", SourceRef::Id(s)).await;
+    assert_eq!(operator_of(&newer), None, "behind `new`");
+    assert_eq!(operator_now(&t.store, new.id).await, Some(a));
+    assert_eq!(operator_now(&t.store, newer.id).await, None);
+    t.finish().await;
+}
+
+/// The sweep assigns waiting contacts whose operators gained capacity where no drain of
+/// this process saw it (another replica, or before an upgrade), oldest first.
+async fn the_sweep_serves_what_no_write_of_this_process_freed(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 1).await;
+    let s = source(&t.store, "src", &[(a, 1)]).await;
+    register(&t.store, "first", SourceRef::Id(s)).await;
+    let mut waiting = Vec::new();
+    for lead in ["w1", "w2", "w3"] {
+        waiting.push(register(&t.store, lead, SourceRef::Id(s)).await.id);
+    }
+    assert_eq!(t.store.drain_queue().await.expect("sweep"), 0, "a is full");
+    raise_limit_elsewhere(&t, a, 3).await;
+    assert_eq!(t.store.drain_queue().await.expect("sweep"), 2);
+    assert_eq!(operator_now(&t.store, waiting[0]).await, Some(a));
+    assert_eq!(operator_now(&t.store, waiting[1]).await, Some(a));
+    assert_eq!(operator_now(&t.store, waiting[2]).await, None);
+    assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
+/// Two replicas on one PostgreSQL database, each registering, closing and switching
+/// operators on and off at once: no limit is exceeded, every counter equals its rows,
+/// and once both have swept, no waiting contact has an operator that could take it.
+#[cfg(feature = "postgres-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_drain_without_exceeding_a_limit() {
+    let t = store(Backend::Postgres).await;
+    let second = Arc::new(
+        crm_store::connect(&crm_store::StoreConfig {
+            database_url: t.db.database_url(),
+            ..crm_store::StoreConfig::default()
+        })
+        .await
+        .expect("second replica"),
+    );
+    let mut operators = Vec::new();
+    for i in 0..4 {
+        operators.push(operator(&t.store, &format!("op{i}"), 3).await);
+    }
+    let weights: Vec<(OperatorId, i64)> = operators.iter().map(|&o| (o, 1)).collect();
+    let s1 = source(&t.store, "one", &weights[..3]).await;
+    let s2 = source(&t.store, "two", &weights[1..]).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..8_usize {
+        let store = if task % 2 == 0 {
+            Arc::clone(&t.store)
+        } else {
+            Arc::clone(&second)
+        };
+        let operators = operators.clone();
+        tasks.spawn(async move {
+            for i in 0..40_usize {
+                let step = task * 40 + i;
+                match step % 4 {
+                    0 | 1 => {
+                        let s = if step % 3 == 0 { s1 } else { s2 };
+                        store
+                            .register_contact(contact(&format!("l{step}"), SourceRef::Id(s)))
+                            .await
+                            .expect("register");
+                    }
+                    2 => {
+                        let open = store
+                            .list_contacts(crm_core::ContactFilter {
+                                status: Some(crm_core::ContactStatus::Open),
+                                operator_id: None,
+                                source_id: None,
+                                lead_id: None,
+                                unassigned: false,
+                                page: crm_core::Page {
+                                    after: None,
+                                    limit: 8,
+                                },
+                            })
+                            .await
+                            .expect("list");
+                        if let Some(c) = open.get(step % 8) {
+                            store.close_contact(c.id).await.expect("close");
+                        }
+                    }
+                    _ => {
+                        let patch = OperatorPatch {
+                            is_active: Some(step % 3 != 0),
+                            ..OperatorPatch::default()
+                        };
+                        store
+                            .update_operator(operators[step % operators.len()], patch)
+                            .await
+                            .expect("switch");
+                    }
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a task panicked");
+    }
+    t.store.drain_queue().await.expect("sweep");
+    second.drain_queue().await.expect("sweep");
+    assert_counters_match_rows(&t.store).await;
+    let ops = t
+        .store
+        .list_operators(crm_core::OperatorFilter::default())
+        .await
+        .expect("operators");
+    for q in t.store.queue().await.expect("queue") {
+        let source = t.store.get_source(q.source_id).await.expect("source");
+        for so in &source.operators {
+            let op = ops
+                .iter()
+                .find(|o| o.id == so.operator.id)
+                .expect("operator");
+            assert!(
+                !op.is_active || op.open_contacts >= op.max_active_contacts.get(),
+                "{} wait on source {} although operator {} may take them",
+                q.waiting,
+                q.source_id,
+                op.id
+            );
+        }
+    }
+    second.shutdown().await;
+    t.finish().await;
+}
