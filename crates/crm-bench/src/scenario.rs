@@ -2,7 +2,7 @@
 //! scenario, and the counter check after it.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     net::SocketAddr,
     sync::{
         Arc, Mutex,
@@ -210,21 +210,53 @@ impl Bodies {
     }
 }
 
-/// Contacts the load generator saw assigned, oldest first, for the closer.
+/// Contacts known to be assigned, oldest first, for the closer: those the load generator
+/// saw assigned in a 201, and those the closer finds assigned later (drained from the
+/// waiting queue after their 201 said they wait).
 #[derive(Default)]
-pub struct OpenContacts(Mutex<VecDeque<i64>>);
+pub struct OpenContacts(Mutex<Known>);
+
+#[derive(Default)]
+struct Known {
+    queue: VecDeque<i64>,
+    /// Every id ever queued, so none is closed twice.
+    seen: HashSet<i64>,
+}
 
 impl OpenContacts {
-    /// Remembers a newly assigned contact.
+    /// Remembers an assigned contact (once).
     pub fn push(&self, id: i64) {
-        if let Ok(mut queue) = self.0.lock() {
-            queue.push_back(id);
+        if let Ok(mut known) = self.0.lock()
+            && known.seen.insert(id)
+        {
+            known.queue.push_back(id);
         }
     }
 
     fn pop(&self) -> Option<i64> {
-        self.0.lock().ok()?.pop_front()
+        self.0.lock().ok()?.queue.pop_front()
     }
+}
+
+/// Finds open contacts that got an operator after their 201 (drained from the queue),
+/// oldest first, from `GET /api/contacts?status=open`; how many were new.
+async fn learn_drained(conn: &mut Connection, open: &OpenContacts) -> usize {
+    let Ok(answer) = conn
+        .send(Method::GET, "/api/contacts?status=open&limit=1000", None)
+        .await
+    else {
+        return 0;
+    };
+    let Ok(Value::Array(contacts)) = answer.json() else {
+        return 0;
+    };
+    let before = open.0.lock().map_or(0, |known| known.seen.len());
+    for contact in &contacts {
+        if let (Some(id), false) = (contact["id"].as_i64(), contact["operator_id"].is_null()) {
+            open.push(id);
+        }
+    }
+    open.0.lock().map_or(0, |known| known.seen.len()) - before
 }
 
 /// What the closer did.
@@ -258,6 +290,10 @@ pub async fn closer(
             None
         };
         let Some(id) = id else {
+            // Closes are due but none is known: some may have been drained since.
+            if closed.ok + closed.failed < due && learn_drained(&mut conns[0], &open).await > 0 {
+                continue;
+            }
             tokio::time::sleep(Duration::from_millis(2)).await;
             continue;
         };

@@ -145,8 +145,9 @@ impl DbStore {
         either!(self, |db| db.shutdown().await);
     }
 
-    /// After a registration stored `contact` waiting, on PostgreSQL: a drain of its source
-    /// (the SQLite writer drained it in the registration's own job).
+    /// After a registration stored `contact` waiting, on PostgreSQL: a drain of its source,
+    /// for capacity another replica freed since that replica's own drain. (The SQLite
+    /// writer is alone, and every job that frees capacity drains: nobody could take it.)
     async fn drain_after(&self, contact: &Contact) {
         if let (Self::Postgres(db), None) = (self, &contact.operator) {
             db.drain_logged(Scope::Source(contact.source_id)).await;

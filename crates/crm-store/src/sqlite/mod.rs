@@ -263,16 +263,12 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         self.handle
             .run(move |ctx| {
+                // No drain follows a contact stored waiting: it would find nobody eligible.
+                // The writer is the only one (the file is locked), and every job that frees
+                // or adds capacity drains before it ends, so after each job no waiting contact
+                // has an eligible operator; a registration adds none.
                 let tx = &mut SqliteRegistration::new(&mut ctx.hot, &mut ctx.cache);
-                let out = pollster::block_on(register(tx, &mut ctx.rng))?;
-                // A contact stored waiting: serve its source's queue, oldest first, now.
-                if let Some(source) = tx.queued.take() {
-                    let conn = SqliteConn(ctx.conn);
-                    let drain = ops::drain_here(&conn, Scope::Source(source), &mut ctx.rng);
-                    let drained = pollster::block_on(drain)?;
-                    ctx.cache.drained(&drained);
-                }
-                Ok(out)
+                pollster::block_on(register(tx, &mut ctx.rng))
             })
             .await
     }

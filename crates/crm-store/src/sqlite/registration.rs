@@ -151,8 +151,6 @@ pub struct SqliteRegistration<'r, 'c> {
     created_at: String,
     /// The lead found or created by `prepare`.
     lead: Option<LeadId>,
-    /// The source of the contact stored waiting, which a drain of that source follows.
-    pub queued: Option<SourceId>,
 }
 
 impl<'r, 'c> SqliteRegistration<'r, 'c> {
@@ -167,7 +165,6 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
             now,
             created_at: sqlite_timestamp(now),
             lead: None,
-            queued: None,
         }
     }
 
@@ -295,7 +292,6 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             self.cache.claimed(id);
         } else {
             self.cache.waiting.insert(prepared.source_id, true);
-            self.queued = Some(prepared.source_id);
         }
         let decision_json = decision.record();
         held(&mut self.hot.insert_contact, self.conn, INSERT_CONTACT)?
