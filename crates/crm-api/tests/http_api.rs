@@ -19,6 +19,7 @@ crm_store::on_every_backend!(
     manual_assignment_follows_the_rules,
     listings_filter_and_page_with_a_link,
     concurrent_registrations_never_exceed_capacity,
+    the_queue_lists_each_sources_waiting_contacts_and_pages,
 );
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -546,4 +547,82 @@ fn ids(list: &Value) -> Vec<i64> {
         .flatten()
         .filter_map(|v| v["id"].as_i64())
         .collect()
+}
+
+/// `GET /api/queue`: per source with contacts waiting, how many and the oldest, paged by
+/// source id; the waiting contacts themselves are the open unassigned ones, oldest first.
+async fn the_queue_lists_each_sources_waiting_contacts_and_pages(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let ann = app.operator("Ann", 1).await;
+    app.source("tg", &[(ann, 1)]).await;
+    app.source("web", &[(ann, 1)]).await;
+    let served = app.contact("u1", "tg").await;
+    assert_eq!(served["operator_id"], ann);
+    let w1 = id_of(app.contact("u2", "web").await);
+    let w2 = id_of(app.contact("u3", "tg").await);
+    let w3 = id_of(app.contact("u4", "web").await);
+
+    let resp = app.get("/api/queue").await;
+    assert!(resp.headers().get("link").is_none(), "one page");
+    let queue = json(resp, StatusCode::OK).await;
+    let rows = queue.as_array().expect("a list");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0]["source_id"].clone(), rows[0]["waiting"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(rows[0]["oldest_contact_id"], w2);
+    assert_eq!(
+        (rows[1]["source_id"].clone(), rows[1]["waiting"].clone()),
+        (json!(2), json!(2))
+    );
+    assert_eq!(rows[1]["oldest_contact_id"], w1);
+    for row in rows {
+        assert!(
+            row["oldest_wait_seconds"].as_i64().is_some_and(|s| s >= 0),
+            "{row}"
+        );
+        assert!(row["oldest_since"].is_string(), "{row}");
+    }
+
+    let resp = app.get("/api/queue?limit=1").await;
+    let link = resp
+        .headers()
+        .get("link")
+        .expect("a next page")
+        .to_str()
+        .expect("text")
+        .to_owned();
+    assert_eq!(link, "</api/queue?limit=1&after=1>; rel=\"next\"");
+    let first = json(resp, StatusCode::OK).await;
+    assert_eq!(first.as_array().map(Vec::len), Some(1));
+    let rest = json(app.get("/api/queue?limit=1&after=1").await, StatusCode::OK).await;
+    assert_eq!(rest[0]["source_id"], 2);
+
+    let waiting = json(
+        app.get("/api/contacts?status=open&unassigned=true").await,
+        StatusCode::OK,
+    )
+    .await;
+    let ids: Vec<i64> = waiting
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| c["id"].as_i64().expect("an id"))
+        .collect();
+    assert_eq!(ids, vec![w1, w2, w3], "oldest first");
+
+    // The close serves the oldest waiting contact among Ann's sources.
+    json(app.close_contact(id_of(served)).await, StatusCode::OK).await;
+    let queue = json(app.get("/api/queue").await, StatusCode::OK).await;
+    assert_eq!(queue[0]["source_id"], 1);
+    assert_eq!(queue[0]["waiting"], 1);
+    assert_eq!(queue[1]["waiting"], 1);
+    assert_eq!(queue[1]["oldest_contact_id"], w3);
+    problem(
+        app.get("/api/queue?limit=0").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
 }

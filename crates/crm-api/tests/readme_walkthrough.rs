@@ -43,7 +43,7 @@ async fn readme_walkthrough_works_as_written() {
     }
 
     // The state the walkthrough describes: one lead with two contacts, the first closed,
-    // the second now Boris's.
+    // the second now Boris's; then a contact that waited and was served.
     let lead = common::json(app.get_lead(1).await, StatusCode::OK).await;
     let contacts = lead["contacts"].as_array().expect("contacts");
     assert_eq!(contacts.len(), 2);
@@ -57,5 +57,15 @@ async fn readme_walkthrough_works_as_written() {
         .iter()
         .map(|s| s["open_contacts"].as_i64().expect("open"))
         .sum();
-    assert_eq!(open, 1, "only the reassigned contact is open");
+    assert_eq!(
+        open, 2,
+        "the reassigned contact and the drained one are open"
+    );
+    // Contact 4 waited while Anna was full and took her place when contact 3 closed.
+    let drained = common::json(app.get_contact(4).await, StatusCode::OK).await;
+    assert_eq!(drained["operator_id"], 1, "the waiting contact was served");
+    let closed = common::json(app.get_contact(3).await, StatusCode::OK).await;
+    assert_eq!(closed["status"], "closed");
+    let queue = common::json(app.get("/api/queue").await, StatusCode::OK).await;
+    assert_eq!(queue, serde_json::json!([]), "nothing waits any more");
 }
