@@ -205,9 +205,14 @@ async fn fire(
     let shared = Arc::new(Shared::default());
     let closers: Vec<_> = match &open {
         Some(open) => (0..scenario::CLOSERS)
-            .map(|_| {
+            .map(|closer| {
+                // Each closer starts looking through a different operator's contacts.
+                let mut operators: Vec<i64> = seeded.operators.iter().map(|o| o.id).collect();
+                let start = closer as usize % operators.len().max(1);
+                operators.rotate_left(start);
                 tokio::spawn(scenario::closer(
                     targets.clone(),
+                    operators,
                     Arc::clone(open),
                     Arc::clone(&shared.registered),
                     Arc::clone(&shared.stop),

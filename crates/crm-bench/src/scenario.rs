@@ -238,13 +238,12 @@ impl OpenContacts {
     }
 }
 
-/// Finds open contacts that got an operator after their 201 (drained from the queue),
-/// oldest first, from `GET /api/contacts?status=open`; how many were new.
-async fn learn_drained(conn: &mut Connection, open: &OpenContacts) -> usize {
-    let Ok(answer) = conn
-        .send(Method::GET, "/api/contacts?status=open&limit=1000", None)
-        .await
-    else {
+/// Finds open contacts of `operator` that got it after their 201 (drained from the queue),
+/// oldest first, from `GET /api/contacts?status=open&operator_id=…` (at most its limit, a
+/// few dozen); how many were new.
+async fn learn_drained(conn: &mut Connection, open: &OpenContacts, operator: i64) -> usize {
+    let path = format!("/api/contacts?status=open&operator_id={operator}&limit=1000");
+    let Ok(answer) = conn.send(Method::GET, &path, None).await else {
         return 0;
     };
     let Ok(Value::Array(contacts)) = answer.json() else {
@@ -275,6 +274,7 @@ pub const CLOSERS: u64 = 8;
 /// `stop` is set.
 pub async fn closer(
     targets: Vec<SocketAddr>,
+    operators: Vec<i64>,
     open: Arc<OpenContacts>,
     registered: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -282,6 +282,8 @@ pub async fn closer(
     let mut conns: Vec<Connection> = targets.into_iter().map(Connection::new).collect();
     let mut closed = Closed::default();
     let mut turn = 0usize;
+    // Whose open contacts to look through next for drained ones.
+    let mut look = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let due = registered.load(Ordering::Relaxed) / 10 / CLOSERS;
         let id = if closed.ok + closed.failed < due {
@@ -291,8 +293,12 @@ pub async fn closer(
         };
         let Some(id) = id else {
             // Closes are due but none is known: some may have been drained since.
-            if closed.ok + closed.failed < due && learn_drained(&mut conns[0], &open).await > 0 {
-                continue;
+            if closed.ok + closed.failed < due && !operators.is_empty() {
+                look += 1;
+                let operator = operators[look % operators.len()];
+                if learn_drained(&mut conns[0], &open, operator).await > 0 {
+                    continue;
+                }
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
             continue;

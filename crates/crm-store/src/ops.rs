@@ -350,6 +350,8 @@ pub enum Step {
         contact: ContactId,
         /// Its operator now.
         operator: OperatorId,
+        /// Whether the operator has room for more, as far as this step saw.
+        room_left: bool,
         /// The source's oldest waiting contact now.
         head: Option<ContactId>,
     },
@@ -380,6 +382,9 @@ pub async fn drain_step<C: Conn>(
     let Some(operator) = choose(&candidates, rng).chosen else {
         return Ok(Step::Blocked);
     };
+    let room_left = candidates
+        .iter()
+        .any(|c| c.operator_id == operator && c.open_contacts + 1 < c.max_active_contacts);
     if conn
         .one(sql::CLAIM_OPERATOR, vec![operator.get().into()])
         .await?
@@ -397,6 +402,7 @@ pub async fn drain_step<C: Conn>(
     Ok(Step::Assigned {
         contact,
         operator,
+        room_left,
         head: queue_head(conn, source).await?,
     })
 }
@@ -421,10 +427,17 @@ pub trait Steps {
     fn step(&mut self, source: SourceId) -> impl Future<Output = Result<Step, StoreError>>;
 }
 
-/// Drains the queue from `heads`, oldest waiting contact first among the sources not
-/// blocked ([`DrainOrder`]), one [`Steps::step`] at a time, until nobody eligible remains
-/// or nothing waits.
+/// Drains the queue from `heads` (those of `scope`), oldest waiting contact first among the
+/// sources not blocked ([`DrainOrder`]), one [`Steps::step`] at a time, until nobody eligible
+/// remains or nothing waits.
+///
+/// A drain for one operator's freed place ([`Scope::Operator`]) ends as soon as that operator
+/// is full again: before the write that freed it, no waiting contact of its sources had an
+/// eligible operator (every earlier write drained), so it was the only one that could take
+/// any, and probing its other sources would find them blocked. On PostgreSQL another replica
+/// may have freed capacity meanwhile: its own drain, or the sweep, serves that.
 pub async fn drain(
+    scope: Scope,
     heads: Vec<(SourceId, Option<ContactId>)>,
     steps: &mut impl Steps,
 ) -> Result<Drained, StoreError> {
@@ -453,12 +466,16 @@ pub async fn drain(
             Step::Assigned {
                 contact,
                 operator,
+                room_left,
                 head,
             } => {
                 drained.assigned.push((contact, operator));
                 order.advance(source, head);
                 if head.is_none() {
                     drained.waiting.push((source, false));
+                }
+                if scope == Scope::Operator(operator) && !room_left {
+                    break;
                 }
             }
         }
@@ -485,7 +502,7 @@ pub async fn drain_here<C: Conn>(
     rng: &mut (impl Rng + ?Sized),
 ) -> Result<Drained, StoreError> {
     let heads = queue_heads(conn, scope).await?;
-    drain(heads, &mut Here { conn, rng }).await
+    drain(scope, heads, &mut Here { conn, rng }).await
 }
 
 /// Stores a source's key; returns its id.

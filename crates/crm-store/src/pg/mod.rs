@@ -130,7 +130,7 @@ impl PgStore {
             store: self,
             rng: crate::fresh_rng(),
         };
-        ops::drain(heads, &mut steps).await
+        ops::drain(scope, heads, &mut steps).await
     }
 
     /// Runs a registration without an idempotency key on one pooled connection, outside
