@@ -66,6 +66,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub queue_sweep_seconds: u64,
 
+    /// Seconds after which a waiting contact counts as stale in `GET /api/queue` and
+    /// `/metrics` (it is only flagged, never closed or skipped); unset flags none.
+    #[arg(long, env = "CRM_QUEUE_MAX_WAIT",
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000), global = true)]
+    pub queue_max_wait: Option<u64>,
+
     /// SQLite: writes waiting for the writer before new ones get 503 overloaded.
     #[arg(long, env = "CRM_WRITE_QUEUE", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
@@ -168,6 +174,14 @@ impl Config {
                 Err(ConfigError::OpenBeyondLoopback { bind: self.bind })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// How the app reports the waiting queue.
+    #[must_use]
+    pub fn queue(&self) -> crate::QueueSettings {
+        crate::QueueSettings {
+            max_wait: self.queue_max_wait.map(Duration::from_secs),
         }
     }
 

@@ -192,6 +192,9 @@ pub(crate) struct SourceQueue {
     oldest_since: DateTime<Utc>,
     /// How long it has waited, in whole seconds, when this answer was made.
     oldest_wait_seconds: i64,
+    /// How many have waited longer than the configured longest wait (`CRM_QUEUE_MAX_WAIT`;
+    /// 0 when none is set). They are only flagged: they keep their place in the queue.
+    stale: i64,
 }
 
 impl SourceQueue {
@@ -203,6 +206,7 @@ impl SourceQueue {
             oldest_contact_id: q.oldest_id.get(),
             oldest_since: q.oldest_since,
             oldest_wait_seconds: (now - q.oldest_since).num_seconds().max(0),
+            stale: q.stale,
         }
     }
 }

@@ -50,6 +50,26 @@ pub struct Security {
     pub admin_token: Option<String>,
 }
 
+/// How the waiting queue is reported.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueSettings {
+    /// A contact waiting longer than this counts as stale in `GET /api/queue` and
+    /// `/metrics`; it is only flagged, never closed or skipped. `None` flags none.
+    pub max_wait: Option<std::time::Duration>,
+}
+
+impl QueueSettings {
+    /// The moment before which a contact that still waits, waited too long, as of `now`.
+    #[must_use]
+    pub fn stale_before(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let max_wait = chrono::Duration::from_std(self.max_wait?).ok()?;
+        now.checked_sub_signed(max_wait)
+    }
+}
+
 /// The whole HTTP service over `store`, open to every caller (no admin token).
 pub fn app<S: Store>(store: Arc<S>) -> impl Endpoint<Output = Response> + 'static {
     app_with(store, Security::default())
@@ -60,14 +80,24 @@ pub fn app_with<S: Store>(
     store: Arc<S>,
     security: Security,
 ) -> impl Endpoint<Output = Response> + 'static {
+    app_with_queue(store, security, QueueSettings::default())
+}
+
+/// The whole HTTP service over `store`, with `security`, reporting the queue by `queue`.
+pub fn app_with_queue<S: Store>(
+    store: Arc<S>,
+    security: Security,
+    queue: QueueSettings,
+) -> impl Endpoint<Output = Response> + 'static {
     let admin_token: Option<Arc<str>> = security.admin_token.map(Into::into);
     let auth_store = Arc::clone(&store);
     let metrics = Arc::new(Metrics::new());
     let scrape = MetricsEndpoint {
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
+        queue,
     };
-    let api = api::service(store);
+    let api = api::service(store, queue);
     let allowed = Arc::new(
         PAGES
             .iter()
@@ -94,5 +124,31 @@ pub fn app_with<S: Store>(
 /// The OpenAPI document of [`app`], as served at `/openapi.json`.
 #[must_use]
 pub fn openapi_spec() -> String {
-    api::service(Arc::new(spec::NoStore)).spec()
+    api::service(Arc::new(spec::NoStore), QueueSettings::default()).spec()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::QueueSettings;
+
+    #[test]
+    fn a_contact_is_stale_once_it_waited_longer_than_the_longest_wait() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 12, 6, 3, 0, 0)
+            .single()
+            .expect("a time");
+        let none = QueueSettings { max_wait: None };
+        assert_eq!(none.stale_before(now), None);
+        let ten_minutes = QueueSettings {
+            max_wait: Some(Duration::from_secs(600)),
+        };
+        assert_eq!(
+            ten_minutes.stale_before(now),
+            Utc.with_ymd_and_hms(2026, 12, 6, 2, 50, 0).single()
+        );
+    }
 }

@@ -206,7 +206,7 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
 
     server::serve(
         listener,
-        crm_api::app_with(Arc::clone(&store), config.security()),
+        crm_api::app_with_queue(Arc::clone(&store), config.security(), config.queue()),
         limits,
         shutdown_signal(),
         SHUTDOWN_GRACE,

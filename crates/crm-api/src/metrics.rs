@@ -34,6 +34,7 @@ pub(crate) struct Metrics {
     operator_capacity: IntGaugeVec,
     backlog: IntGaugeVec,
     oldest_wait: GaugeVec,
+    stale: IntGaugeVec,
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
     queued_writes: IntGauge,
@@ -137,6 +138,14 @@ impl Metrics {
             &["source_id"],
         )
         .expect("valid metric");
+        let stale = IntGaugeVec::new(
+            Opts::new(
+                "crm_queue_stale_contacts",
+                "Contacts waiting longer than CRM_QUEUE_MAX_WAIT, per source (set when it is)",
+            ),
+            &["source_id"],
+        )
+        .expect("valid metric");
         let oldest_wait = GaugeVec::new(
             Opts::new(
                 "crm_queue_oldest_wait_seconds",
@@ -168,6 +177,7 @@ impl Metrics {
         reg(Box::new(operator_capacity.clone()));
         reg(Box::new(backlog.clone()));
         reg(Box::new(oldest_wait.clone()));
+        reg(Box::new(stale.clone()));
         reg(Box::new(pool_connections.clone()));
         reg(Box::new(pool_max.clone()));
         let write_group_reruns = IntCounter::new(
@@ -187,6 +197,7 @@ impl Metrics {
             operator_capacity,
             backlog,
             oldest_wait,
+            stale,
             pool_connections,
             pool_max,
             queued_writes,
@@ -225,11 +236,16 @@ impl Metrics {
     }
 
     /// Refreshes the gauges from `store` and renders everything in the text format.
-    async fn render<S: Store>(&self, store: &S) -> Result<String, crm_core::StoreError> {
+    async fn render<S: Store>(
+        &self,
+        store: &S,
+        settings: crate::QueueSettings,
+    ) -> Result<String, crm_core::StoreError> {
         // Both read counters or an index, never the contacts table: a scrape costs the
         // same with a million contacts as with none (docs/operations.md).
         let loads = store.operator_loads().await?;
-        let queue = store.queue().await?;
+        let now = chrono::Utc::now();
+        let queue = store.queue(settings.stale_before(now)).await?;
         self.operator_open.reset();
         self.operator_capacity.reset();
         for op in loads {
@@ -243,13 +259,16 @@ impl Metrics {
         }
         self.backlog.reset();
         self.oldest_wait.reset();
-        let now = chrono::Utc::now();
+        self.stale.reset();
         for q in queue {
             let source = q.source_id.to_string();
             self.backlog.with_label_values(&[&source]).set(q.waiting);
             self.oldest_wait
                 .with_label_values(&[&source])
                 .set((now - q.oldest_since).num_milliseconds().max(0) as f64 / 1000.0);
+            if settings.max_wait.is_some() {
+                self.stale.with_label_values(&[&source]).set(q.stale);
+            }
         }
         let pool = store.pool_status();
         let busy = pool.connections.saturating_sub(pool.idle);
@@ -280,6 +299,7 @@ impl Metrics {
 pub(crate) struct MetricsEndpoint<S> {
     pub(crate) store: Arc<S>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) queue: crate::QueueSettings,
 }
 
 impl<S: Store> Endpoint for MetricsEndpoint<S> {
@@ -287,7 +307,7 @@ impl<S: Store> Endpoint for MetricsEndpoint<S> {
 
     /// Routed with `poem::get`, so only GET and HEAD reach it.
     async fn call(&self, _: Request) -> poem::Result<Response> {
-        match self.metrics.render(self.store.as_ref()).await {
+        match self.metrics.render(self.store.as_ref(), self.queue).await {
             Ok(text) => Ok(Response::builder()
                 .content_type("text/plain; version=0.0.4; charset=utf-8")
                 .body(text)),

@@ -84,7 +84,10 @@ impl Store for NoStore {
     async fn operator_loads(&self) -> Result<Vec<OperatorLoad>, StoreError> {
         none()
     }
-    async fn queue(&self) -> Result<Vec<crm_core::SourceQueue>, StoreError> {
+    async fn queue(
+        &self,
+        _: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<crm_core::SourceQueue>, StoreError> {
         none()
     }
     async fn drain_queue(&self) -> Result<usize, StoreError> {

@@ -578,6 +578,7 @@ async fn the_queue_lists_each_sources_waiting_contacts_and_pages(backend: Backen
     );
     assert_eq!(rows[1]["oldest_contact_id"], w1);
     for row in rows {
+        assert_eq!(row["stale"], 0, "no longest wait is set");
         assert!(
             row["oldest_wait_seconds"].as_i64().is_some_and(|s| s >= 0),
             "{row}"

@@ -170,6 +170,9 @@ pub struct SourceQueue {
     pub oldest_id: ContactId,
     /// When it arrived.
     pub oldest_since: DateTime<Utc>,
+    /// How many arrived before the moment asked about (those waiting longer than the
+    /// configured longest wait); 0 when none was asked about.
+    pub stale: i64,
 }
 
 /// An ingest key of a source, as listed (the key itself is never stored).

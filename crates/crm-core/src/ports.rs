@@ -6,6 +6,8 @@
 
 use std::{fmt::Write as _, future::Future};
 
+use chrono::{DateTime, Utc};
+
 use thiserror::Error;
 
 use crate::{
@@ -424,13 +426,17 @@ pub trait Store: Send + Sync + 'static {
     /// Only driver failures.
     fn operator_loads(&self) -> impl Future<Output = Result<Vec<OperatorLoad>, StoreError>> + Send;
 
-    /// The waiting queue per source that has contacts waiting, by source id. Read on
-    /// every metrics scrape: it MUST cost in proportion to the queue (an index of the
-    /// waiting contacts), never to all contacts.
+    /// The waiting queue per source that has contacts waiting, by source id, with how many
+    /// of them arrived before `stale_before` when it is given. Read on every metrics
+    /// scrape: it MUST cost in proportion to the queue (an index of the waiting contacts),
+    /// never to all contacts.
     ///
     /// # Errors
     /// Only driver failures.
-    fn queue(&self) -> impl Future<Output = Result<Vec<SourceQueue>, StoreError>> + Send;
+    fn queue(
+        &self,
+        stale_before: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Vec<SourceQueue>, StoreError>> + Send;
 
     /// Assigns waiting contacts, oldest first, each by the rule, until nobody eligible
     /// remains or nothing waits; returns how many it assigned. Every write that frees or

@@ -356,8 +356,11 @@ impl Store for DbStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn queue(&self) -> Result<Vec<SourceQueue>, StoreError> {
-        read::queue(self.reader()).await
+    async fn queue(
+        &self,
+        stale_before: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<SourceQueue>, StoreError> {
+        read::queue(self.reader(), stale_before).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

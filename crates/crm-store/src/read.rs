@@ -240,9 +240,18 @@ pub const QUEUE_SQL: &str = "SELECT q.source_id, q.waiting, q.oldest, c.created_
      WHERE operator_id IS NULL AND status = 'open' GROUP BY source_id) q \
      JOIN contacts c ON c.id = q.oldest";
 
+/// The waiting contacts that arrived before `$1`, per source: each waiting contact's row is
+/// read for its arrival, so this costs in proportion to the queue.
+const STALE_SQL: &str = "SELECT source_id, COUNT(*) FROM contacts \
+     WHERE operator_id IS NULL AND status = 'open' AND created_at < $1 GROUP BY source_id";
+
 /// The waiting queue per source, by source id (see [`QUEUE_SQL`]; sorted here, where a
-/// few rows cost nothing, rather than by a sort step in the plan).
-pub async fn queue(db: &DatabaseConnection) -> Result<Vec<SourceQueue>, StoreError> {
+/// few rows cost nothing, rather than by a sort step in the plan), with the contacts that
+/// arrived before `stale_before` counted when it is given ([`STALE_SQL`]).
+pub async fn queue(
+    db: &DatabaseConnection,
+    stale_before: Option<DateTime<Utc>>,
+) -> Result<Vec<SourceQueue>, StoreError> {
     let rows = db
         .query_all_raw(Statement::from_string(db.get_database_backend(), QUEUE_SQL))
         .await
@@ -255,10 +264,30 @@ pub async fn queue(db: &DatabaseConnection) -> Result<Vec<SourceQueue>, StoreErr
                 waiting: row.try_get_by_index(1).map_err(db_err)?,
                 oldest_id: ContactId(row.try_get_by_index(2).map_err(db_err)?),
                 oldest_since: row.try_get_by_index::<DateTime<Utc>>(3).map_err(db_err)?,
+                stale: 0,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     queue.sort_unstable_by_key(|q| q.source_id);
+    if let Some(before) = stale_before {
+        let backend = db.get_database_backend();
+        // SQLite keeps times as text, compared as written (`conn::sqlite_timestamp`).
+        let before: sea_orm::Value = match backend {
+            sea_orm::DbBackend::Sqlite => crate::conn::sqlite_timestamp(before).into(),
+            _ => before.into(),
+        };
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(backend, STALE_SQL, [before]))
+            .await
+            .map_err(db_err)?;
+        for row in rows {
+            let source = SourceId(row.try_get_by_index(0).map_err(db_err)?);
+            let stale: i64 = row.try_get_by_index(1).map_err(db_err)?;
+            if let Some(q) = queue.iter_mut().find(|q| q.source_id == source) {
+                q.stale = stale;
+            }
+        }
+    }
     Ok(queue)
 }
 

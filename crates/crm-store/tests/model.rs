@@ -833,7 +833,7 @@ impl Sut {
                 }
             }
             let got: BTreeMap<SourceId, i64> = store
-                .queue()
+                .queue(None)
                 .await
                 .expect("queue")
                 .into_iter()

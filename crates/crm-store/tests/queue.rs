@@ -61,12 +61,27 @@ async fn a_freed_place_goes_to_the_oldest_contact_the_operator_may_take(backend:
         assert_eq!(operator_of(&c), None, "{lead} waits: a is full");
         waiting.push(c.id);
     }
-    let queue = t.store.queue().await.expect("queue");
+    let queue = t.store.queue(None).await.expect("queue");
     let counts: Vec<(SourceId, i64, ContactId)> = queue
         .iter()
         .map(|q| (q.source_id, q.waiting, q.oldest_id))
         .collect();
     assert_eq!(counts, vec![(s1, 1, waiting[1]), (s2, 2, waiting[0])]);
+    // Stale: those that arrived before the moment asked about; only counted.
+    let now = chrono::Utc::now();
+    let stale =
+        |queue: Vec<crm_core::SourceQueue>| -> Vec<i64> { queue.iter().map(|q| q.stale).collect() };
+    let later = now + chrono::Duration::hours(1);
+    let earlier = now - chrono::Duration::hours(1);
+    assert_eq!(
+        stale(t.store.queue(Some(later)).await.expect("queue")),
+        vec![1, 2]
+    );
+    assert_eq!(
+        stale(t.store.queue(Some(earlier)).await.expect("queue")),
+        vec![0, 0]
+    );
+    assert_eq!(stale(t.store.queue(None).await.expect("queue")), vec![0, 0]);
 
     let mut holder = first.id;
     for (served, &id) in waiting.iter().enumerate() {
@@ -85,7 +100,7 @@ async fn a_freed_place_goes_to_the_oldest_contact_the_operator_may_take(backend:
         }
         holder = id;
     }
-    assert!(t.store.queue().await.expect("queue").is_empty());
+    assert!(t.store.queue(None).await.expect("queue").is_empty());
     assert_counters_match_rows(&t.store).await;
     t.finish().await;
 }
@@ -233,7 +248,7 @@ async fn two_replicas_drain_without_exceeding_a_limit() {
         .list_operators(crm_core::OperatorFilter::default())
         .await
         .expect("operators");
-    for q in t.store.queue().await.expect("queue") {
+    for q in t.store.queue(None).await.expect("queue") {
         let source = t.store.get_source(q.source_id).await.expect("source");
         for so in &source.operators {
             let op = ops

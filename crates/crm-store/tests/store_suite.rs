@@ -851,7 +851,7 @@ async fn the_scrape_figures_follow_every_write(backend: Backend) {
         (
             t.store.operator_loads().await.expect("loads"),
             t.store
-                .queue()
+                .queue(None)
                 .await
                 .expect("queue")
                 .into_iter()

@@ -51,14 +51,17 @@ pub(crate) type Apis<S> = (
 );
 
 /// The OpenAPI service of all operations over `store`.
-pub(crate) fn service<S: Store>(store: Arc<S>) -> OpenApiService<Apis<S>, ()> {
+pub(crate) fn service<S: Store>(
+    store: Arc<S>,
+    queue: crate::QueueSettings,
+) -> OpenApiService<Apis<S>, ()> {
     let apis = (
         health::HealthApi(Arc::clone(&store)),
         operators::OperatorsApi(Arc::clone(&store)),
         sources::SourcesApi(Arc::clone(&store)),
         leads::LeadsApi(Arc::clone(&store)),
         contacts::ContactsApi(Arc::clone(&store)),
-        queue::QueueApi(Arc::clone(&store)),
+        queue::QueueApi(Arc::clone(&store), queue),
         keys::KeysApi(Arc::clone(&store)),
         stats::StatsApi(store),
     );

@@ -17,11 +17,12 @@ use crate::{
 };
 
 /// Queue endpoints over a store.
-pub(crate) struct QueueApi<S>(pub(crate) Arc<S>);
+pub(crate) struct QueueApi<S>(pub(crate) Arc<S>, pub(crate) crate::QueueSettings);
 
 #[OpenApi(tag = "ApiTags::Queue")]
 impl<S: Store> QueueApi<S> {
-    /// Per source with contacts waiting, by source id: how many wait and for how long.
+    /// Per source with contacts waiting, by source id: how many wait, for how long, and how
+    /// many longer than the configured longest wait (`CRM_QUEUE_MAX_WAIT`).
     /// The waiting contacts themselves, oldest first, are
     /// `GET /api/contacts?status=open&unassigned=true`.
     #[oai(path = "/api/queue", method = "get", operation_id = "list_queue")]
@@ -40,7 +41,7 @@ impl<S: Store> QueueApi<S> {
         let now = Utc::now();
         let page: Vec<SourceQueue> = self
             .0
-            .queue()
+            .queue(self.1.stale_before(now))
             .await?
             .into_iter()
             .filter(|q| after.0.is_none_or(|after| q.source_id.get() > after))
