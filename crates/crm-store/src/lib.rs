@@ -6,12 +6,11 @@
 //! read-only pool beside it.
 
 mod conn;
+mod drain;
 mod entity;
 mod error;
 mod migrate;
 mod ops;
-
-use ops::Scope;
 mod pg;
 mod read;
 mod sql;
@@ -28,6 +27,7 @@ use crm_core::{
     SourceKey, SourceKeyId, SourcePatch, SourceQueue, Store, StoreError, WeightSet,
     register_contact, register_contact_once,
 };
+use drain::Scope;
 use sea_orm::DatabaseConnection;
 
 pub use migrate::{MigrateAction, MigrationState, migrate};
@@ -367,7 +367,7 @@ impl Store for DbStore {
     async fn drain_queue(&self) -> Result<usize, StoreError> {
         let drained = match self {
             Self::Sqlite(db) => {
-                db.write(async |conn| ops::drain_here(conn, Scope::All, &mut fresh_rng()).await)
+                db.write(async |conn| drain::drain_here(conn, Scope::All, &mut fresh_rng()).await)
                     .await?
             }
             Self::Postgres(db) => db.drain(Scope::All).await?,

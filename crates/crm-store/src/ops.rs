@@ -9,11 +9,10 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use crm_core::{
-    Contact, ContactId, ContactStatus, DrainOrder, Entity, IdempotencyKey, KeyClaim, LeadId,
-    NewOperator, NewSource, NewSourceKey, OperatorId, OperatorPatch, OperatorSummary, Payload,
-    SourceId, SourceKeyId, SourcePatch, StoreError, WeightSet, choose,
+    Contact, ContactId, ContactStatus, Entity, IdempotencyKey, KeyClaim, LeadId, NewOperator,
+    NewSource, NewSourceKey, OperatorId, OperatorPatch, OperatorSummary, Payload, SourceId,
+    SourceKeyId, SourcePatch, StoreError, WeightSet,
 };
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -27,7 +26,7 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-fn returned(row: Option<Row>) -> Result<Row, StoreError> {
+pub(crate) fn returned(row: Option<Row>) -> Result<Row, StoreError> {
     row.ok_or_else(|| StoreError::Internal("a RETURNING statement returned no row".into()))
 }
 
@@ -290,219 +289,6 @@ pub async fn assign_contact<C: Conn>(
     )
     .await?;
     Ok(())
-}
-
-/// Which sources a drain serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Every source: capacity changed in a way that may concern any (a weight or limit
-    /// change, the sweep).
-    All,
-    /// The sources this operator has a weight for: it freed a place.
-    Operator(OperatorId),
-    /// One source: a contact of it was stored waiting.
-    Source(SourceId),
-}
-
-/// The queue's heads in `scope`: each source with its oldest waiting contact.
-pub async fn queue_heads(
-    conn: &impl Conn,
-    scope: Scope,
-) -> Result<Vec<(SourceId, Option<ContactId>)>, StoreError> {
-    let rows = match scope {
-        Scope::All => conn.all(sql::QUEUE_HEADS, vec![]).await?,
-        Scope::Operator(id) => {
-            conn.all(sql::QUEUE_HEADS_OF_OPERATOR, vec![id.get().into()])
-                .await?
-        }
-        Scope::Source(id) => {
-            let head = queue_head(conn, id).await?;
-            return Ok(vec![(id, head)]);
-        }
-    };
-    rows.iter()
-        .map(|row| {
-            Ok((
-                SourceId(row.get(0)?),
-                row.get::<Option<i64>>(1)?.map(ContactId),
-            ))
-        })
-        .collect()
-}
-
-async fn queue_head(conn: &impl Conn, source: SourceId) -> Result<Option<ContactId>, StoreError> {
-    let row = returned(conn.one(sql::QUEUE_HEAD, vec![source.get().into()]).await?)?;
-    Ok(row.get::<Option<i64>>(0)?.map(ContactId))
-}
-
-/// What one step of a drain did to a source's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Nothing waits (that this unit of work may take).
-    Empty,
-    /// Nobody is eligible for the oldest waiting contact; nothing was written.
-    Blocked,
-    /// The chosen operator filled up meanwhile (another replica); nothing was written.
-    Lost,
-    /// The oldest waiting contact went to `operator`; `head` waits next.
-    Assigned {
-        /// The contact served.
-        contact: ContactId,
-        /// Its operator now.
-        operator: OperatorId,
-        /// Whether the operator has room for more, as far as this step saw.
-        room_left: bool,
-        /// The source's oldest waiting contact now.
-        head: Option<ContactId>,
-    },
-}
-
-/// One step of a drain, a unit of work of its own on PostgreSQL: takes the source's oldest
-/// waiting contact (on PostgreSQL locking it and passing over those another drain holds),
-/// applies the rule to the source's operators as a registration does, claims the chosen
-/// operator's place and gives it the contact.
-pub async fn drain_step<C: Conn>(
-    conn: &C,
-    source: SourceId,
-    rng: &mut (impl Rng + ?Sized),
-) -> Result<Step, StoreError> {
-    let Some(row) = conn
-        .one(C::LOCKS.waiting, vec![source.get().into()])
-        .await?
-    else {
-        return Ok(Step::Empty);
-    };
-    let contact = ContactId(row.get(0)?);
-    let candidates = conn
-        .all(sql::CANDIDATES, vec![source.get().into()])
-        .await?
-        .iter()
-        .map(|row| sql::candidate_from_row(|i| row.get(i), |i| row.get(i)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let Some(operator) = choose(&candidates, rng).chosen else {
-        return Ok(Step::Blocked);
-    };
-    let room_left = candidates
-        .iter()
-        .any(|c| c.operator_id == operator && c.open_contacts + 1 < c.max_active_contacts);
-    if conn
-        .one(sql::CLAIM_OPERATOR, vec![operator.get().into()])
-        .await?
-        .is_none()
-    {
-        return Ok(Step::Lost);
-    }
-    returned(
-        conn.one(
-            sql::ASSIGN_WAITING,
-            vec![operator.get().into(), contact.get().into()],
-        )
-        .await?,
-    )?;
-    Ok(Step::Assigned {
-        contact,
-        operator,
-        room_left,
-        head: queue_head(conn, source).await?,
-    })
-}
-
-/// What a drain did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Drained {
-    /// The contacts assigned, in the order served, with their operators.
-    pub assigned: Vec<(ContactId, OperatorId)>,
-    /// Sources left with contacts waiting (nobody eligible) and sources emptied, as far as
-    /// the drain saw them.
-    pub waiting: Vec<(SourceId, bool)>,
-}
-
-/// How many lost claims one drain tolerates before it leaves the rest to the next one.
-const MAX_LOST_CLAIMS: u32 = 16;
-
-/// Runs one [`drain_step`] in a unit of work: the SQLite writer's job, or a PostgreSQL
-/// transaction of its own per step.
-pub trait Steps {
-    /// One step on `source`'s queue.
-    fn step(&mut self, source: SourceId) -> impl Future<Output = Result<Step, StoreError>>;
-}
-
-/// Drains the queue from `heads` (those of `scope`), oldest waiting contact first among the
-/// sources not blocked ([`DrainOrder`]), one [`Steps::step`] at a time, until nobody eligible
-/// remains or nothing waits.
-///
-/// A drain for one operator's freed place ([`Scope::Operator`]) ends as soon as that operator
-/// is full again: before the write that freed it, no waiting contact of its sources had an
-/// eligible operator (every earlier write drained), so it was the only one that could take
-/// any, and probing its other sources would find them blocked. On PostgreSQL another replica
-/// may have freed capacity meanwhile: its own drain, or the sweep, serves that.
-pub async fn drain(
-    scope: Scope,
-    heads: Vec<(SourceId, Option<ContactId>)>,
-    steps: &mut impl Steps,
-) -> Result<Drained, StoreError> {
-    let mut order = DrainOrder::new(heads.iter().copied());
-    let mut drained = Drained {
-        waiting: heads
-            .iter()
-            .filter(|(_, head)| head.is_none())
-            .map(|(source, _)| (*source, false))
-            .collect(),
-        ..Drained::default()
-    };
-    let mut lost = 0;
-    while let Some((source, _)) = order.next() {
-        match steps.step(source).await? {
-            Step::Empty => {
-                order.advance(source, None);
-                drained.waiting.push((source, false));
-            }
-            Step::Blocked => {
-                order.block(source);
-                drained.waiting.push((source, true));
-            }
-            Step::Lost if lost < MAX_LOST_CLAIMS => lost += 1,
-            Step::Lost => break,
-            Step::Assigned {
-                contact,
-                operator,
-                room_left,
-                head,
-            } => {
-                drained.assigned.push((contact, operator));
-                order.advance(source, head);
-                if head.is_none() {
-                    drained.waiting.push((source, false));
-                }
-                if scope == Scope::Operator(operator) && !room_left {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(drained)
-}
-
-/// Every step on one connection, inside the current unit of work (the SQLite writer's job).
-struct Here<'c, C, R: ?Sized> {
-    conn: &'c C,
-    rng: &'c mut R,
-}
-
-impl<C: Conn, R: Rng + ?Sized> Steps for Here<'_, C, R> {
-    fn step(&mut self, source: SourceId) -> impl Future<Output = Result<Step, StoreError>> {
-        drain_step(self.conn, source, self.rng)
-    }
-}
-
-/// Drains `scope` inside the current unit of work (the SQLite writer's job, alone).
-pub async fn drain_here<C: Conn>(
-    conn: &C,
-    scope: Scope,
-    rng: &mut (impl Rng + ?Sized),
-) -> Result<Drained, StoreError> {
-    let heads = queue_heads(conn, scope).await?;
-    drain(scope, heads, &mut Here { conn, rng }).await
 }
 
 /// Stores a source's key; returns its id.

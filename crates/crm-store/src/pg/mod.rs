@@ -18,8 +18,8 @@ use sea_orm::{
 use crate::{
     ConnectError, PgUrl, StoreConfig,
     conn::{PgConn, PgHeld},
+    drain::{self, Scope},
     error::db_err,
-    ops::{self, Scope},
     read,
 };
 use registration::PgRegistration;
@@ -36,11 +36,11 @@ struct Transactions<'s> {
     rng: ChaCha8Rng,
 }
 
-impl ops::Steps for Transactions<'_> {
-    async fn step(&mut self, source: crm_core::SourceId) -> Result<ops::Step, StoreError> {
+impl drain::Steps for Transactions<'_> {
+    async fn step(&mut self, source: crm_core::SourceId) -> Result<drain::Step, StoreError> {
         let rng = &mut self.rng;
         self.store
-            .write(async |conn| ops::drain_step(conn, source, rng).await)
+            .write(async |conn| drain::drain_step(conn, source, rng).await)
             .await
     }
 }
@@ -122,15 +122,15 @@ impl PgStore {
     /// Drains the queue in `scope`, each contact in a transaction of its own that takes the
     /// oldest waiting contact with `FOR UPDATE SKIP LOCKED`: drains of several replicas at
     /// once never take the same contact, and a contact is assigned completely or not at all.
-    pub(crate) async fn drain(&self, scope: Scope) -> Result<ops::Drained, StoreError> {
+    pub(crate) async fn drain(&self, scope: Scope) -> Result<drain::Drained, StoreError> {
         let heads = self
-            .write(async |conn| ops::queue_heads(conn, scope).await)
+            .write(async |conn| drain::queue_heads(conn, scope).await)
             .await?;
         let mut steps = Transactions {
             store: self,
             rng: crate::fresh_rng(),
         };
-        ops::drain(scope, heads, &mut steps).await
+        drain::drain(scope, heads, &mut steps).await
     }
 
     /// Runs a registration without an idempotency key on one pooled connection, outside

@@ -16,8 +16,8 @@ use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, TransactionTr
 use crate::{
     ConnectError, SqliteUrl, StoreConfig,
     conn::SqliteConn,
-    ops::{self, Scope},
-    read,
+    drain::{self, Scope},
+    ops, read,
 };
 use checkpoint::Checkpointer;
 use registration::{SourceCache, SqliteRegistration};
@@ -214,7 +214,7 @@ impl SqliteStore {
         self.write(async move |conn| {
             let out = write(conn).await?;
             if let Some(scope) = scope(&out) {
-                ops::drain_here(conn, scope, &mut crate::fresh_rng()).await?;
+                drain::drain_here(conn, scope, &mut crate::fresh_rng()).await?;
             }
             Ok(out)
         })
@@ -229,7 +229,7 @@ impl SqliteStore {
             let drained = match released {
                 Some(operator) => {
                     let scope = Scope::Operator(operator);
-                    Some(ops::drain_here(conn, scope, &mut crate::fresh_rng()).await?)
+                    Some(drain::drain_here(conn, scope, &mut crate::fresh_rng()).await?)
                 }
                 None => None,
             };

@@ -74,7 +74,7 @@ impl SourceCache {
     }
 
     /// What a drain learned about the sources' queues, and the places it claimed.
-    pub fn drained(&mut self, drained: &ops::Drained) {
+    pub fn drained(&mut self, drained: &crate::drain::Drained) {
         for (_, operator) in &drained.assigned {
             self.claimed(*operator);
         }
