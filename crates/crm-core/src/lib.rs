@@ -32,6 +32,7 @@
 //! registration steps are written.
 
 mod distribution;
+mod error;
 mod ids;
 mod model;
 mod ports;
@@ -42,6 +43,7 @@ mod values;
 pub use distribution::{
     Candidate, Decision, Exclusion, Pick, Verdict, choose, exclusion, pick, queued,
 };
+pub use error::{BoxError, Entity, StoreError, error_chain};
 pub use ids::{ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
 pub use model::{
     Contact, ContactFilter, ContactStatus, Lead, LeadFilter, LeadWithContacts, NewContact,
@@ -50,8 +52,7 @@ pub use model::{
     SourcePatch, SourceQueue, SourceRef, WeightEntry, WeightSet,
 };
 pub use ports::{
-    BoxError, Entity, Inserted, KeyClaim, KeyedRegistrationTx, PoolStatus, Prepared,
-    RegistrationTx, Store, StoreError, error_chain,
+    Inserted, KeyClaim, KeyedRegistrationTx, PoolStatus, Prepared, RegistrationTx, Store,
 };
 pub use queue::DrainOrder;
 pub use register::{Registered, Registration, register_contact, register_contact_once};
