@@ -123,9 +123,8 @@ impl PgStore {
     /// oldest waiting contact with `FOR UPDATE SKIP LOCKED`: drains of several replicas at
     /// once never take the same contact, and a contact is assigned completely or not at all.
     pub(crate) async fn drain(&self, scope: Scope) -> Result<drain::Drained, StoreError> {
-        let heads = self
-            .write(async |conn| drain::queue_heads(conn, scope).await)
-            .await?;
+        // Only reads: one statement on a pooled connection, no transaction around it.
+        let heads = drain::queue_heads(&PgHeld::acquire(&self.reader).await?, scope).await?;
         let mut steps = Transactions {
             store: self,
             rng: crate::fresh_rng(),
