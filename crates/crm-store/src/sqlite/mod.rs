@@ -221,30 +221,26 @@ impl SqliteStore {
         .await
     }
 
-    /// Closes a contact and drains the queue of the sources its operator serves. A close
-    /// that drained nothing changes one cached counter, the rest of the cache stays right.
+    /// Closes a contact and drains the queue of the sources its operator serves. The source
+    /// cache follows: one counter released, then what the drain claimed and saw.
     pub(crate) async fn close_contact(&self, id: ContactId) -> Result<(), StoreError> {
+        // The operator released, with what the drain of its sources did.
         let close = async move |conn: &SqliteConn<'_>| {
-            let released = ops::close_contact(conn, id).await?;
-            let drained = match released {
-                Some(operator) => {
-                    let scope = Scope::Operator(operator);
-                    Some(drain::drain_here(conn, scope, &mut crate::fresh_rng()).await?)
-                }
-                None => None,
+            let Some(operator) = ops::close_contact(conn, id).await? else {
+                return Ok(None);
             };
-            Ok((released, drained))
+            let scope = Scope::Operator(operator);
+            let drained = drain::drain_here(conn, scope, &mut crate::fresh_rng()).await?;
+            Ok(Some((operator, drained)))
         };
-        self.write_then(close, |cache, (released, drained)| {
-            match (released, drained) {
-                (Some(operator), Some(drained)) => {
-                    cache.released(*operator);
-                    cache.drained(drained);
-                }
-                // A waiting contact closed (or one closed already): its source's queue
-                // may be empty now.
-                _ => cache.clear(),
+        self.write_then(close, |cache, released| match released {
+            Some((operator, drained)) => {
+                cache.released(*operator);
+                cache.drained(drained);
             }
+            // A waiting contact closed (or one closed already): its source's queue may be
+            // empty now.
+            None => cache.clear(),
         })
         .await
         .map(drop)
