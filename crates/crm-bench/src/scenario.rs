@@ -224,13 +224,16 @@ struct Known {
 }
 
 impl OpenContacts {
-    /// Remembers an assigned contact (once).
-    pub fn push(&self, id: i64) {
-        if let Ok(mut known) = self.0.lock()
-            && known.seen.insert(id)
-        {
+    /// Remembers an assigned contact (once); whether it was new.
+    pub fn push(&self, id: i64) -> bool {
+        let Ok(mut known) = self.0.lock() else {
+            return false;
+        };
+        let new = known.seen.insert(id);
+        if new {
             known.queue.push_back(id);
         }
+        new
     }
 
     fn pop(&self) -> Option<i64> {
@@ -240,22 +243,22 @@ impl OpenContacts {
 
 /// Finds open contacts of `operator` that got it after their 201 (drained from the queue),
 /// oldest first, from `GET /api/contacts?status=open&operator_id=…` (at most its limit, a
-/// few dozen); how many were new.
-async fn learn_drained(conn: &mut Connection, open: &OpenContacts, operator: i64) -> usize {
+/// few dozen); whether any was new.
+async fn learn_drained(conn: &mut Connection, open: &OpenContacts, operator: i64) -> bool {
     let path = format!("/api/contacts?status=open&operator_id={operator}&limit=1000");
     let Ok(answer) = conn.send(Method::GET, &path, None).await else {
-        return 0;
+        return false;
     };
     let Ok(Value::Array(contacts)) = answer.json() else {
-        return 0;
+        return false;
     };
-    let before = open.0.lock().map_or(0, |known| known.seen.len());
+    let mut any = false;
     for contact in &contacts {
         if let (Some(id), false) = (contact["id"].as_i64(), contact["operator_id"].is_null()) {
-            open.push(id);
+            any |= open.push(id);
         }
     }
-    open.0.lock().map_or(0, |known| known.seen.len()) - before
+    any
 }
 
 /// What the closer did.
@@ -296,7 +299,7 @@ pub async fn closer(
             if closed.ok + closed.failed < due && !operators.is_empty() {
                 look += 1;
                 let operator = operators[look % operators.len()];
-                if learn_drained(&mut conns[0], &open, operator).await > 0 {
+                if learn_drained(&mut conns[0], &open, operator).await {
                     continue;
                 }
             }
