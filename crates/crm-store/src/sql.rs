@@ -89,28 +89,46 @@ pub const DELETE_SOURCE_KEY: &str =
 pub const TOUCH_SOURCE_KEY: &str =
     "UPDATE source_keys SET last_used_at = $1 WHERE id = $2 RETURNING id";
 
+/// [`QUEUE_HEADS`] with a filter of the sources.
+macro_rules! queue_heads {
+    ($filter:literal) => {
+        concat!(
+            "SELECT s.id, (SELECT MIN(c.id) FROM contacts c \
+             WHERE c.source_id = s.id AND c.operator_id IS NULL AND c.status = 'open') \
+             FROM sources s",
+            $filter,
+            " ORDER BY s.id"
+        )
+    };
+}
+
+/// [`OLDEST_WAITING`] followed by `$lock`.
+macro_rules! oldest_waiting {
+    ($lock:literal) => {
+        concat!(
+            "SELECT id FROM contacts \
+             WHERE source_id = $1 AND operator_id IS NULL AND status = 'open' ORDER BY id LIMIT 1",
+            $lock
+        )
+    };
+}
+
 /// Sources with their oldest waiting contact (`NULL` when none): the queue's heads. Each
 /// head is one probe of the partial index `ix_contacts_queue` (`m20261206_000005`), whose
 /// entries follow `(source_id, id)` after two constant columns.
-pub const QUEUE_HEADS: &str = "SELECT s.id, (SELECT MIN(c.id) FROM contacts c \
-     WHERE c.source_id = s.id AND c.operator_id IS NULL AND c.status = 'open') \
-     FROM sources s ORDER BY s.id";
+pub const QUEUE_HEADS: &str = queue_heads!("");
 /// [`QUEUE_HEADS`] of the sources operator `$1` has a weight for.
-pub const QUEUE_HEADS_OF_OPERATOR: &str = "SELECT s.id, (SELECT MIN(c.id) FROM contacts c \
-     WHERE c.source_id = s.id AND c.operator_id IS NULL AND c.status = 'open') \
-     FROM sources s WHERE s.id IN (SELECT w.source_id FROM operator_source_weights w \
-     WHERE w.operator_id = $1) ORDER BY s.id";
+pub const QUEUE_HEADS_OF_OPERATOR: &str = queue_heads!(
+    " WHERE s.id IN (SELECT w.source_id FROM operator_source_weights w WHERE w.operator_id = $1)"
+);
 /// The oldest waiting contact of source `$1` (`NULL` when none).
 pub const QUEUE_HEAD: &str = "SELECT MIN(id) FROM contacts \
      WHERE source_id = $1 AND operator_id IS NULL AND status = 'open'";
 /// The oldest waiting contact of source `$1`.
-pub const OLDEST_WAITING: &str = "SELECT id FROM contacts \
-     WHERE source_id = $1 AND operator_id IS NULL AND status = 'open' ORDER BY id LIMIT 1";
+pub const OLDEST_WAITING: &str = oldest_waiting!("");
 /// [`OLDEST_WAITING`] that locks it, passing over contacts other transactions hold (another
 /// replica's drain): PostgreSQL.
-pub const TAKE_OLDEST_WAITING: &str = "SELECT id FROM contacts \
-     WHERE source_id = $1 AND operator_id IS NULL AND status = 'open' ORDER BY id LIMIT 1 \
-     FOR UPDATE SKIP LOCKED";
+pub const TAKE_OLDEST_WAITING: &str = oldest_waiting!(" FOR UPDATE SKIP LOCKED");
 /// Gives waiting contact `$2` to operator `$1`, whose place is claimed already.
 pub const ASSIGN_WAITING: &str = "UPDATE contacts SET operator_id = $1 \
      WHERE id = $2 AND operator_id IS NULL AND status = 'open' RETURNING id";
