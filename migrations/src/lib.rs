@@ -8,6 +8,7 @@ mod m20261125_000002_create_idempotency_keys;
 mod m20261125_000003_create_source_keys;
 mod m20261205_000004_index_unassigned_backlog;
 mod m20261206_000005_index_queue;
+mod m20261206_000006_contact_decisions;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_create_source_keys::Migration),
             Box::new(m20261205_000004_index_unassigned_backlog::Migration),
             Box::new(m20261206_000005_index_queue::Migration),
+            Box::new(m20261206_000006_contact_decisions::Migration),
         ]
     }
 }

@@ -84,6 +84,12 @@ impl Store for NoStore {
     async fn operator_loads(&self) -> Result<Vec<OperatorLoad>, StoreError> {
         none()
     }
+    async fn contact_decisions(
+        &self,
+        _: ContactId,
+    ) -> Result<Vec<crm_core::DecisionEntry>, StoreError> {
+        none()
+    }
     async fn queue(
         &self,
         _: Option<chrono::DateTime<chrono::Utc>>,

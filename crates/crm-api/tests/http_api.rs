@@ -620,6 +620,28 @@ async fn the_queue_lists_each_sources_waiting_contacts_and_pages(backend: Backen
     assert_eq!(queue[0]["waiting"], 1);
     assert_eq!(queue[1]["waiting"], 1);
     assert_eq!(queue[1]["oldest_contact_id"], w3);
+    // w1, the oldest, took Ann's place; its history says why.
+    let history = json(
+        app.get(&format!("/api/contacts/{w1}/decisions")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(history[0]["path"], "queued");
+    assert_eq!(history[0]["operator_id"], Value::Null);
+    assert_eq!(history[1]["path"], "drained");
+    assert_eq!(history[1]["seq"], 2);
+    assert_eq!(history[1]["operator_id"], ann);
+    assert_eq!(history[1]["record"]["chosen"], ann);
+    assert_eq!(
+        history[1]["summary"],
+        format!("1 of 1 eligible; drew 0 of 1 → operator {ann}")
+    );
+    problem(
+        app.get("/api/contacts/999/decisions").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     problem(
         app.get("/api/queue?limit=0").await,
         StatusCode::UNPROCESSABLE_ENTITY,

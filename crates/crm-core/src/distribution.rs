@@ -282,20 +282,26 @@ where
         };
     }
     let draw = rng.random_range(0..total_weight);
-    let mut remaining = draw;
-    let chosen = weights.into_iter().find_map(|(operator_id, weight)| {
-        if remaining < weight {
-            Some(operator_id)
-        } else {
-            remaining -= weight;
-            None
-        }
-    });
     Pick {
         total_weight,
         draw: Some(draw),
-        chosen,
+        chosen: holder(weights, draw),
     }
+}
+
+/// The operator whose slice holds `draw` when `weights` are laid end to end in order.
+pub(crate) fn holder(
+    weights: impl Iterator<Item = (OperatorId, u64)>,
+    draw: u64,
+) -> Option<OperatorId> {
+    let mut remaining = draw;
+    for (operator_id, weight) in weights {
+        if remaining < weight {
+            return Some(operator_id);
+        }
+        remaining -= weight;
+    }
+    None
 }
 
 /// A candidate's weight in the draw: zero when it is excluded, otherwise its weight capped
@@ -316,7 +322,7 @@ fn eligible_weight(candidate: &Candidate) -> u64 {
 
 /// A weight's size in the draw: nothing at or below zero, at most [`Weight::MAX`].
 #[inline]
-fn capped(weight: i64) -> u64 {
+pub(crate) fn capped(weight: i64) -> u64 {
     weight.clamp(0, Weight::MAX).unsigned_abs()
 }
 

@@ -33,6 +33,7 @@
 
 mod distribution;
 mod error;
+mod history;
 mod ids;
 mod model;
 mod ports;
@@ -44,6 +45,7 @@ pub use distribution::{
     Candidate, Decision, Exclusion, Pick, Verdict, choose, exclusion, pick, queued,
 };
 pub use error::{BoxError, Entity, StoreError, error_chain};
+pub use history::{DecisionEntry, DecisionPath};
 pub use ids::{ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
 pub use model::{
     Contact, ContactFilter, ContactStatus, Lead, LeadFilter, LeadWithContacts, NewContact,

@@ -10,11 +10,11 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    Candidate, Contact, ContactFilter, ContactId, Decision, ExternalLeadId, IdempotencyKey, Lead,
-    LeadFilter, LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, NewSourceKey,
-    Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats, Payload,
-    Registration, Source, SourceId, SourceKey, SourceKeyId, SourcePatch, SourceQueue, SourceRef,
-    StoreError, WeightSet,
+    Candidate, Contact, ContactFilter, ContactId, Decision, DecisionEntry, ExternalLeadId,
+    IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts, NewContact, NewOperator, NewSource,
+    NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats,
+    Payload, Registration, Source, SourceId, SourceKey, SourceKeyId, SourcePatch, SourceQueue,
+    SourceRef, StoreError, WeightSet,
 };
 
 /// What a registration learned in its first round trip.
@@ -335,6 +335,15 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Only driver failures.
     fn operator_loads(&self) -> impl Future<Output = Result<Vec<OperatorLoad>, StoreError>> + Send;
+
+    /// A contact's decision history, oldest first.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when the contact does not exist.
+    fn contact_decisions(
+        &self,
+        id: ContactId,
+    ) -> impl Future<Output = Result<Vec<DecisionEntry>, StoreError>> + Send;
 
     /// The waiting queue per source that has contacts waiting, by source id, with how many
     /// of them arrived before `stale_before` when it is given. Read on every metrics

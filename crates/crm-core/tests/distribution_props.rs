@@ -386,3 +386,22 @@ proptest! {
         prop_assert_eq!(chosen.record(), expected);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+    /// A stored record read back says what was decided, and replaying its draw over its
+    /// candidates gives the operator it chose (and nobody when there was no draw); the
+    /// record of a contact queued behind others replays to nobody.
+    #[test]
+    fn a_stored_record_replays_to_its_choice(cs in candidates(), seed in any::<u64>()) {
+        let decision = choose(&cs, &mut ChaCha8Rng::seed_from_u64(seed));
+        let stored = Decision::from_record(&decision.record()).expect("a version 2 record");
+        prop_assert_eq!(&stored.draw, &decision.draw);
+        prop_assert_eq!(&stored.chosen, &decision.chosen);
+        prop_assert_eq!(stored.total_weight, decision.total_weight);
+        prop_assert_eq!(stored.replay(), decision.chosen);
+        let queued = Decision::from_record(&crm_core::queued(&cs).record()).expect("record");
+        prop_assert_eq!(queued.replay(), None);
+    }
+}

@@ -4,10 +4,14 @@
 //! work ([`Steps`]): the SQLite writer's job ([`drain_here`]), or a PostgreSQL transaction
 //! per step (`pg::PgStore::drain`). docs/architecture.md says why order and capacity hold.
 
-use crm_core::{ContactId, DrainOrder, OperatorId, SourceId, StoreError, choose};
+use crm_core::{ContactId, DecisionPath, DrainOrder, OperatorId, SourceId, StoreError, choose};
 use rand::Rng;
 
-use crate::{conn::Conn, ops::returned, sql};
+use crate::{
+    conn::Conn,
+    ops::{append_decision, returned},
+    sql,
+};
 
 /// Which sources a drain serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +100,8 @@ pub async fn drain_step<C: Conn>(
         .iter()
         .map(|row| sql::candidate_from_row(|i| row.get(i), |i| row.get(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let Some(operator) = choose(&candidates, rng).chosen else {
+    let decision = choose(&candidates, rng);
+    let Some(operator) = decision.chosen else {
         return Ok(Step::Blocked);
     };
     let room_left = candidates
@@ -116,6 +121,12 @@ pub async fn drain_step<C: Conn>(
         )
         .await?,
     )?;
+    let entry = (
+        DecisionPath::Drained,
+        Some(operator),
+        Some(decision.record()),
+    );
+    append_decision(conn, contact, source, entry).await?;
     Ok(Step::Assigned {
         contact,
         operator,

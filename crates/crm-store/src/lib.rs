@@ -21,10 +21,10 @@ mod url;
 use std::time::Duration;
 
 use crm_core::{
-    Contact, ContactFilter, ContactId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts,
-    NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId,
-    OperatorLoad, OperatorPatch, OperatorStats, PoolStatus, Registration, Source, SourceId,
-    SourceKey, SourceKeyId, SourcePatch, SourceQueue, Store, StoreError, WeightSet,
+    Contact, ContactFilter, ContactId, DecisionEntry, IdempotencyKey, Lead, LeadFilter, LeadId,
+    LeadWithContacts, NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter,
+    OperatorId, OperatorLoad, OperatorPatch, OperatorStats, PoolStatus, Registration, Source,
+    SourceId, SourceKey, SourceKeyId, SourcePatch, SourceQueue, Store, StoreError, WeightSet,
     register_contact, register_contact_once,
 };
 use drain::Scope;
@@ -353,6 +353,11 @@ impl Store for DbStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn operator_loads(&self) -> Result<Vec<OperatorLoad>, StoreError> {
         read::operator_loads(self.reader()).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn contact_decisions(&self, id: ContactId) -> Result<Vec<DecisionEntry>, StoreError> {
+        read::decisions(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

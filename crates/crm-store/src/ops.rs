@@ -9,9 +9,9 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use crm_core::{
-    Contact, ContactId, ContactStatus, Entity, IdempotencyKey, KeyClaim, LeadId, NewOperator,
-    NewSource, NewSourceKey, OperatorId, OperatorPatch, OperatorSummary, Payload, SourceId,
-    SourceKeyId, SourcePatch, StoreError, WeightSet,
+    Contact, ContactId, ContactStatus, DecisionPath, Entity, IdempotencyKey, KeyClaim, LeadId,
+    NewOperator, NewSource, NewSourceKey, OperatorId, OperatorPatch, OperatorSummary, Payload,
+    SourceId, SourceKeyId, SourcePatch, StoreError, WeightSet,
 };
 use serde::{Deserialize, Serialize};
 
@@ -247,6 +247,7 @@ pub async fn assign_contact<C: Conn>(
         .ok_or(StoreError::NotFound(Entity::Contact))?;
     let status: String = contact.get(0)?;
     let current: Option<i64> = contact.get(1)?;
+    let source = SourceId(contact.get(2)?);
     if status != ContactStatus::Open.as_str() {
         return Err(StoreError::ContactClosed);
     }
@@ -288,7 +289,26 @@ pub async fn assign_contact<C: Conn>(
         vec![operator_id.get().into(), id.get().into()],
     )
     .await?;
-    Ok(())
+    let entry = (DecisionPath::Manual, Some(operator_id), None);
+    append_decision(conn, id, source, entry).await
+}
+
+/// Appends `(path, operator, record)` to contact `id`'s decision history, now.
+pub async fn append_decision(
+    conn: &impl Conn,
+    id: ContactId,
+    source: SourceId,
+    (path, operator, record): (DecisionPath, Option<OperatorId>, Option<String>),
+) -> Result<(), StoreError> {
+    let values = vec![
+        id.get().into(),
+        path.as_str().into(),
+        source.get().into(),
+        operator.map(OperatorId::get).into(),
+        record.into(),
+        conn.timestamp(now()),
+    ];
+    returned(conn.one(sql::APPEND_DECISION, values).await?).map(drop)
 }
 
 /// Stores a source's key; returns its id.

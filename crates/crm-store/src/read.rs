@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    Contact, ContactFilter, ContactId, ContactStatus, Entity, Lead, LeadFilter, LeadId,
-    LeadWithContacts, MaxActiveContacts, Operator, OperatorFilter, OperatorId, OperatorLoad,
-    OperatorStats, OperatorSummary, Payload, PoolStatus, Source, SourceCode, SourceId, SourceKey,
-    SourceKeyId, SourceOperator, SourceQueue, StoreError, ValueError, Weight,
+    Contact, ContactFilter, ContactId, ContactStatus, DecisionEntry, Entity, Lead, LeadFilter,
+    LeadId, LeadWithContacts, MaxActiveContacts, Operator, OperatorFilter, OperatorId,
+    OperatorLoad, OperatorStats, OperatorSummary, Payload, PoolStatus, Source, SourceCode,
+    SourceId, SourceKey, SourceKeyId, SourceOperator, SourceQueue, StoreError, ValueError, Weight,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -289,6 +289,38 @@ pub async fn queue(
         }
     }
     Ok(queue)
+}
+
+/// Contact `id`'s decision history, oldest first.
+pub async fn decisions(
+    db: &DatabaseConnection,
+    id: ContactId,
+) -> Result<Vec<DecisionEntry>, StoreError> {
+    contact(db, id).await?;
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT seq, path, operator_id, record, at FROM contact_decisions \
+             WHERE contact_id = $1 ORDER BY seq",
+            [id.get().into()],
+        ))
+        .await
+        .map_err(db_err)?;
+    rows.iter()
+        .map(|row| {
+            let path: String = row.try_get_by_index(1).map_err(db_err)?;
+            Ok(DecisionEntry {
+                seq: i64::from(row.try_get_by_index::<i32>(0).map_err(db_err)?),
+                path: path.parse().map_err(|_| broken("decision path"))?,
+                operator_id: row
+                    .try_get_by_index::<Option<i64>>(2)
+                    .map_err(db_err)?
+                    .map(OperatorId),
+                record: row.try_get_by_index(3).map_err(db_err)?,
+                at: row.try_get_by_index(4).map_err(db_err)?,
+            })
+        })
+        .collect()
 }
 
 /// A read pool's figures, as its backend's pool reports them.

@@ -49,12 +49,18 @@ pub const CLOSE_CONTACT: &str = "UPDATE contacts SET status = 'closed', closed_a
 /// Reads a contact's state; on PostgreSQL the no-op update also locks the row, so the
 /// contact is locked before any operator row (see `ops`).
 pub const LOCK_CONTACT: &str =
-    "UPDATE contacts SET status = status WHERE id = $1 RETURNING status, operator_id";
+    "UPDATE contacts SET status = status WHERE id = $1 RETURNING status, operator_id, source_id";
 /// Locks a source row (PostgreSQL) while its weights are replaced. It touches `name`, not
 /// the unique `code`, so the lock is `FOR NO KEY UPDATE` and does not block registrations,
 /// whose contact insert only takes a key-share lock on the source.
 pub const LOCK_SOURCE: &str = "UPDATE sources SET name = name WHERE id = $1 RETURNING id";
-pub const CONTACT_STATE: &str = "SELECT status, operator_id FROM contacts WHERE id = $1";
+pub const CONTACT_STATE: &str = "SELECT status, operator_id, source_id FROM contacts WHERE id = $1";
+/// Appends an entry to contact `$1`'s decision history, after its last one: the path, the
+/// contact's source, the operator, the rule's record (or `NULL`) and the time.
+pub const APPEND_DECISION: &str = "INSERT INTO contact_decisions \
+     (contact_id, seq, path, source_id, operator_id, record, at) \
+     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6 FROM contact_decisions \
+     WHERE contact_id = $1 RETURNING id";
 pub const SET_CONTACT_OPERATOR: &str =
     "UPDATE contacts SET operator_id = $1 WHERE id = $2 RETURNING id";
 
@@ -235,6 +241,7 @@ mod tests {
             OLDEST_WAITING,
             TAKE_OLDEST_WAITING,
             ASSIGN_WAITING,
+            APPEND_DECISION,
         ] {
             let numbers = placeholders(sql);
             let expected: Vec<usize> = (1..=numbers.len()).collect();

@@ -841,6 +841,33 @@ impl Sut {
                 .collect();
             assert_eq!(got, backlog, "step {at}: unassigned backlog");
 
+            // Each contact's history explains where it is: it starts with its registration
+            // and its last entry names its operator now.
+            for contact in &contacts {
+                let history = store
+                    .contact_decisions(contact.id)
+                    .await
+                    .expect("decision history");
+                let first = history.first().map(|e| e.path);
+                assert!(
+                    matches!(
+                        first,
+                        Some(crm_core::DecisionPath::Registered | crm_core::DecisionPath::Queued)
+                    ),
+                    "step {at}: contact {} history starts with {first:?}",
+                    contact.id
+                );
+                assert_eq!(
+                    history.last().and_then(|e| e.operator_id),
+                    contact.operator.as_ref().map(|o| o.id),
+                    "step {at}: contact {} history {history:?}",
+                    contact.id
+                );
+                let seqs: Vec<i64> = history.iter().map(|e| e.seq).collect();
+                let expected: Vec<i64> = (1..=history.len() as i64).collect();
+                assert_eq!(seqs, expected, "step {at}: contact {}", contact.id);
+            }
+
             // Weights, as stored.
             for source in store.list_sources().await.expect("list sources") {
                 let got: BTreeMap<OperatorId, i64> = source

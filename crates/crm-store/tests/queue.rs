@@ -5,7 +5,9 @@ mod support;
 
 use std::sync::Arc;
 
-use crm_core::{ContactId, OperatorId, OperatorPatch, SourceId, SourceRef, Store};
+use crm_core::{
+    ContactId, Decision, DecisionPath, OperatorId, OperatorPatch, SourceId, SourceRef, Store,
+};
 use crm_store::testing::Backend;
 use sea_orm::ConnectionTrait;
 use support::*;
@@ -101,6 +103,26 @@ async fn a_freed_place_goes_to_the_oldest_contact_the_operator_may_take(backend:
         holder = id;
     }
     assert!(t.store.queue(None).await.expect("queue").is_empty());
+    // Each history says it waited and was drained to A, by a draw that replays to A.
+    for &id in &waiting {
+        let history = t.store.contact_decisions(id).await.expect("history");
+        let paths: Vec<DecisionPath> = history.iter().map(|e| e.path).collect();
+        assert_eq!(paths, vec![DecisionPath::Queued, DecisionPath::Drained]);
+        assert_eq!(history[1].operator_id, Some(a));
+        let record = history[1].record.as_deref().expect("the drain's record");
+        let decision = Decision::from_record(record).expect("a record");
+        assert_eq!(decision.replay(), Some(a));
+        assert!(history[1].summary().ends_with(&format!("→ operator {a}")));
+    }
+    // A manual assignment is in the history too, without a record.
+    let b = operator(&t.store, "B", 5).await;
+    t.store.assign_contact(holder, b).await.expect("assign");
+    let history = t.store.contact_decisions(holder).await.expect("history");
+    let last = history.last().expect("an entry");
+    assert_eq!(
+        (last.path, last.operator_id, last.record.as_deref()),
+        (DecisionPath::Manual, Some(b), None)
+    );
     assert_counters_match_rows(&t.store).await;
     t.finish().await;
 }

@@ -685,42 +685,40 @@ async fn the_decision_lists_candidates_in_operator_order(backend: Backend) {
     let b = operator(&t.store, "B", 10).await;
     let c = operator(&t.store, "C", 10).await;
     let s = source(&t.store, "mixed", &[(c, 3), (a, 1), (b, 2)]).await;
-    t.store
+    let plain = t
+        .store
         .register_contact(contact("plain", SourceRef::Id(s)))
         .await
         .expect("register");
-    t.store
+    let keyed = t
+        .store
         .register_contact_once(
             contact("keyed", SourceRef::Id(s)),
             IdempotencyKey::new("test", "order-1", "body").expect("key"),
         )
         .await
         .expect("register with a key");
-    t.store.shutdown().await;
-    let raw = sea_orm::Database::connect(&t.db.url)
-        .await
-        .expect("connect");
-    let rows = sea_orm::ConnectionTrait::query_all_raw(
-        &raw,
-        sea_orm::Statement::from_string(
-            raw.get_database_backend(),
-            "SELECT decision FROM contacts ORDER BY id",
-        ),
-    )
-    .await
-    .expect("read the decisions");
-    raw.close().await.expect("close");
-    assert_eq!(rows.len(), 2);
-    for row in rows {
-        let record: String = row.try_get("", "decision").expect("decision");
-        let record: serde_json::Value = serde_json::from_str(&record).expect("json");
-        let ids: Vec<i64> = record["candidates"]
-            .as_array()
-            .expect("candidates")
+    for (id, operator) in [
+        (plain.id, plain.operator.map(|o| o.id)),
+        (keyed.contact.id, keyed.contact.operator.map(|o| o.id)),
+    ] {
+        let history = t.store.contact_decisions(id).await.expect("history");
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0].path, crm_core::DecisionPath::Registered);
+        assert_eq!(history[0].operator_id, operator);
+        let record = history[0].record.as_deref().expect("a record");
+        let decision = crm_core::Decision::from_record(record).expect("a version 2 record");
+        let ids: Vec<OperatorId> = decision
+            .candidates
             .iter()
-            .map(|candidate| candidate["id"].as_i64().expect("id"))
+            .map(|v| v.candidate.operator_id)
             .collect();
-        assert_eq!(ids, vec![a.get(), b.get(), c.get()], "{record}");
+        assert_eq!(ids, vec![a, b, c], "{record}");
+        assert_eq!(
+            decision.replay(),
+            operator,
+            "the draw replays to the operator"
+        );
     }
     t.finish().await;
 }

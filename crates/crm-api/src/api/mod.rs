@@ -1,6 +1,7 @@
 //! The operations of the API, one module per resource, each generic over the store.
 
 mod contacts;
+mod decisions;
 mod health;
 mod keys;
 mod leads;
@@ -45,6 +46,7 @@ pub(crate) type Apis<S> = (
     sources::SourcesApi<S>,
     leads::LeadsApi<S>,
     contacts::ContactsApi<S>,
+    decisions::DecisionsApi<S>,
     queue::QueueApi<S>,
     keys::KeysApi<S>,
     stats::StatsApi<S>,
@@ -61,6 +63,7 @@ pub(crate) fn service<S: Store>(
         sources::SourcesApi(Arc::clone(&store)),
         leads::LeadsApi(Arc::clone(&store)),
         contacts::ContactsApi(Arc::clone(&store)),
+        decisions::DecisionsApi(Arc::clone(&store)),
         queue::QueueApi(Arc::clone(&store), queue),
         keys::KeysApi(Arc::clone(&store)),
         stats::StatsApi(store),

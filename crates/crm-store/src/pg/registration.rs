@@ -21,9 +21,9 @@
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey, Inserted,
-    KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary, Payload, Prepared,
-    RegistrationTx, SourceId, SourceRef, StoreError,
+    Contact, ContactId, ContactStatus, Decision, DecisionPath, Entity, ExternalLeadId,
+    IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary,
+    Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError,
 };
 
 use sea_orm::sea_query::Value;
@@ -132,18 +132,23 @@ macro_rules! upsert_lead {
     };
 }
 
-/// The contact's insert, for the lead `l`; parameters `$2` to `$6` are the source, the
-/// operator, the payload, the decision and the time.
+/// The contact's insert, for the lead `l`, and the first entry of its decision history;
+/// parameters `$2` to `$7` are the source, the operator, the payload, the decision's record,
+/// the time and the decision's path.
 macro_rules! insert_contact {
     ($operator:literal, $from:literal) => {
         concat!(
-            "INSERT INTO contacts \
-             (lead_id, source_id, operator_id, status, payload, decision, created_at) \
+            "c AS (INSERT INTO contacts \
+             (lead_id, source_id, operator_id, status, payload, created_at) \
              SELECT l.id, $2, ",
             $operator,
-            ", 'open', $4, $5, $6 ",
+            ", 'open', $4, $6 ",
             $from,
-            " RETURNING id, lead_id"
+            " RETURNING id, lead_id), \
+             d AS (INSERT INTO contact_decisions \
+             (contact_id, seq, path, source_id, operator_id, record, at) \
+             SELECT c.id, 1, $7, $2, $3, $5, $6 FROM c) \
+             SELECT id, lead_id FROM c"
         )
     };
 }
@@ -155,11 +160,17 @@ const CLAIM_AND_INSERT: &str = concat!(
     "WITH b AS (UPDATE operators SET open_contacts = open_contacts + 1 \
      WHERE id = $3 AND is_active AND open_contacts < max_active_contacts RETURNING id), ",
     upsert_lead!("FROM b"),
+    ", ",
     insert_contact!("b.id", "FROM b CROSS JOIN l")
 );
 
 /// The lead and an unassigned contact (`$3` is `NULL`) in one statement.
-const INSERT_UNASSIGNED: &str = concat!("WITH ", upsert_lead!(""), insert_contact!("$3", "FROM l"));
+const INSERT_UNASSIGNED: &str = concat!(
+    "WITH ",
+    upsert_lead!(""),
+    ", ",
+    insert_contact!("$3", "FROM l")
+);
 
 /// One registration: on a transaction ([`PgConn`]) when it carries an idempotency key,
 /// on one pooled connection outside any transaction ([`PgHeld`]) otherwise (see the
@@ -255,6 +266,7 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
             payload.as_json().into(),
             decision.record().into(),
             self.conn.timestamp(self.now),
+            DecisionPath::of_registration(decision).as_str().into(),
         ];
         let statement = if operator.is_some() {
             CLAIM_AND_INSERT

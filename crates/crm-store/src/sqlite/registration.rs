@@ -25,9 +25,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    Candidate, Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey,
-    Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary, Payload,
-    Prepared, RegistrationTx, SourceId, SourceRef, StoreError,
+    Candidate, Contact, ContactId, ContactStatus, Decision, DecisionPath, Entity, ExternalLeadId,
+    IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary,
+    Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
@@ -48,8 +48,11 @@ const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts
 const ANY_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM contacts \
      WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open')";
 
-const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, decision, created_at) \
-     VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6)";
+const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, created_at) \
+     VALUES (?1, ?2, ?3, 'open', ?4, ?5)";
+/// The first entry of the new contact's decision history.
+const INSERT_DECISION: &str = "INSERT INTO contact_decisions \
+     (contact_id, seq, path, source_id, operator_id, record, at) VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6)";
 
 fn db(err: rusqlite::Error) -> StoreError {
     sqlite_err(err).into()
@@ -113,6 +116,7 @@ pub struct HotStatements<'c> {
     insert_lead: Option<Statement<'c>>,
     claim_operator: Option<Statement<'c>>,
     insert_contact: Option<Statement<'c>>,
+    insert_decision: Option<Statement<'c>>,
 }
 
 impl<'c> HotStatements<'c> {
@@ -125,6 +129,7 @@ impl<'c> HotStatements<'c> {
             insert_lead: None,
             claim_operator: None,
             insert_contact: None,
+            insert_decision: None,
         }
     }
 }
@@ -293,19 +298,28 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         } else {
             self.cache.waiting.insert(prepared.source_id, true);
         }
-        let decision_json = decision.record();
         held(&mut self.hot.insert_contact, self.conn, INSERT_CONTACT)?
             .execute((
                 lead_id.get(),
                 prepared.source_id.get(),
                 operator.map(OperatorId::get),
                 payload.as_json(),
-                decision_json,
+                &self.created_at,
+            ))
+            .map_err(db)?;
+        let id = self.conn.last_insert_rowid();
+        held(&mut self.hot.insert_decision, self.conn, INSERT_DECISION)?
+            .execute((
+                id,
+                DecisionPath::of_registration(decision).as_str(),
+                prepared.source_id.get(),
+                operator.map(OperatorId::get),
+                decision.record(),
                 &self.created_at,
             ))
             .map_err(db)?;
         Ok(Inserted::Stored(Contact {
-            id: ContactId(self.conn.last_insert_rowid()),
+            id: ContactId(id),
             lead_id,
             source_id: prepared.source_id,
             operator: operator.and_then(|id| self.summary(prepared.source_id, id)),

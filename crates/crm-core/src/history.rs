@@ -1,0 +1,241 @@
+//! A contact's decision history: each time it was registered, queued, drained, assigned by
+//! hand or unassigned, with the rule's record for automatic assignments, so "why this
+//! operator?" has an answer for every assignment, and a stored draw can be replayed.
+
+use std::{fmt::Write as _, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::{
+    Candidate, Decision, Exclusion, OperatorId, Verdict,
+    distribution::{capped, holder},
+};
+
+/// How a contact came to its state at one point of its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecisionPath {
+    /// Registered and assigned by the rule.
+    Registered,
+    /// Registered and stored waiting: nobody eligible, or contacts of its source waited.
+    Queued,
+    /// Assigned by the rule while it waited (a drain).
+    Drained,
+    /// Assigned by a person.
+    Manual,
+    /// Taken from its operator and put back in the queue.
+    Unassigned,
+}
+
+impl DecisionPath {
+    /// Every path, in the order of this type.
+    pub const ALL: [Self; 5] = [
+        Self::Registered,
+        Self::Queued,
+        Self::Drained,
+        Self::Manual,
+        Self::Unassigned,
+    ];
+
+    /// Its name in storage and answers.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Queued => "queued",
+            Self::Drained => "drained",
+            Self::Manual => "manual",
+            Self::Unassigned => "unassigned",
+        }
+    }
+
+    /// The path of a registration's decision: assigned, or stored waiting.
+    #[must_use]
+    pub const fn of_registration(decision: &Decision) -> Self {
+        match decision.chosen {
+            Some(_) => Self::Registered,
+            None => Self::Queued,
+        }
+    }
+}
+
+impl FromStr for DecisionPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|path| path.as_str() == s)
+            .ok_or_else(|| format!("unknown decision path {s:?}"))
+    }
+}
+
+/// One entry of a contact's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionEntry {
+    /// Its place in the contact's history, from 1.
+    pub seq: i64,
+    /// What happened.
+    pub path: DecisionPath,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The operator the contact went to (`None` when it waits afterwards).
+    pub operator_id: Option<OperatorId>,
+    /// The rule's record ([`Decision::record`]) for automatic paths; `None` for a person's.
+    pub record: Option<String>,
+}
+
+impl DecisionEntry {
+    /// One line for a person: "2 of 5 eligible: 2 at_capacity, 1 inactive; drew 17 of 40 →
+    /// operator 4".
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let operator = |id: Option<OperatorId>| {
+            id.map_or_else(|| "nobody".to_owned(), |id| format!("operator {id}"))
+        };
+        match self.path {
+            DecisionPath::Manual => format!("assigned by hand → {}", operator(self.operator_id)),
+            DecisionPath::Unassigned => {
+                format!(
+                    "taken from {}, back in the queue",
+                    operator(self.operator_id)
+                )
+            }
+            _ => match self.record.as_deref().and_then(Decision::from_record) {
+                Some(decision) => decision.summary(self.path),
+                None => format!("{} → {}", self.path.as_str(), operator(self.operator_id)),
+            },
+        }
+    }
+}
+
+/// A stored record as written by [`Decision::record`] (version 2).
+#[derive(Deserialize)]
+struct StoredRecord {
+    v: u32,
+    candidates: Vec<StoredVerdict>,
+    draw: Option<u64>,
+    chosen: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct StoredVerdict {
+    id: i64,
+    w: i64,
+    load: i64,
+    max: i64,
+    out: Option<String>,
+}
+
+impl Decision {
+    /// Reads back a record [`Decision::record`] wrote (version 2); `None` for anything else.
+    /// The activity of a candidate is not in the record apart from its exclusion, so it is
+    /// `false` exactly for the inactive ones.
+    #[must_use]
+    pub fn from_record(json: &str) -> Option<Self> {
+        let stored: StoredRecord = serde_json::from_str(json).ok()?;
+        if stored.v != Self::RECORD_VERSION {
+            return None;
+        }
+        let candidates = stored
+            .candidates
+            .into_iter()
+            .map(|c| {
+                let excluded = match c.out.as_deref() {
+                    None => None,
+                    Some(out) => Some(
+                        [
+                            Exclusion::Inactive,
+                            Exclusion::AtCapacity,
+                            Exclusion::ZeroWeight,
+                        ]
+                        .into_iter()
+                        .find(|e| e.as_str() == out)?,
+                    ),
+                };
+                Some(Verdict {
+                    candidate: Candidate {
+                        operator_id: OperatorId(c.id),
+                        weight: c.w,
+                        is_active: excluded != Some(Exclusion::Inactive),
+                        open_contacts: c.load,
+                        max_active_contacts: c.max,
+                    },
+                    excluded,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let total_weight = eligible_weights(&candidates).map(|(_, w)| w).sum();
+        Some(Self {
+            candidates,
+            total_weight,
+            draw: stored.draw,
+            chosen: stored.chosen.map(OperatorId),
+        })
+    }
+
+    /// The operator the record's draw falls on, laid out as the rule lays it out: the
+    /// eligible candidates' weights end to end in the record's order. For a record of a
+    /// draw, this is the operator it chose; `None` when there was no draw.
+    #[must_use]
+    pub fn replay(&self) -> Option<OperatorId> {
+        holder(eligible_weights(&self.candidates), self.draw?)
+    }
+
+    /// The one-line explanation of [`DecisionEntry::summary`] for an automatic `path`.
+    #[must_use]
+    pub fn summary(&self, path: DecisionPath) -> String {
+        let eligible = self
+            .candidates
+            .iter()
+            .filter(|v| v.excluded.is_none())
+            .count();
+        let mut line = format!("{eligible} of {} eligible", self.candidates.len());
+        let mut first = true;
+        for reason in [
+            Exclusion::AtCapacity,
+            Exclusion::Inactive,
+            Exclusion::ZeroWeight,
+        ] {
+            let n = self
+                .candidates
+                .iter()
+                .filter(|v| v.excluded == Some(reason))
+                .count();
+            if n > 0 {
+                let _ = write!(
+                    line,
+                    "{}{n} {}",
+                    if first { ": " } else { ", " },
+                    reason.as_str()
+                );
+                first = false;
+            }
+        }
+        match (self.draw, self.chosen) {
+            (Some(draw), Some(chosen)) => {
+                let _ = write!(
+                    line,
+                    "; drew {draw} of {} → operator {chosen}",
+                    self.total_weight
+                );
+            }
+            _ if path == DecisionPath::Queued && eligible > 0 => {
+                line.push_str("; queued behind older contacts of its source");
+            }
+            _ => line.push_str("; nobody to take it, waits"),
+        }
+        line
+    }
+}
+
+/// `(operator, weight in the draw)` of each candidate, as the rule lays them out.
+fn eligible_weights(verdicts: &[Verdict]) -> impl Iterator<Item = (OperatorId, u64)> + Clone {
+    verdicts.iter().map(|v| {
+        let weight = match v.excluded {
+            None => capped(v.candidate.weight),
+            Some(_) => 0,
+        };
+        (v.candidate.operator_id, weight)
+    })
+}
