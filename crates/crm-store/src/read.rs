@@ -291,7 +291,8 @@ pub async fn queue(
     Ok(queue)
 }
 
-/// Contact `id`'s decision history, oldest first.
+/// Contact `id`'s decision history, oldest first: a range of the primary key, which packs
+/// `(contact_id, seq)` (migration `m20261206_000006`).
 pub async fn decisions(
     db: &DatabaseConnection,
     id: ContactId,
@@ -301,7 +302,7 @@ pub async fn decisions(
         .query_all_raw(Statement::from_sql_and_values(
             db.get_database_backend(),
             "SELECT seq, path, operator_id, record, at FROM contact_decisions \
-             WHERE contact_id = $1 ORDER BY seq",
+             WHERE id BETWEEN $1 * 65536 AND $1 * 65536 + 65535 ORDER BY id",
             [id.get().into()],
         ))
         .await

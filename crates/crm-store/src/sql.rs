@@ -56,11 +56,14 @@ pub const LOCK_CONTACT: &str =
 pub const LOCK_SOURCE: &str = "UPDATE sources SET name = name WHERE id = $1 RETURNING id";
 pub const CONTACT_STATE: &str = "SELECT status, operator_id, source_id FROM contacts WHERE id = $1";
 /// Appends an entry to contact `$1`'s decision history, after its last one: the path, the
-/// contact's source, the operator, the rule's record (or `NULL`) and the time.
+/// contact's source, the operator, the rule's record (or `NULL`) and the time. The key packs
+/// `(contact_id, seq)` as `contact_id × 65536 + seq` (migration `m20261206_000006`), so the
+/// last entry is found in the primary key's range of the contact.
 pub const APPEND_DECISION: &str = "INSERT INTO contact_decisions \
-     (contact_id, seq, path, source_id, operator_id, record, at) \
-     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6 FROM contact_decisions \
-     WHERE contact_id = $1 RETURNING id";
+     (id, contact_id, seq, path, source_id, operator_id, record, at) \
+     SELECT $1 * 65536 + COALESCE(MAX(seq), 0) + 1, $1, COALESCE(MAX(seq), 0) + 1, \
+     $2, $3, $4, $5, $6 FROM contact_decisions \
+     WHERE id BETWEEN $1 * 65536 AND $1 * 65536 + 65535 RETURNING id";
 pub const SET_CONTACT_OPERATOR: &str =
     "UPDATE contacts SET operator_id = $1 WHERE id = $2 RETURNING id";
 

@@ -146,8 +146,8 @@ macro_rules! insert_contact {
             $from,
             " RETURNING id, lead_id), \
              d AS (INSERT INTO contact_decisions \
-             (contact_id, seq, path, source_id, operator_id, record, at) \
-             SELECT c.id, 1, $7, $2, $3, $5, $6 FROM c) \
+             (id, contact_id, seq, path, source_id, operator_id, record, at) \
+             SELECT c.id * 65536 + 1, c.id, 1, $7, $2, $3, $5, $6 FROM c) \
              SELECT id, lead_id FROM c"
         )
     };

@@ -52,7 +52,8 @@ const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator
      VALUES (?1, ?2, ?3, 'open', ?4, ?5)";
 /// The first entry of the new contact's decision history.
 const INSERT_DECISION: &str = "INSERT INTO contact_decisions \
-     (contact_id, seq, path, source_id, operator_id, record, at) VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6)";
+     (id, contact_id, seq, path, source_id, operator_id, record, at) \
+     VALUES (?1 * 65536 + 1, ?1, 1, ?2, ?3, ?4, ?5, ?6)";
 
 fn db(err: rusqlite::Error) -> StoreError {
     sqlite_err(err).into()
