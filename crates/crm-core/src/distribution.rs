@@ -31,9 +31,20 @@ pub enum Exclusion {
     AtCapacity,
     /// Its weight is zero or negative, so it can never be drawn.
     ZeroWeight,
+    /// The contact was just taken from it by hand (`POST /api/contacts/{id}/unassign`): the
+    /// drain that follows passes it over for that contact ([`choose_avoiding`]).
+    UnassignedFrom,
 }
 
 impl Exclusion {
+    /// Every reason, in the order they are checked.
+    pub const ALL: [Self; 4] = [
+        Self::Inactive,
+        Self::AtCapacity,
+        Self::ZeroWeight,
+        Self::UnassignedFrom,
+    ];
+
     /// Its name in records and answers (as serialised).
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -41,6 +52,7 @@ impl Exclusion {
             Self::Inactive => "inactive",
             Self::AtCapacity => "at_capacity",
             Self::ZeroWeight => "zero_weight",
+            Self::UnassignedFrom => "unassigned_from",
         }
     }
 }
@@ -64,8 +76,8 @@ pub struct Verdict {
 /// ```
 ///
 /// Per candidate: operator `id`, weight `w`, open contacts `load`, limit `max`, and `out`
-/// with the reason only when it was excluded (`inactive`, `at_capacity`, `zero_weight`;
-/// checked in that order, so any other verdict implies the operator was active). Then the
+/// with the reason only when it was excluded (`inactive`, `at_capacity`, `zero_weight`,
+/// `unassigned_from`; checked in that order, so any other verdict implies the operator was active). Then the
 /// eligible weights' `total`, the `draw` in `0..total` and the `chosen` operator (both
 /// `null` when nobody was eligible, or when the contact queued behind others of its source
 /// while someone was: see [`queued`]). Short keys: the record is written with every
@@ -210,11 +222,24 @@ pub fn pick<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Pick {
 /// stored with a contact explains, and the same draw as [`pick`] (from the same `rng`, the
 /// same number and operator).
 pub fn choose<R: Rng + ?Sized>(candidates: &[Candidate], rng: &mut R) -> Decision {
+    choose_avoiding(candidates, None, rng)
+}
+
+/// [`choose`], with `avoid` (when given) excluded as [`Exclusion::UnassignedFrom`] if no
+/// other reason applies to it: the contact was just taken from that operator by hand. With
+/// `avoid` `None`, or naming nobody among `candidates`, it is [`choose`] exactly.
+pub fn choose_avoiding<R: Rng + ?Sized>(
+    candidates: &[Candidate],
+    avoid: Option<OperatorId>,
+    rng: &mut R,
+) -> Decision {
     let verdicts: Vec<Verdict> = candidates
         .iter()
         .map(|candidate| Verdict {
             candidate: *candidate,
-            excluded: exclusion(candidate),
+            excluded: exclusion(candidate).or_else(|| {
+                (avoid == Some(candidate.operator_id)).then_some(Exclusion::UnassignedFrom)
+            }),
         })
         .collect();
     // The verdicts already say who is eligible.

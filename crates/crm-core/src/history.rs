@@ -143,15 +143,7 @@ impl Decision {
             .map(|c| {
                 let excluded = match c.out.as_deref() {
                     None => None,
-                    Some(out) => Some(
-                        [
-                            Exclusion::Inactive,
-                            Exclusion::AtCapacity,
-                            Exclusion::ZeroWeight,
-                        ]
-                        .into_iter()
-                        .find(|e| e.as_str() == out)?,
-                    ),
+                    Some(out) => Some(Exclusion::ALL.into_iter().find(|e| e.as_str() == out)?),
                 };
                 Some(Verdict {
                     candidate: Candidate {
@@ -196,6 +188,7 @@ impl Decision {
             Exclusion::AtCapacity,
             Exclusion::Inactive,
             Exclusion::ZeroWeight,
+            Exclusion::UnassignedFrom,
         ] {
             let n = self
                 .candidates

@@ -42,7 +42,7 @@ mod register;
 mod values;
 
 pub use distribution::{
-    Candidate, Decision, Exclusion, Pick, Verdict, choose, exclusion, pick, queued,
+    Candidate, Decision, Exclusion, Pick, Verdict, choose, choose_avoiding, exclusion, pick, queued,
 };
 pub use error::{BoxError, Entity, StoreError, error_chain};
 pub use history::{DecisionEntry, DecisionPath};

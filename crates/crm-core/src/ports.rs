@@ -322,6 +322,19 @@ pub trait Store: Send + Sync + 'static {
         operator_id: OperatorId,
     ) -> impl Future<Output = Result<Contact, StoreError>> + Send;
 
+    /// Takes an open contact from its operator by hand and puts it back in the queue at its
+    /// place, releasing the operator's counter, then drains: in that drain the operator it
+    /// was taken from is passed over for it ([`crate::Exclusion::UnassignedFrom`]). A
+    /// contact that is waiting already is left as it is.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] for an unknown contact and
+    /// [`StoreError::ContactClosed`] for a closed one.
+    fn unassign_contact(
+        &self,
+        id: ContactId,
+    ) -> impl Future<Output = Result<Contact, StoreError>> + Send;
+
     /// Load figures of every operator, by id.
     ///
     /// # Errors

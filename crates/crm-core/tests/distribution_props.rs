@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use crm_core::{
-    Candidate, Decision, Exclusion, OperatorId, Pick, Verdict, Weight, choose, exclusion, pick,
+    Candidate, Decision, Exclusion, OperatorId, Pick, Verdict, Weight, choose, choose_avoiding,
+    exclusion, pick,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -344,6 +345,7 @@ fn any_decision() -> impl Strategy<Value = Decision> {
             Just(Exclusion::Inactive),
             Just(Exclusion::AtCapacity),
             Just(Exclusion::ZeroWeight),
+            Just(Exclusion::UnassignedFrom),
         ]),
     )
         .prop_map(|(id, weight, is_active, open, max, excluded)| Verdict {
@@ -394,8 +396,13 @@ proptest! {
     /// candidates gives the operator it chose (and nobody when there was no draw); the
     /// record of a contact queued behind others replays to nobody.
     #[test]
-    fn a_stored_record_replays_to_its_choice(cs in candidates(), seed in any::<u64>()) {
-        let decision = choose(&cs, &mut ChaCha8Rng::seed_from_u64(seed));
+    fn a_stored_record_replays_to_its_choice(
+        cs in candidates(),
+        seed in any::<u64>(),
+        avoid in prop::option::of(-5i64..=1_000),
+    ) {
+        let avoid = avoid.map(OperatorId);
+        let decision = choose_avoiding(&cs, avoid, &mut ChaCha8Rng::seed_from_u64(seed));
         let stored = Decision::from_record(&decision.record()).expect("a version 2 record");
         prop_assert_eq!(&stored.draw, &decision.draw);
         prop_assert_eq!(&stored.chosen, &decision.chosen);
@@ -403,5 +410,43 @@ proptest! {
         prop_assert_eq!(stored.replay(), decision.chosen);
         let queued = Decision::from_record(&crm_core::queued(&cs).record()).expect("record");
         prop_assert_eq!(queued.replay(), None);
+    }
+}
+
+proptest! {
+    /// Passing over the operator a contact was just taken from: it is never chosen; it is
+    /// excluded as `unassigned_from` exactly when nothing else excludes it; every other
+    /// verdict is the plain rule's; and the draw runs over the others' weights as the plain
+    /// rule would if that operator were not eligible.
+    #[test]
+    fn an_avoided_operator_is_passed_over_and_nothing_else_changes(
+        cs in candidates(),
+        seed in any::<u64>(),
+        pick_avoided in any::<prop::sample::Index>(),
+    ) {
+        let avoid = (!cs.is_empty()).then(|| cs[pick_avoided.index(cs.len())].operator_id);
+        let decision = choose_avoiding(&cs, avoid, &mut ChaCha8Rng::seed_from_u64(seed));
+        prop_assert!(avoid.is_none() || decision.chosen != avoid);
+        for (verdict, c) in decision.candidates.iter().zip(&cs) {
+            let expected = match expected_exclusion(c) {
+                None if Some(c.operator_id) == avoid => Some(Exclusion::UnassignedFrom),
+                other => other,
+            };
+            prop_assert_eq!(verdict.excluded, expected);
+        }
+        // The same as the plain rule over candidates where the avoided one is switched off.
+        let without: Vec<Candidate> = cs
+            .iter()
+            .map(|c| Candidate {
+                is_active: c.is_active && Some(c.operator_id) != avoid,
+                ..*c
+            })
+            .collect();
+        let plain = choose(&without, &mut ChaCha8Rng::seed_from_u64(seed));
+        prop_assert_eq!((decision.total_weight, decision.draw, decision.chosen),
+            (plain.total_weight, plain.draw, plain.chosen));
+        // Avoiding nobody among the candidates is the plain rule exactly.
+        let nobody = choose_avoiding(&cs, Some(OperatorId(i64::MIN)), &mut ChaCha8Rng::seed_from_u64(seed));
+        prop_assert_eq!(nobody, choose(&cs, &mut ChaCha8Rng::seed_from_u64(seed)));
     }
 }
