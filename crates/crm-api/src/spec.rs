@@ -75,6 +75,9 @@ impl Store for NoStore {
     async fn close_contact(&self, _: ContactId) -> Result<Contact, StoreError> {
         none()
     }
+    async fn unassign_contact(&self, _: ContactId) -> Result<Contact, StoreError> {
+        none()
+    }
     async fn assign_contact(&self, _: ContactId, _: OperatorId) -> Result<Contact, StoreError> {
         none()
     }

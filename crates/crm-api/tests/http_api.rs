@@ -642,6 +642,49 @@ async fn the_queue_lists_each_sources_waiting_contacts_and_pages(backend: Backen
         "not_found",
     )
     .await;
+
+    // Unassigning w1 puts it back at its place, first in the queue; the drain that follows
+    // passes Ann over for it, so her freed place goes to w2, the next oldest of her sources.
+    let back = json(app.unassign_contact(w1).await, StatusCode::OK).await;
+    assert_eq!(back["operator_id"], Value::Null);
+    assert_eq!(back["status"], "open");
+    let w2_now = json(app.get_contact(w2).await, StatusCode::OK).await;
+    assert_eq!(w2_now["operator_id"], ann);
+    let queue = json(app.get("/api/queue").await, StatusCode::OK).await;
+    assert_eq!(queue.as_array().map(Vec::len), Some(1));
+    assert_eq!(queue[0]["oldest_contact_id"], w1);
+    let history = json(
+        app.get(&format!("/api/contacts/{w1}/decisions")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(history[2]["path"], "unassigned");
+    assert_eq!(history[2]["operator_id"], ann);
+    assert_eq!(
+        history[2]["summary"],
+        format!("taken from operator {ann}, back in the queue")
+    );
+    // Again: it waits already, nothing changes.
+    json(app.unassign_contact(w1).await, StatusCode::OK).await;
+    let again = json(
+        app.get(&format!("/api/contacts/{w1}/decisions")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(again.as_array().map(Vec::len), Some(3));
+    json(app.close_contact(w1).await, StatusCode::OK).await;
+    problem(
+        app.unassign_contact(w1).await,
+        StatusCode::CONFLICT,
+        "contact_closed",
+    )
+    .await;
+    problem(
+        app.unassign_contact(999).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     problem(
         app.get("/api/queue?limit=0").await,
         StatusCode::UNPROCESSABLE_ENTITY,

@@ -4,7 +4,9 @@
 //! work ([`Steps`]): the SQLite writer's job ([`drain_here`]), or a PostgreSQL transaction
 //! per step (`pg::PgStore::drain`). docs/architecture.md says why order and capacity hold.
 
-use crm_core::{ContactId, DecisionPath, DrainOrder, OperatorId, SourceId, StoreError, choose};
+use crm_core::{
+    ContactId, DecisionPath, DrainOrder, OperatorId, SourceId, StoreError, choose_avoiding,
+};
 use rand::Rng;
 
 use crate::{
@@ -23,6 +25,37 @@ pub enum Scope {
     Operator(OperatorId),
     /// One source: a contact of it was stored waiting.
     Source(SourceId),
+    /// A contact of `source` was taken from operator `from` by hand and waits again: the
+    /// sources `from` has a weight for, and `source`, with `from` passed over for that
+    /// contact ([`crm_core::Exclusion::UnassignedFrom`]).
+    Unassigned {
+        /// The contact back in the queue.
+        contact: ContactId,
+        /// Its source.
+        source: SourceId,
+        /// The operator it was taken from.
+        from: OperatorId,
+    },
+}
+
+impl Scope {
+    /// The operator whose freed place is all this drain is for, if one is. Not so for
+    /// [`Self::Unassigned`]: the contact back in the queue may go to someone else after the
+    /// operator it was taken from is full again.
+    fn freed(self) -> Option<OperatorId> {
+        match self {
+            Self::Operator(id) => Some(id),
+            Self::All | Self::Source(_) | Self::Unassigned { .. } => None,
+        }
+    }
+
+    /// A contact and the operator to pass over for it.
+    fn avoid(self) -> Option<(ContactId, OperatorId)> {
+        match self {
+            Self::Unassigned { contact, from, .. } => Some((contact, from)),
+            Self::All | Self::Operator(_) | Self::Source(_) => None,
+        }
+    }
 }
 
 /// The queue's heads in `scope`: each source with its oldest waiting contact.
@@ -32,7 +65,7 @@ pub async fn queue_heads(
 ) -> Result<Vec<(SourceId, Option<ContactId>)>, StoreError> {
     let rows = match scope {
         Scope::All => conn.all(sql::QUEUE_HEADS, vec![]).await?,
-        Scope::Operator(id) => {
+        Scope::Operator(id) | Scope::Unassigned { from: id, .. } => {
             conn.all(sql::QUEUE_HEADS_OF_OPERATOR, vec![id.get().into()])
                 .await?
         }
@@ -41,14 +74,22 @@ pub async fn queue_heads(
             return Ok(vec![(id, head)]);
         }
     };
-    rows.iter()
+    let mut heads = rows
+        .iter()
         .map(|row| {
             Ok((
                 SourceId(row.get(0)?),
                 row.get::<Option<i64>>(1)?.map(ContactId),
             ))
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // The contact's source, which the operator it was taken from may have no weight for.
+    if let Scope::Unassigned { source, .. } = scope
+        && !heads.iter().any(|(id, _)| *id == source)
+    {
+        heads.push((source, queue_head(conn, source).await?));
+    }
+    Ok(heads)
 }
 
 async fn queue_head(conn: &impl Conn, source: SourceId) -> Result<Option<ContactId>, StoreError> {
@@ -82,9 +123,12 @@ pub enum Step {
 /// waiting contact (on PostgreSQL locking it and passing over those another drain holds),
 /// applies the rule to the source's operators as a registration does, claims the chosen
 /// operator's place and gives it the contact.
+///
+/// `avoid` names a contact and an operator to pass over for it (see [`Scope::Unassigned`]).
 pub async fn drain_step<C: Conn>(
     conn: &C,
     source: SourceId,
+    avoid: Option<(ContactId, OperatorId)>,
     rng: &mut (impl Rng + ?Sized),
 ) -> Result<Step, StoreError> {
     let Some(row) = conn
@@ -100,7 +144,10 @@ pub async fn drain_step<C: Conn>(
         .iter()
         .map(|row| sql::candidate_from_row(|i| row.get(i), |i| row.get(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let decision = choose(&candidates, rng);
+    let avoid = avoid
+        .filter(|(avoided, _)| *avoided == contact)
+        .map(|(_, operator)| operator);
+    let decision = choose_avoiding(&candidates, avoid, rng);
     let Some(operator) = decision.chosen else {
         return Ok(Step::Blocked);
     };
@@ -151,8 +198,12 @@ const MAX_LOST_CLAIMS: u32 = 16;
 /// Runs one [`drain_step`] in a unit of work: the SQLite writer's job, or a PostgreSQL
 /// transaction of its own per step.
 pub trait Steps {
-    /// One step on `source`'s queue.
-    fn step(&mut self, source: SourceId) -> impl Future<Output = Result<Step, StoreError>>;
+    /// One step on `source`'s queue, passing over `avoid`'s operator for its contact.
+    fn step(
+        &mut self,
+        source: SourceId,
+        avoid: Option<(ContactId, OperatorId)>,
+    ) -> impl Future<Output = Result<Step, StoreError>>;
 }
 
 /// Drains the queue from `heads` (those of `scope`), oldest waiting contact first among the
@@ -180,7 +231,7 @@ pub async fn drain(
     };
     let mut lost = 0;
     while let Some((source, _)) = order.next() {
-        match steps.step(source).await? {
+        match steps.step(source, scope.avoid()).await? {
             Step::Empty => {
                 order.advance(source, None);
                 drained.waiting.push((source, false));
@@ -202,7 +253,7 @@ pub async fn drain(
                 if head.is_none() {
                     drained.waiting.push((source, false));
                 }
-                if scope == Scope::Operator(operator) && !room_left {
+                if scope.freed() == Some(operator) && !room_left {
                     break;
                 }
             }
@@ -218,8 +269,12 @@ struct Here<'c, C, R: ?Sized> {
 }
 
 impl<C: Conn, R: Rng + ?Sized> Steps for Here<'_, C, R> {
-    fn step(&mut self, source: SourceId) -> impl Future<Output = Result<Step, StoreError>> {
-        drain_step(self.conn, source, self.rng)
+    fn step(
+        &mut self,
+        source: SourceId,
+        avoid: Option<(ContactId, OperatorId)>,
+    ) -> impl Future<Output = Result<Step, StoreError>> {
+        drain_step(self.conn, source, avoid, self.rng)
     }
 }
 

@@ -346,6 +346,23 @@ impl Store for DbStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn unassign_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
+        either!(self, |db| db
+            .write_draining(
+                async move |conn| ops::unassign_contact(conn, id).await,
+                move |taken| {
+                    taken.map(|(from, source)| Scope::Unassigned {
+                        contact: id,
+                        source,
+                        from,
+                    })
+                },
+            )
+            .await)?;
+        read::contact(self.reader(), id).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn operator_stats(&self) -> Result<Vec<OperatorStats>, StoreError> {
         read::stats(self.reader()).await
     }

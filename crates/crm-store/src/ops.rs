@@ -293,6 +293,37 @@ pub async fn assign_contact<C: Conn>(
     append_decision(conn, id, source, entry).await
 }
 
+/// Takes an open contact from its operator by hand and puts it back in the queue, at its
+/// place (the queue is in id order), releasing the operator's counter; returns the
+/// operator it was taken from and its source, or `None` when it was waiting already.
+pub async fn unassign_contact<C: Conn>(
+    conn: &C,
+    id: ContactId,
+) -> Result<Option<(OperatorId, SourceId)>, StoreError> {
+    let contact = conn
+        .one(C::LOCKS.contact, vec![id.get().into()])
+        .await?
+        .ok_or(StoreError::NotFound(Entity::Contact))?;
+    let status: String = contact.get(0)?;
+    let current: Option<i64> = contact.get(1)?;
+    let source = SourceId(contact.get(2)?);
+    if status != ContactStatus::Open.as_str() {
+        return Err(StoreError::ContactClosed);
+    }
+    let Some(from) = current else {
+        return Ok(None);
+    };
+    returned(
+        conn.one(sql::UNASSIGN_CONTACT, vec![id.get().into()])
+            .await?,
+    )?;
+    release(conn, from).await?;
+    let from = OperatorId(from);
+    let entry = (DecisionPath::Unassigned, Some(from), None);
+    append_decision(conn, id, source, entry).await?;
+    Ok(Some((from, source)))
+}
+
 /// Appends `(path, operator, record)` to contact `id`'s decision history, now.
 pub async fn append_decision(
     conn: &impl Conn,

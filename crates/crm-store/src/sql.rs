@@ -64,6 +64,8 @@ pub const APPEND_DECISION: &str = "INSERT INTO contact_decisions \
      SELECT $1 * 65536 + COALESCE(MAX(seq), 0) + 1, $1, COALESCE(MAX(seq), 0) + 1, \
      $2, $3, $4, $5, $6 FROM contact_decisions \
      WHERE id BETWEEN $1 * 65536 AND $1 * 65536 + 65535 RETURNING id";
+pub const UNASSIGN_CONTACT: &str =
+    "UPDATE contacts SET operator_id = NULL WHERE id = $1 RETURNING id";
 pub const SET_CONTACT_OPERATOR: &str =
     "UPDATE contacts SET operator_id = $1 WHERE id = $2 RETURNING id";
 
@@ -245,6 +247,7 @@ mod tests {
             TAKE_OLDEST_WAITING,
             ASSIGN_WAITING,
             APPEND_DECISION,
+            UNASSIGN_CONTACT,
         ] {
             let numbers = placeholders(sql);
             let expected: Vec<usize> = (1..=numbers.len()).collect();

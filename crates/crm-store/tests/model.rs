@@ -1,6 +1,6 @@
 //! Model-based test of the store: `proptest-state-machine` generates random sequences of
-//! operations — create and update operators, replace a source's weights, register, close
-//! and manually assign contacts — and runs each against the real store (a fresh SQLite
+//! operations — create and update operators, replace a source's weights, register, close,
+//! manually assign and unassign contacts — and runs each against the real store (a fresh SQLite
 //! file per case; a fresh PostgreSQL database with the `postgres-tests` feature) and a
 //! small in-memory reference model.
 //!
@@ -80,6 +80,9 @@ enum Step {
         contact: usize,
         operator: usize,
     },
+    Unassign {
+        contact: usize,
+    },
 }
 
 /// An index below `count` most of the time, sometimes `count` itself (one that does not
@@ -138,6 +141,7 @@ impl ReferenceStateMachine for Reference {
         let close = index(state.contacts).prop_map(|contact| Step::Close { contact });
         let assign = (index(state.contacts), index(state.operators))
             .prop_map(|(contact, operator)| Step::Assign { contact, operator });
+        let unassign = index(state.contacts).prop_map(|contact| Step::Unassign { contact });
         prop_oneof![
             2 => create,
             2 => update,
@@ -145,6 +149,7 @@ impl ReferenceStateMachine for Reference {
             5 => register,
             2 => close,
             2 => assign,
+            1 => unassign,
         ]
         .boxed()
     }
@@ -324,8 +329,20 @@ impl Sut {
             Step::Assign { contact, operator } => {
                 self.assign(self.contact_id(contact), self.operator_id(operator));
             }
+            Step::Unassign { contact } => {
+                let taken = self.unassign(self.contact_id(contact));
+                self.follow_drains(taken);
+                if taken.is_some() {
+                    // The drain after an unassign passes the operator over for that contact,
+                    // which may leave it (and its source) waiting with only that operator
+                    // eligible; the sweep treats it like any waiting contact.
+                    self.rt.block_on(self.store().drain_queue()).expect("sweep");
+                    self.follow_drains(None);
+                }
+                return;
+            }
         }
-        self.follow_drains();
+        self.follow_drains(None);
     }
 
     /// The waiting contacts in the model: open, without an operator, in id (queue) order.
@@ -350,8 +367,10 @@ impl Sut {
     /// Follows the drain the step ran in the store: the waiting contacts it assigned, in
     /// the order it served them (id order), each the oldest waiting one of its source and
     /// to an operator eligible then; afterwards no waiting contact has an eligible operator
-    /// (the queue is work-conserving).
-    fn follow_drains(&mut self) {
+    /// (the queue is work-conserving). `avoided`: a contact just unassigned and its former
+    /// operator, which the drain passes over for it, so that contact may wait at the head
+    /// of its source while only that operator is eligible.
+    fn follow_drains(&mut self, avoided: Option<(ContactId, OperatorId)>) {
         let at = self.step;
         let stored = self.rt.block_on(all_contacts(self.store()));
         let drained: Vec<(ContactId, OperatorId)> = stored
@@ -376,6 +395,11 @@ impl Sut {
                 eligible.contains(&operator),
                 "step {at}: contact {id} drained to {operator}, not one of {eligible:?}"
             );
+            assert_ne!(
+                avoided,
+                Some((id, operator)),
+                "step {at}: contact {id} drained back to the operator it was taken from"
+            );
             self.model
                 .contacts
                 .get_mut(&id)
@@ -391,8 +415,11 @@ impl Sut {
         for source in sources {
             let waiting = self.waiting(source);
             let eligible = self.eligible(source);
+            let passed_over = avoided.is_some_and(|(contact, from)| {
+                waiting.first() == Some(&contact) && eligible.iter().all(|&op| op == from)
+            });
             assert!(
-                waiting.is_empty() || eligible.is_empty(),
+                waiting.is_empty() || eligible.is_empty() || passed_over,
                 "step {at}: {waiting:?} wait on source {source} although {eligible:?} may take them"
             );
         }
@@ -685,6 +712,36 @@ impl Sut {
         }
     }
 
+    /// `unassign`: unknown contacts are not found, closed ones refused, waiting ones left
+    /// as they are; an assigned one waits again and its operator is released. Returns the
+    /// contact and the operator it was taken from.
+    fn unassign(&mut self, id: ContactId) -> Option<(ContactId, OperatorId)> {
+        let result = self.rt.block_on(self.store().unassign_contact(id));
+        let Some(model) = self.model.contacts.get_mut(&id) else {
+            assert!(
+                matches!(result, Err(StoreError::NotFound(Entity::Contact))),
+                "unassign of unknown contact {id}: {result:?}"
+            );
+            return None;
+        };
+        if !model.open {
+            assert!(
+                matches!(result, Err(StoreError::ContactClosed)),
+                "unassign of closed contact {id}: {result:?}"
+            );
+            return None;
+        }
+        let answered = result.expect("unassign contact");
+        assert_eq!(answered.status, ContactStatus::Open);
+        let from = model.operator.take()?;
+        self.model
+            .operators
+            .get_mut(&from)
+            .expect("operator exists")
+            .released();
+        Some((id, from))
+    }
+
     /// Compares everything the store shows with the model.
     fn check(&self) {
         let at = self.step;
@@ -842,7 +899,7 @@ impl Sut {
             assert_eq!(got, backlog, "step {at}: unassigned backlog");
 
             // Each contact's history explains where it is: it starts with its registration
-            // and its last entry names its operator now.
+            // and its last entry names its operator now (none after an unassign).
             for contact in &contacts {
                 let history = store
                     .contact_decisions(contact.id)
@@ -857,8 +914,12 @@ impl Sut {
                     "step {at}: contact {} history starts with {first:?}",
                     contact.id
                 );
+                let operator_after = history.last().and_then(|e| match e.path {
+                    crm_core::DecisionPath::Unassigned => None,
+                    _ => e.operator_id,
+                });
                 assert_eq!(
-                    history.last().and_then(|e| e.operator_id),
+                    operator_after,
                     contact.operator.as_ref().map(|o| o.id),
                     "step {at}: contact {} history {history:?}",
                     contact.id

@@ -3,10 +3,9 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use crm_core::{
-    ContactId, Decision, DecisionPath, OperatorId, OperatorPatch, SourceId, SourceRef, Store,
+    ContactId, Decision, DecisionPath, Exclusion, OperatorId, OperatorPatch, SourceId, SourceRef,
+    Store, StoreError,
 };
 use crm_store::testing::Backend;
 use sea_orm::ConnectionTrait;
@@ -16,6 +15,7 @@ crm_store::on_every_backend!(
     a_freed_place_goes_to_the_oldest_contact_the_operator_may_take,
     a_registration_waits_behind_its_sources_queue,
     the_sweep_serves_what_no_write_of_this_process_freed,
+    an_unassigned_contact_waits_at_its_place_and_passes_over_its_operator_once,
 );
 
 fn operator_of(contact: &crm_core::Contact) -> Option<OperatorId> {
@@ -185,6 +185,91 @@ async fn the_sweep_serves_what_no_write_of_this_process_freed(backend: Backend) 
     t.finish().await;
 }
 
+/// `unassign` puts a contact back in the queue at its place and frees its operator; the
+/// drain that follows passes that operator over for it (here B takes it), and its history
+/// says so. Unassigning a waiting contact changes nothing; a closed one is refused. When
+/// nobody else can take it, it waits, and a later drain may give it back (documented).
+async fn an_unassigned_contact_waits_at_its_place_and_passes_over_its_operator_once(
+    backend: Backend,
+) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 2).await;
+    let b = operator(&t.store, "B", 1).await;
+    let s = source(&t.store, "src", &[(a, 1), (b, 1)]).await;
+    let off = OperatorPatch {
+        is_active: Some(false),
+        ..OperatorPatch::default()
+    };
+    let on = OperatorPatch {
+        is_active: Some(true),
+        ..OperatorPatch::default()
+    };
+    t.store
+        .update_operator(b, off.clone())
+        .await
+        .expect("B off");
+    let first = register(&t.store, "first", SourceRef::Id(s)).await;
+    assert_eq!(operator_of(&first), Some(a));
+    t.store.update_operator(b, on).await.expect("B on");
+
+    let moved = t.store.unassign_contact(first.id).await.expect("unassign");
+    assert_eq!(operator_of(&moved), Some(b), "the drain passed A over");
+    let history = t.store.contact_decisions(first.id).await.expect("history");
+    let paths: Vec<DecisionPath> = history.iter().map(|e| e.path).collect();
+    assert_eq!(
+        paths,
+        [
+            DecisionPath::Registered,
+            DecisionPath::Unassigned,
+            DecisionPath::Drained
+        ]
+    );
+    assert_eq!(history[1].operator_id, Some(a), "taken from A");
+    let record = history[2].record.as_deref().expect("the drain's record");
+    let decision = Decision::from_record(record).expect("a record");
+    let verdict_of_a = decision
+        .candidates
+        .iter()
+        .find(|v| v.candidate.operator_id == a)
+        .expect("A was a candidate");
+    assert_eq!(verdict_of_a.excluded, Some(Exclusion::UnassignedFrom));
+    assert_eq!(decision.replay(), Some(b));
+    assert_counters_match_rows(&t.store).await;
+
+    // With A switched off, B is the only one that could take it back: it waits, first in
+    // the queue.
+    t.store.update_operator(a, off).await.expect("A off");
+    let back = t.store.unassign_contact(first.id).await.expect("unassign");
+    assert_eq!(operator_of(&back), None, "B passed over, A inactive");
+    let queue = t.store.queue(None).await.expect("queue");
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].oldest_id, first.id);
+    // Unassigning it again changes nothing, not even its history.
+    let before = t.store.contact_decisions(first.id).await.expect("history");
+    let again = t.store.unassign_contact(first.id).await.expect("no-op");
+    assert_eq!(operator_of(&again), None);
+    let after = t.store.contact_decisions(first.id).await.expect("history");
+    assert_eq!(before.len(), after.len());
+    // A later drain treats it like any waiting contact.
+    t.store.drain_queue().await.expect("sweep");
+    assert_eq!(operator_now(&t.store, first.id).await, Some(b));
+    assert_counters_match_rows(&t.store).await;
+
+    t.store.close_contact(first.id).await.expect("close");
+    assert!(matches!(
+        t.store.unassign_contact(first.id).await,
+        Err(StoreError::ContactClosed)
+    ));
+    assert!(matches!(
+        t.store
+            .unassign_contact(ContactId(first.id.get() + 1000))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
 /// Two replicas on one PostgreSQL database, each registering, closing and switching
 /// operators on and off at once: no limit is exceeded, every counter equals its rows,
 /// and once both have swept, no waiting contact has an operator that could take it.
@@ -192,7 +277,7 @@ async fn the_sweep_serves_what_no_write_of_this_process_freed(backend: Backend) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_drain_without_exceeding_a_limit() {
     let t = store(Backend::Postgres).await;
-    let second = Arc::new(
+    let second = std::sync::Arc::new(
         crm_store::connect(&crm_store::StoreConfig {
             database_url: t.db.database_url(),
             ..crm_store::StoreConfig::default()
@@ -210,9 +295,9 @@ async fn two_replicas_drain_without_exceeding_a_limit() {
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..8_usize {
         let store = if task % 2 == 0 {
-            Arc::clone(&t.store)
+            std::sync::Arc::clone(&t.store)
         } else {
-            Arc::clone(&second)
+            std::sync::Arc::clone(&second)
         };
         let operators = operators.clone();
         tasks.spawn(async move {

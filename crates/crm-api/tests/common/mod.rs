@@ -180,6 +180,11 @@ impl TestApp {
         self.send(Method::POST, &path, None).await
     }
 
+    pub async fn unassign_contact(&self, id: i64) -> Response {
+        self.send(Method::POST, &format!("/api/contacts/{id}/unassign"), None)
+            .await
+    }
+
     pub async fn assign_contact(&self, id: i64, body: &Value) -> Response {
         let path = format!("/api/contacts/{id}/assign");
         self.send(Method::POST, &path, Some(body)).await

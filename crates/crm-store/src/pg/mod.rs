@@ -37,10 +37,14 @@ struct Transactions<'s> {
 }
 
 impl drain::Steps for Transactions<'_> {
-    async fn step(&mut self, source: crm_core::SourceId) -> Result<drain::Step, StoreError> {
+    async fn step(
+        &mut self,
+        source: crm_core::SourceId,
+        avoid: Option<(crm_core::ContactId, crm_core::OperatorId)>,
+    ) -> Result<drain::Step, StoreError> {
         let rng = &mut self.rng;
         self.store
-            .write(async |conn| drain::drain_step(conn, source, rng).await)
+            .write(async |conn| drain::drain_step(conn, source, avoid, rng).await)
             .await
     }
 }

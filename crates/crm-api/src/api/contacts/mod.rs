@@ -304,6 +304,27 @@ impl<S: Store> ContactsApi<S> {
         let contact = self.0.assign_contact(ContactId(id.get()), operator).await?;
         Ok(Json(contact.try_into()?))
     }
+
+    /// Put an open contact back in the queue
+    ///
+    /// Takes it from its operator (freeing that operator's capacity) and puts it back in the
+    /// waiting queue at its original place (queue order is id order). A drain follows at
+    /// once, in which the operator it was taken from is passed over for it (reason
+    /// `unassigned_from` in its decision history): it goes to another eligible operator, or
+    /// waits. A contact that waits already is answered as it is.
+    #[oai(
+        path = "/api/contacts/:id/unassign",
+        method = "post",
+        operation_id = "unassign_contact"
+    )]
+    async fn unassign(
+        &self,
+        id: Path<PathId>,
+        _auth: Credentials,
+    ) -> ApiResult<Json<Contact>, { API | PATH | CONFLICT }> {
+        let contact = self.0.unassign_contact(ContactId(id.get())).await?;
+        Ok(Json(contact.try_into()?))
+    }
 }
 
 impl TryFrom<CreateContact> for NewContact {
