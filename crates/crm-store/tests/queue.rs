@@ -276,6 +276,8 @@ async fn an_unassigned_contact_waits_at_its_place_and_passes_over_its_operator_o
 #[cfg(feature = "postgres-tests")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_drain_without_exceeding_a_limit() {
+    /// 8 tasks, 1,000 events in all.
+    const EVENTS_PER_TASK: usize = 125;
     let t = store(Backend::Postgres).await;
     let second = std::sync::Arc::new(
         crm_store::connect(&crm_store::StoreConfig {
@@ -301,8 +303,8 @@ async fn two_replicas_drain_without_exceeding_a_limit() {
         };
         let operators = operators.clone();
         tasks.spawn(async move {
-            for i in 0..40_usize {
-                let step = task * 40 + i;
+            for i in 0..EVENTS_PER_TASK {
+                let step = task * EVENTS_PER_TASK + i;
                 match step % 4 {
                     0 | 1 => {
                         let s = if step % 3 == 0 { s1 } else { s2 };
@@ -371,6 +373,47 @@ async fn two_replicas_drain_without_exceeding_a_limit() {
             );
         }
     }
+    for op in &ops {
+        assert!(
+            op.open_contacts <= op.max_active_contacts.get(),
+            "operator {} over its limit",
+            op.id
+        );
+    }
+    // No contact was assigned twice: each history has at most one automatic assignment
+    // (nothing here moves a contact by hand), and it names the contact's operator now.
+    let contacts = all_contacts(&t.store).await;
+    for c in &contacts {
+        let history = t.store.contact_decisions(c.id).await.expect("history");
+        let assigned: Vec<Option<OperatorId>> = history
+            .iter()
+            .filter(|e| e.operator_id.is_some())
+            .map(|e| e.operator_id)
+            .collect();
+        assert!(
+            assigned.len() <= 1,
+            "contact {} assigned twice: {history:?}",
+            c.id
+        );
+        assert_eq!(
+            assigned.first().copied().flatten(),
+            operator_of(c),
+            "contact {}",
+            c.id
+        );
+    }
+    // Once capacity allows, the queue empties, whichever replica the change goes through.
+    for (i, &op) in operators.iter().enumerate() {
+        let store = if i % 2 == 0 { &t.store } else { &second };
+        let patch = OperatorPatch {
+            is_active: Some(true),
+            max_active_contacts: Some(crm_core::MaxActiveContacts::new(1_000).expect("limit")),
+            ..OperatorPatch::default()
+        };
+        store.update_operator(op, patch).await.expect("open up");
+    }
+    assert!(t.store.queue(None).await.expect("queue").is_empty());
+    assert_counters_match_rows(&t.store).await;
     second.shutdown().await;
     t.finish().await;
 }
