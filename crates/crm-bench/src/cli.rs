@@ -88,6 +88,9 @@ pub struct Options {
     pub smoke: bool,
 }
 
+/// Contacts the backlog scenario queues before switching the operators on.
+pub const BACKLOG: u64 = 10_000;
+
 /// The seeded data and the traffic fired at it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -97,6 +100,10 @@ pub enum Scenario {
     /// 20 operators of capacity 5..50 over three sources, contacts closed at about a tenth
     /// of the registration rate, returning leads; the counters are checked afterwards.
     Realistic,
+    /// 10 operators of capacity 2,000 on one source, weights 1..10, all switched off: the
+    /// load queues 10,000 contacts (no warm-up), then the operators are switched on one
+    /// after another; reports how long the queue took to empty and who took what.
+    Backlog,
 }
 
 impl Scenario {
@@ -105,6 +112,7 @@ impl Scenario {
         match self {
             Self::Default => "default",
             Self::Realistic => "realistic",
+            Self::Backlog => "backlog",
         }
     }
 }
@@ -204,17 +212,18 @@ fn resolve(o: Options, command: String) -> Result<Settings> {
     if backend == Backend::Postgres && o.sqlite_sync_normal {
         bail!("--sqlite-sync-normal applies to SQLite only");
     }
-    let (warmup_secs, duration_secs, max_requests) = if o.smoke {
+    let (warmup_secs, duration_secs, max_requests) = match (o.smoke, o.scenario) {
         // A few hundred requests: enough to exercise every part, short enough for CI.
-        (0, o.duration.min(3), o.max_requests.min(400))
-    } else {
-        (o.warmup, o.duration, o.max_requests)
+        (true, _) => (0, o.duration.min(3), o.max_requests.min(400)),
+        // Every registration queues; the load ends once the backlog is there.
+        (false, Scenario::Backlog) => (0, o.duration.max(120), o.max_requests.min(BACKLOG)),
+        (false, _) => (o.warmup, o.duration, o.max_requests),
     };
     Ok(Settings {
         backend,
         scenario: o.scenario,
         keys: o.idempotency.unwrap_or(match o.scenario {
-            Scenario::Default => Keys::None,
+            Scenario::Default | Scenario::Backlog => Keys::None,
             Scenario::Realistic => Keys::Half,
         }),
         replicas: usize::try_from(o.replicas)?,

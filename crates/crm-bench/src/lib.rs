@@ -12,6 +12,7 @@
 //! `cpu` (CPU accounting from /proc), `stats` (the figures), `csv` (the results file),
 //! `calibrate` (the bare server the run is compared with).
 
+mod backlog;
 mod calibrate;
 mod cli;
 mod cpu;
@@ -86,7 +87,7 @@ fn rerun_optimised(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The smoke runs `cargo xtask test` ends with: both scenarios on a debug build, a few
+/// The smoke runs `cargo xtask test` ends with: every scenario on a debug build, a few
 /// hundred requests each, results in a temporary file; fails on any error. `cargo_args`
 /// build the server: the test run's own `cargo test … --no-run` reuses what the tests
 /// built instead of building crm-api again with other features.
@@ -95,6 +96,7 @@ pub fn smoke(root: &Path, cargo_args: &[String]) -> Result<()> {
     for args in [
         &["--smoke", "--calibrate"][..],
         &["--smoke", "--scenario", "realistic", "--preload", "20000"][..],
+        &["--smoke", "--scenario", "backlog"][..],
     ] {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let settings = cli::parse(&args)?;
@@ -249,11 +251,18 @@ async fn fire(
         total.failed += c.failed;
     }
     let outcome = outcome?;
+    let backlog = if settings.scenario == Scenario::Backlog {
+        Some(backlog::switch_on(targets[0], seeded).await?.summary())
+    } else {
+        None
+    };
     let rss: Vec<u64> = servers
         .iter()
         .map(Server::peak_rss_kib)
         .collect::<Result<_>>()?;
-    Ok(Figures::new(&outcome, &rss, closed, load_before, cpu))
+    let mut figures = Figures::new(&outcome, &rss, closed, load_before, cpu);
+    figures.counters = backlog;
+    Ok(figures)
 }
 
 /// The counter check (realistic scenario), then a graceful stop of every server.

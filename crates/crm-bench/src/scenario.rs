@@ -48,6 +48,15 @@ pub struct Seeded {
 pub async fn seed(conn: &mut Connection, scenario: Scenario) -> Result<Seeded> {
     // (capacity, …) per operator and, per source, which operators with which weight.
     let (capacities, layout): (Vec<i64>, Vec<Vec<(usize, i64)>>) = match scenario {
+        // 10 operators of capacity 2,000 on one source, weights 1..10 (switched off below).
+        Scenario::Backlog => (
+            vec![2_000; 10],
+            vec![
+                (0..10)
+                    .map(|i| (i, i64::try_from(i).unwrap_or(0) + 1))
+                    .collect(),
+            ],
+        ),
         // 10 operators of capacity 1,000,000 on one source, weights 1..10.
         Scenario::Default => (
             vec![1_000_000; 10],
@@ -78,7 +87,7 @@ pub async fn seed(conn: &mut Connection, scenario: Scenario) -> Result<Seeded> {
                 "/api/operators",
                 Some(&json!({
                     "name": format!("Operator {}", i + 1),
-                    "is_active": true,
+                    "is_active": scenario != Scenario::Backlog,
                     "max_active_contacts": capacity,
                 })),
             )

@@ -28,7 +28,8 @@ pub struct Figures {
     /// Peak RSS of the largest replica and of all replicas together, KiB.
     pub rss_max_kib: u64,
     pub rss_sum_kib: u64,
-    /// The counter check's verdict: `None` when the scenario does not check.
+    /// The scenario's check after the load (the `counters` column of the CSV): the counter
+    /// check's verdict (realistic), or what switching the operators on did (backlog).
     pub counters: Option<String>,
     /// The 1-minute load average just before the load started.
     pub load_before: String,
@@ -189,8 +190,10 @@ impl Figures {
                 c.ratio(self.per_sec)
             );
         }
-        if let Some(counters) = &self.counters {
-            println!("counters:  {counters}");
+        match &self.counters {
+            Some(backlog) if backlog.starts_with("backlog") => println!("{backlog}"),
+            Some(counters) => println!("counters:  {counters}"),
+            None => {}
         }
     }
 }

@@ -24,7 +24,8 @@ use crate::{
 };
 use registration::PgRegistration;
 
-/// The PostgreSQL backend: one pool for reads and writes.
+/// The PostgreSQL backend: one pool for reads and writes. Cloning shares the pool.
+#[derive(Clone)]
 pub struct PgStore {
     pub(crate) reader: DatabaseConnection,
     pub(crate) max_connections: u32,
@@ -101,9 +102,9 @@ impl PgStore {
         finish(txn, result).await
     }
 
-    /// [`Self::write`], then, after the commit, a drain of `scope(&result)` ([`Self::drain`]).
-    /// The write stands whatever the drain meets: a failed drain is logged, and the sweep
-    /// serves what it left.
+    /// [`Self::write`], then, after the commit, a drain of `scope(&result)`
+    /// ([`Self::drain_logged`]). The write stands whatever the drain meets: a failed drain is
+    /// logged, and the sweep serves what it left.
     pub(crate) async fn write_draining<T>(
         &self,
         write: impl AsyncFnOnce(&PgConn<'_>) -> Result<T, StoreError>,
@@ -116,11 +117,20 @@ impl PgStore {
         Ok(out)
     }
 
-    /// [`Self::drain`], logging a failure instead of returning it.
+    /// [`Self::drain`] in a task of its own, waited for at most [`DRAIN_BEFORE_ANSWER`]:
+    /// a drain of a few contacts is over by then, so the write's answer (and a read right
+    /// after it) shows its result; a long backlog (one transaction per contact) goes on
+    /// draining after the answer instead of holding the request. A failure is logged; the
+    /// sweep retries.
     pub(crate) async fn drain_logged(&self, scope: Scope) {
-        if let Err(err) = self.drain(scope).await {
-            tracing::warn!(error = %err, ?scope, "draining the queue failed; the sweep will retry");
-        }
+        let store = self.clone();
+        let drain = tokio::spawn(async move {
+            if let Err(err) = store.drain(scope).await {
+                tracing::warn!(error = %err, ?scope, "draining the queue failed; the sweep will retry");
+            }
+        });
+        // Whether it ended or goes on in the background, the answer goes out now.
+        let _ = tokio::time::timeout(DRAIN_BEFORE_ANSWER, drain).await;
     }
 
     /// Drains the queue in `scope`, each contact in a transaction of its own that takes the
@@ -230,6 +240,10 @@ async fn finish<T>(
 /// How many times a keyed registration's transaction runs before a lost claim is answered
 /// as `Unavailable` (a 503 the client may retry).
 const MAX_KEYED_ATTEMPTS: u32 = 16;
+
+/// How long a write on PostgreSQL waits for the drain it triggered before it is answered
+/// ([`PgStore::drain_logged`]).
+pub const DRAIN_BEFORE_ANSWER: Duration = Duration::from_millis(500);
 
 /// How long a pooled connection may sit idle before it is pinged on checkout.
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
