@@ -307,7 +307,7 @@ async fn two_replicas_drain_without_exceeding_a_limit() {
                 let step = task * EVENTS_PER_TASK + i;
                 match step % 4 {
                     0 | 1 => {
-                        let s = if step % 3 == 0 { s1 } else { s2 };
+                        let s = if step.is_multiple_of(3) { s1 } else { s2 };
                         store
                             .register_contact(contact(&format!("l{step}"), SourceRef::Id(s)))
                             .await
@@ -334,7 +334,7 @@ async fn two_replicas_drain_without_exceeding_a_limit() {
                     }
                     _ => {
                         let patch = OperatorPatch {
-                            is_active: Some(step % 3 != 0),
+                            is_active: Some(!step.is_multiple_of(3)),
                             ..OperatorPatch::default()
                         };
                         store
