@@ -150,7 +150,7 @@ impl DbStore {
     /// writer is alone, and every job that frees capacity drains: nobody could take it.)
     async fn drain_after(&self, contact: &Contact) {
         if let (Self::Postgres(db), None) = (self, &contact.operator) {
-            db.drain_logged(Scope::Source(contact.source_id)).await;
+            db.drain_source(contact.source_id).await;
         }
     }
 
