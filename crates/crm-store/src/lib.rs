@@ -9,6 +9,7 @@ mod conn;
 mod drain;
 mod entity;
 mod error;
+mod keys;
 mod migrate;
 mod ops;
 mod pg;
@@ -136,7 +137,7 @@ impl DbStore {
     /// Driver failures.
     pub async fn expire_idempotency_keys(&self) -> Result<usize, StoreError> {
         either!(self, |db| db
-            .write(async |conn| ops::expire_keys(conn).await)
+            .write(async |conn| crate::keys::expire_keys(conn).await)
             .await)
     }
 

@@ -82,7 +82,7 @@ pub const READ_KEY: &str =
 pub const RECORD_KEY: &str =
     "UPDATE idempotency_keys SET snapshot = $1 WHERE credential = $2 AND key = $3 RETURNING key";
 /// The key if it is alive (`$3`: the oldest creation time still alive); the SQLite
-/// writer's claim, which writes nothing (see `ops::claim_key`).
+/// writer's claim, which writes nothing (see `keys::claim_key`).
 pub const READ_LIVE_KEY: &str = "SELECT fingerprint, snapshot FROM idempotency_keys \
      WHERE credential = $1 AND key = $2 AND created_at >= $3";
 /// The SQLite writer's record of a claimed key with its answer: inserts it, or takes

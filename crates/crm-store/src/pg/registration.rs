@@ -199,7 +199,7 @@ impl<C: Session> PgRegistration<C> {
 /// Only inside a transaction: the key's claim and answer commit with the contact.
 impl KeyedRegistrationTx for PgRegistration<PgConn<'_>> {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
-        ops::claim_key(&self.conn, key, self.now).await
+        crate::keys::claim_key(&self.conn, key, self.now).await
     }
 
     async fn record_key(
@@ -207,7 +207,7 @@ impl KeyedRegistrationTx for PgRegistration<PgConn<'_>> {
         key: &IdempotencyKey,
         contact: &Contact,
     ) -> Result<(), StoreError> {
-        ops::record_key(&self.conn, key, contact).await
+        crate::keys::record_key(&self.conn, key, contact).await
     }
 }
 

@@ -215,7 +215,7 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
 
 impl KeyedRegistrationTx for SqliteRegistration<'_, '_> {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
-        ops::read_live_key(&SqliteConn(self.conn), key, self.now).await
+        crate::keys::read_live_key(&SqliteConn(self.conn), key, self.now).await
     }
 
     async fn record_key(
@@ -223,7 +223,7 @@ impl KeyedRegistrationTx for SqliteRegistration<'_, '_> {
         key: &IdempotencyKey,
         contact: &Contact,
     ) -> Result<(), StoreError> {
-        ops::store_key(&SqliteConn(self.conn), key, contact, self.now).await
+        crate::keys::store_key(&SqliteConn(self.conn), key, contact, self.now).await
     }
 }
 
