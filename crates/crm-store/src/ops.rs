@@ -338,7 +338,18 @@ pub async fn append_decision(
         record.into(),
         conn.timestamp(now()),
     ];
-    returned(conn.one(sql::APPEND_DECISION, values).await?).map(drop)
+    conn.one(sql::APPEND_DECISION, values)
+        .await?
+        .map(drop)
+        .ok_or_else(|| {
+            StoreError::Internal(
+                format!(
+                    "contact {id} has {} decision entries, the most its history holds",
+                    sql::MAX_DECISIONS
+                )
+                .into(),
+            )
+        })
 }
 
 /// Stores a source's key; returns its id.

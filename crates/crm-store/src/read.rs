@@ -302,7 +302,8 @@ pub async fn decisions(
         .query_all_raw(Statement::from_sql_and_values(
             db.get_database_backend(),
             "SELECT seq, path, operator_id, record, at FROM contact_decisions \
-             WHERE id BETWEEN $1 * 65536 AND $1 * 65536 + 65535 ORDER BY id",
+             WHERE id BETWEEN $1 * 65536 AND $1 * 65536 + 65535 AND contact_id = $1 \
+             ORDER BY id",
             [id.get().into()],
         ))
         .await

@@ -16,6 +16,7 @@ crm_store::on_every_backend!(
     a_registration_waits_behind_its_sources_queue,
     the_sweep_serves_what_no_write_of_this_process_freed,
     an_unassigned_contact_waits_at_its_place_and_passes_over_its_operator_once,
+    a_full_history_refuses_the_change_and_never_spills_into_the_next_contact,
 );
 
 fn operator_of(contact: &crm_core::Contact) -> Option<OperatorId> {
@@ -270,6 +271,43 @@ async fn an_unassigned_contact_waits_at_its_place_and_passes_over_its_operator_o
     t.finish().await;
 }
 
+/// A contact's history holds 65,535 entries (its range of the packed key). The change
+/// that would add one more is refused whole, and nothing lands in the next contact's range.
+async fn a_full_history_refuses_the_change_and_never_spills_into_the_next_contact(
+    backend: Backend,
+) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 5).await;
+    let s = source(&t.store, "src", &[(a, 1)]).await;
+    let first = register(&t.store, "first", SourceRef::Id(s)).await;
+    let next = register(&t.store, "next", SourceRef::Id(s)).await;
+    let raw = sea_orm::Database::connect(&t.db.url)
+        .await
+        .expect("connect");
+    let id = first.id.get();
+    raw.execute_unprepared(&format!(
+        "INSERT INTO contact_decisions (id, contact_id, seq, path, source_id, operator_id, record, at) \
+         SELECT {id} * 65536 + 65535, {id}, 65535, 'manual', source_id, operator_id, NULL, at \
+         FROM contact_decisions WHERE id = {id} * 65536 + 1"
+    ))
+    .await
+    .expect("fill the history's last place");
+    raw.close().await.expect("close");
+    assert!(matches!(
+        t.store.unassign_contact(first.id).await,
+        Err(StoreError::Internal(_))
+    ));
+    assert_eq!(
+        operator_now(&t.store, first.id).await,
+        Some(a),
+        "nothing changed"
+    );
+    let history = t.store.contact_decisions(next.id).await.expect("history");
+    assert_eq!(history.len(), 1, "the next contact's history is its own");
+    assert_counters_match_rows(&t.store).await;
+    t.finish().await;
+}
+
 /// Two replicas on one PostgreSQL database, each registering, closing and switching
 /// operators on and off at once: no limit is exceeded, every counter equals its rows,
 /// and once both have swept, no waiting contact has an operator that could take it.
@@ -412,7 +450,16 @@ async fn two_replicas_drain_without_exceeding_a_limit() {
         };
         store.update_operator(op, patch).await.expect("open up");
     }
-    assert!(t.store.queue(None).await.expect("queue").is_empty());
+    // The updates' drains may go on after their answers (a long drain does): wait for
+    // the outcome, with a ceiling.
+    let ceiling = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !t.store.queue(None).await.expect("queue").is_empty() {
+        assert!(
+            std::time::Instant::now() < ceiling,
+            "the queue did not empty once capacity allowed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_counters_match_rows(&t.store).await;
     second.shutdown().await;
     t.finish().await;

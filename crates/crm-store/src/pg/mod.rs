@@ -7,7 +7,7 @@
 pub mod registration;
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait,
 };
+use tokio::sync::Semaphore;
 
 use crate::{
     ConnectError, PgUrl, StoreConfig,
@@ -33,38 +34,66 @@ use registration::PgRegistration;
 pub struct PgStore {
     pub(crate) reader: DatabaseConnection,
     pub(crate) max_connections: u32,
-    /// Sources whose queue a drain after a waiting registration is serving now
-    /// ([`PgStore::drain_source`]).
-    draining: Arc<Mutex<HashSet<SourceId>>>,
+    /// Sources whose queue a drain after a waiting registration is serving now, each with
+    /// whether another waiting registration came meanwhile ([`PgStore::drain_source`]).
+    draining: Arc<Mutex<HashMap<SourceId, bool>>>,
+    /// Drains running in the background at once: at most a quarter of the pool, so that
+    /// drains of a long queue, which outlive the writes that started them, never take the
+    /// connections registrations need.
+    drains: Arc<Semaphore>,
 }
 
-/// A source marked as being drained ([`PgStore::drain_source`]) until this is dropped,
-/// however the drain ends.
+/// A source marked as being drained ([`PgStore::drain_source`]); the mark is removed when
+/// the drain ends, or when this is dropped (a panicking drain).
 struct Serving {
-    draining: Arc<Mutex<HashSet<SourceId>>>,
+    draining: Arc<Mutex<HashMap<SourceId, bool>>>,
     source: SourceId,
+    ended: bool,
 }
 
 impl Serving {
-    /// Marks `source`; `None` when it is marked already.
-    fn start(draining: &Arc<Mutex<HashSet<SourceId>>>, source: SourceId) -> Option<Self> {
-        let fresh = draining
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(source);
-        fresh.then(|| Self {
+    /// Marks `source`; `None` when it is marked already, in which case the running drain
+    /// is asked to go round once more.
+    fn start(draining: &Arc<Mutex<HashMap<SourceId, bool>>>, source: SourceId) -> Option<Self> {
+        let mut marked = draining.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(again) = marked.get_mut(&source) {
+            *again = true;
+            return None;
+        }
+        marked.insert(source, false);
+        Some(Self {
             draining: Arc::clone(draining),
             source,
+            ended: false,
         })
+    }
+
+    /// After a round: whether to go round again (a waiting registration came meanwhile);
+    /// otherwise the mark is removed, under the same lock, so none is missed.
+    fn again(&mut self) -> bool {
+        let mut marked = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        match marked.get_mut(&self.source) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                marked.remove(&self.source);
+                self.ended = true;
+                false
+            }
+        }
     }
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        self.draining
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.source);
+        if !self.ended {
+            self.draining
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.source);
+        }
     }
 }
 
@@ -126,6 +155,11 @@ pub async fn open(url: &PgUrl, config: &StoreConfig) -> Result<PgStore, ConnectE
         reader: db,
         max_connections: config.max_connections,
         draining: Arc::default(),
+        drains: Arc::new(Semaphore::new(
+            usize::try_from(config.max_connections / 4)
+                .unwrap_or(1)
+                .max(1),
+        )),
     })
 }
 
@@ -156,20 +190,25 @@ impl PgStore {
     }
 
     /// After a registration stored a contact of `source` waiting: a drain of that source,
-    /// unless one started this way is serving it already. That one takes the new contact in
-    /// turn (each step reads the source's oldest waiting contact afresh); if it ends just
-    /// before the contact commits, the sweep serves it. Without this, each of many
-    /// registrations into a long queue ran a drain of its own that found nobody eligible,
-    /// and queueing slowed to ~200/s (docs/benchmarks.md, the backlog scenario).
+    /// unless one started this way is serving it already, which is then asked to go round
+    /// once more when it ends (so a contact committed just as it ended is not left to the
+    /// sweep). Without this, each of many registrations into a long queue ran a drain of its
+    /// own that found nobody eligible, and queueing slowed to ~200/s (docs/benchmarks.md,
+    /// the backlog scenario).
     pub(crate) async fn drain_source(&self, source: SourceId) {
-        let Some(serving) = Serving::start(&self.draining, source) else {
+        let Some(mut serving) = Serving::start(&self.draining, source) else {
             return;
         };
         let store = self.clone();
         let drain = tokio::spawn(async move {
-            let _serving = serving;
-            if let Err(err) = store.drain(Scope::Source(source)).await {
-                tracing::warn!(error = %err, %source, "draining the queue failed; the sweep will retry");
+            let _permit = store.drains.acquire().await;
+            loop {
+                if let Err(err) = store.drain(Scope::Source(source)).await {
+                    tracing::warn!(error = %err, %source, "draining the queue failed; the sweep will retry");
+                }
+                if !serving.again() {
+                    break;
+                }
             }
         });
         let _ = tokio::time::timeout(DRAIN_BEFORE_ANSWER, drain).await;
@@ -183,6 +222,7 @@ impl PgStore {
     pub(crate) async fn drain_logged(&self, scope: Scope) {
         let store = self.clone();
         let drain = tokio::spawn(async move {
+            let _permit = store.drains.acquire().await;
             if let Err(err) = store.drain(scope).await {
                 tracing::warn!(error = %err, ?scope, "draining the queue failed; the sweep will retry");
             }
