@@ -86,13 +86,16 @@ pub(crate) struct DecisionEntry {
     seq: i64,
     path: DecisionPath,
     at: DateTime<Utc>,
-    /// The operator the contact went to; `null` when it waits afterwards.
+    /// The operator the contact went to (for `unassigned`, the one it was taken from);
+    /// `null` when it waits afterwards.
+    #[oai(nullable)]
     operator_id: Option<i64>,
     /// For people: "2 of 5 eligible: 2 at_capacity, 1 inactive; drew 17 of 40 → operator 4".
     summary: String,
     /// The rule's record for automatic paths (each candidate's `id`, weight `w`, `load`,
     /// limit `max` and exclusion `out`; the eligible `total`, the `draw`, the `chosen`
     /// operator); `null` for a person's decision.
+    #[oai(nullable)]
     record: Option<Any<Value>>,
 }
 
