@@ -233,6 +233,26 @@ async fn release(conn: &impl Conn, operator_id: i64) -> Result<(), StoreError> {
         .ok_or_else(|| StoreError::Internal("an operator's counter would go below zero".into()))
 }
 
+/// Locks contact `id` (see `LOCKS.contact`) and returns its operator id and source.
+///
+/// # Errors
+/// [`StoreError::NotFound`] when it does not exist, [`StoreError::ContactClosed`] when it is
+/// closed.
+async fn lock_open_contact<C: Conn>(
+    conn: &C,
+    id: ContactId,
+) -> Result<(Option<i64>, SourceId), StoreError> {
+    let contact = conn
+        .one(C::LOCKS.contact, vec![id.get().into()])
+        .await?
+        .ok_or(StoreError::NotFound(Entity::Contact))?;
+    let status: String = contact.get(0)?;
+    if status != ContactStatus::Open.as_str() {
+        return Err(StoreError::ContactClosed);
+    }
+    Ok((contact.get(1)?, SourceId(contact.get(2)?)))
+}
+
 /// Assigns an open contact to an operator by hand, moving the load from its previous
 /// operator.
 pub async fn assign_contact<C: Conn>(
@@ -240,16 +260,7 @@ pub async fn assign_contact<C: Conn>(
     id: ContactId,
     operator_id: OperatorId,
 ) -> Result<(), StoreError> {
-    let contact = conn
-        .one(C::LOCKS.contact, vec![id.get().into()])
-        .await?
-        .ok_or(StoreError::NotFound(Entity::Contact))?;
-    let status: String = contact.get(0)?;
-    let current: Option<i64> = contact.get(1)?;
-    let source = SourceId(contact.get(2)?);
-    if status != ContactStatus::Open.as_str() {
-        return Err(StoreError::ContactClosed);
-    }
+    let (current, source) = lock_open_contact(conn, id).await?;
     let operator = conn
         .one(sql::OPERATOR_LOAD, vec![operator_id.get().into()])
         .await?
@@ -299,22 +310,16 @@ pub async fn unassign_contact<C: Conn>(
     conn: &C,
     id: ContactId,
 ) -> Result<Option<(OperatorId, SourceId)>, StoreError> {
-    let contact = conn
-        .one(C::LOCKS.contact, vec![id.get().into()])
-        .await?
-        .ok_or(StoreError::NotFound(Entity::Contact))?;
-    let status: String = contact.get(0)?;
-    let current: Option<i64> = contact.get(1)?;
-    let source = SourceId(contact.get(2)?);
-    if status != ContactStatus::Open.as_str() {
-        return Err(StoreError::ContactClosed);
-    }
+    let (current, source) = lock_open_contact(conn, id).await?;
     let Some(from) = current else {
         return Ok(None);
     };
     returned(
-        conn.one(sql::UNASSIGN_CONTACT, vec![id.get().into()])
-            .await?,
+        conn.one(
+            sql::SET_CONTACT_OPERATOR,
+            vec![None::<i64>.into(), id.get().into()],
+        )
+        .await?,
     )?;
     release(conn, from).await?;
     let from = OperatorId(from);

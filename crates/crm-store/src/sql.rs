@@ -69,8 +69,6 @@ pub const APPEND_DECISION: &str = "INSERT INTO contact_decisions \
      HAVING COALESCE(MAX(seq), 0) < 65535 RETURNING id";
 /// The most entries one contact's decision history holds (see [`APPEND_DECISION`]).
 pub const MAX_DECISIONS: i64 = 65_535;
-pub const UNASSIGN_CONTACT: &str =
-    "UPDATE contacts SET operator_id = NULL WHERE id = $1 RETURNING id";
 pub const SET_CONTACT_OPERATOR: &str =
     "UPDATE contacts SET operator_id = $1 WHERE id = $2 RETURNING id";
 
@@ -252,7 +250,6 @@ mod tests {
             TAKE_OLDEST_WAITING,
             ASSIGN_WAITING,
             APPEND_DECISION,
-            UNASSIGN_CONTACT,
         ] {
             let numbers = placeholders(sql);
             let expected: Vec<usize> = (1..=numbers.len()).collect();

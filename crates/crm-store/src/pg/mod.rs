@@ -196,22 +196,10 @@ impl PgStore {
     /// own that found nobody eligible, and queueing slowed to ~200/s (docs/benchmarks.md,
     /// the backlog scenario).
     pub(crate) async fn drain_source(&self, source: SourceId) {
-        let Some(mut serving) = Serving::start(&self.draining, source) else {
-            return;
-        };
-        let store = self.clone();
-        let drain = tokio::spawn(async move {
-            let _permit = store.drains.acquire().await;
-            loop {
-                if let Err(err) = store.drain(Scope::Source(source)).await {
-                    tracing::warn!(error = %err, %source, "draining the queue failed; the sweep will retry");
-                }
-                if !serving.again() {
-                    break;
-                }
-            }
-        });
-        let _ = tokio::time::timeout(DRAIN_BEFORE_ANSWER, drain).await;
+        if let Some(serving) = Serving::start(&self.draining, source) {
+            self.drain_in_background(Scope::Source(source), Some(serving))
+                .await;
+        }
     }
 
     /// [`Self::drain`] in a task of its own, waited for at most [`DRAIN_BEFORE_ANSWER`]:
@@ -220,11 +208,23 @@ impl PgStore {
     /// draining after the answer instead of holding the request. A failure is logged; the
     /// sweep retries.
     pub(crate) async fn drain_logged(&self, scope: Scope) {
+        self.drain_in_background(scope, None).await;
+    }
+
+    /// Runs [`Self::drain`] of `scope` in a task holding one of [`PgStore::drains`]'
+    /// permits, again while `serving` asks for another round, and waits for it at most
+    /// [`DRAIN_BEFORE_ANSWER`].
+    async fn drain_in_background(&self, scope: Scope, mut serving: Option<Serving>) {
         let store = self.clone();
         let drain = tokio::spawn(async move {
             let _permit = store.drains.acquire().await;
-            if let Err(err) = store.drain(scope).await {
-                tracing::warn!(error = %err, ?scope, "draining the queue failed; the sweep will retry");
+            loop {
+                if let Err(err) = store.drain(scope).await {
+                    tracing::warn!(error = %err, ?scope, "draining the queue failed; the sweep will retry");
+                }
+                if !serving.as_mut().is_some_and(Serving::again) {
+                    break;
+                }
             }
         });
         // Whether it ended or goes on in the background, the answer goes out now.
