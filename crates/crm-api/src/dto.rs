@@ -369,6 +369,21 @@ pub(crate) fn list<T, U: From<T>>(items: Vec<T>) -> Vec<U> {
     items.into_iter().map(U::from).collect()
 }
 
+/// One page of a list the store returns whole (the queue, a contact's history): the items
+/// whose `key` is above `after`, at most `limit` of them, in the order given.
+pub(crate) fn page_after<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> i64,
+    after: Option<i64>,
+    limit: u32,
+) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|item| after.is_none_or(|after| key(item) > after))
+        .take(limit as usize)
+        .collect()
+}
+
 /// The `Link` header of a full page: the same query with `after` set to the last id.
 /// `params` are the filters as given, already in their query spelling.
 pub(crate) fn next_link(

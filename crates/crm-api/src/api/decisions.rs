@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::{ApiTags, default_page_limit, path_id::PathId};
 use crate::{
     auth::Credentials,
-    dto::{Listed, next_link},
+    dto::{Listed, next_link, page_after},
     error::{
         ApiResult,
         declare::{API, PATH, QUERY},
@@ -49,13 +49,9 @@ impl<S: Store> DecisionsApi<S> {
         _auth: Credentials,
     ) -> ApiResult<Listed<DecisionEntry>, { API | PATH | QUERY }> {
         let path = format!("/api/contacts/{}/decisions", id.get());
-        let page: Vec<DecisionEntry> = self
-            .0
-            .contact_decisions(ContactId(id.get()))
-            .await?
+        let history = self.0.contact_decisions(ContactId(id.get())).await?;
+        let page: Vec<DecisionEntry> = page_after(history, |e| e.seq, after.0, limit.0)
             .into_iter()
-            .filter(|e| after.0.is_none_or(|after| e.seq > after))
-            .take(limit.0 as usize)
             .map(DecisionEntry::from)
             .collect();
         let link = next_link(&path, &[], limit.0, page.len(), page.last().map(|e| e.seq));

@@ -9,7 +9,7 @@ use poem_openapi::{OpenApi, param::Query, payload::Json};
 use super::{ApiTags, default_page_limit};
 use crate::{
     auth::Credentials,
-    dto::{Listed, SourceQueue, next_link},
+    dto::{Listed, SourceQueue, next_link, page_after},
     error::{
         ApiResult,
         declare::{API, QUERY},
@@ -39,13 +39,9 @@ impl<S: Store> QueueApi<S> {
         _auth: Credentials,
     ) -> ApiResult<Listed<SourceQueue>, { API | QUERY }> {
         let now = Utc::now();
-        let page: Vec<SourceQueue> = self
-            .0
-            .queue(self.1.stale_before(now))
-            .await?
+        let queue = self.0.queue(self.1.stale_before(now)).await?;
+        let page: Vec<SourceQueue> = page_after(queue, |q| q.source_id.get(), after.0, limit.0)
             .into_iter()
-            .filter(|q| after.0.is_none_or(|after| q.source_id.get() > after))
-            .take(limit.0 as usize)
             .map(|q| SourceQueue::at(q, now))
             .collect();
         let link = next_link(
