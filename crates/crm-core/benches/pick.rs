@@ -20,6 +20,7 @@ fn eligible(n: i64) -> Vec<Candidate> {
             is_active: true,
             open_contacts: 0,
             max_active_contacts: 10,
+            rate_limited: false,
         })
         .collect()
 }

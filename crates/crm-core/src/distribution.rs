@@ -19,6 +19,8 @@ pub struct Candidate {
     pub open_contacts: i64,
     /// Its limit.
     pub max_active_contacts: i64,
+    /// Its pace ([`crate::Pace`]) admits no automatic assignment now.
+    pub rate_limited: bool,
 }
 
 /// Why a candidate could not receive the contact.
@@ -29,6 +31,9 @@ pub enum Exclusion {
     Inactive,
     /// Its open contacts have reached its limit.
     AtCapacity,
+    /// It reached its `max_assignments_per_minute` ([`crate::Pace`]): its bucket refills
+    /// at [`crate::next_eligible`].
+    RateLimited,
     /// Its weight is zero or negative, so it can never be drawn.
     ZeroWeight,
     /// The contact was just taken from it by hand (`POST /api/contacts/{id}/unassign`): the
@@ -38,9 +43,10 @@ pub enum Exclusion {
 
 impl Exclusion {
     /// Every reason, in the order they are checked.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Inactive,
         Self::AtCapacity,
+        Self::RateLimited,
         Self::ZeroWeight,
         Self::UnassignedFrom,
     ];
@@ -51,6 +57,7 @@ impl Exclusion {
         match self {
             Self::Inactive => "inactive",
             Self::AtCapacity => "at_capacity",
+            Self::RateLimited => "rate_limited",
             Self::ZeroWeight => "zero_weight",
             Self::UnassignedFrom => "unassigned_from",
         }
@@ -76,8 +83,8 @@ pub struct Verdict {
 /// ```
 ///
 /// Per candidate: operator `id`, weight `w`, open contacts `load`, limit `max`, and `out`
-/// with the reason only when it was excluded (`inactive`, `at_capacity`, `zero_weight`,
-/// `unassigned_from`; checked in that order, so any other verdict implies the operator was active). Then the
+/// with the reason only when it was excluded (`inactive`, `at_capacity`, `rate_limited`,
+/// `zero_weight`, `unassigned_from`; checked in that order, so any other verdict implies the operator was active). Then the
 /// eligible weights' `total`, the `draw` in `0..total` and the `chosen` operator (both
 /// `null` when nobody was eligible, or when the contact queued behind others of its source
 /// while someone was: see [`queued`]). Short keys: the record is written with every
@@ -174,7 +181,7 @@ impl Serialize for Decision {
 }
 
 /// Classifies one candidate: the first reason that applies, in the order inactive,
-/// at capacity, zero weight.
+/// at capacity, rate limited, zero weight.
 #[must_use]
 #[inline]
 pub fn exclusion(candidate: &Candidate) -> Option<Exclusion> {
@@ -182,6 +189,8 @@ pub fn exclusion(candidate: &Candidate) -> Option<Exclusion> {
         Some(Exclusion::Inactive)
     } else if candidate.open_contacts >= candidate.max_active_contacts {
         Some(Exclusion::AtCapacity)
+    } else if candidate.rate_limited {
+        Some(Exclusion::RateLimited)
     } else if candidate.weight <= 0 {
         Some(Exclusion::ZeroWeight)
     } else {
@@ -201,7 +210,7 @@ pub struct Pick {
     pub chosen: Option<OperatorId>,
 }
 
-/// Applies the rule without recording it: drops inactive, full and weightless
+/// Applies the rule without recording it: drops inactive, full, rate-limited and weightless
 /// candidates, then draws one of the rest with probability `weight / sum of remaining
 /// weights`. It allocates nothing, so it suits callers that draw many times and keep only
 /// the outcome (a dry run of a weight change, a simulation); [`choose`] is the same draw
@@ -337,7 +346,9 @@ fn eligible_weight(candidate: &Candidate) -> u64 {
     // `exclusion(candidate).is_none()` without its branches: a weight at or below zero
     // clamps to an empty slice, which is what excluding it means to the draw. The
     // property tests hold the two to each other.
-    let has_room = candidate.is_active & (candidate.open_contacts < candidate.max_active_contacts);
+    let has_room = candidate.is_active
+        & (candidate.open_contacts < candidate.max_active_contacts)
+        & !candidate.rate_limited;
     if has_room {
         capped(candidate.weight)
     } else {
@@ -365,6 +376,7 @@ mod tests {
             is_active: true,
             open_contacts: 2,
             max_active_contacts: 2,
+            rate_limited: false,
         };
         let free = Candidate {
             operator_id: OperatorId(4),
@@ -372,6 +384,7 @@ mod tests {
             is_active: true,
             open_contacts: 0,
             max_active_contacts: 10,
+            rate_limited: false,
         };
         let decision = choose(
             &[full, free],

@@ -130,7 +130,8 @@ struct StoredVerdict {
 impl Decision {
     /// Reads back a record [`Decision::record`] wrote (version 2); `None` for anything else.
     /// The activity of a candidate is not in the record apart from its exclusion, so it is
-    /// `false` exactly for the inactive ones.
+    /// `false` exactly for the inactive ones (and `rate_limited` true exactly for the
+    /// rate-limited ones).
     #[must_use]
     pub fn from_record(json: &str) -> Option<Self> {
         let stored: StoredRecord = serde_json::from_str(json).ok()?;
@@ -152,6 +153,7 @@ impl Decision {
                         is_active: excluded != Some(Exclusion::Inactive),
                         open_contacts: c.load,
                         max_active_contacts: c.max,
+                        rate_limited: excluded == Some(Exclusion::RateLimited),
                     },
                     excluded,
                 })
@@ -187,6 +189,7 @@ impl Decision {
         for reason in [
             Exclusion::AtCapacity,
             Exclusion::Inactive,
+            Exclusion::RateLimited,
             Exclusion::ZeroWeight,
             Exclusion::UnassignedFrom,
         ] {

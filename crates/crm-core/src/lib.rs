@@ -11,9 +11,9 @@
 //! # use rand_chacha::ChaCha8Rng;
 //!
 //! let candidates = [
-//!     Candidate { operator_id: OperatorId(1), weight: 10, is_active: true, open_contacts: 0, max_active_contacts: 5 },
-//!     Candidate { operator_id: OperatorId(2), weight: 30, is_active: true, open_contacts: 3, max_active_contacts: 3 },
-//!     Candidate { operator_id: OperatorId(3), weight: 20, is_active: false, open_contacts: 0, max_active_contacts: 5 },
+//!     Candidate { operator_id: OperatorId(1), weight: 10, is_active: true, open_contacts: 0, max_active_contacts: 5, rate_limited: false },
+//!     Candidate { operator_id: OperatorId(2), weight: 30, is_active: true, open_contacts: 3, max_active_contacts: 3, rate_limited: false },
+//!     Candidate { operator_id: OperatorId(3), weight: 20, is_active: false, open_contacts: 0, max_active_contacts: 5, rate_limited: false },
 //! ];
 //! let mut rng = ChaCha8Rng::seed_from_u64(7);
 //! let decision = choose(&candidates, &mut rng);
@@ -36,6 +36,7 @@ mod error;
 mod history;
 mod ids;
 mod model;
+mod pacing;
 mod ports;
 mod queue;
 mod register;
@@ -53,6 +54,7 @@ pub use model::{
     OperatorStats, OperatorSummary, Page, RepeatedOperator, Source, SourceKey, SourceOperator,
     SourcePatch, SourceQueue, SourceRef, WeightEntry, WeightSet,
 };
+pub use pacing::{AssignmentsPerMinute, Pace, next_eligible};
 pub use ports::{
     Inserted, KeyClaim, KeyedRegistrationTx, PoolStatus, Prepared, RegistrationTx, Store,
 };

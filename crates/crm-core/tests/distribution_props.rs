@@ -13,12 +13,15 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// The rule as the specification states it: inactive first, then full, then weightless.
+/// The rule as the specification states it: inactive first, then full, then out of its
+/// pace, then weightless.
 fn expected_exclusion(c: &Candidate) -> Option<Exclusion> {
     if !c.is_active {
         Some(Exclusion::Inactive)
     } else if c.open_contacts >= c.max_active_contacts {
         Some(Exclusion::AtCapacity)
+    } else if c.rate_limited {
+        Some(Exclusion::RateLimited)
     } else if c.weight <= 0 {
         Some(Exclusion::ZeroWeight)
     } else {
@@ -40,9 +43,15 @@ fn eligible_weight_sum(candidates: &[Candidate]) -> u64 {
 
 /// Up to 12 candidates with unique ids in shuffled order. Weights include zero and
 /// negatives; loads and limits are small so that full operators are common (about 40 %),
-/// and a fifth of the operators are switched off.
+/// a fifth of the operators are switched off and a tenth are rate-limited.
 fn candidates() -> impl Strategy<Value = Vec<Candidate>> {
-    let fields = (-2i64..=20, prop::bool::weighted(0.8), 0i64..=3, 0i64..=5);
+    let fields = (
+        -2i64..=20,
+        prop::bool::weighted(0.8),
+        0i64..=3,
+        0i64..=5,
+        prop::bool::weighted(0.1),
+    );
     prop::collection::btree_set(-5i64..=1_000, 0..=12).prop_flat_map(move |ids| {
         let n = ids.len();
         (
@@ -52,13 +61,16 @@ fn candidates() -> impl Strategy<Value = Vec<Candidate>> {
             .prop_map(|(ids, fields)| {
                 ids.into_iter()
                     .zip(fields)
-                    .map(|(id, (weight, is_active, open, max))| Candidate {
-                        operator_id: OperatorId(id),
-                        weight,
-                        is_active,
-                        open_contacts: open,
-                        max_active_contacts: max,
-                    })
+                    .map(
+                        |(id, (weight, is_active, open, max, rate_limited))| Candidate {
+                            operator_id: OperatorId(id),
+                            weight,
+                            is_active,
+                            open_contacts: open,
+                            max_active_contacts: max,
+                            rate_limited,
+                        },
+                    )
                     .collect()
             })
     })
@@ -90,6 +102,7 @@ fn active_with_room(weights: &[i64], max: i64) -> Vec<Candidate> {
             is_active: true,
             open_contacts: 0,
             max_active_contacts: max,
+            rate_limited: false,
         })
         .collect()
 }
@@ -300,6 +313,7 @@ fn frequencies_converge_to_weights() {
             is_active: false,
             open_contacts: 0,
             max_active_contacts: 1_000,
+            rate_limited: false,
         },
     );
 
@@ -344,6 +358,7 @@ fn any_decision() -> impl Strategy<Value = Decision> {
         prop::option::of(prop_oneof![
             Just(Exclusion::Inactive),
             Just(Exclusion::AtCapacity),
+            Just(Exclusion::RateLimited),
             Just(Exclusion::ZeroWeight),
             Just(Exclusion::UnassignedFrom),
         ]),
@@ -355,6 +370,7 @@ fn any_decision() -> impl Strategy<Value = Decision> {
                 is_active,
                 open_contacts: open,
                 max_active_contacts: max,
+                rate_limited: false,
             },
             excluded,
         });

@@ -187,6 +187,7 @@ pub fn candidate_from_row(
         is_active: flag(2)?,
         open_contacts: int(3)?,
         max_active_contacts: int(4)?,
+        rate_limited: false,
     })
 }
 

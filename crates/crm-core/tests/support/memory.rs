@@ -148,6 +148,7 @@ impl RegistrationTx for MemoryTx {
                 is_active: op.is_active,
                 open_contacts: op.open_contacts,
                 max_active_contacts: op.max_active_contacts,
+                rate_limited: false,
             })
             .collect();
         // Every open contact without an operator waits (this store has no drain).
