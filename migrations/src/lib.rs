@@ -9,6 +9,7 @@ mod m20261125_000003_create_source_keys;
 mod m20261205_000004_index_unassigned_backlog;
 mod m20261206_000005_index_queue;
 mod m20261206_000006_contact_decisions;
+mod m20261206_000007_operator_pace;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000004_index_unassigned_backlog::Migration),
             Box::new(m20261206_000005_index_queue::Migration),
             Box::new(m20261206_000006_contact_decisions::Migration),
+            Box::new(m20261206_000007_operator_pace::Migration),
         ]
     }
 }

@@ -229,6 +229,7 @@ impl Config {
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             statement_timeout: (self.db_statement_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.db_statement_timeout_ms)),
+            clock: crm_store::Clock::system(),
         }
     }
 }

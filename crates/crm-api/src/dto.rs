@@ -23,6 +23,10 @@ pub(crate) struct Operator {
     is_active: bool,
     /// Most open contacts the operator may hold.
     max_active_contacts: i64,
+    /// Most automatic assignments per minute (burst of as many, refilled at that rate);
+    /// `null`: no limit.
+    #[oai(nullable)]
+    max_assignments_per_minute: Option<i64>,
     /// Open contacts assigned to the operator now.
     active_contacts: i64,
     created_at: DateTime<Utc>,
@@ -247,6 +251,9 @@ impl From<crm_core::Operator> for Operator {
             name: o.name,
             is_active: o.is_active,
             max_active_contacts: o.max_active_contacts.get(),
+            max_assignments_per_minute: o
+                .max_assignments_per_minute
+                .map(|rate| i64::from(rate.get())),
             active_contacts: o.open_contacts,
             created_at: o.created_at,
         }

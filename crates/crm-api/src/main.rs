@@ -194,7 +194,12 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
             let mut every = tokio::time::interval(every);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                every.tick().await;
+                // Every sweep, and as soon as a paced operator's bucket refills while
+                // contacts wait.
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = store.paced_drain_due() => {}
+                }
                 match crm_core::Store::drain_queue(store.as_ref()).await {
                     Ok(n) if n > 0 => tracing::info!(assigned = n, "the sweep drained the queue"),
                     Ok(_) => {}

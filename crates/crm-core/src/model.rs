@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::{
-    ContactId, ExternalLeadId, LeadId, MaxActiveContacts, Name, OperatorId, Payload, SourceCode,
-    SourceId, SourceKeyId, Weight,
+    AssignmentsPerMinute, ContactId, ExternalLeadId, LeadId, MaxActiveContacts, Name, OperatorId,
+    Payload, SourceCode, SourceId, SourceKeyId, Weight,
 };
 
 /// A human who handles contacts.
@@ -19,6 +19,9 @@ pub struct Operator {
     pub is_active: bool,
     /// Most open contacts the operator may hold.
     pub max_active_contacts: MaxActiveContacts,
+    /// Most automatic assignments per minute (a bucket of that burst, see [`crate::Pace`]);
+    /// `None`: unpaced.
+    pub max_assignments_per_minute: Option<AssignmentsPerMinute>,
     /// The operator's load: how many open contacts are assigned to it now.
     pub open_contacts: i64,
     /// When the operator was created.
@@ -214,6 +217,8 @@ pub struct NewOperator {
     pub is_active: bool,
     /// Its limit.
     pub max_active_contacts: MaxActiveContacts,
+    /// Its pace; `None`: unpaced.
+    pub max_assignments_per_minute: Option<AssignmentsPerMinute>,
 }
 
 /// A partial update of an operator: `None` leaves a field as it is.
@@ -226,6 +231,9 @@ pub struct OperatorPatch {
     /// New limit. Lowering it below the current load assigns nothing new until the load
     /// drops; it does not take contacts away.
     pub max_active_contacts: Option<MaxActiveContacts>,
+    /// New pace: `Some(None)` removes it; `None` leaves it as it is.
+    #[allow(clippy::option_option)]
+    pub max_assignments_per_minute: Option<Option<AssignmentsPerMinute>>,
 }
 
 /// A new source.

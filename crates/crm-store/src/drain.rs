@@ -4,8 +4,10 @@
 //! work ([`Steps`]): the SQLite writer's job ([`drain_here`]), or a PostgreSQL transaction
 //! per step (`pg::PgStore::drain`). docs/architecture.md says why order and capacity hold.
 
+use chrono::{DateTime, Utc};
 use crm_core::{
-    ContactId, DecisionPath, DrainOrder, OperatorId, SourceId, StoreError, choose_avoiding,
+    ContactId, DecisionPath, DrainOrder, OperatorId, Pace, SourceId, StoreError, choose_avoiding,
+    next_eligible,
 };
 use rand::Rng;
 
@@ -102,8 +104,12 @@ async fn queue_head(conn: &impl Conn, source: SourceId) -> Result<Option<Contact
 pub enum Step {
     /// Nothing waits (that this unit of work may take).
     Empty,
-    /// Nobody is eligible for the oldest waiting contact; nothing was written.
-    Blocked,
+    /// Nobody is eligible for the oldest waiting contact; nothing was written. `wake`: when
+    /// the first of its rate-limited operators is eligible again, if one is.
+    Blocked {
+        /// When a drain is owed ([`crm_core::next_eligible`]).
+        wake: Option<DateTime<Utc>>,
+    },
     /// The chosen operator filled up meanwhile (another replica); nothing was written.
     Lost,
     /// The oldest waiting contact went to `operator`; `head` waits next.
@@ -114,6 +120,8 @@ pub enum Step {
         operator: OperatorId,
         /// Whether the operator has room for more, as far as this step saw.
         room_left: bool,
+        /// Its pace bucket after this assignment, when it is paced.
+        pace: Option<Pace>,
         /// The source's oldest waiting contact now.
         head: Option<ContactId>,
     },
@@ -124,11 +132,13 @@ pub enum Step {
 /// applies the rule to the source's operators as a registration does, claims the chosen
 /// operator's place and gives it the contact.
 ///
-/// `avoid` names a contact and an operator to pass over for it (see [`Scope::Unassigned`]).
+/// `avoid` names a contact and an operator to pass over for it (see [`Scope::Unassigned`]);
+/// `now` is when the step runs, for the operators' paces and the history.
 pub async fn drain_step<C: Conn>(
     conn: &C,
     source: SourceId,
     avoid: Option<(ContactId, OperatorId)>,
+    now: DateTime<Utc>,
     rng: &mut (impl Rng + ?Sized),
 ) -> Result<Step, StoreError> {
     let Some(row) = conn
@@ -138,27 +148,30 @@ pub async fn drain_step<C: Conn>(
         return Ok(Step::Empty);
     };
     let contact = ContactId(row.get(0)?);
-    let candidates = conn
+    let (candidates, paces): (Vec<_>, Vec<_>) = conn
         .all(sql::CANDIDATES, vec![source.get().into()])
         .await?
         .iter()
-        .map(|row| sql::candidate_from_row(|i| row.get(i), |i| row.get(i)))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|row| sql::candidate_from_row(|i| row.get(i), |i| row.get(i), |i| row.get(i), now))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
     let avoid = avoid
         .filter(|(avoided, _)| *avoided == contact)
         .map(|(_, operator)| operator);
     let decision = choose_avoiding(&candidates, avoid, rng);
     let Some(operator) = decision.chosen else {
-        return Ok(Step::Blocked);
+        return Ok(Step::Blocked {
+            wake: next_eligible(paces.into_iter().flatten(), now),
+        });
     };
-    let room_left = candidates
+    let chosen = candidates
         .iter()
-        .any(|c| c.operator_id == operator && c.open_contacts + 1 < c.max_active_contacts);
-    if conn
-        .one(sql::CLAIM_OPERATOR, vec![operator.get().into()])
-        .await?
-        .is_none()
-    {
+        .position(|c| c.operator_id == operator)
+        .ok_or_else(|| StoreError::Internal("the rule chose no candidate".into()))?;
+    let room_left = candidates[chosen].open_contacts + 1 < candidates[chosen].max_active_contacts;
+    let pace = paces[chosen].map(|pace| pace.debited(now));
+    if claim(conn, operator, paces[chosen], now).await?.is_none() {
         return Ok(Step::Lost);
     }
     returned(
@@ -173,12 +186,39 @@ pub async fn drain_step<C: Conn>(
         Some(operator),
         Some(decision.record()),
     );
-    append_decision(conn, contact, source, entry).await?;
+    append_decision(conn, contact, source, entry, now).await?;
     Ok(Step::Assigned {
         contact,
         operator,
         room_left,
+        pace,
         head: queue_head(conn, source).await?,
+    })
+}
+
+/// Claims `operator`'s place for an automatic assignment at `now`: the counter, and the
+/// bucket too when it is paced (`pace` as the rule judged it). `None`: lost (full, switched
+/// off, or its bucket moved since it was read).
+pub(crate) async fn claim(
+    conn: &impl Conn,
+    operator: OperatorId,
+    pace: Option<Pace>,
+    now: DateTime<Utc>,
+) -> Result<Option<crate::conn::Row>, StoreError> {
+    Ok(match pace {
+        None => {
+            conn.one(sql::CLAIM_OPERATOR, vec![operator.get().into()])
+                .await?
+        }
+        Some(pace) => {
+            let values = vec![
+                pace.debited(now).tat_us.into(),
+                operator.get().into(),
+                i64::from(pace.per_minute.get()).into(),
+                pace.tat_us.into(),
+            ];
+            conn.one(sql::CLAIM_PACED, values).await?
+        }
     })
 }
 
@@ -187,6 +227,10 @@ pub async fn drain_step<C: Conn>(
 pub struct Drained {
     /// The contacts assigned, in the order served, with their operators.
     pub assigned: Vec<(ContactId, OperatorId)>,
+    /// The buckets of the paced operators it assigned to, as they are now, in that order.
+    pub paces: Vec<(OperatorId, Pace)>,
+    /// When a drain is owed because a rate-limited operator's bucket refills, if one is.
+    pub wake: Option<DateTime<Utc>>,
     /// Sources left with contacts waiting (nobody eligible) and sources emptied, as far as
     /// the drain saw them.
     pub waiting: Vec<(SourceId, bool)>,
@@ -236,9 +280,13 @@ pub async fn drain(
                 order.advance(source, None);
                 drained.waiting.push((source, false));
             }
-            Step::Blocked => {
+            Step::Blocked { wake } => {
                 order.block(source);
                 drained.waiting.push((source, true));
+                drained.wake = match (drained.wake, wake) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             }
             Step::Lost if lost < MAX_LOST_CLAIMS => lost += 1,
             Step::Lost => break,
@@ -246,9 +294,11 @@ pub async fn drain(
                 contact,
                 operator,
                 room_left,
+                pace,
                 head,
             } => {
                 drained.assigned.push((contact, operator));
+                drained.paces.extend(pace.map(|pace| (operator, pace)));
                 order.advance(source, head);
                 if head.is_none() {
                     drained.waiting.push((source, false));
@@ -265,6 +315,7 @@ pub async fn drain(
 /// Every step on one connection, inside the current unit of work (the SQLite writer's job).
 struct Here<'c, C, R: ?Sized> {
     conn: &'c C,
+    now: DateTime<Utc>,
     rng: &'c mut R,
 }
 
@@ -274,16 +325,17 @@ impl<C: Conn, R: Rng + ?Sized> Steps for Here<'_, C, R> {
         source: SourceId,
         avoid: Option<(ContactId, OperatorId)>,
     ) -> impl Future<Output = Result<Step, StoreError>> {
-        drain_step(self.conn, source, avoid, self.rng)
+        drain_step(self.conn, source, avoid, self.now, self.rng)
     }
 }
 
-/// Drains `scope` inside the current unit of work (the SQLite writer's job, alone).
+/// Drains `scope` inside the current unit of work (the SQLite writer's job, alone), at `now`.
 pub async fn drain_here<C: Conn>(
     conn: &C,
     scope: Scope,
+    now: DateTime<Utc>,
     rng: &mut (impl Rng + ?Sized),
 ) -> Result<Drained, StoreError> {
     let heads = queue_heads(conn, scope).await?;
-    drain(scope, heads, &mut Here { conn, rng }).await
+    drain(scope, heads, &mut Here { conn, now, rng }).await
 }

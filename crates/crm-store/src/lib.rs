@@ -5,6 +5,7 @@
 //! every write goes through one writer thread with group commit, and reads use a
 //! read-only pool beside it.
 
+mod clock;
 mod conn;
 mod drain;
 mod entity;
@@ -31,6 +32,7 @@ use crm_core::{
 use drain::Scope;
 use sea_orm::DatabaseConnection;
 
+pub use clock::Clock;
 pub use migrate::{MigrateAction, MigrationState, migrate};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -70,6 +72,9 @@ pub struct StoreConfig {
     pub acquire_timeout: Duration,
     /// Longest a single statement may run (PostgreSQL `statement_timeout`); none if unset.
     pub statement_timeout: Option<Duration>,
+    /// The time registrations and drains run at (the operators' paces, the timestamps):
+    /// the system's, or a fake one a test moves.
+    pub clock: Clock,
 }
 
 impl Default for StoreConfig {
@@ -82,6 +87,7 @@ impl Default for StoreConfig {
             sqlite_synchronous_normal: false,
             acquire_timeout: pg::DEFAULT_ACQUIRE_TIMEOUT,
             statement_timeout: Some(Duration::from_secs(10)),
+            clock: Clock::system(),
         }
     }
 }
@@ -139,6 +145,21 @@ impl DbStore {
         either!(self, |db| db
             .write(async |conn| crate::keys::expire_keys(conn).await)
             .await)
+    }
+
+    /// Resolves when a drain is owed because an operator's pace bucket refills (a drain or
+    /// registration left contacts waiting while someone was rate-limited); pending while
+    /// none is. The server then runs [`Store::drain_queue`], which owes the next one if
+    /// someone is still rate-limited, so the queue is served as soon as a bucket allows.
+    pub async fn paced_drain_due(&self) {
+        either!(self, |db| db.timer.due(&db.clock).await);
+    }
+
+    /// When a drain is owed to a refilling pace bucket ([`DbStore::paced_drain_due`]), if one
+    /// is.
+    #[must_use]
+    pub fn next_paced_drain(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        either!(self, |db| db.timer.next())
     }
 
     /// Stops taking writes, commits what is queued and answers it, then returns.
@@ -389,10 +410,7 @@ impl Store for DbStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn drain_queue(&self) -> Result<usize, StoreError> {
         let drained = match self {
-            Self::Sqlite(db) => {
-                db.write(async |conn| drain::drain_here(conn, Scope::All, &mut fresh_rng()).await)
-                    .await?
-            }
+            Self::Sqlite(db) => db.drain_all().await?,
             Self::Postgres(db) => db.drain(Scope::All).await?,
         };
         Ok(drained.assigned.len())

@@ -45,6 +45,9 @@ pub async fn create_operator(
         new.name.as_str().into(),
         new.is_active.into(),
         new.max_active_contacts.get().into(),
+        new.max_assignments_per_minute
+            .map(|rate| i64::from(rate.get()))
+            .into(),
         conn.timestamp(now()),
     ];
     let row = returned(conn.one(sql::INSERT_OPERATOR, values).await?)?;
@@ -61,6 +64,12 @@ pub async fn update_operator(
         patch.name.as_ref().map(|n| n.as_str().to_owned()).into(),
         patch.is_active.into(),
         patch.max_active_contacts.map(|m| m.get()).into(),
+        patch.max_assignments_per_minute.is_some().into(),
+        patch
+            .max_assignments_per_minute
+            .flatten()
+            .map(|rate| i64::from(rate.get()))
+            .into(),
         id.get().into(),
     ];
     conn.one(sql::UPDATE_OPERATOR, values)
@@ -300,7 +309,7 @@ pub async fn assign_contact<C: Conn>(
     )
     .await?;
     let entry = (DecisionPath::Manual, Some(operator_id), None);
-    append_decision(conn, id, source, entry).await
+    append_decision(conn, id, source, entry, now()).await
 }
 
 /// Takes an open contact from its operator by hand and puts it back in the queue, at its
@@ -324,16 +333,17 @@ pub async fn unassign_contact<C: Conn>(
     release(conn, from).await?;
     let from = OperatorId(from);
     let entry = (DecisionPath::Unassigned, Some(from), None);
-    append_decision(conn, id, source, entry).await?;
+    append_decision(conn, id, source, entry, now()).await?;
     Ok(Some((from, source)))
 }
 
-/// Appends `(path, operator, record)` to contact `id`'s decision history, now.
+/// Appends `(path, operator, record)` to contact `id`'s decision history, at `at`.
 pub async fn append_decision(
     conn: &impl Conn,
     id: ContactId,
     source: SourceId,
     (path, operator, record): (DecisionPath, Option<OperatorId>, Option<String>),
+    at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let values = vec![
         id.get().into(),
@@ -341,7 +351,7 @@ pub async fn append_decision(
         source.get().into(),
         operator.map(OperatorId::get).into(),
         record.into(),
-        conn.timestamp(now()),
+        conn.timestamp(at),
     ];
     conn.one(sql::APPEND_DECISION, values)
         .await?

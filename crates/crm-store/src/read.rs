@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    Contact, ContactFilter, ContactId, ContactStatus, DecisionEntry, Entity, Lead, LeadFilter,
-    LeadId, LeadWithContacts, MaxActiveContacts, Operator, OperatorFilter, OperatorId,
-    OperatorLoad, OperatorStats, OperatorSummary, Payload, PoolStatus, Source, SourceCode,
-    SourceId, SourceKey, SourceKeyId, SourceOperator, SourceQueue, StoreError, ValueError, Weight,
+    AssignmentsPerMinute, Contact, ContactFilter, ContactId, ContactStatus, DecisionEntry, Entity,
+    Lead, LeadFilter, LeadId, LeadWithContacts, MaxActiveContacts, Operator, OperatorFilter,
+    OperatorId, OperatorLoad, OperatorStats, OperatorSummary, Payload, PoolStatus, Source,
+    SourceCode, SourceId, SourceKey, SourceKeyId, SourceOperator, SourceQueue, StoreError,
+    ValueError, Weight,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -434,6 +435,10 @@ fn to_operator(row: operator::Model) -> Result<Operator, StoreError> {
         name: row.name,
         is_active: row.is_active,
         max_active_contacts: stored(MaxActiveContacts::new(row.max_active_contacts))?,
+        max_assignments_per_minute: row
+            .max_assignments_per_minute
+            .map(|rate| stored(AssignmentsPerMinute::new(rate)))
+            .transpose()?,
         open_contacts: row.open_contacts,
         created_at: row.created_at,
     })

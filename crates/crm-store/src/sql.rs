@@ -3,13 +3,17 @@
 //! `$n` as a named parameter and numbers it by its first appearance, so in that order both
 //! backends bind the same values by the same numbers, with no rewriting (checked below).
 
-use crm_core::{Candidate, OperatorId, StoreError};
+use chrono::{DateTime, Utc};
+use crm_core::{AssignmentsPerMinute, Candidate, OperatorId, Pace, StoreError};
 
-pub const INSERT_OPERATOR: &str = "INSERT INTO operators (name, is_active, max_active_contacts, open_contacts, created_at) \
-     VALUES ($1, $2, $3, 0, $4) RETURNING id";
+pub const INSERT_OPERATOR: &str = "INSERT INTO operators \
+     (name, is_active, max_active_contacts, max_assignments_per_minute, open_contacts, created_at) \
+     VALUES ($1, $2, $3, $4, 0, $5) RETURNING id";
+/// `$4` says whether to set the pace to `$5` (`NULL` removes it).
 pub const UPDATE_OPERATOR: &str = "UPDATE operators SET name = COALESCE($1, name), \
-     is_active = COALESCE($2, is_active), max_active_contacts = COALESCE($3, max_active_contacts) \
-     WHERE id = $4 RETURNING id";
+     is_active = COALESCE($2, is_active), max_active_contacts = COALESCE($3, max_active_contacts), \
+     max_assignments_per_minute = CASE WHEN $4 THEN $5 ELSE max_assignments_per_minute END \
+     WHERE id = $6 RETURNING id";
 pub const OPERATOR_EXISTS: &str = "SELECT id FROM operators WHERE id = $1";
 /// [`OPERATOR_EXISTS`] that also keeps the operator from being deleted until the end of
 /// the transaction (PostgreSQL; the lock a foreign key to it takes).
@@ -33,14 +37,21 @@ pub const INSERT_WEIGHT: &str = "INSERT INTO operator_source_weights (operator_i
      VALUES ($1, $2, $3) RETURNING id";
 
 /// The operators with a weight for a source, with their loads: columns in the order
-/// [`candidate_from_row`] reads, then the name.
-pub const CANDIDATES: &str = "SELECT o.id, w.weight, o.is_active, o.open_contacts, o.max_active_contacts, o.name \
+/// [`candidate_from_row`] reads (the name between the candidate and its pace).
+pub const CANDIDATES: &str = "SELECT o.id, w.weight, o.is_active, o.open_contacts, o.max_active_contacts, o.name, \
+     o.max_assignments_per_minute, o.pace_tat_us \
      FROM operator_source_weights w JOIN operators o ON o.id = w.operator_id \
      WHERE w.source_id = $1 ORDER BY o.id";
 /// The capacity check and the counter increment in one statement: no row means the
 /// operator is full (or was switched off) by now.
 pub const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts + 1 \
      WHERE id = $1 AND is_active AND open_contacts < max_active_contacts RETURNING id";
+/// [`CLAIM_OPERATOR`] for an automatic assignment to a paced operator: also moves its bucket
+/// to `$1` (`crm_core::Pace::debited`), provided its rate `$3` and bucket `$4` are still those
+/// the rule judged (no row otherwise: another replica's claim moved it, or its rate changed).
+pub const CLAIM_PACED: &str = "UPDATE operators SET open_contacts = open_contacts + 1, pace_tat_us = $1 \
+     WHERE id = $2 AND is_active AND open_contacts < max_active_contacts \
+     AND max_assignments_per_minute = $3 AND pace_tat_us = $4 RETURNING id";
 pub const RELEASE_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts - 1 \
      WHERE id = $1 AND open_contacts > 0 RETURNING id";
 /// Closes an open contact; returns its operator (no row when it was closed already).
@@ -176,19 +187,36 @@ pub const ROW_LOCKS: Locks = Locks {
     waiting: TAKE_OLDEST_WAITING,
 };
 
-/// Reads a [`CANDIDATES`] row through the backend's column getters.
+/// Reads a [`CANDIDATES`] row through the backend's column getters (`at(i)` the `i`-th
+/// column of the statement's candidate), judging its pace at `now`.
 pub fn candidate_from_row(
     int: impl Fn(usize) -> Result<i64, StoreError>,
     flag: impl Fn(usize) -> Result<bool, StoreError>,
-) -> Result<Candidate, StoreError> {
-    Ok(Candidate {
-        operator_id: OperatorId(int(0)?),
-        weight: int(1)?,
-        is_active: flag(2)?,
-        open_contacts: int(3)?,
-        max_active_contacts: int(4)?,
-        rate_limited: false,
-    })
+    maybe: impl Fn(usize) -> Result<Option<i64>, StoreError>,
+    now: DateTime<Utc>,
+) -> Result<(Candidate, Option<Pace>), StoreError> {
+    let pace = match maybe(6)? {
+        None => None,
+        Some(rate) => Some(Pace {
+            per_minute: AssignmentsPerMinute::new(rate).map_err(|err| {
+                StoreError::Internal(
+                    format!("stored max_assignments_per_minute {rate} {err}").into(),
+                )
+            })?,
+            tat_us: int(7)?,
+        }),
+    };
+    Ok((
+        Candidate {
+            operator_id: OperatorId(int(0)?),
+            weight: int(1)?,
+            is_active: flag(2)?,
+            open_contacts: int(3)?,
+            max_active_contacts: int(4)?,
+            rate_limited: pace.is_some_and(|pace| !pace.admits(now)),
+        },
+        pace,
+    ))
 }
 
 #[cfg(test)]
@@ -229,6 +257,7 @@ mod tests {
             INSERT_WEIGHT,
             CANDIDATES,
             CLAIM_OPERATOR,
+            CLAIM_PACED,
             RELEASE_OPERATOR,
             CLOSE_CONTACT,
             LOCK_CONTACT,

@@ -433,6 +433,7 @@ impl Sut {
                 name: Name::parse(&format!("Operator {n}")).expect("name"),
                 is_active: active,
                 max_active_contacts: MaxActiveContacts::new(limit).expect("limit"),
+                max_assignments_per_minute: None,
             }))
             .expect("create operator");
         assert_eq!(
@@ -466,6 +467,7 @@ impl Sut {
             name: None,
             is_active: active,
             max_active_contacts: limit.map(|l| MaxActiveContacts::new(l).expect("limit")),
+            max_assignments_per_minute: None,
         };
         let result = self.rt.block_on(self.store().update_operator(id, patch));
         let Some(model) = self.model.operators.get_mut(&id) else {

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use crm_core::{
-    MaxActiveContacts, Name, NewOperator, OperatorFilter, OperatorId, OperatorPatch, Store,
+    AssignmentsPerMinute, MaxActiveContacts, Name, NewOperator, OperatorFilter, OperatorId,
+    OperatorPatch, Store,
 };
 use poem_openapi::{
     Object, OpenApi,
@@ -14,7 +15,7 @@ use poem_openapi::{
 use super::{ApiTags, path_id::PathId};
 use crate::{
     auth::Credentials,
-    body::{Body, Check, DefaultTrue, Field, LimitRule, NameRule, Optional, wire_object},
+    body::{Body, Check, DefaultTrue, Field, LimitRule, NameRule, Optional, PaceRule, wire_object},
     dto::{Created, Deleted, Operator, list},
     error::{
         ApiError, ApiResult,
@@ -34,6 +35,10 @@ struct CreateOperator {
     is_active: Field<bool, DefaultTrue>,
     /// Most open contacts it may hold.
     max_active_contacts: Field<i64, LimitRule<true>>,
+    /// Most automatic assignments (registrations and drains) per minute, a bucket of that
+    /// burst refilled at that rate; left out or `null`: no limit. Manual assignments are
+    /// never limited.
+    max_assignments_per_minute: Field<i64, PaceRule>,
 }
 
 /// Changes to an operator: any subset of the fields; `null` is not a value.
@@ -45,6 +50,9 @@ struct UpdateOperator {
     is_active: Field<bool, Optional>,
     /// Most open contacts it may hold; lowering it below the load takes nothing away.
     max_active_contacts: Field<i64, Optional<LimitRule>>,
+    /// Most automatic assignments per minute; `null` removes the limit, and leaving it out
+    /// leaves it unchanged.
+    max_assignments_per_minute: Field<i64, PaceRule>,
 }
 
 wire_object!(CreateOperator, UpdateOperator);
@@ -144,11 +152,17 @@ impl TryFrom<CreateOperator> for NewOperator {
             body.max_active_contacts,
             MaxActiveContacts::new,
         );
+        let pace = check.nullable(
+            "max_assignments_per_minute",
+            body.max_assignments_per_minute,
+            AssignmentsPerMinute::new,
+        );
         check.finish(|| {
             Some(Self {
                 name: name?,
                 is_active: is_active.unwrap_or(true),
                 max_active_contacts: limit.unwrap_or(MaxActiveContacts::DEFAULT),
+                max_assignments_per_minute: pace.flatten(),
             })
         })
     }
@@ -166,6 +180,11 @@ impl TryFrom<UpdateOperator> for OperatorPatch {
                 "max_active_contacts",
                 body.max_active_contacts,
                 MaxActiveContacts::new,
+            ),
+            max_assignments_per_minute: check.nullable(
+                "max_assignments_per_minute",
+                body.max_assignments_per_minute,
+                AssignmentsPerMinute::new,
             ),
         };
         check.finish(|| Some(patch))

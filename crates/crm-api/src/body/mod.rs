@@ -26,7 +26,8 @@ use crate::error::{ApiError, FieldError, payload_too_large};
 mod rules;
 
 pub(crate) use rules::{
-    CodeRule, DefaultTrue, LimitRule, NameRule, Optional, Plain, Rule, WeightRule, verbatim_pattern,
+    CodeRule, DefaultTrue, LimitRule, NameRule, Optional, PaceRule, Plain, Rule, WeightRule,
+    verbatim_pattern,
 };
 
 /// Largest accepted request body.
@@ -241,6 +242,21 @@ impl Check {
                 None
             }
             field => self.given(at, field, parse),
+        }
+    }
+
+    /// A field that may be left out (`None`) or `null` (`Some(None)`).
+    #[allow(clippy::option_option)]
+    pub(crate) fn nullable<T: Wire, R: Rule, U>(
+        &mut self,
+        at: impl fmt::Display,
+        field: Field<T, R>,
+        parse: impl FnOnce(T) -> Result<U, ValueError>,
+    ) -> Option<Option<U>> {
+        match field {
+            Field::Missing => None,
+            Field::Null => Some(None),
+            field => self.given(at, field, parse).map(Some),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::{fmt::Write as _, marker::PhantomData};
 
-use crm_core::{MaxActiveContacts, Name, SourceCode, Weight};
+use crm_core::{AssignmentsPerMinute, MaxActiveContacts, Name, SourceCode, Weight};
 use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef},
     types::Type,
@@ -95,6 +95,21 @@ impl<const DEFAULT: bool> Rule for LimitRule<DEFAULT> {
         inline(MetaSchema {
             default: DEFAULT.then(|| MaxActiveContacts::DEFAULT.get().into()),
             ..integer(0, MaxActiveContacts::MAX)
+        })
+    }
+}
+
+/// An operator's pace: 1..=[`AssignmentsPerMinute::MAX`] automatic assignments per minute,
+/// or `null` for none; may be left out (none on create, unchanged on update).
+pub(crate) struct PaceRule;
+
+impl Rule for PaceRule {
+    const REQUIRED: bool = false;
+
+    fn schema<T: Type>() -> MetaSchemaRef {
+        inline(MetaSchema {
+            nullable: true,
+            ..integer(1, i64::from(AssignmentsPerMinute::MAX))
         })
     }
 }

@@ -15,6 +15,10 @@ pub struct Model {
     pub is_active: bool,
     /// Limit.
     pub max_active_contacts: i64,
+    /// Pace, if any.
+    pub max_assignments_per_minute: Option<i64>,
+    /// Pace bucket's instant (µs since the epoch).
+    pub pace_tat_us: i64,
     /// Load counter.
     pub open_contacts: i64,
     /// Created.

@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     ConnectError, PgUrl, StoreConfig,
+    clock::{Clock, Timer},
     conn::{PgConn, PgHeld},
     drain::{self, Scope},
     error::db_err,
@@ -41,6 +42,10 @@ pub struct PgStore {
     /// drains of a long queue, which outlive the writes that started them, never take the
     /// connections registrations need.
     drains: Arc<Semaphore>,
+    /// The time registrations and drains run at.
+    pub(crate) clock: Clock,
+    /// The drain owed to a refilling pace bucket.
+    pub(crate) timer: Arc<Timer>,
 }
 
 /// A source marked as being drained ([`PgStore::drain_source`]); the mark is removed when
@@ -110,8 +115,9 @@ impl drain::Steps for Transactions<'_> {
         avoid: Option<(crm_core::ContactId, crm_core::OperatorId)>,
     ) -> Result<drain::Step, StoreError> {
         let rng = &mut self.rng;
+        let now = self.store.clock.now();
         self.store
-            .write(async |conn| drain::drain_step(conn, source, avoid, rng).await)
+            .write(async |conn| drain::drain_step(conn, source, avoid, now, rng).await)
             .await
     }
 }
@@ -160,6 +166,8 @@ pub async fn open(url: &PgUrl, config: &StoreConfig) -> Result<PgStore, ConnectE
                 .unwrap_or(1)
                 .max(1),
         )),
+        clock: config.clock.clone(),
+        timer: Arc::default(),
     })
 }
 
@@ -241,7 +249,15 @@ impl PgStore {
             store: self,
             rng: crate::fresh_rng(),
         };
-        drain::drain(scope, heads, &mut steps).await
+        let drained = drain::drain(scope, heads, &mut steps).await?;
+        if scope == Scope::All {
+            // Every source was looked at. A drain of this replica that owed an earlier
+            // moment meanwhile may be overwritten: the sweep then serves it.
+            self.timer.reset(drained.wake);
+        } else {
+            self.timer.arm(drained.wake);
+        }
+        Ok(drained)
     }
 
     /// Runs a registration without an idempotency key on one pooled connection, outside
@@ -253,7 +269,7 @@ impl PgStore {
             &mut ChaCha8Rng,
         ) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut tx = PgRegistration::new(PgHeld::acquire(&self.reader).await?);
+        let mut tx = PgRegistration::new(PgHeld::acquire(&self.reader).await?, self.clock.now());
         register(&mut tx, &mut crate::fresh_rng()).await
     }
 
@@ -274,7 +290,7 @@ impl PgStore {
         loop {
             let result = self
                 .write(async |conn| {
-                    let mut tx = PgRegistration::new(PgConn(conn.0));
+                    let mut tx = PgRegistration::new(PgConn(conn.0), self.clock.now());
                     register(&mut tx, &mut rng).await
                 })
                 .await;

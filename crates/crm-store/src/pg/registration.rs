@@ -23,14 +23,14 @@ use chrono::{DateTime, Utc};
 use crm_core::{
     Contact, ContactId, ContactStatus, Decision, DecisionPath, Entity, ExternalLeadId,
     IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary,
-    Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError,
+    Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError,
 };
 
 use sea_orm::sea_query::Value;
 
 use crate::{
     conn::{Conn, DbError, PgConn, PgHeld, Row},
-    ops, sql,
+    sql,
 };
 
 /// Where a registration's statements run: a transaction ([`PgConn`], which alone can hold
@@ -103,7 +103,8 @@ macro_rules! prepare_sql {
     ($source:literal) => {
         concat!(
             "SELECT s.id, o.id, w.weight, o.is_active, o.open_contacts, \
-             o.max_active_contacts, o.name, EXISTS (SELECT 1 FROM contacts q \
+             o.max_active_contacts, o.name, o.max_assignments_per_minute, o.pace_tat_us, \
+             EXISTS (SELECT 1 FROM contacts q \
              WHERE q.source_id = s.id AND q.operator_id IS NULL AND q.status = 'open') \
              FROM sources s \
              LEFT JOIN operator_source_weights w ON w.source_id = s.id \
@@ -153,15 +154,32 @@ macro_rules! insert_contact {
     };
 }
 
-/// The capacity claim (as [`sql::CLAIM_OPERATOR`]), the lead and the insert in one
-/// statement: when the operator `$3` filled up meanwhile the claim updates nothing, so
-/// neither the lead nor the contact is written and no row comes back.
-const CLAIM_AND_INSERT: &str = concat!(
-    "WITH b AS (UPDATE operators SET open_contacts = open_contacts + 1 \
-     WHERE id = $3 AND is_active AND open_contacts < max_active_contacts RETURNING id), ",
-    upsert_lead!("FROM b"),
-    ", ",
-    insert_contact!("b.id", "FROM b CROSS JOIN l")
+/// The capacity claim of operator `$3` (as [`sql::CLAIM_OPERATOR`], or with `$pace` as
+/// [`sql::CLAIM_PACED`]), the lead and the insert in one statement: when the claim fails
+/// it updates nothing, so neither the lead nor the contact is written and no row comes back.
+macro_rules! claim_and_insert {
+    ($set:literal, $pace:literal) => {
+        concat!(
+            "WITH b AS (UPDATE operators SET open_contacts = open_contacts + 1",
+            $set,
+            " WHERE id = $3 AND is_active AND open_contacts < max_active_contacts",
+            $pace,
+            " RETURNING id), ",
+            upsert_lead!("FROM b"),
+            ", ",
+            insert_contact!("b.id", "FROM b CROSS JOIN l")
+        )
+    };
+}
+
+/// An unpaced operator's claim, the lead and the insert.
+const CLAIM_AND_INSERT: &str = claim_and_insert!("", "");
+
+/// A paced operator's: `$8` its bucket after the claim, `$9` and `$10` its rate and bucket
+/// as judged.
+const CLAIM_PACED_AND_INSERT: &str = claim_and_insert!(
+    ", pace_tat_us = $8",
+    " AND max_assignments_per_minute = $9 AND pace_tat_us = $10"
 );
 
 /// The lead and an unassigned contact (`$3` is `NULL`) in one statement.
@@ -180,17 +198,20 @@ pub struct PgRegistration<C> {
     now: DateTime<Utc>,
     /// The candidates' names, for the answer.
     operators: Vec<OperatorSummary>,
+    /// The candidates' paces, by operator, as read.
+    paces: Vec<(OperatorId, Pace)>,
     /// The lead named in `prepare`, found or created with the contact.
     external_id: Option<ExternalLeadId>,
 }
 
 impl<C: Session> PgRegistration<C> {
-    /// A unit of work on `conn`.
-    pub fn new(conn: C) -> Self {
+    /// A unit of work on `conn`, at `now`.
+    pub fn new(conn: C, now: DateTime<Utc>) -> Self {
         Self {
             conn,
-            now: ops::now(),
+            now,
             operators: Vec::new(),
+            paces: Vec::new(),
             external_id: None,
         }
     }
@@ -226,11 +247,20 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
         let source_id = SourceId(first.get(0)?);
         let mut candidates = Vec::with_capacity(rows.len());
         self.operators.clear();
+        self.paces.clear();
         for row in &rows {
             if row.get::<Option<i64>>(1)?.is_none() {
                 continue;
             }
-            let candidate = sql::candidate_from_row(|i| row.get(i + 1), |i| row.get(i + 1))?;
+            let (candidate, pace) = sql::candidate_from_row(
+                |i| row.get(i + 1),
+                |i| row.get(i + 1),
+                |i| row.get(i + 1),
+                self.now,
+            )?;
+            if let Some(pace) = pace {
+                self.paces.push((candidate.operator_id, pace));
+            }
             self.operators.push(OperatorSummary {
                 id: candidate.operator_id,
                 name: row.get(6)?,
@@ -244,7 +274,7 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
         Ok(Prepared {
             source_id,
             candidates,
-            waiting: first.get(7)?,
+            waiting: first.get(9)?,
         })
     }
 
@@ -259,7 +289,7 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
             .external_id
             .as_ref()
             .ok_or_else(|| StoreError::Internal("insert before prepare".into()))?;
-        let values = vec![
+        let mut values = vec![
             external_id.as_str().into(),
             prepared.source_id.get().into(),
             operator.map(OperatorId::get).into(),
@@ -268,10 +298,22 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
             self.conn.timestamp(self.now),
             DecisionPath::of_registration(decision).as_str().into(),
         ];
-        let statement = if operator.is_some() {
-            CLAIM_AND_INSERT
-        } else {
-            INSERT_UNASSIGNED
+        let pace = operator.and_then(|id| {
+            self.paces
+                .iter()
+                .find_map(|(paced, pace)| (*paced == id).then_some(*pace))
+        });
+        let statement = match (operator, pace) {
+            (None, _) => INSERT_UNASSIGNED,
+            (Some(_), None) => CLAIM_AND_INSERT,
+            (Some(_), Some(pace)) => {
+                values.extend([
+                    pace.debited(self.now).tat_us.into(),
+                    i64::from(pace.per_minute.get()).into(),
+                    pace.tat_us.into(),
+                ]);
+                CLAIM_PACED_AND_INSERT
+            }
         };
         // The source was read in `prepare`; only its deletion since then can fail the
         // insert's foreign keys (the lead and the operator are written by the statement).

@@ -6,7 +6,10 @@ pub mod checkpoint;
 pub mod registration;
 pub mod writer;
 
-use std::{fs::File, sync::Mutex};
+use std::{
+    fs::File,
+    sync::{Arc, Mutex},
+};
 
 use crm_core::{ContactId, PoolStatus, StoreError};
 use migration::{Migrator, MigratorTrait};
@@ -15,6 +18,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, TransactionTr
 
 use crate::{
     ConnectError, SqliteUrl, StoreConfig,
+    clock::{Clock, Timer},
     conn::SqliteConn,
     drain::{self, Scope},
     ops, read,
@@ -40,6 +44,10 @@ pub struct SqliteStore {
     pub(crate) max_connections: u32,
     handle: WriterHandle,
     writer: Mutex<Option<Writer>>,
+    /// The time registrations and drains run at.
+    pub(crate) clock: Clock,
+    /// The drain owed to a refilling pace bucket.
+    pub(crate) timer: Arc<Timer>,
     /// Retries a write while the last commit failed ([`writer::probe`]).
     _probe: AbortOnDrop,
     /// The `flock` on the database file ([`lock`]): last, so it is closed after the
@@ -172,6 +180,8 @@ pub async fn open(url: &SqliteUrl, config: &StoreConfig) -> Result<SqliteStore, 
         _probe: AbortOnDrop(tokio::spawn(writer::probe(handle.clone()))),
         handle,
         writer: Mutex::new(Some(writer)),
+        clock: config.clock.clone(),
+        timer: Arc::default(),
         _lock: lock,
     })
 }
@@ -211,12 +221,28 @@ impl SqliteStore {
         mut write: impl AsyncFnMut(&SqliteConn<'_>) -> Result<T, StoreError> + Send + 'static,
         scope: impl Fn(&T) -> Option<Scope> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let (clock, timer) = (self.clock.clone(), Arc::clone(&self.timer));
         self.write(async move |conn| {
             let out = write(conn).await?;
             if let Some(scope) = scope(&out) {
-                drain::drain_here(conn, scope, &mut crate::fresh_rng()).await?;
+                let drained =
+                    drain::drain_here(conn, scope, clock.now(), &mut crate::fresh_rng()).await?;
+                timer.arm(drained.wake);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// Drains every source's queue: the sweep, and the drain owed to a refilling bucket.
+    pub(crate) async fn drain_all(&self) -> Result<drain::Drained, StoreError> {
+        let (clock, timer) = (self.clock.clone(), Arc::clone(&self.timer));
+        self.write(async move |conn| {
+            let drained =
+                drain::drain_here(conn, Scope::All, clock.now(), &mut crate::fresh_rng()).await?;
+            // Every source was looked at, alone (the writer's jobs run one at a time).
+            timer.reset(drained.wake);
+            Ok(drained)
         })
         .await
     }
@@ -225,12 +251,15 @@ impl SqliteStore {
     /// cache follows: one counter released, then what the drain claimed and saw.
     pub(crate) async fn close_contact(&self, id: ContactId) -> Result<(), StoreError> {
         // The operator released, with what the drain of its sources did.
+        let (clock, timer) = (self.clock.clone(), Arc::clone(&self.timer));
         let close = async move |conn: &SqliteConn<'_>| {
             let Some(operator) = ops::close_contact(conn, id).await? else {
                 return Ok(None);
             };
             let scope = Scope::Operator(operator);
-            let drained = drain::drain_here(conn, scope, &mut crate::fresh_rng()).await?;
+            let drained =
+                drain::drain_here(conn, scope, clock.now(), &mut crate::fresh_rng()).await?;
+            timer.arm(drained.wake);
             Ok(Some((operator, drained)))
         };
         self.write_then(close, |cache, released| match released {
@@ -257,14 +286,18 @@ impl SqliteStore {
         + Send
         + 'static,
     ) -> Result<T, StoreError> {
+        let (clock, timer) = (self.clock.clone(), Arc::clone(&self.timer));
         self.handle
             .run(move |ctx| {
                 // No drain follows a contact stored waiting: it would find nobody eligible.
                 // The writer is the only one (the file is locked), and every job that frees
                 // or adds capacity drains before it ends, so after each job no waiting contact
-                // has an eligible operator; a registration adds none.
-                let tx = &mut SqliteRegistration::new(&mut ctx.hot, &mut ctx.cache);
-                pollster::block_on(register(tx, &mut ctx.rng))
+                // has an eligible operator; a registration adds none. Only time does, by
+                // refilling a paced operator's bucket: the timer owes a drain then.
+                let tx = &mut SqliteRegistration::new(&mut ctx.hot, &mut ctx.cache, clock.now());
+                let out = pollster::block_on(register(tx, &mut ctx.rng));
+                timer.arm(tx.wake);
+                out
             })
             .await
     }

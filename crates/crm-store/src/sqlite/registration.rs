@@ -27,13 +27,13 @@ use chrono::{DateTime, Utc};
 use crm_core::{
     Candidate, Contact, ContactId, ContactStatus, Decision, DecisionPath, Entity, ExternalLeadId,
     IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary,
-    Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError,
+    Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError, next_eligible,
 };
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
 use crate::{
     conn::{SqliteConn, sqlite_err, sqlite_timestamp},
-    ops, sql,
+    sql,
 };
 
 const SOURCE_BY_ID: &str = "SELECT id FROM sources WHERE id = ?1";
@@ -59,12 +59,17 @@ fn db(err: rusqlite::Error) -> StoreError {
     sqlite_err(err).into()
 }
 
+/// A source's candidate as cached: its operator's name and pace beside it. The candidate's
+/// `rate_limited` is judged afresh by each registration, at its own time.
+type Cached = (Candidate, String, Option<Pace>);
+
 /// What the writer knows of the sources registrations named (see the module docs).
 #[derive(Default)]
 pub struct SourceCache {
     by_code: HashMap<String, SourceId>,
-    /// The candidates of each source seen, by operator id, with the operators' names.
-    candidates: HashMap<SourceId, Vec<(Candidate, String)>>,
+    /// The candidates of each source seen, by operator id, with the operators' names and
+    /// paces.
+    candidates: HashMap<SourceId, Vec<Cached>>,
     /// Whether each source has contacts waiting, as far as it is known.
     waiting: HashMap<SourceId, bool>,
 }
@@ -77,17 +82,36 @@ impl SourceCache {
         self.waiting.clear();
     }
 
-    /// What a drain learned about the sources' queues, and the places it claimed.
+    /// What a drain learned about the sources' queues, and the places (and paces) it
+    /// claimed.
     pub fn drained(&mut self, drained: &crate::drain::Drained) {
         for (_, operator) in &drained.assigned {
-            self.claimed(*operator);
+            self.claimed(*operator, None);
+        }
+        for (operator, pace) in &drained.paces {
+            self.each(*operator, |(_, _, cached)| *cached = Some(*pace));
         }
         self.waiting.extend(drained.waiting.iter().copied());
     }
 
-    /// Counts a claimed contact on `operator` in every source it is a candidate of.
-    fn claimed(&mut self, operator: OperatorId) {
+    /// Counts a claimed contact on `operator` in every source it is a candidate of, with
+    /// its bucket after the claim when it is paced.
+    fn claimed(&mut self, operator: OperatorId, pace: Option<Pace>) {
         self.adjust(operator, 1);
+        if pace.is_some() {
+            self.each(operator, |(_, _, cached)| *cached = pace);
+        }
+    }
+
+    /// Runs `change` on `operator`'s entry in every source it is a candidate of.
+    fn each(&mut self, operator: OperatorId, mut change: impl FnMut(&mut Cached)) {
+        for candidates in self.candidates.values_mut() {
+            for cached in candidates.iter_mut() {
+                if cached.0.operator_id == operator {
+                    change(cached);
+                }
+            }
+        }
     }
 
     /// Uncounts a closed contact of `operator` in every source it is a candidate of
@@ -97,13 +121,9 @@ impl SourceCache {
     }
 
     fn adjust(&mut self, operator: OperatorId, by: i64) {
-        for candidates in self.candidates.values_mut() {
-            for (candidate, _) in candidates.iter_mut() {
-                if candidate.operator_id == operator {
-                    candidate.open_contacts = (candidate.open_contacts + by).max(0);
-                }
-            }
-        }
+        self.each(operator, |(candidate, _, _)| {
+            candidate.open_contacts = (candidate.open_contacts + by).max(0);
+        });
     }
 }
 
@@ -157,13 +177,19 @@ pub struct SqliteRegistration<'r, 'c> {
     created_at: String,
     /// The lead found or created by `prepare`.
     lead: Option<LeadId>,
+    /// When a drain is owed because the contact was stored waiting while someone was
+    /// rate-limited ([`crm_core::next_eligible`]).
+    pub wake: Option<DateTime<Utc>>,
 }
 
 impl<'r, 'c> SqliteRegistration<'r, 'c> {
     /// A unit of work on the writer's connection, which is inside the group's
-    /// transaction.
-    pub fn new(hot: &'r mut HotStatements<'c>, cache: &'r mut SourceCache) -> Self {
-        let now = ops::now();
+    /// transaction, at `now`.
+    pub fn new(
+        hot: &'r mut HotStatements<'c>,
+        cache: &'r mut SourceCache,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
             conn: hot.conn,
             hot,
@@ -171,6 +197,7 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
             now,
             created_at: sqlite_timestamp(now),
             lead: None,
+            wake: None,
         }
     }
 
@@ -198,18 +225,33 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
         })
     }
 
-    fn read_candidates(&self, source_id: SourceId) -> Result<Vec<(Candidate, String)>, StoreError> {
+    fn read_candidates(&self, source_id: SourceId) -> Result<Vec<Cached>, StoreError> {
         // `$1` is SQLite's parameter 1 as well (named parameters are numbered by first
         // appearance), so the shared statement serves unchanged.
         let mut statement = self.conn.prepare_cached(sql::CANDIDATES).map_err(db)?;
         let mut rows = statement.query([source_id.get()]).map_err(db)?;
         let mut candidates = Vec::new();
         while let Some(row) = rows.next().map_err(db)? {
-            let candidate =
-                sql::candidate_from_row(|i| row.get(i).map_err(db), |i| row.get(i).map_err(db))?;
-            candidates.push((candidate, row.get(5).map_err(db)?));
+            let (candidate, pace) = sql::candidate_from_row(
+                |i| row.get(i).map_err(db),
+                |i| row.get(i).map_err(db),
+                |i| row.get(i).map_err(db),
+                self.now,
+            )?;
+            candidates.push((candidate, row.get(5).map_err(db)?, pace));
         }
         Ok(candidates)
+    }
+
+    /// The cached pace of `operator` as a candidate of `source_id`.
+    fn pace(&self, source_id: SourceId, operator: OperatorId) -> Option<Pace> {
+        self.cache
+            .candidates
+            .get(&source_id)?
+            .iter()
+            .find_map(|(candidate, _, pace)| {
+                (candidate.operator_id == operator).then_some(*pace)?
+            })
     }
 }
 
@@ -257,9 +299,13 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             let candidates = self.read_candidates(source_id)?;
             self.cache.candidates.insert(source_id, candidates);
         }
+        let now = self.now;
         let candidates = self.cache.candidates[&source_id]
             .iter()
-            .map(|(candidate, _)| *candidate)
+            .map(|(candidate, _, pace)| Candidate {
+                rate_limited: pace.is_some_and(|pace| !pace.admits(now)),
+                ..*candidate
+            })
             .collect();
         let waiting = match self.cache.waiting.get(&source_id) {
             Some(waiting) => *waiting,
@@ -287,17 +333,35 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             .lead
             .ok_or_else(|| StoreError::Internal("insert before prepare".into()))?;
         if let Some(id) = operator {
-            let claimed = held(&mut self.hot.claim_operator, self.conn, CLAIM_OPERATOR)?
-                .execute([id.get()])
-                .map_err(db)?;
+            let pace = self.pace(prepared.source_id, id);
+            let claimed = match pace {
+                None => held(&mut self.hot.claim_operator, self.conn, CLAIM_OPERATOR)?
+                    .execute([id.get()])
+                    .map_err(db)?,
+                Some(_) => usize::from(
+                    crate::drain::claim(&SqliteConn(self.conn), id, pace, self.now)
+                        .await?
+                        .is_some(),
+                ),
+            };
             if claimed == 0 {
                 // Cannot happen while the cache is right; read afresh next time.
                 self.cache.clear();
                 return Ok(Inserted::OperatorFull);
             }
-            self.cache.claimed(id);
+            self.cache
+                .claimed(id, pace.map(|pace| pace.debited(self.now)));
         } else {
             self.cache.waiting.insert(prepared.source_id, true);
+            self.wake = next_eligible(
+                self.cache
+                    .candidates
+                    .get(&prepared.source_id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(_, _, pace)| *pace),
+                self.now,
+            );
         }
         held(&mut self.hot.insert_contact, self.conn, INSERT_CONTACT)?
             .execute((
@@ -339,7 +403,7 @@ impl SqliteRegistration<'_, '_> {
             .candidates
             .get(&source_id)?
             .iter()
-            .find_map(|(candidate, name)| {
+            .find_map(|(candidate, name, _)| {
                 (candidate.operator_id == id).then(|| OperatorSummary {
                     id,
                     name: name.clone(),

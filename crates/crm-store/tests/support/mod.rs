@@ -52,6 +52,7 @@ pub async fn operator(store: &DbStore, name: &str, max: i64) -> OperatorId {
             name: Name::parse(name).expect("name"),
             is_active: true,
             max_active_contacts: MaxActiveContacts::new(max).expect("max"),
+            max_assignments_per_minute: None,
         })
         .await
         .expect("create operator")

@@ -36,6 +36,7 @@ impl Fixture {
                 name: Name::parse("Ann").expect("name"),
                 is_active: true,
                 max_active_contacts: MaxActiveContacts::new(1).expect("max"),
+                max_assignments_per_minute: None,
             })
             .await
             .expect("operator")
@@ -98,7 +99,10 @@ impl Fixture {
     }
 
     async fn held(&self) -> PgRegistration<PgHeld> {
-        PgRegistration::new(PgHeld::acquire(&self.pool).await.expect("connection"))
+        PgRegistration::new(
+            PgHeld::acquire(&self.pool).await.expect("connection"),
+            crate::ops::now(),
+        )
     }
 
     async fn finish(self) {
@@ -195,7 +199,7 @@ async fn a_claim_lost_in_a_transaction_starts_it_over() {
         .await
         .expect("take the only place");
     let txn = f.pool.begin().await.expect("begin");
-    let mut keyed = PgRegistration::new(PgConn(&txn));
+    let mut keyed = PgRegistration::new(PgConn(&txn), crate::ops::now());
     let new = f.new_contact("keyed");
     let prepared = keyed
         .prepare(&new.source, &new.external_lead_id)
