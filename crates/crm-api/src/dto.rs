@@ -109,6 +109,10 @@ pub(crate) struct Contact {
     /// When it was closed; `null` while open.
     #[oai(nullable)]
     closed_at: Option<DateTime<Utc>>,
+    /// Only in the answer to the registration that stored it waiting (and its idempotent
+    /// replays): how many contacts of its source were waiting ahead of it. Absent elsewhere.
+    #[oai(skip_serializing_if_is_none)]
+    waiting_ahead: Option<u64>,
 }
 
 /// An object or `null`, in the form client generators read as "this type or none":
@@ -350,6 +354,7 @@ impl TryFrom<crm_core::Contact> for Contact {
             payload,
             created_at: c.created_at,
             closed_at: c.closed_at,
+            waiting_ahead: c.waiting_ahead,
         })
     }
 }

@@ -59,6 +59,36 @@ async fn a_retry_replays_the_first_answer(backend: Backend) {
     assert_eq!(stats[0]["open_contacts"], 1, "no second assignment");
     let leads = json(app.list_leads("").await, StatusCode::OK).await;
     assert_eq!(leads.as_array().map(Vec::len), Some(1), "no second lead");
+    assert!(first.get("waiting_ahead").is_none(), "assigned: {first}");
+
+    // A registration stored waiting says how many waited ahead of it, and so does its
+    // replay, whatever happened to the queue since.
+    let full = app.operator("Full", 0).await;
+    app.source("busy", &[(full, 1)]).await;
+    let ahead = json(
+        app.create_contact(&json!({"external_lead_id": "w0", "source_code": "busy"}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(ahead["waiting_ahead"], 0, "{ahead}");
+    let body = json!({"external_lead_id": "w1", "source_code": "busy"});
+    let queued = json(post(&app, "queued-1", &body).await, StatusCode::CREATED).await;
+    assert_eq!(queued["waiting_ahead"], 1, "{queued}");
+    assert_eq!(queued["operator_id"], Value::Null);
+    let id = queued["id"].as_i64().expect("id");
+    let read = json(app.get_contact(id).await, StatusCode::OK).await;
+    assert!(
+        read.get("waiting_ahead").is_none(),
+        "a read has none: {read}"
+    );
+    json(
+        app.close_contact(ahead["id"].as_i64().expect("id")).await,
+        StatusCode::OK,
+    )
+    .await;
+    let replayed = json(post(&app, "queued-1", &body).await, StatusCode::CREATED).await;
+    assert_eq!(replayed, queued);
 }
 
 async fn a_key_with_another_body_is_refused_and_bad_keys_are_422(backend: Backend) {

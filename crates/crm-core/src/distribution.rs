@@ -87,7 +87,8 @@ pub struct Verdict {
 /// `zero_weight`, `unassigned_from`; checked in that order, so any other verdict implies the operator was active). Then the
 /// eligible weights' `total`, the `draw` in `0..total` and the `chosen` operator (both
 /// `null` when nobody was eligible, or when the contact queued behind others of its source
-/// while someone was: see [`queued`]). Short keys: the record is written with every
+/// while someone was: see [`queued`]), and for a registration stored waiting, `ahead`: how
+/// many contacts of its source waited ahead of it. Short keys: the record is written with every
 /// contact, and at ten candidates it is a third of the verbose form's size, which is what
 /// a registration writes to disk (docs/benchmarks.md). Records without `v` are version 1:
 /// the same facts under the field names of [`Candidate`], `excluded`, `total_weight`.
@@ -102,6 +103,9 @@ pub struct Decision {
     pub draw: Option<u64>,
     /// The chosen operator; `None` exactly when there was no draw.
     pub chosen: Option<OperatorId>,
+    /// For a registration stored waiting: how many contacts of its source were waiting
+    /// ahead of it (recorded as `"ahead"`, only then).
+    pub ahead: Option<u64>,
 }
 
 impl Decision {
@@ -145,6 +149,10 @@ impl Decision {
         out.push_str(self.draw.map_or("null", |draw| num.format(draw)));
         out.push_str(",\"chosen\":");
         out.push_str(self.chosen.map_or("null", |id| num.format(id.get())));
+        if let Some(ahead) = self.ahead {
+            out.push_str(",\"ahead\":");
+            out.push_str(num.format(ahead));
+        }
         out.push('}');
         out
     }
@@ -170,12 +178,16 @@ impl Serialize for Verdict {
 impl Serialize for Decision {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("Decision", 5)?;
+        let fields = if self.ahead.is_some() { 6 } else { 5 };
+        let mut s = serializer.serialize_struct("Decision", fields)?;
         s.serialize_field("v", &Self::RECORD_VERSION)?;
         s.serialize_field("candidates", &self.candidates)?;
         s.serialize_field("total", &self.total_weight)?;
         s.serialize_field("draw", &self.draw)?;
         s.serialize_field("chosen", &self.chosen)?;
+        if let Some(ahead) = &self.ahead {
+            s.serialize_field("ahead", ahead)?;
+        }
         s.end()
     }
 }
@@ -271,6 +283,7 @@ pub fn choose_avoiding<R: Rng + ?Sized>(
         total_weight,
         draw: drawn,
         chosen,
+        ahead: None,
     }
 }
 
@@ -295,6 +308,7 @@ pub fn queued(candidates: &[Candidate]) -> Decision {
         candidates,
         draw: None,
         chosen: None,
+        ahead: None,
     }
 }
 

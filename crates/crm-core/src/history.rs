@@ -116,6 +116,8 @@ struct StoredRecord {
     candidates: Vec<StoredVerdict>,
     draw: Option<u64>,
     chosen: Option<i64>,
+    #[serde(default)]
+    ahead: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -165,6 +167,7 @@ impl Decision {
             total_weight,
             draw: stored.draw,
             chosen: stored.chosen.map(OperatorId),
+            ahead: stored.ahead,
         })
     }
 
@@ -216,10 +219,22 @@ impl Decision {
                     self.total_weight
                 );
             }
-            _ if path == DecisionPath::Queued && eligible > 0 => {
-                line.push_str("; queued behind older contacts of its source");
+            _ if path == DecisionPath::Queued && eligible > 0 => match self.ahead {
+                Some(ahead) => {
+                    let _ = write!(
+                        line,
+                        "; queued behind {ahead} older contact{} of its source",
+                        if ahead == 1 { "" } else { "s" }
+                    );
+                }
+                None => line.push_str("; queued behind older contacts of its source"),
+            },
+            _ => {
+                line.push_str("; nobody to take it, waits");
+                if let Some(ahead) = self.ahead.filter(|&ahead| ahead > 0) {
+                    let _ = write!(line, " behind {ahead}");
+                }
             }
-            _ => line.push_str("; nobody to take it, waits"),
         }
         line
     }
@@ -234,4 +249,48 @@ fn eligible_weights(verdicts: &[Verdict]) -> impl Iterator<Item = (OperatorId, u
         };
         (v.candidate.operator_id, weight)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Candidate, queued};
+
+    fn free(id: i64) -> Candidate {
+        Candidate {
+            operator_id: OperatorId(id),
+            weight: 1,
+            is_active: true,
+            open_contacts: 0,
+            max_active_contacts: 5,
+            rate_limited: false,
+        }
+    }
+
+    #[test]
+    fn a_queued_registration_says_how_many_were_ahead() {
+        let mut decision = queued(&[free(1), free(2)]);
+        decision.ahead = Some(1);
+        let entry = |decision: &Decision| DecisionEntry {
+            seq: 1,
+            path: DecisionPath::Queued,
+            at: DateTime::UNIX_EPOCH,
+            operator_id: None,
+            record: Some(decision.record()),
+        };
+        assert_eq!(
+            entry(&decision).summary(),
+            "2 of 2 eligible; queued behind 1 older contact of its source"
+        );
+        decision.ahead = Some(7);
+        assert_eq!(
+            entry(&decision).summary(),
+            "2 of 2 eligible; queued behind 7 older contacts of its source"
+        );
+        let read = Decision::from_record(&decision.record()).expect("a record");
+        assert_eq!(read.ahead, Some(7));
+        // Records written before `ahead` existed read back without it.
+        let old = r#"{"v":2,"candidates":[],"total":0,"draw":null,"chosen":null}"#;
+        assert_eq!(Decision::from_record(old).map(|d| d.ahead), Some(None));
+    }
 }

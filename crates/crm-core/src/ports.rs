@@ -27,6 +27,8 @@ pub struct Prepared {
     /// The source has contacts waiting: a new one queues behind them and claims nobody
     /// (no overtaking, see [`crate::DrainOrder`]).
     pub waiting: bool,
+    /// How many: what a contact stored waiting is told was ahead of it (0 when none wait).
+    pub ahead: u64,
 }
 
 /// Outcome of [`RegistrationTx::insert_contact`].

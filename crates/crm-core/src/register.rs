@@ -85,16 +85,22 @@ where
     let prepared = tx.prepare(&new.source, &new.external_lead_id).await?;
     let mut candidates = prepared.candidates.clone();
     loop {
-        let decision = if prepared.waiting {
+        let mut decision = if prepared.waiting {
             queued(&candidates)
         } else {
             choose(&candidates, rng)
         };
+        if decision.chosen.is_none() {
+            decision.ahead = Some(prepared.ahead);
+        }
         match tx
             .insert_contact(&prepared, decision.chosen, &new.payload, &decision)
             .await?
         {
-            Inserted::Stored(contact) => return Ok(Registered { contact, decision }),
+            Inserted::Stored(mut contact) => {
+                contact.waiting_ahead = decision.ahead;
+                return Ok(Registered { contact, decision });
+            }
             Inserted::OperatorFull => {
                 let Some(lost) = decision.chosen else {
                     return Err(StoreError::Internal(

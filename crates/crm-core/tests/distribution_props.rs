@@ -379,12 +379,14 @@ fn any_decision() -> impl Strategy<Value = Decision> {
         any::<u64>(),
         prop::option::of(any::<u64>()),
         prop::option::of(any::<i64>().prop_map(OperatorId)),
+        prop::option::of(any::<u64>()),
     )
-        .prop_map(|(candidates, total_weight, draw, chosen)| Decision {
+        .prop_map(|(candidates, total_weight, draw, chosen, ahead)| Decision {
             candidates,
             total_weight,
             draw,
             chosen,
+            ahead,
         })
 }
 

@@ -213,7 +213,16 @@ fn when_every_claim_is_lost_the_contact_is_stored_unassigned() {
         .expect("registration ends and succeeds");
 
         assert_eq!(tx.contacts().len(), 1, "seed {seed}");
-        assert_eq!(tx.contacts()[0], registered.contact, "seed {seed}");
+        // The answer, not the row, says how many waited ahead: nobody.
+        assert_eq!(registered.contact.waiting_ahead, Some(0), "seed {seed}");
+        assert_eq!(
+            tx.contacts()[0],
+            Contact {
+                waiting_ahead: None,
+                ..registered.contact.clone()
+            },
+            "seed {seed}"
+        );
         assert_eq!(assigned_to(&tx.contacts()[0]), None, "seed {seed}");
         assert_eq!(lost(&tx), BTreeSet::from([OperatorId(1), OperatorId(2)]));
         assert_eq!(registered.decision.chosen, None, "seed {seed}");
@@ -246,7 +255,15 @@ fn without_eligible_operators_the_contact_is_stored_unassigned() {
     ))
     .expect("registration succeeds");
 
-    assert_eq!(tx.contacts(), [registered.contact]);
+    assert_eq!(registered.contact.waiting_ahead, Some(0));
+    assert_eq!(registered.decision.ahead, Some(0));
+    assert_eq!(
+        tx.contacts(),
+        [Contact {
+            waiting_ahead: None,
+            ..registered.contact
+        }]
+    );
     assert_eq!(assigned_to(&tx.contacts()[0]), None);
     assert_eq!((open(&tx, 1), open(&tx, 2)), (0, 3));
 }

@@ -34,6 +34,9 @@ struct Snapshot {
     operator: Option<(i64, String, bool)>,
     payload: String,
     created_at: DateTime<Utc>,
+    /// Left out when the answer had none (and in snapshots written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    waiting_ahead: Option<u64>,
 }
 
 impl From<&Contact> for Snapshot {
@@ -48,6 +51,7 @@ impl From<&Contact> for Snapshot {
                 .map(|o| (o.id.get(), o.name.clone(), o.is_active)),
             payload: c.payload.as_json().to_owned(),
             created_at: c.created_at,
+            waiting_ahead: c.waiting_ahead,
         }
     }
 }
@@ -67,6 +71,7 @@ impl From<Snapshot> for Contact {
             payload: Payload::from_stored(s.payload),
             created_at: s.created_at,
             closed_at: None,
+            waiting_ahead: s.waiting_ahead,
         }
     }
 }

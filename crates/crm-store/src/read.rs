@@ -484,5 +484,6 @@ fn to_contact(
         payload: Payload::from_stored(row.payload),
         created_at: row.created_at,
         closed_at: row.closed_at,
+        waiting_ahead: None,
     })
 }

@@ -162,7 +162,49 @@ async fn a_registration_waits_behind_its_sources_queue(backend: Backend) {
     sweep_on_sqlite(&t, backend).await;
     assert_eq!(operator_now(&t.store, new.id).await, Some(a));
     assert_eq!(operator_now(&t.store, newer.id).await, None);
+
+    // Each answer said how many waited ahead of it; so does its history. A read does not.
+    assert_eq!(
+        old.waiting_ahead,
+        Some(0),
+        "nobody was eligible, nobody ahead"
+    );
+    assert_eq!(new.waiting_ahead, Some(1));
+    assert_eq!(newer.waiting_ahead, Some(1));
+    assert_eq!(first.waiting_ahead, None, "assigned");
+    let more: Vec<_> = register_in_turn(&t, s, 3).await;
+    let ahead: Vec<Option<u64>> = more.iter().map(|c| c.waiting_ahead).collect();
+    assert_eq!(ahead, [Some(1), Some(2), Some(3)]);
+    assert_eq!(
+        t.store
+            .get_contact(newer.id)
+            .await
+            .expect("read")
+            .waiting_ahead,
+        None
+    );
+    let history = t
+        .store
+        .contact_decisions(more[2].id)
+        .await
+        .expect("history");
+    let record = history[0].record.as_deref().expect("record");
+    assert_eq!(Decision::from_record(record).and_then(|d| d.ahead), Some(3));
+    assert_eq!(
+        history[0].summary(),
+        "0 of 1 eligible: 1 at_capacity; nobody to take it, waits behind 3",
+        "{record}"
+    );
     t.finish().await;
+}
+
+/// `n` registrations on source `s`, one after another.
+async fn register_in_turn(t: &TestStore, s: SourceId, n: usize) -> Vec<crm_core::Contact> {
+    let mut contacts = Vec::new();
+    for i in 0..n {
+        contacts.push(register(&t.store, &format!("more-{i}"), SourceRef::Id(s)).await);
+    }
+    contacts
 }
 
 /// The sweep assigns waiting contacts whose operators gained capacity where no drain of

@@ -152,14 +152,16 @@ impl RegistrationTx for MemoryTx {
             })
             .collect();
         // Every open contact without an operator waits (this store has no drain).
-        let waiting = self
+        let ahead = self
             .contacts
             .iter()
-            .any(|c| c.status == ContactStatus::Open && c.operator.is_none());
+            .filter(|c| c.status == ContactStatus::Open && c.operator.is_none())
+            .count() as u64;
         Ok(Prepared {
             source_id: self.source_id,
             candidates,
-            waiting,
+            waiting: ahead > 0,
+            ahead,
         })
     }
 
@@ -205,6 +207,7 @@ impl RegistrationTx for MemoryTx {
             payload: payload.clone(),
             created_at: Utc::now(),
             closed_at: None,
+            waiting_ahead: None,
         };
         self.contacts.push(contact.clone());
         Ok(Inserted::Stored(contact))

@@ -47,6 +47,9 @@ const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts
 /// Whether source `?1` has contacts waiting (a probe of the queue's partial index).
 const ANY_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM contacts \
      WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open')";
+/// How many contacts of source `?1` wait (the queue's partial index, one entry each).
+const COUNT_WAITING: &str = "SELECT count(*) FROM contacts \
+     WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open'";
 
 const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, created_at) \
      VALUES (?1, ?2, ?3, 'open', ?4, ?5)";
@@ -72,6 +75,9 @@ pub struct SourceCache {
     candidates: HashMap<SourceId, Vec<Cached>>,
     /// Whether each source has contacts waiting, as far as it is known.
     waiting: HashMap<SourceId, bool>,
+    /// How many, where known: counted when a registration is first stored waiting behind
+    /// others, then raised by each one after it; forgotten by any drain or other write.
+    counts: HashMap<SourceId, u64>,
 }
 
 impl SourceCache {
@@ -80,6 +86,7 @@ impl SourceCache {
         self.by_code.clear();
         self.candidates.clear();
         self.waiting.clear();
+        self.counts.clear();
     }
 
     /// What a drain learned about the sources' queues, and the places (and paces) it
@@ -92,6 +99,9 @@ impl SourceCache {
             self.each(*operator, |(_, _, cached)| *cached = Some(*pace));
         }
         self.waiting.extend(drained.waiting.iter().copied());
+        if !drained.assigned.is_empty() {
+            self.counts.clear();
+        }
     }
 
     /// Counts a claimed contact on `operator` in every source it is a candidate of, with
@@ -315,10 +325,21 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
                 waiting
             }
         };
+        let ahead = match (waiting, self.cache.counts.get(&source_id)) {
+            (false, _) => 0,
+            (true, Some(count)) => *count,
+            (true, None) => {
+                let count = self.id(COUNT_WAITING, [source_id.get()])?.unwrap_or(0);
+                let count = count.unsigned_abs();
+                self.cache.counts.insert(source_id, count);
+                count
+            }
+        };
         Ok(Prepared {
             source_id,
             candidates,
             waiting,
+            ahead,
         })
     }
 
@@ -353,6 +374,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
                 .claimed(id, pace.map(|pace| pace.debited(self.now)));
         } else {
             self.cache.waiting.insert(prepared.source_id, true);
+            self.cache
+                .counts
+                .insert(prepared.source_id, prepared.ahead + 1);
             self.wake = next_eligible(
                 self.cache
                     .candidates
@@ -392,6 +416,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             payload: payload.clone(),
             created_at: self.now,
             closed_at: None,
+            waiting_ahead: None,
         }))
     }
 }
