@@ -19,7 +19,7 @@ use poem::{
     http::{Method, StatusCode},
 };
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     backlog: IntGaugeVec,
     oldest_wait: GaugeVec,
     stale: IntGaugeVec,
+    drain_seconds: Histogram,
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
     queued_writes: IntGauge,
@@ -154,6 +155,15 @@ impl Metrics {
             &["source_id"],
         )
         .expect("valid metric");
+        let drain_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "crm_queue_drain_latency_seconds",
+                "For each waiting contact a drain assigned: from the commit that freed \
+                 capacity (or the start of a sweep) until its assignment was written",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
         let pool_connections = IntGaugeVec::new(
             Opts::new(
                 "crm_db_pool_connections",
@@ -178,6 +188,7 @@ impl Metrics {
         reg(Box::new(backlog.clone()));
         reg(Box::new(oldest_wait.clone()));
         reg(Box::new(stale.clone()));
+        reg(Box::new(drain_seconds.clone()));
         reg(Box::new(pool_connections.clone()));
         reg(Box::new(pool_max.clone()));
         let write_group_reruns = IntCounter::new(
@@ -198,6 +209,7 @@ impl Metrics {
             backlog,
             oldest_wait,
             stale,
+            drain_seconds,
             pool_connections,
             pool_max,
             queued_writes,
@@ -269,6 +281,10 @@ impl Metrics {
             if settings.max_wait.is_some() {
                 self.stale.with_label_values(&[&source]).set(q.stale);
             }
+        }
+        // Noted by the store as drains ran, taken here once.
+        for latency in store.take_drain_latencies() {
+            self.drain_seconds.observe(latency.as_secs_f64());
         }
         let pool = store.pool_status();
         let busy = pool.connections.saturating_sub(pool.idle);

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{spawn_app_on, spawn_app_with};
+use common::{json, spawn_app_on, spawn_app_with};
 use crm_store::testing::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -103,6 +103,32 @@ async fn metrics_report_registrations_loads_and_requests(backend: Backend) {
         text.contains("crm_db_pool_connections{state=\"idle\"}"),
         "{text}"
     );
+    expect("crm_queue_drain_latency_seconds_count".to_owned(), 0.0);
+
+    // A close drains the waiting contact: one latency, counted once by the next scrape.
+    let contacts = json(app.list_contacts("?status=open").await, StatusCode::OK).await;
+    let first = contacts[0]["id"].as_i64().expect("id");
+    json(app.close_contact(first).await, StatusCode::OK).await;
+    let drained_once = async || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let text = app.get("/metrics").await.text().await.expect("text");
+            let count = sample(&text, "crm_queue_drain_latency_seconds_count");
+            if count == Some(1.0) || std::time::Instant::now() > deadline {
+                return (count, text);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let (count, text) = drained_once().await;
+    assert_eq!(count, Some(1.0), "{text}");
+    let (again, _) = drained_once().await;
+    assert_eq!(again, Some(1.0), "a latency is observed once");
+    expect_in(&text, format!("crm_unassigned_backlog{{{src}}}"), None);
+}
+
+fn expect_in(text: &str, series: String, value: Option<f64>) {
+    assert_eq!(sample(text, &series), value, "{series} in\n{text}");
 }
 
 const ADMIN: &str = "admin-token-for-the-metrics-test";

@@ -45,7 +45,8 @@ impl Drained {
     }
 }
 
-async fn waiting(conn: &mut Connection) -> Result<i64> {
+/// How many contacts wait, over every source.
+pub(crate) async fn waiting(conn: &mut Connection) -> Result<i64> {
     let queue = conn
         .call(Method::GET, "/api/queue?limit=1000", None)
         .await?;

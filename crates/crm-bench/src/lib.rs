@@ -21,6 +21,7 @@ mod http;
 mod load;
 pub mod postgres;
 mod preload;
+mod queue_watch;
 mod scenario;
 mod server;
 mod stats;
@@ -237,6 +238,12 @@ async fn fire(
             String::new()
         }
     );
+    let watch = realistic.then(|| {
+        tokio::spawn(queue_watch::largest_backlog(
+            targets[0],
+            Arc::clone(&shared.stop),
+        ))
+    });
     let load_before = cpu::load_average();
     let pids: Vec<u32> = servers.iter().map(Server::pid).collect::<Result<_>>()?;
     let before = cpu::Sample::take(&pids, postgres_pid)?;
@@ -251,6 +258,10 @@ async fn fire(
         total.failed += c.failed;
     }
     let outcome = outcome?;
+    let largest_backlog = match watch {
+        Some(watch) => Some(watch.await.context("the queue watcher panicked")??),
+        None => None,
+    };
     let backlog = if settings.scenario == Scenario::Backlog {
         Some(backlog::switch_on(targets[0], seeded).await?.summary())
     } else {
@@ -262,6 +273,7 @@ async fn fire(
         .collect::<Result<_>>()?;
     let mut figures = Figures::new(&outcome, &rss, closed, load_before, cpu);
     figures.counters = backlog;
+    figures.largest_backlog = largest_backlog;
     Ok(figures)
 }
 
@@ -274,9 +286,17 @@ async fn finish(
     if settings.scenario == Scenario::Realistic {
         let mut conn = Connection::new(servers[0].addr());
         let check = scenario::check_counters(&mut conn).await?;
+        let targets: Vec<_> = servers.iter().map(Server::addr).collect();
+        let queue = match queue_watch::drain_latency(&targets).await? {
+            Some(latency) => latency.summary(),
+            None => "nothing drained".to_owned(),
+        };
+        let largest = figures
+            .largest_backlog
+            .map_or_else(String::new, |n| format!("; largest backlog {n}"));
         figures.counters = Some(if check.problems.is_empty() {
             format!(
-                "ok: {} operators, every counter equals its {} open rows in total, none over its limit",
+                "ok: {} operators, every counter equals its {} open rows in total, none over its limit; {queue}{largest}",
                 check.operators, check.open_rows
             )
         } else {

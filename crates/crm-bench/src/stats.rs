@@ -31,6 +31,8 @@ pub struct Figures {
     /// The scenario's check after the load (the `counters` column of the CSV): the counter
     /// check's verdict (realistic), or what switching the operators on did (backlog).
     pub counters: Option<String>,
+    /// The most contacts waiting at once while the load ran (realistic scenario).
+    pub largest_backlog: Option<i64>,
     /// The 1-minute load average just before the load started.
     pub load_before: String,
     /// The bare HTTP server's rate before and after the run (`--calibrate`).
@@ -70,6 +72,7 @@ impl Figures {
             rss_max_kib: rss_kib.iter().copied().max().unwrap_or(0),
             rss_sum_kib: rss_kib.iter().sum(),
             counters: None,
+            largest_backlog: None,
             load_before,
             calibration: None,
             cpu,

@@ -384,6 +384,14 @@ pub trait Store: Send + Sync + 'static {
     /// How busy the connections are; cheap, no I/O.
     fn pool_status(&self) -> PoolStatus;
 
+    /// The drain latencies noted since the last call: for each contact a drain assigned,
+    /// the time from the moment the drain was asked for (right after the commit that freed
+    /// capacity, or the start of a sweep) until the contact was written to its operator.
+    /// Cheap, no I/O; a store that keeps none returns nothing.
+    fn take_drain_latencies(&self) -> Vec<std::time::Duration> {
+        Vec::new()
+    }
+
     /// Stores a source's new ingest key.
     ///
     /// # Errors

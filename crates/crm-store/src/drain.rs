@@ -11,7 +11,13 @@ use crm_core::{
 };
 use rand::Rng;
 
+use std::{
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
 use crate::{
+    clock::Timer,
     conn::Conn,
     ops::{append_decision, returned},
     sql,
@@ -231,6 +237,9 @@ pub struct Drained {
     pub paces: Vec<(OperatorId, Pace)>,
     /// When a drain is owed because a rate-limited operator's bucket refills, if one is.
     pub wake: Option<DateTime<Utc>>,
+    /// For each contact assigned, from the moment the drain was asked for (right after the
+    /// commit that freed capacity, or the sweep's start) until its step had written it.
+    pub latencies: Vec<Duration>,
     /// Sources left with contacts waiting (nobody eligible) and sources emptied, as far as
     /// the drain saw them.
     pub waiting: Vec<(SourceId, bool)>,
@@ -262,6 +271,7 @@ pub trait Steps {
 pub async fn drain(
     scope: Scope,
     heads: Vec<(SourceId, Option<ContactId>)>,
+    asked: Instant,
     steps: &mut impl Steps,
 ) -> Result<Drained, StoreError> {
     let mut order = DrainOrder::new(heads.iter().copied());
@@ -298,6 +308,7 @@ pub async fn drain(
                 head,
             } => {
                 drained.assigned.push((contact, operator));
+                drained.latencies.push(asked.elapsed());
                 drained.paces.extend(pace.map(|pace| (operator, pace)));
                 order.advance(source, head);
                 if head.is_none() {
@@ -336,6 +347,48 @@ pub async fn drain_here<C: Conn>(
     now: DateTime<Utc>,
     rng: &mut (impl Rng + ?Sized),
 ) -> Result<Drained, StoreError> {
+    let asked = Instant::now();
     let heads = queue_heads(conn, scope).await?;
-    drain(scope, heads, &mut Here { conn, now, rng }).await
+    drain(scope, heads, asked, &mut Here { conn, now, rng }).await
+}
+
+/// The most drain latencies kept between two reads ([`DrainLog::take_latencies`]): a server
+/// nobody scrapes keeps at most this many.
+const MAX_LATENCIES: usize = 100_000;
+
+/// What drains leave behind them for the server: the drain owed to a refilling bucket
+/// ([`Timer`]) and the latency of each assignment, until `/metrics` takes them.
+#[derive(Debug, Default)]
+pub struct DrainLog {
+    /// The drain owed to a refilling pace bucket.
+    pub timer: Timer,
+    latencies: Mutex<Vec<Duration>>,
+}
+
+impl DrainLog {
+    /// Notes what a drain of `scope` found: the moment it owes (a drain of every source
+    /// replaces what was owed), and its latencies.
+    pub fn after(&self, scope: Scope, drained: &Drained) {
+        if scope == Scope::All {
+            self.timer.reset(drained.wake);
+        } else {
+            self.timer.arm(drained.wake);
+        }
+        let mut kept = self
+            .latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let room = MAX_LATENCIES.saturating_sub(kept.len());
+        kept.extend(drained.latencies.iter().take(room));
+    }
+
+    /// The latencies noted since the last call.
+    pub fn take_latencies(&self) -> Vec<Duration> {
+        std::mem::take(
+            &mut *self
+                .latencies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
 }

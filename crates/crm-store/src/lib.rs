@@ -152,14 +152,14 @@ impl DbStore {
     /// none is. The server then runs [`Store::drain_queue`], which owes the next one if
     /// someone is still rate-limited, so the queue is served as soon as a bucket allows.
     pub async fn paced_drain_due(&self) {
-        either!(self, |db| db.timer.due(&db.clock).await);
+        either!(self, |db| db.drain_log.timer.due(&db.clock).await);
     }
 
     /// When a drain is owed to a refilling pace bucket ([`DbStore::paced_drain_due`]), if one
     /// is.
     #[must_use]
     pub fn next_paced_drain(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        either!(self, |db| db.timer.next())
+        either!(self, |db| db.drain_log.timer.next())
     }
 
     /// Stops taking writes, commits what is queued and answers it, then returns.
@@ -411,7 +411,7 @@ impl Store for DbStore {
     async fn drain_queue(&self) -> Result<usize, StoreError> {
         let drained = match self {
             Self::Sqlite(db) => db.drain_all().await?,
-            Self::Postgres(db) => db.drain(Scope::All).await?,
+            Self::Postgres(db) => db.drain(Scope::All, std::time::Instant::now()).await?,
         };
         Ok(drained.assigned.len())
     }
@@ -461,5 +461,9 @@ impl Store for DbStore {
 
     fn pool_status(&self) -> PoolStatus {
         either!(self, |db| db.pool_status())
+    }
+
+    fn take_drain_latencies(&self) -> Vec<Duration> {
+        either!(self, |db| db.drain_log.take_latencies())
     }
 }

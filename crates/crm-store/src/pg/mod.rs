@@ -9,7 +9,7 @@ pub mod registration;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crm_core::{PoolStatus, SourceId, StoreError};
@@ -22,9 +22,9 @@ use tokio::sync::Semaphore;
 
 use crate::{
     ConnectError, PgUrl, StoreConfig,
-    clock::{Clock, Timer},
+    clock::Clock,
     conn::{PgConn, PgHeld},
-    drain::{self, Scope},
+    drain::{self, DrainLog, Scope},
     error::db_err,
     read,
 };
@@ -44,8 +44,8 @@ pub struct PgStore {
     drains: Arc<Semaphore>,
     /// The time registrations and drains run at.
     pub(crate) clock: Clock,
-    /// The drain owed to a refilling pace bucket.
-    pub(crate) timer: Arc<Timer>,
+    /// The drain owed to a refilling pace bucket, and the drains' latencies.
+    pub(crate) drain_log: Arc<DrainLog>,
 }
 
 /// A source marked as being drained ([`PgStore::drain_source`]); the mark is removed when
@@ -167,7 +167,7 @@ pub async fn open(url: &PgUrl, config: &StoreConfig) -> Result<PgStore, ConnectE
                 .max(1),
         )),
         clock: config.clock.clone(),
-        timer: Arc::default(),
+        drain_log: Arc::default(),
     })
 }
 
@@ -223,11 +223,12 @@ impl PgStore {
     /// permits, again while `serving` asks for another round, and waits for it at most
     /// [`DRAIN_BEFORE_ANSWER`].
     async fn drain_in_background(&self, scope: Scope, mut serving: Option<Serving>) {
+        let asked = Instant::now();
         let store = self.clone();
         let drain = tokio::spawn(async move {
             let _permit = store.drains.acquire().await;
             loop {
-                if let Err(err) = store.drain(scope).await {
+                if let Err(err) = store.drain(scope, asked).await {
                     tracing::warn!(error = %err, ?scope, "draining the queue failed; the sweep will retry");
                 }
                 if !serving.as_mut().is_some_and(Serving::again) {
@@ -242,21 +243,23 @@ impl PgStore {
     /// Drains the queue in `scope`, each contact in a transaction of its own that takes the
     /// oldest waiting contact with `FOR UPDATE SKIP LOCKED`: drains of several replicas at
     /// once never take the same contact, and a contact is assigned completely or not at all.
-    pub(crate) async fn drain(&self, scope: Scope) -> Result<drain::Drained, StoreError> {
+    /// `asked`: when the drain was asked for, which its latencies count from.
+    pub(crate) async fn drain(
+        &self,
+        scope: Scope,
+        asked: Instant,
+    ) -> Result<drain::Drained, StoreError> {
         // Only reads: one statement on a pooled connection, no transaction around it.
         let heads = drain::queue_heads(&PgHeld::acquire(&self.reader).await?, scope).await?;
         let mut steps = Transactions {
             store: self,
             rng: crate::fresh_rng(),
         };
-        let drained = drain::drain(scope, heads, &mut steps).await?;
-        if scope == Scope::All {
-            // Every source was looked at. A drain of this replica that owed an earlier
-            // moment meanwhile may be overwritten: the sweep then serves it.
-            self.timer.reset(drained.wake);
-        } else {
-            self.timer.arm(drained.wake);
-        }
+        let drained = drain::drain(scope, heads, asked, &mut steps).await?;
+        // After a drain of every source, what it owes replaces what was owed. A drain of this
+        // replica that owed an earlier moment meanwhile may be overwritten: the sweep then
+        // serves it.
+        self.drain_log.after(scope, &drained);
         Ok(drained)
     }
 

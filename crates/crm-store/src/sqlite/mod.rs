@@ -18,9 +18,9 @@ use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, TransactionTr
 
 use crate::{
     ConnectError, SqliteUrl, StoreConfig,
-    clock::{Clock, Timer},
+    clock::Clock,
     conn::SqliteConn,
-    drain::{self, Scope},
+    drain::{self, DrainLog, Scope},
     ops, read,
 };
 use checkpoint::Checkpointer;
@@ -46,8 +46,8 @@ pub struct SqliteStore {
     writer: Mutex<Option<Writer>>,
     /// The time registrations and drains run at.
     pub(crate) clock: Clock,
-    /// The drain owed to a refilling pace bucket.
-    pub(crate) timer: Arc<Timer>,
+    /// The drain owed to a refilling pace bucket, and the drains' latencies.
+    pub(crate) drain_log: Arc<DrainLog>,
     /// Retries a write while the last commit failed ([`writer::probe`]).
     _probe: AbortOnDrop,
     /// The `flock` on the database file ([`lock`]): last, so it is closed after the
@@ -181,7 +181,7 @@ pub async fn open(url: &SqliteUrl, config: &StoreConfig) -> Result<SqliteStore, 
         handle,
         writer: Mutex::new(Some(writer)),
         clock: config.clock.clone(),
-        timer: Arc::default(),
+        drain_log: Arc::default(),
         _lock: lock,
     })
 }
@@ -221,13 +221,13 @@ impl SqliteStore {
         mut write: impl AsyncFnMut(&SqliteConn<'_>) -> Result<T, StoreError> + Send + 'static,
         scope: impl Fn(&T) -> Option<Scope> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (clock, timer) = (self.clock.clone(), Arc::clone(&self.timer));
+        let (clock, drains) = (self.clock.clone(), Arc::clone(&self.drain_log));
         self.write(async move |conn| {
             let out = write(conn).await?;
             if let Some(scope) = scope(&out) {
                 let drained =
                     drain::drain_here(conn, scope, clock.now(), &mut crate::fresh_rng()).await?;
-                timer.arm(drained.wake);
+                drains.after(scope, &drained);
             }
             Ok(out)
         })
@@ -236,12 +236,12 @@ impl SqliteStore {
 
     /// Drains every source's queue: the sweep, and the drain owed to a refilling bucket.
     pub(crate) async fn drain_all(&self) -> Result<drain::Drained, StoreError> {
-        let (clock, timer) = (self.clock.clone(), Arc::clone(&self.timer));
+        let (clock, drains) = (self.clock.clone(), Arc::clone(&self.drain_log));
         self.write(async move |conn| {
             let drained =
                 drain::drain_here(conn, Scope::All, clock.now(), &mut crate::fresh_rng()).await?;
             // Every source was looked at, alone (the writer's jobs run one at a time).
-            timer.reset(drained.wake);
+            drains.after(Scope::All, &drained);
             Ok(drained)
         })
         .await
@@ -251,7 +251,7 @@ impl SqliteStore {
     /// cache follows: one counter released, then what the drain claimed and saw.
     pub(crate) async fn close_contact(&self, id: ContactId) -> Result<(), StoreError> {
         // The operator released, with what the drain of its sources did.
-        let (clock, timer) = (self.clock.clone(), Arc::clone(&self.timer));
+        let (clock, drains) = (self.clock.clone(), Arc::clone(&self.drain_log));
         let close = async move |conn: &SqliteConn<'_>| {
             let Some(operator) = ops::close_contact(conn, id).await? else {
                 return Ok(None);
@@ -259,7 +259,7 @@ impl SqliteStore {
             let scope = Scope::Operator(operator);
             let drained =
                 drain::drain_here(conn, scope, clock.now(), &mut crate::fresh_rng()).await?;
-            timer.arm(drained.wake);
+            drains.after(scope, &drained);
             Ok(Some((operator, drained)))
         };
         self.write_then(close, |cache, released| match released {
@@ -286,7 +286,7 @@ impl SqliteStore {
         + Send
         + 'static,
     ) -> Result<T, StoreError> {
-        let (clock, timer) = (self.clock.clone(), Arc::clone(&self.timer));
+        let (clock, drains) = (self.clock.clone(), Arc::clone(&self.drain_log));
         self.handle
             .run(move |ctx| {
                 // No drain follows a contact stored waiting: it would find nobody eligible.
@@ -296,7 +296,7 @@ impl SqliteStore {
                 // refilling a paced operator's bucket: the timer owes a drain then.
                 let tx = &mut SqliteRegistration::new(&mut ctx.hot, &mut ctx.cache, clock.now());
                 let out = pollster::block_on(register(tx, &mut ctx.rng));
-                timer.arm(tx.wake);
+                drains.timer.arm(tx.wake);
                 out
             })
             .await
