@@ -259,7 +259,7 @@ async fn fire(
     }
     let outcome = outcome?;
     let largest_backlog = match watch {
-        Some(watch) => Some(watch.await.context("the queue watcher panicked")??),
+        Some(watch) => watch.await.context("the queue watcher panicked")?,
         None => None,
     };
     let backlog = if settings.scenario == Scenario::Backlog {

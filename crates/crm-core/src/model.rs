@@ -125,8 +125,9 @@ pub struct Contact {
     /// When it was closed.
     pub closed_at: Option<DateTime<Utc>>,
     /// Only in the answer of the registration that stored it waiting (and in replays of that
-    /// answer): how many contacts of its source were waiting ahead of it then. `None` in
-    /// every other read: a later position is `GET /api/queue`'s to tell.
+    /// answer): how many contacts of its source were waiting ahead of it then, up to
+    /// [`crate::Prepared::MAX_AHEAD`]. `None` in every other read: a later position is
+    /// `GET /api/queue`'s to tell.
     pub waiting_ahead: Option<u64>,
 }
 

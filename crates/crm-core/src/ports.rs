@@ -27,8 +27,16 @@ pub struct Prepared {
     /// The source has contacts waiting: a new one queues behind them and claims nobody
     /// (no overtaking, see [`crate::DrainOrder`]).
     pub waiting: bool,
-    /// How many: what a contact stored waiting is told was ahead of it (0 when none wait).
+    /// How many, counted up to [`Prepared::MAX_AHEAD`] (which then means at least that
+    /// many): what a contact stored waiting is told was ahead of it (0 when none wait).
     pub ahead: u64,
+}
+
+impl Prepared {
+    /// The most waiting contacts a registration counts ahead of it: counting further would
+    /// cost every registration into a long queue a walk of it (on PostgreSQL, inside its
+    /// first statement), for a figure that says no more to a client than "very many".
+    pub const MAX_AHEAD: u64 = 1_000;
 }
 
 /// Outcome of [`RegistrationTx::insert_contact`].

@@ -4,7 +4,7 @@ use rand::Rng;
 
 use crate::{
     Contact, Decision, IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, NewContact,
-    RegistrationTx, StoreError, choose, queued,
+    Prepared, RegistrationTx, StoreError, choose, queued,
 };
 
 /// A stored contact and the decision that placed it.
@@ -91,7 +91,7 @@ where
             choose(&candidates, rng)
         };
         if decision.chosen.is_none() {
-            decision.ahead = Some(prepared.ahead);
+            decision.ahead = Some(prepared.ahead.min(Prepared::MAX_AHEAD));
         }
         match tx
             .insert_contact(&prepared, decision.chosen, &new.payload, &decision)

@@ -233,6 +233,8 @@ pub(crate) async fn claim(
 pub struct Drained {
     /// The contacts assigned, in the order served, with their operators.
     pub assigned: Vec<(ContactId, OperatorId)>,
+    /// The source of each, in the same order.
+    pub served: Vec<SourceId>,
     /// The buckets of the paced operators it assigned to, as they are now, in that order.
     pub paces: Vec<(OperatorId, Pace)>,
     /// When a drain is owed because a rate-limited operator's bucket refills, if one is.
@@ -308,6 +310,7 @@ pub async fn drain(
                 head,
             } => {
                 drained.assigned.push((contact, operator));
+                drained.served.push(source);
                 drained.latencies.push(asked.elapsed());
                 drained.paces.extend(pace.map(|pace| (operator, pace)));
                 order.advance(source, head);

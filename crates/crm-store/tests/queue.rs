@@ -195,6 +195,11 @@ async fn a_registration_waits_behind_its_sources_queue(backend: Backend) {
         "0 of 1 eligible: 1 at_capacity; nobody to take it, waits behind 3",
         "{record}"
     );
+    // A close gives A's place to the oldest waiting contact: one fewer ahead of the next.
+    t.store.close_contact(first.id).await.expect("close");
+    assert_eq!(operator_now(&t.store, newer.id).await, Some(a));
+    let last = register(&t.store, "last", SourceRef::Id(s)).await;
+    assert_eq!(last.waiting_ahead, Some(3));
     t.finish().await;
 }
 

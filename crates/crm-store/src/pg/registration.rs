@@ -95,8 +95,9 @@ impl Session for PgHeld {
 /// `$1` names the source by id ([`PREPARE_BY_ID`]) or by code ([`PREPARE_BY_CODE`]). One
 /// row per candidate, or one row with `NULL` candidate columns when the source has no
 /// weights; no row at all when the source does not exist. The last column counts the
-/// source's waiting contacts (the queue's partial index: one probe when none wait, one
-/// index entry per waiting contact otherwise, within this one round trip). In no particular order: the
+/// source's waiting contacts up to `Prepared::MAX_AHEAD` (the queue's partial index: one
+/// probe when none wait, at most that many index entries otherwise, within this one round
+/// trip). In no particular order: the
 /// candidates are put in operator order after the read, which costs PostgreSQL a sort
 /// node's set-up in every execution when done here (6-12 % of this statement under
 /// pgbench, docs/benchmarks.md).
@@ -105,8 +106,9 @@ macro_rules! prepare_sql {
         concat!(
             "SELECT s.id, o.id, w.weight, o.is_active, o.open_contacts, \
              o.max_active_contacts, o.name, o.max_assignments_per_minute, o.pace_tat_us, \
-             (SELECT count(*) FROM contacts q \
-             WHERE q.source_id = s.id AND q.operator_id IS NULL AND q.status = 'open') \
+             (SELECT count(*) FROM (SELECT 1 FROM contacts q \
+             WHERE q.source_id = s.id AND q.operator_id IS NULL AND q.status = 'open' \
+             LIMIT 1000) w) \
              FROM sources s \
              LEFT JOIN operator_source_weights w ON w.source_id = s.id \
              LEFT JOIN operators o ON o.id = w.operator_id \
@@ -347,3 +349,14 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
 
 #[cfg(all(test, feature = "postgres-tests"))]
 mod tests;
+
+#[cfg(test)]
+mod statements {
+    /// The count in the first statement stops where the core's does.
+    #[test]
+    fn the_waiting_count_stops_at_the_cores_bound() {
+        let bound = format!("LIMIT {})", crm_core::Prepared::MAX_AHEAD);
+        assert!(super::PREPARE_BY_ID.contains(&bound));
+        assert!(super::PREPARE_BY_CODE.contains(&bound));
+    }
+}

@@ -76,7 +76,8 @@ pub struct SourceCache {
     /// Whether each source has contacts waiting, as far as it is known.
     waiting: HashMap<SourceId, bool>,
     /// How many, where known: counted when a registration is first stored waiting behind
-    /// others, then raised by each one after it; forgotten by any drain or other write.
+    /// others, then raised by each one stored after it and lowered by each drained; forgotten
+    /// by any other write.
     counts: HashMap<SourceId, u64>,
 }
 
@@ -98,9 +99,16 @@ impl SourceCache {
         for (operator, pace) in &drained.paces {
             self.each(*operator, |(_, _, cached)| *cached = Some(*pace));
         }
-        self.waiting.extend(drained.waiting.iter().copied());
-        if !drained.assigned.is_empty() {
-            self.counts.clear();
+        for source in &drained.served {
+            if let Some(count) = self.counts.get_mut(source) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        for &(source, waiting) in &drained.waiting {
+            self.waiting.insert(source, waiting);
+            if !waiting {
+                self.counts.insert(source, 0);
+            }
         }
     }
 
