@@ -111,7 +111,7 @@ pub(crate) struct Contact {
     closed_at: Option<DateTime<Utc>>,
     /// Only in the answer to the registration that stored it waiting (and its idempotent
     /// replays): how many contacts of its source were waiting ahead of it, counted up to
-    /// 1,000 (1,000 means at least that many). Absent elsewhere.
+    /// 100 (100 means at least that many). Absent elsewhere.
     #[oai(skip_serializing_if_is_none)]
     waiting_ahead: Option<u64>,
 }

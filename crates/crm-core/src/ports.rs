@@ -36,7 +36,7 @@ impl Prepared {
     /// The most waiting contacts a registration counts ahead of it: counting further would
     /// cost every registration into a long queue a walk of it (on PostgreSQL, inside its
     /// first statement), for a figure that says no more to a client than "very many".
-    pub const MAX_AHEAD: u64 = 1_000;
+    pub const MAX_AHEAD: u64 = 100;
 }
 
 /// Outcome of [`RegistrationTx::insert_contact`].

@@ -17,6 +17,7 @@ crm_store::on_every_backend!(
     the_sweep_serves_what_no_write_of_this_process_freed,
     an_unassigned_contact_waits_at_its_place_and_passes_over_its_operator_once,
     a_full_history_refuses_the_change_and_never_spills_into_the_next_contact,
+    the_count_ahead_stops_at_its_bound,
 );
 
 fn operator_of(contact: &crm_core::Contact) -> Option<OperatorId> {
@@ -509,5 +510,18 @@ async fn two_replicas_drain_without_exceeding_a_limit() {
     }
     assert_counters_match_rows(&t.store).await;
     second.shutdown().await;
+    t.finish().await;
+}
+
+/// Past [`crm_core::Prepared::MAX_AHEAD`] waiting, a registration is told that many (at
+/// least), on both backends: counting further would walk the queue for every registration.
+async fn the_count_ahead_stops_at_its_bound(backend: Backend) {
+    let t = store(backend).await;
+    let s = source(&t.store, "nobody", &[]).await;
+    let bound = crm_core::Prepared::MAX_AHEAD;
+    let contacts = register_in_turn(&t, s, usize::try_from(bound).expect("small") + 2).await;
+    let ahead: Vec<Option<u64>> = contacts.iter().map(|c| c.waiting_ahead).collect();
+    let expected: Vec<Option<u64>> = (0..=bound).chain([bound]).map(Some).collect();
+    assert_eq!(ahead, expected);
     t.finish().await;
 }

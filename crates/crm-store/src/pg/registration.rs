@@ -108,7 +108,7 @@ macro_rules! prepare_sql {
              o.max_active_contacts, o.name, o.max_assignments_per_minute, o.pace_tat_us, \
              (SELECT count(*) FROM (SELECT 1 FROM contacts q \
              WHERE q.source_id = s.id AND q.operator_id IS NULL AND q.status = 'open' \
-             LIMIT 1000) w) \
+             LIMIT 100) w) \
              FROM sources s \
              LEFT JOIN operator_source_weights w ON w.source_id = s.id \
              LEFT JOIN operators o ON o.id = w.operator_id \
