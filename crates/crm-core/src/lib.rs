@@ -33,6 +33,7 @@
 
 mod distribution;
 mod error;
+mod fairness;
 mod history;
 mod ids;
 mod model;
@@ -46,6 +47,7 @@ pub use distribution::{
     Candidate, Decision, Exclusion, Pick, Verdict, choose, choose_avoiding, exclusion, pick, queued,
 };
 pub use error::{BoxError, Entity, StoreError, error_chain};
+pub use fairness::{Distribution, FLAG_Z, Share, distribution};
 pub use history::{DecisionEntry, DecisionPath};
 pub use ids::{ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
 pub use model::{
