@@ -41,6 +41,7 @@ mod pacing;
 mod ports;
 mod queue;
 mod register;
+mod simulate;
 mod values;
 
 pub use distribution::{
@@ -62,6 +63,7 @@ pub use ports::{
 };
 pub use queue::DrainOrder;
 pub use register::{Registered, Registration, register_contact, register_contact_once};
+pub use simulate::{DrainPreview, predict, preview_drain};
 pub use values::{
     ExternalLeadId, IdempotencyKey, MaxActiveContacts, Name, Payload, SourceCode, ValueError,
     Weight, is_control, reject_controls,

@@ -141,3 +141,59 @@ proptest! {
         }
     }
 }
+
+mod dry_run {
+    use crm_core::{predict, preview_drain};
+
+    use super::*;
+
+    fn free(id: i64, weight: i64, open: i64, max: i64) -> Candidate {
+        Candidate {
+            operator_id: OperatorId(id),
+            weight,
+            is_active: true,
+            open_contacts: open,
+            max_active_contacts: max,
+            rate_limited: false,
+        }
+    }
+
+    #[test]
+    fn predicted_shares_follow_the_weights_and_skip_full_operators() {
+        let cs = [free(1, 3, 0, 5), free(2, 1, 0, 5), free(3, 50, 5, 5)];
+        let once = predict(&cs, 10_000, &mut ChaCha8Rng::seed_from_u64(1));
+        let again = predict(&cs, 10_000, &mut ChaCha8Rng::seed_from_u64(1));
+        assert_eq!(once, again, "deterministic for a seed");
+        assert_eq!(once[2], (OperatorId(3), 0), "at capacity stays excluded");
+        let share = once[0].1 as f64 / 10_000.0;
+        assert!((share - 0.75).abs() < 0.02, "{share}");
+        assert_eq!(once.iter().map(|(_, n)| n).sum::<u64>(), 10_000);
+        let nobody = predict(&[free(1, 3, 5, 5)], 100, &mut ChaCha8Rng::seed_from_u64(1));
+        assert_eq!(nobody, [(OperatorId(1), 0)]);
+    }
+
+    proptest! {
+        /// A preview never fills an operator past its limit, serves as many as there is room
+        /// for, and leaves the rest waiting.
+        #[test]
+        fn a_preview_fills_the_room_and_no_more(
+            rooms in prop::collection::vec((0_i64..6, 0_i64..6, 1_i64..10), 1..6),
+            waiting in 0_u64..40,
+            seed in any::<u64>(),
+        ) {
+            let cs: Vec<Candidate> = rooms
+                .iter()
+                .enumerate()
+                .map(|(i, &(open, room, w))| free(i as i64 + 1, w, open, open + room))
+                .collect();
+            let room: u64 = rooms.iter().map(|&(_, room, _)| room as u64).sum();
+            let preview = preview_drain(&cs, waiting, &mut ChaCha8Rng::seed_from_u64(seed));
+            let taken: u64 = preview.taken.iter().map(|(_, n)| n).sum();
+            prop_assert_eq!(taken, waiting.min(room));
+            prop_assert_eq!(preview.still_waiting, waiting - taken);
+            for ((_, n), &(_, room, _)) in preview.taken.iter().zip(&rooms) {
+                prop_assert!(*n <= room as u64);
+            }
+        }
+    }
+}
