@@ -2,12 +2,15 @@
 //! grows: the draw alone, [`crm_core::pick`], and the draw with the verdicts a stored
 //! decision keeps, [`crm_core::choose`] (one allocation more).
 //!
+//! Also the dry run of a weight change, [`crm_core::predict`]: 10,000 picks over 10
+//! operators (the Insight issue's goal: well under 10 ms).
+//!
 //! Run with `cargo bench -p crm-core --bench pick`.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use crm_core::{Candidate, OperatorId, choose, pick};
+use crm_core::{Candidate, OperatorId, choose, pick, predict};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -46,5 +49,13 @@ fn bench_choose(c: &mut Criterion) {
     bench_group(c, "choose", choose);
 }
 
-criterion_group!(benches, bench_pick, bench_choose);
+fn bench_predict(c: &mut Criterion) {
+    let candidates = eligible(10);
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    c.bench_function("predict/10 operators/10000 picks", |b| {
+        b.iter(|| predict(black_box(&candidates), 10_000, &mut rng));
+    });
+}
+
+criterion_group!(benches, bench_pick, bench_choose, bench_predict);
 criterion_main!(benches);
