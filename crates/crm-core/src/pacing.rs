@@ -42,15 +42,17 @@ impl AssignmentsPerMinute {
         self.0
     }
 
-    /// Microseconds between two assignments at the steady rate.
+    /// Microseconds between two assignments at the steady rate, rounded up, so that the
+    /// rate is never exceeded (59,999 per minute is one per 1,001 µs, not per 1,000).
     #[must_use]
     pub const fn interval_us(self) -> i64 {
-        60_000_000 / self.0 as i64
+        60_000_000_u64.div_ceil(self.0 as u64) as i64
     }
 
     /// How far ahead of now the bucket's instant may be for one more assignment: the
     /// burst less one interval.
-    const fn tolerance_us(self) -> i64 {
+    #[must_use]
+    pub const fn tolerance_us(self) -> i64 {
         (self.0 as i64 - 1) * self.interval_us()
     }
 }

@@ -204,7 +204,7 @@ pub async fn drain_step<C: Conn>(
 
 /// Claims `operator`'s place for an automatic assignment at `now`: the counter, and the
 /// bucket too when it is paced (`pace` as the rule judged it). `None`: lost (full, switched
-/// off, or its bucket moved since it was read).
+/// off, paced out, or its pace changed since it was read).
 pub(crate) async fn claim(
     conn: &impl Conn,
     operator: OperatorId,
@@ -213,19 +213,30 @@ pub(crate) async fn claim(
 ) -> Result<Option<crate::conn::Row>, StoreError> {
     Ok(match pace {
         None => {
-            conn.one(sql::CLAIM_OPERATOR, vec![operator.get().into()])
+            conn.one(sql::CLAIM_UNPACED, vec![operator.get().into()])
                 .await?
         }
         Some(pace) => {
-            let values = vec![
-                pace.debited(now).tat_us.into(),
-                operator.get().into(),
-                i64::from(pace.per_minute.get()).into(),
-                pace.tat_us.into(),
-            ];
-            conn.one(sql::CLAIM_PACED, values).await?
+            conn.one(sql::CLAIM_PACED, paced_claim(operator, pace, now))
+                .await?
         }
     })
+}
+
+/// The values of [`sql::CLAIM_PACED`].
+fn paced_claim(
+    operator: OperatorId,
+    pace: Pace,
+    now: DateTime<Utc>,
+) -> Vec<sea_orm::sea_query::Value> {
+    let rate = pace.per_minute;
+    vec![
+        now.timestamp_micros().into(),
+        rate.interval_us().into(),
+        operator.get().into(),
+        i64::from(rate.get()).into(),
+        rate.tolerance_us().into(),
+    ]
 }
 
 /// What a drain did.

@@ -46,12 +46,20 @@ pub const CANDIDATES: &str = "SELECT o.id, w.weight, o.is_active, o.open_contact
 /// operator is full (or was switched off) by now.
 pub const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts + 1 \
      WHERE id = $1 AND is_active AND open_contacts < max_active_contacts RETURNING id";
-/// [`CLAIM_OPERATOR`] for an automatic assignment to a paced operator: also moves its bucket
-/// to `$1` (`crm_core::Pace::debited`), provided its rate `$3` and bucket `$4` are still those
-/// the rule judged (no row otherwise: another replica's claim moved it, or its rate changed).
-pub const CLAIM_PACED: &str = "UPDATE operators SET open_contacts = open_contacts + 1, pace_tat_us = $1 \
-     WHERE id = $2 AND is_active AND open_contacts < max_active_contacts \
-     AND max_assignments_per_minute = $3 AND pace_tat_us = $4 RETURNING id";
+/// [`CLAIM_OPERATOR`] for an automatic assignment to an operator that is not paced (it
+/// fails if the operator was given a pace since it was read).
+pub const CLAIM_UNPACED: &str = "UPDATE operators SET open_contacts = open_contacts + 1 \
+     WHERE id = $1 AND is_active AND open_contacts < max_active_contacts \
+     AND max_assignments_per_minute IS NULL RETURNING id";
+/// [`CLAIM_OPERATOR`] for an automatic assignment to a paced operator at `$1` (µs since the
+/// epoch): `crm_core::Pace::admits` and `Pace::debited` stated in SQL, with the interval `$2`,
+/// the rate `$4` and the tolerance `$5` that crm-core computes for that rate. Conditional on
+/// the row, not on the instant read, so that two claims of one operator at once both succeed
+/// while its bucket has room (a compare-and-set lost one of them with room to spare).
+pub const CLAIM_PACED: &str = "UPDATE operators SET open_contacts = open_contacts + 1, \
+     pace_tat_us = CASE WHEN pace_tat_us > $1 THEN pace_tat_us ELSE $1 END + $2 \
+     WHERE id = $3 AND is_active AND open_contacts < max_active_contacts \
+     AND max_assignments_per_minute = $4 AND pace_tat_us - $1 <= $5 RETURNING id";
 pub const RELEASE_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts - 1 \
      WHERE id = $1 AND open_contacts > 0 RETURNING id";
 /// Closes an open contact; returns its operator (no row when it was closed already).
@@ -257,6 +265,7 @@ mod tests {
             INSERT_WEIGHT,
             CANDIDATES,
             CLAIM_OPERATOR,
+            CLAIM_UNPACED,
             CLAIM_PACED,
             RELEASE_OPERATOR,
             CLOSE_CONTACT,

@@ -16,6 +16,7 @@ use support::*;
 crm_store::on_every_backend!(
     paced_operators_take_their_burst_then_one_contact_per_interval,
     without_a_limit_the_first_operator_activated_takes_what_it_can,
+    concurrent_registrations_share_a_burst_without_losing_claims,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -210,4 +211,37 @@ async fn wait_for<T>(probe: impl Fn() -> Option<T>) -> T {
         assert!(std::time::Instant::now() < deadline, "never came");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Ten registrations at once on an operator with a burst of ten all get it (on PostgreSQL
+/// they claim the same row at the same moment: a claim that compared the bucket's instant
+/// lost all but one of them), and the eleventh waits.
+async fn concurrent_registrations_share_a_burst_without_losing_claims(backend: Backend) {
+    let clock = Clock::fake(t0());
+    let t = store_on(backend, &clock).await;
+    let a = operator(&t.store, "A", 100).await;
+    let patch = OperatorPatch {
+        max_assignments_per_minute: Some(Some(AssignmentsPerMinute::new(10).expect("rate"))),
+        ..OperatorPatch::default()
+    };
+    t.store.update_operator(a, patch).await.expect("pace");
+    let s = source(&t.store, "burst", &[(a, 1)]).await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = std::sync::Arc::clone(&t.store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .register_contact(contact(&format!("lead-{i}"), SourceRef::Id(s)))
+                .await
+                .expect("register")
+        }));
+    }
+    for task in tasks {
+        let c = task.await.expect("no panic");
+        assert_eq!(c.operator.map(|o| o.id), Some(a), "every one of the burst");
+    }
+    let late = register(&t.store, "late", SourceRef::Id(s)).await;
+    assert!(late.operator.is_none(), "the eleventh waits for a refill");
+    assert_counters_match_rows(&t.store).await;
+    t.finish().await;
 }

@@ -223,7 +223,7 @@ impl PgStore {
     /// permits, again while `serving` asks for another round, and waits for it at most
     /// [`DRAIN_BEFORE_ANSWER`].
     async fn drain_in_background(&self, scope: Scope, mut serving: Option<Serving>) {
-        let asked = Instant::now();
+        let mut asked = Instant::now();
         let store = self.clone();
         let drain = tokio::spawn(async move {
             let _permit = store.drains.acquire().await;
@@ -234,6 +234,8 @@ impl PgStore {
                 if !serving.as_mut().is_some_and(Serving::again) {
                     break;
                 }
+                // Another round for registrations that came meanwhile: asked for now.
+                asked = Instant::now();
             }
         });
         // Whether it ended or goes on in the background, the answer goes out now.

@@ -175,14 +175,14 @@ macro_rules! claim_and_insert {
     };
 }
 
-/// An unpaced operator's claim, the lead and the insert.
-const CLAIM_AND_INSERT: &str = claim_and_insert!("", "");
+/// An unpaced operator's claim (as [`sql::CLAIM_UNPACED`]), the lead and the insert.
+const CLAIM_AND_INSERT: &str = claim_and_insert!("", " AND max_assignments_per_minute IS NULL");
 
-/// A paced operator's: `$8` its bucket after the claim, `$9` and `$10` its rate and bucket
-/// as judged.
+/// A paced operator's, as [`sql::CLAIM_PACED`]: `$8` now, `$9` the interval, `$10` the rate
+/// and `$11` the tolerance.
 const CLAIM_PACED_AND_INSERT: &str = claim_and_insert!(
-    ", pace_tat_us = $8",
-    " AND max_assignments_per_minute = $9 AND pace_tat_us = $10"
+    ", pace_tat_us = CASE WHEN pace_tat_us > $8 THEN pace_tat_us ELSE $8 END + $9",
+    " AND max_assignments_per_minute = $10 AND pace_tat_us - $8 <= $11"
 );
 
 /// The lead and an unassigned contact (`$3` is `NULL`) in one statement.
@@ -312,10 +312,12 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
             (None, _) => INSERT_UNASSIGNED,
             (Some(_), None) => CLAIM_AND_INSERT,
             (Some(_), Some(pace)) => {
+                let rate = pace.per_minute;
                 values.extend([
-                    pace.debited(self.now).tat_us.into(),
-                    i64::from(pace.per_minute.get()).into(),
-                    pace.tat_us.into(),
+                    self.now.timestamp_micros().into(),
+                    rate.interval_us().into(),
+                    i64::from(rate.get()).into(),
+                    rate.tolerance_us().into(),
                 ]);
                 CLAIM_PACED_AND_INSERT
             }

@@ -40,9 +40,10 @@ const SOURCE_BY_ID: &str = "SELECT id FROM sources WHERE id = ?1";
 const SOURCE_BY_CODE: &str = "SELECT id FROM sources WHERE code = ?1";
 const LEAD_BY_EXTERNAL_ID: &str = "SELECT id FROM leads WHERE external_id = ?1";
 const INSERT_LEAD: &str = "INSERT INTO leads (external_id, created_at) VALUES (?1, ?2)";
-/// [`sql::CLAIM_OPERATOR`] without `RETURNING`: one changed row means claimed.
+/// [`sql::CLAIM_UNPACED`] without `RETURNING`: one changed row means claimed.
 const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts + 1 \
-     WHERE id = ?1 AND is_active AND open_contacts < max_active_contacts";
+     WHERE id = ?1 AND is_active AND open_contacts < max_active_contacts \
+     AND max_assignments_per_minute IS NULL";
 /// The contact's insert; its id is `last_insert_rowid()` (no `RETURNING`, see above).
 /// Whether source `?1` has contacts waiting (a probe of the queue's partial index).
 const ANY_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM contacts \
