@@ -523,5 +523,11 @@ async fn the_count_ahead_stops_at_its_bound(backend: Backend) {
     let ahead: Vec<Option<u64>> = contacts.iter().map(|c| c.waiting_ahead).collect();
     let expected: Vec<Option<u64>> = (0..=bound).chain([bound]).map(Some).collect();
     assert_eq!(ahead, expected);
+    // Counted afresh (the sweep forgets what the SQLite writer knew): still the bound.
+    t.store.drain_queue().await.expect("sweep");
+    for lead in ["after-1", "after-2"] {
+        let c = register(&t.store, lead, SourceRef::Id(s)).await;
+        assert_eq!(c.waiting_ahead, Some(bound));
+    }
     t.finish().await;
 }

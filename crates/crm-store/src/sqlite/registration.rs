@@ -48,9 +48,11 @@ const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts
 /// Whether source `?1` has contacts waiting (a probe of the queue's partial index).
 const ANY_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM contacts \
      WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open')";
-/// How many contacts of source `?1` wait (the queue's partial index, one entry each).
-const COUNT_WAITING: &str = "SELECT count(*) FROM contacts \
-     WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open'";
+/// How many contacts of source `?1` wait, up to one more than `Prepared::MAX_AHEAD` (the
+/// queue's partial index, one entry each): more than that is only "more", and a count
+/// past it is not kept.
+const COUNT_WAITING: &str = "SELECT count(*) FROM (SELECT 1 FROM contacts \
+     WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open' LIMIT 101)";
 
 const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, created_at) \
      VALUES (?1, ?2, ?3, 'open', ?4, ?5)";
@@ -340,7 +342,10 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             (true, None) => {
                 let count = self.id(COUNT_WAITING, [source_id.get()])?.unwrap_or(0);
                 let count = count.unsigned_abs();
-                self.cache.counts.insert(source_id, count);
+                // Exact only up to the bound: past it, counted again next time.
+                if count <= Prepared::MAX_AHEAD {
+                    self.cache.counts.insert(source_id, count);
+                }
                 count
             }
         };
@@ -383,9 +388,11 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
                 .claimed(id, pace.map(|pace| pace.debited(self.now)));
         } else {
             self.cache.waiting.insert(prepared.source_id, true);
-            self.cache
-                .counts
-                .insert(prepared.source_id, prepared.ahead + 1);
+            if let Some(count) = self.cache.counts.get_mut(&prepared.source_id) {
+                *count += 1;
+            } else if !prepared.waiting {
+                self.cache.counts.insert(prepared.source_id, 1);
+            }
             self.wake = next_eligible(
                 self.cache
                     .candidates
