@@ -57,7 +57,7 @@ pub use model::{
     OperatorStats, OperatorSummary, Page, RepeatedOperator, Source, SourceKey, SourceOperator,
     SourcePatch, SourceQueue, SourceRef, WeightEntry, WeightSet,
 };
-pub use pacing::{AssignmentsPerMinute, Pace, next_eligible};
+pub use pacing::{AssignmentsPerMinute, Pace, next_eligible, rate_limited};
 pub use ports::{
     Inserted, KeyClaim, KeyedRegistrationTx, PoolStatus, Prepared, RegistrationTx, Store,
 };

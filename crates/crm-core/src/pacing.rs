@@ -101,6 +101,13 @@ impl Pace {
     }
 }
 
+/// Whether an operator with `pace` (`None`: unpaced) is out of automatic assignments at
+/// `now`: a candidate's `rate_limited`.
+#[must_use]
+pub fn rate_limited(pace: Option<Pace>, now: DateTime<Utc>) -> bool {
+    pace.is_some_and(|pace| !pace.admits(now))
+}
+
 /// The earliest instant at which one of `paces` that does not admit an assignment at `now`
 /// will: when a drain should run again for them, so that the queue is served as soon as a
 /// bucket refills rather than at the next sweep. `None` when every one admits now (or

@@ -239,20 +239,29 @@ fn paced_claim(
     ]
 }
 
+/// One contact a drain assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    /// The contact.
+    pub contact: ContactId,
+    /// Its operator now.
+    pub operator: OperatorId,
+    /// Its source.
+    pub source: SourceId,
+    /// The operator's pace bucket after the assignment, when it is paced.
+    pub pace: Option<Pace>,
+    /// From the moment the drain was asked for (right after the commit that freed capacity,
+    /// or the sweep's start) until its step had written the assignment.
+    pub latency: Duration,
+}
+
 /// What a drain did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Drained {
-    /// The contacts assigned, in the order served, with their operators.
-    pub assigned: Vec<(ContactId, OperatorId)>,
-    /// The source of each, in the same order.
-    pub served: Vec<SourceId>,
-    /// The buckets of the paced operators it assigned to, as they are now, in that order.
-    pub paces: Vec<(OperatorId, Pace)>,
+    /// The contacts assigned, in the order served.
+    pub assigned: Vec<Assignment>,
     /// When a drain is owed because a rate-limited operator's bucket refills, if one is.
     pub wake: Option<DateTime<Utc>>,
-    /// For each contact assigned, from the moment the drain was asked for (right after the
-    /// commit that freed capacity, or the sweep's start) until its step had written it.
-    pub latencies: Vec<Duration>,
     /// Sources left with contacts waiting (nobody eligible) and sources emptied, as far as
     /// the drain saw them.
     pub waiting: Vec<(SourceId, bool)>,
@@ -306,10 +315,7 @@ pub async fn drain(
             Step::Blocked { wake } => {
                 order.block(source);
                 drained.waiting.push((source, true));
-                drained.wake = match (drained.wake, wake) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                drained.wake = drained.wake.into_iter().chain(wake).min();
             }
             Step::Lost if lost < MAX_LOST_CLAIMS => lost += 1,
             Step::Lost => break,
@@ -320,10 +326,13 @@ pub async fn drain(
                 pace,
                 head,
             } => {
-                drained.assigned.push((contact, operator));
-                drained.served.push(source);
-                drained.latencies.push(asked.elapsed());
-                drained.paces.extend(pace.map(|pace| (operator, pace)));
+                drained.assigned.push(Assignment {
+                    contact,
+                    operator,
+                    source,
+                    pace,
+                    latency: asked.elapsed(),
+                });
                 order.advance(source, head);
                 if head.is_none() {
                     drained.waiting.push((source, false));
@@ -393,7 +402,7 @@ impl DrainLog {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let room = MAX_LATENCIES.saturating_sub(kept.len());
-        kept.extend(drained.latencies.iter().take(room));
+        kept.extend(drained.assigned.iter().map(|a| a.latency).take(room));
     }
 
     /// The latencies noted since the last call.

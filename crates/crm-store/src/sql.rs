@@ -4,7 +4,7 @@
 //! backends bind the same values by the same numbers, with no rewriting (checked below).
 
 use chrono::{DateTime, Utc};
-use crm_core::{AssignmentsPerMinute, Candidate, OperatorId, Pace, StoreError};
+use crm_core::{AssignmentsPerMinute, Candidate, OperatorId, Pace, StoreError, rate_limited};
 
 pub const INSERT_OPERATOR: &str = "INSERT INTO operators \
      (name, is_active, max_active_contacts, max_assignments_per_minute, open_contacts, created_at) \
@@ -221,7 +221,7 @@ pub fn candidate_from_row(
             is_active: flag(2)?,
             open_contacts: int(3)?,
             max_active_contacts: int(4)?,
-            rate_limited: pace.is_some_and(|pace| !pace.admits(now)),
+            rate_limited: rate_limited(pace, now),
         },
         pace,
     ))

@@ -56,6 +56,26 @@ pub struct SqliteStore {
     _lock: File,
 }
 
+/// A drain inside a writer job: at the store's clock, noting what it found in the store's
+/// [`DrainLog`].
+struct Drainer {
+    clock: Clock,
+    log: Arc<DrainLog>,
+}
+
+impl Drainer {
+    async fn drain(
+        &self,
+        conn: &SqliteConn<'_>,
+        scope: Scope,
+    ) -> Result<drain::Drained, StoreError> {
+        let drained =
+            drain::drain_here(conn, scope, self.clock.now(), &mut crate::fresh_rng()).await?;
+        self.log.after(scope, &drained);
+        Ok(drained)
+    }
+}
+
 /// A background task that ends with its owner.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -221,13 +241,11 @@ impl SqliteStore {
         mut write: impl AsyncFnMut(&SqliteConn<'_>) -> Result<T, StoreError> + Send + 'static,
         scope: impl Fn(&T) -> Option<Scope> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (clock, drains) = (self.clock.clone(), Arc::clone(&self.drain_log));
+        let drainer = self.drainer();
         self.write(async move |conn| {
             let out = write(conn).await?;
             if let Some(scope) = scope(&out) {
-                let drained =
-                    drain::drain_here(conn, scope, clock.now(), &mut crate::fresh_rng()).await?;
-                drains.after(scope, &drained);
+                drainer.drain(conn, scope).await?;
             }
             Ok(out)
         })
@@ -235,31 +253,32 @@ impl SqliteStore {
     }
 
     /// Drains every source's queue: the sweep, and the drain owed to a refilling bucket.
+    /// Every source is looked at, alone (the writer's jobs run one at a time), so what it
+    /// owes replaces what was owed.
     pub(crate) async fn drain_all(&self) -> Result<drain::Drained, StoreError> {
-        let (clock, drains) = (self.clock.clone(), Arc::clone(&self.drain_log));
-        self.write(async move |conn| {
-            let drained =
-                drain::drain_here(conn, Scope::All, clock.now(), &mut crate::fresh_rng()).await?;
-            // Every source was looked at, alone (the writer's jobs run one at a time).
-            drains.after(Scope::All, &drained);
-            Ok(drained)
-        })
-        .await
+        let drainer = self.drainer();
+        self.write(async move |conn| drainer.drain(conn, Scope::All).await)
+            .await
+    }
+
+    /// What a job needs to drain the queue in the writer.
+    fn drainer(&self) -> Drainer {
+        Drainer {
+            clock: self.clock.clone(),
+            log: Arc::clone(&self.drain_log),
+        }
     }
 
     /// Closes a contact and drains the queue of the sources its operator serves. The source
     /// cache follows: one counter released, then what the drain claimed and saw.
     pub(crate) async fn close_contact(&self, id: ContactId) -> Result<(), StoreError> {
         // The operator released, with what the drain of its sources did.
-        let (clock, drains) = (self.clock.clone(), Arc::clone(&self.drain_log));
+        let drainer = self.drainer();
         let close = async move |conn: &SqliteConn<'_>| {
             let Some(operator) = ops::close_contact(conn, id).await? else {
                 return Ok(None);
             };
-            let scope = Scope::Operator(operator);
-            let drained =
-                drain::drain_here(conn, scope, clock.now(), &mut crate::fresh_rng()).await?;
-            drains.after(scope, &drained);
+            let drained = drainer.drain(conn, Scope::Operator(operator)).await?;
             Ok(Some((operator, drained)))
         };
         self.write_then(close, |cache, released| match released {
@@ -286,7 +305,7 @@ impl SqliteStore {
         + Send
         + 'static,
     ) -> Result<T, StoreError> {
-        let (clock, drains) = (self.clock.clone(), Arc::clone(&self.drain_log));
+        let Drainer { clock, log } = self.drainer();
         self.handle
             .run(move |ctx| {
                 // No drain follows a contact stored waiting: it would find nobody eligible.
@@ -296,7 +315,7 @@ impl SqliteStore {
                 // refilling a paced operator's bucket: the timer owes a drain then.
                 let tx = &mut SqliteRegistration::new(&mut ctx.hot, &mut ctx.cache, clock.now());
                 let out = pollster::block_on(register(tx, &mut ctx.rng));
-                drains.timer.arm(tx.wake);
+                log.timer.arm(tx.wake);
                 out
             })
             .await

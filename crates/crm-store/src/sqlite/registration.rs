@@ -28,6 +28,7 @@ use crm_core::{
     Candidate, Contact, ContactId, ContactStatus, Decision, DecisionPath, Entity, ExternalLeadId,
     IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary,
     Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError, next_eligible,
+    rate_limited,
 };
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
@@ -96,14 +97,9 @@ impl SourceCache {
     /// What a drain learned about the sources' queues, and the places (and paces) it
     /// claimed.
     pub fn drained(&mut self, drained: &crate::drain::Drained) {
-        for (_, operator) in &drained.assigned {
-            self.claimed(*operator, None);
-        }
-        for (operator, pace) in &drained.paces {
-            self.each(*operator, |(_, _, cached)| *cached = Some(*pace));
-        }
-        for source in &drained.served {
-            if let Some(count) = self.counts.get_mut(source) {
+        for assigned in &drained.assigned {
+            self.claimed(assigned.operator, assigned.pace);
+            if let Some(count) = self.counts.get_mut(&assigned.source) {
                 *count = count.saturating_sub(1);
             }
         }
@@ -264,15 +260,18 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
         Ok(candidates)
     }
 
-    /// The cached pace of `operator` as a candidate of `source_id`.
-    fn pace(&self, source_id: SourceId, operator: OperatorId) -> Option<Pace> {
+    /// `operator` as a cached candidate of `source_id`.
+    fn cached(&self, source_id: SourceId, operator: OperatorId) -> Option<&Cached> {
         self.cache
             .candidates
             .get(&source_id)?
             .iter()
-            .find_map(|(candidate, _, pace)| {
-                (candidate.operator_id == operator).then_some(*pace)?
-            })
+            .find(|(candidate, _, _)| candidate.operator_id == operator)
+    }
+
+    /// The cached pace of `operator` as a candidate of `source_id`.
+    fn pace(&self, source_id: SourceId, operator: OperatorId) -> Option<Pace> {
+        self.cached(source_id, operator)?.2
     }
 }
 
@@ -324,7 +323,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         let candidates = self.cache.candidates[&source_id]
             .iter()
             .map(|(candidate, _, pace)| Candidate {
-                rate_limited: pace.is_some_and(|pace| !pace.admits(now)),
+                rate_limited: rate_limited(*pace, now),
                 ..*candidate
             })
             .collect();
@@ -440,16 +439,11 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
 impl SqliteRegistration<'_, '_> {
     /// The answer's view of a cached candidate.
     fn summary(&self, source_id: SourceId, id: OperatorId) -> Option<OperatorSummary> {
-        self.cache
-            .candidates
-            .get(&source_id)?
-            .iter()
-            .find_map(|(candidate, name, _)| {
-                (candidate.operator_id == id).then(|| OperatorSummary {
-                    id,
-                    name: name.clone(),
-                    is_active: candidate.is_active,
-                })
-            })
+        let (candidate, name, _) = self.cached(source_id, id)?;
+        Some(OperatorSummary {
+            id,
+            name: name.clone(),
+            is_active: candidate.is_active,
+        })
     }
 }
