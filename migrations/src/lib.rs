@@ -10,6 +10,7 @@ mod m20261205_000004_index_unassigned_backlog;
 mod m20261206_000005_index_queue;
 mod m20261206_000006_contact_decisions;
 mod m20261206_000007_operator_pace;
+mod m20261206_000008_index_decisions_at;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000005_index_queue::Migration),
             Box::new(m20261206_000006_contact_decisions::Migration),
             Box::new(m20261206_000007_operator_pace::Migration),
+            Box::new(m20261206_000008_index_decisions_at::Migration),
         ]
     }
 }

@@ -97,9 +97,14 @@ fn postgres() -> Result<()> {
     Ok(())
 }
 
-/// The workspace root, found from this crate's manifest (not the current directory).
+/// The workspace root, found from this crate's manifest (not the current directory):
+/// the one `cargo run` names at run time, so a binary built for another checkout that
+/// shares the target directory (cargo reuses it when the sources are the same) still
+/// works on the checkout it was run from; the one it was built from otherwise.
 fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }

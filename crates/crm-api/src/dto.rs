@@ -123,6 +123,12 @@ pub(crate) struct Contact {
 #[derive(Debug)]
 pub(crate) struct Nullable<T>(Option<T>);
 
+impl<T> From<Option<T>> for Nullable<T> {
+    fn from(value: Option<T>) -> Self {
+        Self(value)
+    }
+}
+
 impl<T: Type> Type for Nullable<T> {
     const IS_REQUIRED: bool = true;
     type RawValueType = T::RawValueType;

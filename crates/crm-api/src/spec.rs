@@ -1,10 +1,11 @@
 //! A store with no database, so the OpenAPI document can be rendered without one.
 
 use crm_core::{
-    Contact, ContactFilter, ContactId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts,
-    NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId,
-    OperatorLoad, OperatorPatch, OperatorStats, PoolStatus, Registration, Source, SourceId,
-    SourceKey, SourceKeyId, SourcePatch, Store, StoreError, WeightSet,
+    Candidate, Contact, ContactFilter, ContactId, DecisionCursor, IdempotencyKey, Lead, LeadFilter,
+    LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, NewSourceKey, Operator,
+    OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats, PoolStatus,
+    Registration, Source, SourceDecision, SourceId, SourceKey, SourceKeyId, SourcePatch, Store,
+    StoreError, WeightSet, Window,
 };
 
 /// Answers every call with [`StoreError::Unavailable`]; only its type matters.
@@ -17,6 +18,18 @@ fn none<T>() -> Result<T, StoreError> {
 }
 
 impl Store for NoStore {
+    async fn source_decisions(
+        &self,
+        _: SourceId,
+        _: Window,
+        _: Option<DecisionCursor>,
+        _: u32,
+    ) -> Result<Vec<SourceDecision>, StoreError> {
+        none()
+    }
+    async fn candidates(&self, _: &[(OperatorId, i64)]) -> Result<Vec<Candidate>, StoreError> {
+        none()
+    }
     async fn health(&self) -> Result<(), StoreError> {
         none()
     }

@@ -34,6 +34,8 @@ pub struct Share {
     pub z: Option<f64>,
     /// `|z| > FLAG_Z`.
     pub flag: bool,
+    /// How many contacts of the window were assigned to it by hand (not draws).
+    pub manual: u64,
     /// How many of the window's decisions excluded it as at capacity, inactive and
     /// rate-limited.
     pub at_capacity: u64,
@@ -59,27 +61,42 @@ struct Tally {
     expected: f64,
     variance: f64,
     assigned: u64,
+    manual: u64,
     at_capacity: u64,
     inactive: u64,
     rate_limited: u64,
 }
 
-/// Realised against expected over `decisions` (automatic decisions of one source in a
-/// window), for the operators of `weights` (the source's weights now). Operators in the
-/// decisions that have no weight now are left out of the answer, not out of the draws.
-pub fn distribution<'d>(
-    weights: &[(OperatorId, i64)],
-    decisions: impl IntoIterator<Item = &'d Decision>,
-) -> Distribution {
-    let mut tallies: BTreeMap<OperatorId, Tally> = weights
-        .iter()
-        .map(|(id, _)| (*id, Tally::default()))
-        .collect();
-    let (mut read, mut draws) = (0, 0);
-    for decision in decisions {
-        read += 1;
+/// The figures of [`Distribution`], gathered one decision at a time, so a window of a
+/// million decisions is read in pages and never held whole.
+pub struct Fairness {
+    weights: Vec<(OperatorId, i64)>,
+    tallies: BTreeMap<OperatorId, Tally>,
+    decisions: u64,
+    draws: u64,
+}
+
+impl Fairness {
+    /// Figures for the operators of `weights` (the source's weights now). Operators in the
+    /// decisions that have no weight now are left out of the answer, not out of the draws.
+    #[must_use]
+    pub fn new(weights: &[(OperatorId, i64)]) -> Self {
+        Self {
+            weights: weights.to_vec(),
+            tallies: weights
+                .iter()
+                .map(|(id, _)| (*id, Tally::default()))
+                .collect(),
+            decisions: 0,
+            draws: 0,
+        }
+    }
+
+    /// Counts one automatic decision (registered, queued or drained).
+    pub fn decision(&mut self, decision: &Decision) {
+        self.decisions += 1;
         for verdict in &decision.candidates {
-            let Some(tally) = tallies.get_mut(&verdict.candidate.operator_id) else {
+            let Some(tally) = self.tallies.get_mut(&verdict.candidate.operator_id) else {
                 continue;
             };
             match verdict.excluded {
@@ -90,54 +107,82 @@ pub fn distribution<'d>(
             }
         }
         let (Some(_), Some(chosen)) = (decision.draw, decision.chosen) else {
-            continue;
+            return;
         };
         if decision.total_weight == 0 {
-            continue;
+            return;
         }
-        draws += 1;
+        self.draws += 1;
         let total = decision.total_weight as f64;
         for verdict in decision.candidates.iter().filter(|v| v.excluded.is_none()) {
-            let Some(tally) = tallies.get_mut(&verdict.candidate.operator_id) else {
+            let Some(tally) = self.tallies.get_mut(&verdict.candidate.operator_id) else {
                 continue;
             };
             let p = capped(verdict.candidate.weight) as f64 / total;
             tally.expected += p;
             tally.variance += p * (1.0 - p);
         }
-        if let Some(tally) = tallies.get_mut(&chosen) {
+        if let Some(tally) = self.tallies.get_mut(&chosen) {
             tally.assigned += 1;
         }
     }
-    let sum: u64 = weights.iter().map(|(_, w)| capped(*w)).sum();
-    let mut shares: Vec<Share> = weights
-        .iter()
-        .map(|&(operator_id, weight)| {
-            let tally = tallies.remove(&operator_id).unwrap_or_default();
-            let z = (tally.variance > 0.0)
-                .then(|| (tally.assigned as f64 - tally.expected) / tally.variance.sqrt());
-            Share {
-                operator_id,
-                weight,
-                configured_share: if sum == 0 {
-                    0.0
-                } else {
-                    capped(weight) as f64 / sum as f64
-                },
-                expected: tally.expected,
-                assigned: tally.assigned,
-                flag: z.is_some_and(|z| z.abs() > FLAG_Z),
-                z,
-                at_capacity: tally.at_capacity,
-                inactive: tally.inactive,
-                rate_limited: tally.rate_limited,
-            }
-        })
-        .collect();
-    shares.sort_by_key(|share| share.operator_id);
-    Distribution {
-        decisions: read,
-        draws,
-        shares,
+
+    /// Counts one assignment by hand: beside the draws, never in them.
+    pub fn manual(&mut self, operator: OperatorId) {
+        if let Some(tally) = self.tallies.get_mut(&operator) {
+            tally.manual += 1;
+        }
     }
+
+    /// The figures, one share per operator of the weights, by operator id.
+    #[must_use]
+    pub fn finish(mut self) -> Distribution {
+        let sum: u64 = self.weights.iter().map(|(_, w)| capped(*w)).sum();
+        let mut shares: Vec<Share> = self
+            .weights
+            .iter()
+            .map(|&(operator_id, weight)| {
+                let tally = self.tallies.remove(&operator_id).unwrap_or_default();
+                let z = (tally.variance > 0.0)
+                    .then(|| (tally.assigned as f64 - tally.expected) / tally.variance.sqrt());
+                Share {
+                    operator_id,
+                    weight,
+                    configured_share: if sum == 0 {
+                        0.0
+                    } else {
+                        capped(weight) as f64 / sum as f64
+                    },
+                    expected: tally.expected,
+                    assigned: tally.assigned,
+                    flag: z.is_some_and(|z| z.abs() > FLAG_Z),
+                    z,
+                    manual: tally.manual,
+                    at_capacity: tally.at_capacity,
+                    inactive: tally.inactive,
+                    rate_limited: tally.rate_limited,
+                }
+            })
+            .collect();
+        shares.sort_by_key(|share| share.operator_id);
+        Distribution {
+            decisions: self.decisions,
+            draws: self.draws,
+            shares,
+        }
+    }
+}
+
+/// Realised against expected over `decisions` (automatic decisions of one source in a
+/// window), for the operators of `weights` (the source's weights now): [`Fairness`] over
+/// all of them at once.
+pub fn distribution<'d>(
+    weights: &[(OperatorId, i64)],
+    decisions: impl IntoIterator<Item = &'d Decision>,
+) -> Distribution {
+    let mut fairness = Fairness::new(weights);
+    for decision in decisions {
+        fairness.decision(decision);
+    }
+    fairness.finish()
 }

@@ -36,6 +36,7 @@ mod error;
 mod fairness;
 mod history;
 mod ids;
+mod insight;
 mod model;
 mod pacing;
 mod ports;
@@ -48,9 +49,13 @@ pub use distribution::{
     Candidate, Decision, Exclusion, Pick, Verdict, choose, choose_avoiding, exclusion, pick, queued,
 };
 pub use error::{BoxError, Entity, StoreError, error_chain};
-pub use fairness::{Distribution, FLAG_Z, Share, distribution};
+pub use fairness::{Distribution, FLAG_Z, Fairness, Share, distribution};
 pub use history::{DecisionEntry, DecisionPath};
 pub use ids::{ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
+pub use insight::{
+    DECISION_PAGE, DecisionCursor, SimulatedOperator, Simulation, SimulationRequest,
+    SourceDecision, Window, WindowError, simulate, source_distribution,
+};
 pub use model::{
     Contact, ContactFilter, ContactStatus, Lead, LeadFilter, LeadWithContacts, NewContact,
     NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorLoad, OperatorPatch,

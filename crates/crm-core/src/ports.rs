@@ -15,6 +15,7 @@ use crate::{
     NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats,
     Payload, Registration, Source, SourceId, SourceKey, SourceKeyId, SourcePatch, SourceQueue,
     SourceRef, StoreError, WeightSet,
+    insight::{DecisionCursor, SourceDecision, Window},
 };
 
 /// What a registration learned in its first round trip.
@@ -367,6 +368,39 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: ContactId,
     ) -> impl Future<Output = Result<Vec<DecisionEntry>, StoreError>> + Send;
+
+    /// A page of source `source`'s history in `window`, in time order (entries of one
+    /// instant by their key): at most `limit` entries after `after` (from the start of
+    /// the window when `None`). Unassignments are left out. It MUST read an index on time,
+    /// so a page costs in proportion to the window's entries, never to the whole history.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn source_decisions(
+        &self,
+        source: SourceId,
+        window: Window,
+        after: Option<DecisionCursor>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<SourceDecision>, StoreError>> + Send;
+
+    /// The operators of `weights` as the rule would see them now, in the order given, each
+    /// with the weight given: activity, load, limit, and whether its pace admits an
+    /// assignment at [`Store::now`]. Reads only.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::UnknownOperator`] (with its position) for an operator
+    /// that does not exist.
+    fn candidates(
+        &self,
+        weights: &[(OperatorId, i64)],
+    ) -> impl Future<Output = Result<Vec<Candidate>, StoreError>> + Send;
+
+    /// The store's clock: the "now" of its writes (registrations, drains, paces) and of
+    /// reports whose window is not given.
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
 
     /// The waiting queue per source that has contacts waiting, by source id, with how many
     /// of them arrived before `stale_before` when it is given. Read on every metrics

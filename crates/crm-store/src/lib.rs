@@ -10,6 +10,7 @@ mod conn;
 mod drain;
 mod entity;
 mod error;
+mod insight;
 mod keys;
 mod migrate;
 mod ops;
@@ -23,11 +24,11 @@ mod url;
 use std::time::Duration;
 
 use crm_core::{
-    Contact, ContactFilter, ContactId, DecisionEntry, IdempotencyKey, Lead, LeadFilter, LeadId,
-    LeadWithContacts, NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter,
-    OperatorId, OperatorLoad, OperatorPatch, OperatorStats, PoolStatus, Registration, Source,
-    SourceId, SourceKey, SourceKeyId, SourcePatch, SourceQueue, Store, StoreError, WeightSet,
-    register_contact, register_contact_once,
+    Candidate, Contact, ContactFilter, ContactId, DecisionCursor, DecisionEntry, IdempotencyKey,
+    Lead, LeadFilter, LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, NewSourceKey,
+    Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats, PoolStatus,
+    Registration, Source, SourceDecision, SourceId, SourceKey, SourceKeyId, SourcePatch,
+    SourceQueue, Store, StoreError, WeightSet, Window, register_contact, register_contact_once,
 };
 use drain::Scope;
 use sea_orm::DatabaseConnection;
@@ -397,6 +398,29 @@ impl Store for DbStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn contact_decisions(&self, id: ContactId) -> Result<Vec<DecisionEntry>, StoreError> {
         read::decisions(self.reader(), id).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn source_decisions(
+        &self,
+        source: SourceId,
+        window: Window,
+        after: Option<DecisionCursor>,
+        limit: u32,
+    ) -> Result<Vec<SourceDecision>, StoreError> {
+        insight::source_decisions(self.reader(), source, window, after, limit).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn candidates(
+        &self,
+        weights: &[(OperatorId, i64)],
+    ) -> Result<Vec<Candidate>, StoreError> {
+        insight::candidates(self.reader(), weights, self.now()).await
+    }
+
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        either!(self, |db| db.clock.now())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

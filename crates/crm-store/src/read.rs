@@ -419,13 +419,13 @@ async fn weights_by_source(
     Ok(by_source)
 }
 
-fn broken(what: &'static str) -> StoreError {
+pub(crate) fn broken(what: &'static str) -> StoreError {
     StoreError::Internal(what.into())
 }
 
 /// A value read back as the validated type it was written as; one that no longer is means
 /// the database was changed behind the service's back.
-fn stored<T>(value: Result<T, ValueError>) -> Result<T, StoreError> {
+pub(crate) fn stored<T>(value: Result<T, ValueError>) -> Result<T, StoreError> {
     value.map_err(|_| broken("a stored value is out of its range"))
 }
 

@@ -3,11 +3,12 @@
 //! named by `CRM_TEST_POSTGRES_URL` (`cargo xtask test` starts one).
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 
 /// The query a metrics scrape counts the unassigned backlog with, for a test to look
 /// at its plan.
@@ -119,6 +120,46 @@ impl TestDatabase {
     #[must_use]
     pub fn database_url(&self) -> crate::DatabaseUrl {
         self.url.parse().expect("a test database url parses")
+    }
+
+    /// Every table's number of rows, by table name (the migrations' own table included):
+    /// what a test compares before and after a call that must write nothing. Reads through
+    /// a connection of its own.
+    ///
+    /// # Panics
+    /// When the database cannot be read: this is test support.
+    pub async fn row_counts(&self) -> BTreeMap<String, i64> {
+        let db = Database::connect(&self.url)
+            .await
+            .expect("connect to the test database");
+        let backend = db.get_database_backend();
+        let tables = match backend {
+            DbBackend::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            }
+            _ => "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()",
+        };
+        let mut counts = BTreeMap::new();
+        for row in db
+            .query_all_raw(Statement::from_string(backend, tables))
+            .await
+            .expect("list the tables")
+        {
+            let table: String = row.try_get_by_index(0).expect("a table name");
+            let count = db
+                .query_one_raw(Statement::from_string(
+                    backend,
+                    format!("SELECT COUNT(*) FROM \"{table}\""),
+                ))
+                .await
+                .expect("count a table's rows")
+                .expect("one row")
+                .try_get_by_index::<i64>(0)
+                .expect("a count");
+            counts.insert(table, count);
+        }
+        let _ = db.close().await;
+        counts
     }
 
     /// Removes a PostgreSQL test database now (dropping the value does it too).

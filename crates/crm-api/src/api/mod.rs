@@ -3,6 +3,7 @@
 mod contacts;
 mod decisions;
 mod health;
+mod insight;
 mod keys;
 mod leads;
 mod operators;
@@ -44,6 +45,7 @@ pub(crate) type Apis<S> = (
     health::HealthApi<S>,
     operators::OperatorsApi<S>,
     sources::SourcesApi<S>,
+    insight::InsightApi<S>,
     leads::LeadsApi<S>,
     contacts::ContactsApi<S>,
     decisions::DecisionsApi<S>,
@@ -61,6 +63,7 @@ pub(crate) fn service<S: Store>(
         health::HealthApi(Arc::clone(&store)),
         operators::OperatorsApi(Arc::clone(&store)),
         sources::SourcesApi(Arc::clone(&store)),
+        insight::InsightApi(Arc::clone(&store)),
         leads::LeadsApi(Arc::clone(&store)),
         contacts::ContactsApi(Arc::clone(&store)),
         decisions::DecisionsApi(Arc::clone(&store)),

@@ -49,7 +49,7 @@ struct ReplaceWeights {
 
 /// One operator's weight.
 #[derive(Debug, Object)]
-struct WeightInput {
+pub(super) struct WeightInput {
     /// An existing operator.
     operator_id: Field<i64>,
     /// Its relative share of the source's contacts.
@@ -181,34 +181,49 @@ impl TryFrom<ReplaceWeights> for WeightSet {
 
     fn try_from(body: ReplaceWeights) -> Result<Self, ApiError> {
         let mut check = Check::default();
-        let items = check.required("operators", body.operators, Ok);
-        let mut entries = Vec::new();
-        for (i, item) in items.into_iter().flatten().enumerate() {
-            let Some(item) = check.required(format_args!("operators[{i}]"), item, Ok) else {
-                continue;
-            };
-            let operator_id = check.required(
-                format_args!("operators[{i}].operator_id"),
-                item.operator_id,
-                Ok,
-            );
-            let weight = check.required(
-                format_args!("operators[{i}].weight"),
-                item.weight,
-                Weight::new,
-            );
-            if let (Some(id), Some(weight)) = (operator_id, weight) {
-                entries.push(WeightEntry {
-                    operator_id: OperatorId(id),
-                    weight,
-                });
-            }
-        }
-        Self::new(check.finish(|| Some(entries))?).map_err(|err| {
-            ApiError::invalid(
-                format!("operators[{}].operator_id", err.index),
-                err.to_string(),
-            )
-        })
+        let entries = weight_entries(&mut check, body.operators);
+        weight_set(check.finish(|| entries)?)
     }
+}
+
+/// The entries of an `operators` list, each problem recorded in `check` with its path
+/// (`operators[1].weight`); `None` when the list itself is missing or not a list.
+pub(super) fn weight_entries(
+    check: &mut Check,
+    operators: Field<Vec<Field<WeightInput>>>,
+) -> Option<Vec<WeightEntry>> {
+    let items = check.required("operators", operators, Ok)?;
+    let mut entries = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let Some(item) = check.required(format_args!("operators[{i}]"), item, Ok) else {
+            continue;
+        };
+        let operator_id = check.required(
+            format_args!("operators[{i}].operator_id"),
+            item.operator_id,
+            Ok,
+        );
+        let weight = check.required(
+            format_args!("operators[{i}].weight"),
+            item.weight,
+            Weight::new,
+        );
+        if let (Some(id), Some(weight)) = (operator_id, weight) {
+            entries.push(WeightEntry {
+                operator_id: OperatorId(id),
+                weight,
+            });
+        }
+    }
+    Some(entries)
+}
+
+/// Checked entries as a set: an operator listed twice is a 422 on its second place.
+pub(super) fn weight_set(entries: Vec<WeightEntry>) -> Result<WeightSet, ApiError> {
+    WeightSet::new(entries).map_err(|err| {
+        ApiError::invalid(
+            format!("operators[{}].operator_id", err.index),
+            err.to_string(),
+        )
+    })
 }

@@ -4,7 +4,9 @@
 
 use std::{fmt::Write as _, marker::PhantomData};
 
-use crm_core::{AssignmentsPerMinute, MaxActiveContacts, Name, SourceCode, Weight};
+use crm_core::{
+    AssignmentsPerMinute, MaxActiveContacts, Name, SimulationRequest, SourceCode, Weight,
+};
 use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef},
     types::Type,
@@ -111,6 +113,32 @@ impl Rule for PaceRule {
             nullable: true,
             ..integer(1, i64::from(AssignmentsPerMinute::MAX))
         })
+    }
+}
+
+/// A dry run's number of draws: 1..=[`SimulationRequest::MAX_PICKS`], and
+/// [`SimulationRequest::DEFAULT_PICKS`] when left out.
+pub(crate) struct PicksRule;
+
+impl Rule for PicksRule {
+    const REQUIRED: bool = false;
+
+    fn schema<T: Type>() -> MetaSchemaRef {
+        inline(MetaSchema {
+            default: Some(SimulationRequest::DEFAULT_PICKS.into()),
+            ..integer(1, i64::from(SimulationRequest::MAX_PICKS))
+        })
+    }
+}
+
+/// A dry run's seed: 0..=[`SimulationRequest::MAX_SEED`]; a fresh one when left out.
+pub(crate) struct SeedRule;
+
+impl Rule for SeedRule {
+    const REQUIRED: bool = false;
+
+    fn schema<T: Type>() -> MetaSchemaRef {
+        inline(integer(0, SimulationRequest::MAX_SEED as i64))
     }
 }
 

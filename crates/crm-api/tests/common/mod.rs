@@ -69,6 +69,11 @@ pub async fn spawn_app_with(backend: Backend, security: crm_api::Security) -> Te
 }
 
 impl TestApp {
+    /// Every table's number of rows ([`TestDatabase::row_counts`]).
+    pub async fn row_counts(&self) -> std::collections::BTreeMap<String, i64> {
+        self.db.row_counts().await
+    }
+
     /// Any request with a JSON body.
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Response {
         let mut req = self
