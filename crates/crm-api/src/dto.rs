@@ -193,6 +193,14 @@ pub(crate) struct OperatorStats {
     open_contacts: i64,
     /// Contacts assigned to the operator now, open or closed.
     total_contacts: i64,
+    /// Contacts it received in the last hour: drawn at registration or from the queue, or
+    /// assigned by hand (each assignment counts, also of a contact later moved on).
+    assigned_last_hour: i64,
+    /// The same over the last 24 hours.
+    assigned_last_day: i64,
+    /// Contacts waiting now that were queued while it was at capacity: it had a weight for
+    /// their source and no room, so a higher limit would have served them.
+    waiting_for_capacity: i64,
 }
 
 /// One source's waiting contacts.
@@ -374,6 +382,9 @@ impl From<crm_core::OperatorStats> for OperatorStats {
             max_active_contacts: s.max_active_contacts.get(),
             open_contacts: s.open_contacts,
             total_contacts: s.total_contacts,
+            assigned_last_hour: s.assigned_last_hour,
+            assigned_last_day: s.assigned_last_day,
+            waiting_for_capacity: s.waiting_for_capacity,
         }
     }
 }

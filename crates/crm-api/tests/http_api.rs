@@ -379,7 +379,12 @@ async fn capacity_is_respected_and_closing_frees_it(backend: Backend) {
     let stats = json(app.operator_stats().await, StatusCode::OK).await;
     assert_eq!(
         stats,
-        json!([{"operator_id": ann, "operator_name": "Ann", "max_active_contacts": 1, "open_contacts": 1, "total_contacts": 2}])
+        json!([{
+            "operator_id": ann, "operator_name": "Ann", "max_active_contacts": 1,
+            "open_contacts": 1, "total_contacts": 2,
+            // The first one drawn, the second drained; the third waits for her room.
+            "assigned_last_hour": 2, "assigned_last_day": 2, "waiting_for_capacity": 1,
+        }])
     );
     problem(
         app.close_contact(999).await,

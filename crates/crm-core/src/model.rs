@@ -153,6 +153,14 @@ pub struct OperatorStats {
     pub open_contacts: i64,
     /// Contacts assigned to it now, any status.
     pub total_contacts: i64,
+    /// Contacts it received (drawn at registration or in a drain, or by hand) in the hour
+    /// before now.
+    pub assigned_last_hour: i64,
+    /// The same over the 24 hours before now.
+    pub assigned_last_day: i64,
+    /// Contacts waiting now that were queued while it was at capacity (it had a weight
+    /// for their source and no room).
+    pub waiting_for_capacity: i64,
 }
 
 /// An operator's load as its counters keep it: what monitoring reads on every scrape,

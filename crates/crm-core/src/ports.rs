@@ -371,8 +371,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// A page of source `source`'s history in `window`, in time order (entries of one
     /// instant by their key): at most `limit` entries after `after` (from the start of
-    /// the window when `None`). Unassignments are left out. It MUST read an index on time,
-    /// so a page costs in proportion to the window's entries, never to the whole history.
+    /// the window when `None`). Unassignments are left out. A page MUST cost in proportion
+    /// to the window's entries (of all sources), never to the whole history.
     ///
     /// # Errors
     /// Only driver failures.

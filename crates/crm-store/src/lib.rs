@@ -387,7 +387,7 @@ impl Store for DbStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn operator_stats(&self) -> Result<Vec<OperatorStats>, StoreError> {
-        read::stats(self.reader()).await
+        read::stats(self.reader(), self.now()).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -174,8 +174,13 @@ pub async fn contact(db: &DatabaseConnection, id: ContactId) -> Result<Contact, 
     to_contact(row, operator)
 }
 
-/// Load figures of every operator.
-pub async fn stats(db: &DatabaseConnection) -> Result<Vec<OperatorStats>, StoreError> {
+/// Load figures of every operator, with its assignments before `now` and the waiting
+/// contacts it had no room for ([`crate::insight::recent_assignments`],
+/// [`crate::insight::waiting_for_capacity`]).
+pub async fn stats(
+    db: &DatabaseConnection,
+    now: DateTime<Utc>,
+) -> Result<Vec<OperatorStats>, StoreError> {
     let operators = operator::Entity::find()
         .order_by_asc(operator::Column::Id)
         .all(db)
@@ -193,12 +198,18 @@ pub async fn stats(db: &DatabaseConnection) -> Result<Vec<OperatorStats>, StoreE
         .map_err(db_err)?
         .into_iter()
         .collect();
+    let recent = crate::insight::recent_assignments(db, now).await?;
+    let waiting = crate::insight::waiting_for_capacity(db).await?;
     operators
         .into_iter()
         .map(|o| {
+            let (hour, day) = recent.get(&o.id).copied().unwrap_or_default();
             Ok(OperatorStats {
                 operator_id: OperatorId(o.id),
                 total_contacts: totals.get(&o.id).copied().unwrap_or(0),
+                assigned_last_hour: hour,
+                assigned_last_day: day,
+                waiting_for_capacity: waiting.get(&o.id).copied().unwrap_or(0),
                 operator_name: o.name,
                 max_active_contacts: stored(MaxActiveContacts::new(o.max_active_contacts))?,
                 open_contacts: o.open_contacts,

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crm_core::{
     AssignmentsPerMinute, Decision, Exclusion, OperatorId, OperatorPatch, SourceRef, Store,
 };
-use crm_store::{Clock, StoreConfig, testing::Backend};
+use crm_store::{Clock, testing::Backend};
 use support::*;
 
 crm_store::on_every_backend!(
@@ -21,21 +21,6 @@ crm_store::on_every_backend!(
 
 fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_900_000_000, 0).expect("valid")
-}
-
-/// A store whose registrations and drains run on `clock`.
-async fn store_on(backend: Backend, clock: &Clock) -> TestStore {
-    let db = crm_store::testing::TestDatabase::create(backend).await;
-    let config = StoreConfig {
-        database_url: db.database_url(),
-        clock: clock.clone(),
-        ..StoreConfig::default()
-    };
-    let store = crm_store::connect(&config).await.expect("open store");
-    TestStore {
-        store: std::sync::Arc::new(store),
-        db,
-    }
 }
 
 /// Three switched-off operators of capacity 10 (paced at `rate` when given) on one source,

@@ -46,6 +46,21 @@ pub async fn open(db: TestDatabase) -> TestStore {
     }
 }
 
+/// A store on a fresh database whose registrations, drains and reports run on `clock`.
+pub async fn store_on(backend: Backend, clock: &crm_store::Clock) -> TestStore {
+    let db = TestDatabase::create(backend).await;
+    let config = StoreConfig {
+        database_url: db.database_url(),
+        clock: clock.clone(),
+        ..StoreConfig::default()
+    };
+    let store = crm_store::connect(&config).await.expect("open store");
+    TestStore {
+        store: Arc::new(store),
+        db,
+    }
+}
+
 pub async fn operator(store: &DbStore, name: &str, max: i64) -> OperatorId {
     store
         .create_operator(NewOperator {
