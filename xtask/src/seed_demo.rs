@@ -241,6 +241,7 @@ fn seed(api: &Api) -> Result<()> {
         )?;
     }
 
+    let busiest = busiest(api, &sources, &operators)?;
     let leads = plan.iter().filter(|r| !r.returning).count();
     println!(
         "seeded {}: {} operators, {} sources, {} contacts from {leads} leads ({} from \
@@ -256,7 +257,44 @@ fn seed(api: &Api) -> Result<()> {
         unassigned.len(),
         by_hand.len(),
     );
+    println!("{busiest}");
     Ok(())
+}
+
+/// What `/api/sources/{id}/distribution` shows on the demo day: for each source, the
+/// operator it most often found full, as one line each.
+fn busiest(api: &Api, sources: &[i64], operators: &[i64]) -> Result<String> {
+    let mut lines = Vec::new();
+    for (spec, source) in SOURCES.iter().zip(sources) {
+        let report = api.send("GET", &format!("/api/sources/{source}/distribution"), None)?;
+        let full = report["operators"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .max_by(|a, b| {
+                let share = |o: &Value| o["at_capacity_share"].as_f64().unwrap_or(0.0);
+                share(a).total_cmp(&share(b))
+            });
+        if let Some(o) = full {
+            let name = operators
+                .iter()
+                .position(|id| o["operator_id"] == *id)
+                .map_or("?", |i| OPERATORS[i].name);
+            lines.push(format!(
+                "  {}: {} decisions, {name} at capacity in {:.0} % of them \
+                 (assigned {}, expected {:.1}) — GET /api/sources/{source}/distribution",
+                spec.code,
+                report["decisions"],
+                o["at_capacity_share"].as_f64().unwrap_or(0.0) * 100.0,
+                o["assigned"],
+                o["expected"].as_f64().unwrap_or(0.0),
+            ));
+        }
+    }
+    Ok(format!(
+        "who was full most often, per source:\n{}",
+        lines.join("\n")
+    ))
 }
 
 /// What was done, for the closing line.

@@ -3,7 +3,9 @@
 //! With `CRM_ADMIN_TOKEN` set, every request (every `/api` path, and any path not known
 //! to be open) needs `Authorization: Bearer <token>`:
 //! the admin token may do everything; a source's ingest key (`crm_sk_…`, issued by
-//! `POST /api/sources/{id}/keys`) may only register contacts for its own source. Without
+//! `POST /api/sources/{id}/keys`) may only register contacts for its own source; a viewer
+//! key (`crm_vk_…`, issued by `POST /api/keys`) may read everything but keys and webhooks,
+//! and call the dry run (`POST /api/sources/{id}/simulate`), which writes nothing. Without
 //! a token the API is open (the server then listens on loopback only, see `main`).
 //! `/health`, `/docs`, `/openapi.json` and `/metrics` are always open.
 //!
@@ -11,7 +13,7 @@
 //! operation cannot forget it; the operations only declare the scheme for the OpenAPI
 //! document ([`Credentials`]) and the registration checks the key's source.
 
-use crm_core::{SourceId, SourceKeyId, Store};
+use crm_core::{ApiKeyId, SourceId, SourceKeyId, Store};
 use poem::{
     Request,
     http::Method,
@@ -27,8 +29,11 @@ use crate::error::{ApiError, ErrorCode};
 /// The prefix of every source key, so a leaked key is recognisable (and scannable).
 pub(crate) const KEY_PREFIX: &str = "crm_sk_";
 
-/// How many characters of a key are kept to tell keys apart.
-const SHOWN_PREFIX: usize = KEY_PREFIX.len() + 6;
+/// The prefix of every viewer key.
+pub(crate) const VIEWER_KEY_PREFIX: &str = "crm_vk_";
+
+/// How many characters of a key after its prefix are kept to tell keys apart.
+const SHOWN_CHARS: usize = 6;
 
 /// The caller of a request, as [`authenticate`] established it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +49,11 @@ pub(crate) enum Principal {
         /// The key, as this caller's identity.
         key_id: SourceKeyId,
     },
+    /// A viewer key.
+    Viewer {
+        /// The key, as this caller's identity.
+        key_id: ApiKeyId,
+    },
 }
 
 impl Principal {
@@ -53,6 +63,7 @@ impl Principal {
             Self::Open => "anonymous".to_owned(),
             Self::Admin => "admin".to_owned(),
             Self::SourceKey { key_id, .. } => format!("source-key:{key_id}"),
+            Self::Viewer { key_id } => format!("viewer-key:{key_id}"),
         }
     }
 }
@@ -63,7 +74,7 @@ impl Principal {
 #[oai(
     ty = "bearer",
     rename = "bearer",
-    bearer_format = "admin token or crm_sk_… source key"
+    bearer_format = "admin token, crm_sk_… source key or crm_vk_… viewer key"
 )]
 pub(crate) struct BearerToken(#[allow(dead_code)] poem_openapi::auth::Bearer);
 
@@ -89,12 +100,12 @@ pub(crate) struct IssuedKey {
     pub(crate) hash: String,
 }
 
-/// A new source key: 256 random bits.
-pub(crate) fn issue_key() -> IssuedKey {
+/// A new key: `prefix` ([`KEY_PREFIX`] or [`VIEWER_KEY_PREFIX`]) and 256 random bits.
+pub(crate) fn issue_key(prefix: &str) -> IssuedKey {
     let bytes: [u8; 32] = rand::rng().random();
-    let secret = format!("{KEY_PREFIX}{}", hex::encode(bytes));
+    let secret = format!("{prefix}{}", hex::encode(bytes));
     IssuedKey {
-        prefix: secret[..SHOWN_PREFIX].to_owned(),
+        prefix: secret[..prefix.len() + SHOWN_CHARS].to_owned(),
         hash: hash_key(&secret),
         secret,
     }
@@ -136,20 +147,45 @@ pub(crate) async fn authenticate<S: Store>(
         (None, _) | (_, false) => Principal::Open,
         (Some(token), true) => {
             let principal = identify(req, token, store).await?;
-            if let Principal::SourceKey { .. } = principal {
-                let ingest = req.method() == Method::POST && path == "/api/contacts";
-                if !ingest {
+            match principal {
+                Principal::SourceKey { .. }
+                    if !(req.method() == Method::POST && path == "/api/contacts") =>
+                {
                     return Err(ApiError::new(
                         ErrorCode::Forbidden,
                         "a source key may only register contacts",
                     ));
                 }
+                Principal::Viewer { .. } if !viewer_may(req.method(), path) => {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "a viewer key may only read (not keys or webhooks) and call the dry run",
+                    ));
+                }
+                _ => {}
             }
             principal
         }
     };
     req.extensions_mut().insert(principal);
     Ok(())
+}
+
+/// What a viewer key may do: read everything but keys and webhooks, and call the dry run,
+/// which writes nothing.
+fn viewer_may(method: &Method, path: &str) -> bool {
+    let secret = path == "/api/keys"
+        || path.starts_with("/api/keys/")
+        || path.starts_with("/api/webhooks")
+        || source_subpath(path).is_some_and(|rest| rest == "keys" || rest.starts_with("keys/"));
+    let read = *method == Method::GET || *method == Method::HEAD;
+    (read && !secret) || (*method == Method::POST && source_subpath(path) == Some("simulate"))
+}
+
+/// What follows `/api/sources/{id}/` in `path`, if it is a source's sub-path.
+fn source_subpath(path: &str) -> Option<&str> {
+    let (id, rest) = path.strip_prefix("/api/sources/")?.split_once('/')?;
+    (!id.is_empty()).then_some(rest)
 }
 
 async fn identify<S: Store>(req: &Request, admin: &str, store: &S) -> Result<Principal, ApiError> {
@@ -170,6 +206,11 @@ async fn identify<S: Store>(req: &Request, admin: &str, store: &S) -> Result<Pri
             key_id: key.id,
         });
     }
+    if token.starts_with(VIEWER_KEY_PREFIX)
+        && let Some(key) = store.authenticate_api_key(&hash_key(token)).await?
+    {
+        return Ok(Principal::Viewer { key_id: key.id });
+    }
     Err(unauthorized("unknown or revoked credentials"))
 }
 
@@ -183,14 +224,48 @@ mod tests {
 
     #[test]
     fn issued_keys_are_random_prefixed_and_stored_as_hashes() {
-        let a = issue_key();
-        let b = issue_key();
+        let a = issue_key(KEY_PREFIX);
+        let b = issue_key(KEY_PREFIX);
         assert_ne!(a.secret, b.secret);
         assert!(a.secret.starts_with(KEY_PREFIX));
         assert_eq!(a.secret.len(), KEY_PREFIX.len() + 64);
         assert!(a.secret.starts_with(&a.prefix));
         assert_eq!(a.hash, hash_key(&a.secret));
         assert!(!a.hash.contains(&a.secret[KEY_PREFIX.len()..]));
+    }
+
+    #[test]
+    fn viewers_read_all_but_keys_and_call_only_the_dry_run() {
+        for path in [
+            "/api/operators",
+            "/api/sources/1",
+            "/api/sources/1/distribution",
+            "/metrics",
+        ] {
+            assert!(viewer_may(&Method::GET, path), "{path}");
+        }
+        for path in [
+            "/api/keys",
+            "/api/keys/3",
+            "/api/sources/1/keys",
+            "/api/sources/1/keys/2",
+            "/api/webhooks",
+            "/api/webhooks/1/deliveries",
+        ] {
+            assert!(!viewer_may(&Method::GET, path), "{path}");
+        }
+        assert!(viewer_may(&Method::POST, "/api/sources/1/simulate"));
+        for (method, path) in [
+            (Method::POST, "/api/sources/1/operators"),
+            (Method::POST, "/api/sources//simulate"),
+            (Method::POST, "/api/contacts"),
+            (Method::PUT, "/api/sources/1/operators"),
+            (Method::PATCH, "/api/operators/1"),
+            (Method::DELETE, "/api/keys/1"),
+            (Method::POST, "/api/keys"),
+        ] {
+            assert!(!viewer_may(&method, path), "{method} {path}");
+        }
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! A store with no database, so the OpenAPI document can be rendered without one.
 
 use crm_core::{
-    Candidate, Contact, ContactFilter, ContactId, DecisionCursor, IdempotencyKey, Lead, LeadFilter,
-    LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, NewSourceKey, Operator,
-    OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats, PoolStatus,
-    Registration, Source, SourceDecision, SourceId, SourceKey, SourceKeyId, SourcePatch, Store,
-    StoreError, WeightSet, Window,
+    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, DecisionCursor, IdempotencyKey,
+    Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact, NewOperator, NewSource,
+    NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats,
+    PoolStatus, Registration, Source, SourceDecision, SourceId, SourceKey, SourceKeyId,
+    SourcePatch, Store, StoreError, WeightSet, Window,
 };
 
 /// Answers every call with [`StoreError::Unavailable`]; only its type matters.
@@ -18,6 +18,18 @@ fn none<T>() -> Result<T, StoreError> {
 }
 
 impl Store for NoStore {
+    async fn create_api_key(&self, _: NewApiKey) -> Result<ApiKey, StoreError> {
+        none()
+    }
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        none()
+    }
+    async fn delete_api_key(&self, _: ApiKeyId) -> Result<(), StoreError> {
+        none()
+    }
+    async fn authenticate_api_key(&self, _: &str) -> Result<Option<ApiKey>, StoreError> {
+        none()
+    }
     async fn source_decisions(
         &self,
         _: SourceId,
@@ -25,6 +37,13 @@ impl Store for NoStore {
         _: Option<DecisionCursor>,
         _: u32,
     ) -> Result<Vec<SourceDecision>, StoreError> {
+        none()
+    }
+    async fn source_assignments(
+        &self,
+        _: SourceId,
+        _: Window,
+    ) -> Result<Vec<(OperatorId, u64)>, StoreError> {
         none()
     }
     async fn candidates(&self, _: &[(OperatorId, i64)]) -> Result<Vec<Candidate>, StoreError> {

@@ -16,6 +16,7 @@ crm_store::on_every_backend!(
     revoked_keys_stop_working_and_keys_are_listed_without_secrets,
     no_spelling_of_a_path_gets_past_authentication,
     the_bearer_scheme_is_case_insensitive,
+    a_viewer_key_reads_and_dry_runs_but_writes_nothing,
 );
 
 fn bearer(req: RequestBuilder, token: &str) -> RequestBuilder {
@@ -378,4 +379,159 @@ async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
     ] {
         unauthorized(with(value).await.expect("answered")).await;
     }
+}
+
+async fn send_as(
+    app: &common::TestApp,
+    method: reqwest::Method,
+    token: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut req = bearer(
+        app.client.request(method, format!("{}{path}", app.address)),
+        token,
+    );
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    req.send().await.expect("answered")
+}
+
+/// A viewer key (`/api/keys`) may read everything but keys, and call the dry run; every
+/// other write is 403 and writes nothing; a revoked one is 401.
+async fn a_viewer_key_reads_and_dry_runs_but_writes_nothing(backend: Backend) {
+    use reqwest::Method;
+    let app = secured(backend).await;
+    let admin = Some(ADMIN);
+    let anna = json(
+        post_as(&app, admin, "/api/operators", &json!({"name": "Anna"})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    json(
+        post_as(
+            &app,
+            admin,
+            "/api/sources",
+            &json!({"name": "Bot", "code": "bot"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    for body in [
+        json!({"scope": "admin"}),
+        json!({}),
+        json!({"scope": "viewer", "label": ""}),
+    ] {
+        problem(
+            post_as(&app, admin, "/api/keys", &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+    }
+    let issued = json(
+        post_as(
+            &app,
+            admin,
+            "/api/keys",
+            &json!({"scope": "viewer", "label": "wall screen"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(issued["scope"], "viewer");
+    let viewer = issued["key"].as_str().expect("shown once").to_owned();
+    assert!(viewer.starts_with("crm_vk_"));
+    assert!(viewer.starts_with(issued["prefix"].as_str().expect("a prefix")));
+
+    for path in [
+        "/api/operators",
+        "/api/sources/1",
+        "/api/queue",
+        "/api/sources/1/distribution",
+    ] {
+        assert_eq!(
+            send_as(&app, Method::GET, &viewer, path, None)
+                .await
+                .status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    let dry_run = json!({"operators": [{"operator_id": anna["id"], "weight": 2}], "seed": 1});
+    json(
+        send_as(
+            &app,
+            Method::POST,
+            &viewer,
+            "/api/sources/1/simulate",
+            Some(&dry_run),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let refused: [(Method, &str, Option<Value>); 7] = [
+        (Method::GET, "/api/keys", None),
+        (Method::GET, "/api/sources/1/keys", None),
+        (Method::POST, "/api/operators", Some(json!({"name": "Eve"}))),
+        (
+            Method::PATCH,
+            "/api/operators/1",
+            Some(json!({"is_active": false})),
+        ),
+        (
+            Method::PUT,
+            "/api/sources/1/operators",
+            Some(json!({"operators": []})),
+        ),
+        (
+            Method::POST,
+            "/api/contacts",
+            Some(json!({"external_lead_id": "u", "source_id": 1})),
+        ),
+        (Method::POST, "/api/keys", Some(json!({"scope": "viewer"}))),
+    ];
+    for (method, path, body) in refused {
+        problem(
+            send_as(&app, method.clone(), &viewer, path, body.as_ref()).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+    }
+    let source = json(get_as(&app, admin, "/api/sources/1").await, StatusCode::OK).await;
+    assert_eq!(
+        source["operators"],
+        json!([]),
+        "the refused PUT wrote nothing"
+    );
+    let operators = json(get_as(&app, admin, "/api/operators").await, StatusCode::OK).await;
+    assert_eq!(operators.as_array().map(Vec::len), Some(1));
+    assert_eq!(operators[0]["is_active"], true);
+
+    // Listed without its secret, with its last use; revoked, it is refused.
+    let keys = json(get_as(&app, admin, "/api/keys").await, StatusCode::OK).await;
+    assert_eq!(keys.as_array().map(Vec::len), Some(1));
+    assert!(keys[0].get("key").is_none());
+    assert_eq!(keys[0]["label"], "wall screen");
+    assert!(keys[0]["last_used_at"].is_string(), "{keys}");
+    let revoke = format!("/api/keys/{}", issued["id"]);
+    assert_eq!(
+        send_as(&app, Method::DELETE, ADMIN, &revoke, None)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        send_as(&app, Method::DELETE, ADMIN, &revoke, None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    unauthorized(send_as(&app, Method::GET, &viewer, "/api/operators", None).await).await;
 }

@@ -86,6 +86,12 @@ pub struct Options {
     /// works; writes its row to a temporary file unless --out is given.
     #[arg(long)]
     pub smoke: bool,
+
+    /// After the load, time the supervisor's reports on the data it left (with --preload,
+    /// a day of that many decisions): the first source's distribution over the last 24
+    /// hours and a dry run of its weights (10,000 picks), each five times; printed only.
+    #[arg(long)]
+    pub reports: bool,
 }
 
 /// Contacts the backlog scenario queues before switching the operators on.
@@ -176,6 +182,7 @@ pub struct Settings {
     pub calibrate: bool,
     pub release: bool,
     pub smoke: bool,
+    pub reports: bool,
     pub server_exe: Option<PathBuf>,
     /// `None`: a temporary file (the smoke run's default).
     pub out: Option<PathBuf>,
@@ -243,6 +250,7 @@ fn resolve(o: Options, command: String) -> Result<Settings> {
         })),
         sqlite_sync_normal: o.sqlite_sync_normal,
         calibrate: o.calibrate,
+        reports: o.reports,
         release: !o.smoke,
         smoke: o.smoke,
         server_exe: o.server_exe,

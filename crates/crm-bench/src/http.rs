@@ -54,6 +54,8 @@ pub struct Connection {
     host: String,
     /// The request side and the connection future that does its I/O.
     open: Option<(SendRequest<Full<Bytes>>, Driver)>,
+    /// How long a request may take: [`REQUEST_TIMEOUT`] unless set.
+    timeout: Duration,
 }
 
 impl Connection {
@@ -63,10 +65,19 @@ impl Connection {
             addr,
             host: addr.to_string(),
             open: None,
+            timeout: REQUEST_TIMEOUT,
         }
     }
 
-    /// Sends one request and reads the whole answer, within [`REQUEST_TIMEOUT`]. On a
+    /// The same, for requests that may take up to `timeout` (reports over a large window).
+    pub fn with_timeout(addr: SocketAddr, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..Self::new(addr)
+        }
+    }
+
+    /// Sends one request and reads the whole answer, within the timeout. On a
     /// transport error or a timeout the connection is dropped; the next request opens a
     /// new one.
     pub async fn send(
@@ -86,10 +97,11 @@ impl Connection {
         body: Option<Bytes>,
         extra: Option<(&'static str, &str)>,
     ) -> Result<Answer> {
+        let timeout = self.timeout;
         let request = self.send_once(method, path, body, extra);
-        let result = tokio::time::timeout(REQUEST_TIMEOUT, request)
+        let result = tokio::time::timeout(timeout, request)
             .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {timeout:?}")));
         if result.is_err() {
             self.open = None;
         }

@@ -22,6 +22,7 @@ mod load;
 pub mod postgres;
 mod preload;
 mod queue_watch;
+mod reports;
 mod scenario;
 mod server;
 mod stats;
@@ -179,6 +180,12 @@ fn bench(settings: &Settings, exe: &Path, root: &Path, repo: &Path) -> Result<()
 
         let postgres_pid = postgres.as_ref().map(Postgres::pid).transpose()?;
         let figures = fire(settings, &servers, &seeded, postgres_pid).await?;
+        if settings.reports {
+            println!(
+                "reports:   {}",
+                reports::time(servers[0].addr(), &seeded).await?
+            );
+        }
         let mut figures = finish(settings, servers, figures).await?;
         if let Some(before) = before {
             let after = calibrate::measure(settings, &calibration_log).await?;

@@ -2,7 +2,9 @@
 //! cost of a registration grows with the data. As in real life most are closed (a few
 //! unassigned); about 5 % are open, assigned to the seeded operators but never more than
 //! half an operator's limit, and each operator's counter is then set from its open rows,
-//! so the counters stay exact. Half as many leads as contacts: leads come back.
+//! so the counters stay exact. Half as many leads as contacts: leads come back. Each
+//! contact gets the first entry of its decision history, as the server writes it (at the
+//! time of the preload, so `--reports` reads a day of that many decisions).
 
 use std::{
     io::Write as _,
@@ -40,6 +42,16 @@ struct Layout {
 const UNASSIGNED_EVERY: u64 = 50;
 /// The stored payload (JSON text, as the server stores it).
 const PAYLOAD: &str = "\"preloaded by cargo xtask bench\"";
+
+/// The first history entry of every preloaded contact, as the server writes it
+/// (`registered` with its record, or `queued`), keyed as the server keys it.
+const HISTORY: &str = "INSERT INTO contact_decisions \
+     (id, contact_id, seq, path, source_id, operator_id, record, at) \
+     SELECT id * 65536 + 1, id, 1, \
+     CASE WHEN operator_id IS NULL THEN 'queued' ELSE 'registered' END, \
+     source_id, operator_id, decision, created_at FROM contacts c \
+     WHERE NOT EXISTS (SELECT 1 FROM contact_decisions d WHERE d.id = c.id * 65536 + 1) \
+     ORDER BY id";
 
 /// A count as SQLite's integer (rusqlite binds no unsigned types).
 fn int(n: impl TryInto<i64>) -> Result<i64> {
@@ -169,6 +181,7 @@ pub fn sqlite(path: &Path, seeded: &Seeded, n: u64) -> Result<Preloaded> {
             ],
         )?;
     }
+    tx.execute(HISTORY, [])?;
     tx.execute(
         "UPDATE operators SET open_contacts = (SELECT count(*) FROM contacts c \
          WHERE c.operator_id = operators.id AND c.status = 'open')",
@@ -229,6 +242,8 @@ pub fn postgres(url: &str, seeded: &Seeded, n: u64) -> Result<Preloaded> {
             last = count - 1,
         );
     }
+    sql += HISTORY;
+    sql += ";\n";
     sql += "UPDATE operators SET open_contacts = (SELECT count(*) FROM contacts c \
             WHERE c.operator_id = operators.id AND c.status = 'open');\n\
             COMMIT;\nVACUUM ANALYZE;\n";

@@ -21,6 +21,8 @@ pub enum Entity {
     Lead,
     /// A contact.
     Contact,
+    /// A key of `/api/keys`.
+    Key,
 }
 
 impl Entity {
@@ -32,6 +34,7 @@ impl Entity {
             Self::Source => "source",
             Self::Lead => "lead",
             Self::Contact => "contact",
+            Self::Key => "key",
         }
     }
 }

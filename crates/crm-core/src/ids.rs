@@ -47,3 +47,7 @@ id_type!(
     /// Identifies a source's ingest key.
     SourceKeyId
 );
+id_type!(
+    /// Identifies a key of `/api/keys` (a viewer key).
+    ApiKeyId
+);

@@ -171,7 +171,8 @@ pub struct SimulatedOperator {
     pub configured_share: f64,
     /// Weight now over the sum now.
     pub current_configured_share: f64,
-    /// Its share of the last 24 hours' weighted draws of the source; `None` without draws.
+    /// Its share of the source's automatic assignments (drawn at registration or from the
+    /// queue) in the last 24 hours; `None` when there were none.
     pub realised_share: Option<f64>,
     /// How many of the `picks` draws it received.
     pub predicted: u64,
@@ -246,7 +247,16 @@ pub async fn simulate<S: Store>(
     source_id: SourceId,
     request: &SimulationRequest,
 ) -> Result<Simulation, StoreError> {
-    let realised = source_distribution(store, source_id, Window::last_day(store.now())).await?;
+    let source = store.get_source(source_id).await?;
+    let current: Vec<(OperatorId, i64)> = source
+        .operators
+        .iter()
+        .map(|o| (o.operator.id, o.weight.get()))
+        .collect();
+    let realised = store
+        .source_assignments(source_id, Window::last_day(store.now()))
+        .await?;
+    let draws: u64 = realised.iter().map(|(_, n)| n).sum();
     let proposed: Vec<(OperatorId, i64)> = request
         .weights
         .entries()
@@ -264,7 +274,7 @@ pub async fn simulate<S: Store>(
     let predicted = predict(&candidates, request.picks, &mut rng);
     let drain = preview_drain(&candidates, waiting, &mut rng);
     let proposed_sum: u64 = proposed.iter().map(|(_, w)| capped(*w)).sum();
-    let current_sum: u64 = realised.shares.iter().map(|s| capped(s.weight)).sum();
+    let current_sum: u64 = current.iter().map(|(_, w)| capped(*w)).sum();
     let share = |w: i64, sum: u64| {
         if sum == 0 {
             0.0
@@ -275,7 +285,7 @@ pub async fn simulate<S: Store>(
     let mut ids: Vec<OperatorId> = proposed
         .iter()
         .map(|(id, _)| *id)
-        .chain(realised.shares.iter().map(|s| s.operator_id))
+        .chain(current.iter().map(|(id, _)| *id))
         .collect();
     ids.sort_unstable();
     ids.dedup();
@@ -284,8 +294,8 @@ pub async fn simulate<S: Store>(
         .map(|id| {
             let at = proposed.iter().position(|(p, _)| *p == id);
             let weight = at.map_or(0, |i| proposed[i].1);
-            let now = realised.shares.iter().find(|s| s.operator_id == id);
-            let current_weight = now.map_or(0, |s| s.weight);
+            let current_weight = current.iter().find(|(c, _)| *c == id).map_or(0, |c| c.1);
+            let assigned = realised.iter().find(|(r, _)| *r == id).map_or(0, |r| r.1);
             let predicted = at.map_or(0, |i| predicted[i].1);
             SimulatedOperator {
                 operator_id: id,
@@ -293,9 +303,7 @@ pub async fn simulate<S: Store>(
                 current_weight,
                 configured_share: share(weight, proposed_sum),
                 current_configured_share: share(current_weight, current_sum),
-                realised_share: now
-                    .filter(|_| realised.draws > 0)
-                    .map(|s| s.assigned as f64 / realised.draws as f64),
+                realised_share: (draws > 0).then(|| assigned as f64 / draws as f64),
                 predicted,
                 predicted_share: if request.picks == 0 {
                     0.0

@@ -51,16 +51,16 @@ pub use distribution::{
 pub use error::{BoxError, Entity, StoreError, error_chain};
 pub use fairness::{Distribution, FLAG_Z, Fairness, Share, distribution};
 pub use history::{DecisionEntry, DecisionPath};
-pub use ids::{ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
+pub use ids::{ApiKeyId, ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
 pub use insight::{
     DECISION_PAGE, DecisionCursor, SimulatedOperator, Simulation, SimulationRequest,
     SourceDecision, Window, WindowError, simulate, source_distribution,
 };
 pub use model::{
-    Contact, ContactFilter, ContactStatus, Lead, LeadFilter, LeadWithContacts, NewContact,
-    NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorLoad, OperatorPatch,
-    OperatorStats, OperatorSummary, Page, RepeatedOperator, Source, SourceKey, SourceOperator,
-    SourcePatch, SourceQueue, SourceRef, WeightEntry, WeightSet,
+    ApiKey, Contact, ContactFilter, ContactStatus, KeyScope, Lead, LeadFilter, LeadWithContacts,
+    NewApiKey, NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter,
+    OperatorLoad, OperatorPatch, OperatorStats, OperatorSummary, Page, RepeatedOperator, Source,
+    SourceKey, SourceOperator, SourcePatch, SourceQueue, SourceRef, WeightEntry, WeightSet,
 };
 pub use pacing::{AssignmentsPerMinute, Pace, next_eligible, rate_limited};
 pub use ports::{

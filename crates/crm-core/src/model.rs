@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::{
-    AssignmentsPerMinute, ContactId, ExternalLeadId, LeadId, MaxActiveContacts, Name, OperatorId,
-    Payload, SourceCode, SourceId, SourceKeyId, Weight,
+    ApiKeyId, AssignmentsPerMinute, ContactId, ExternalLeadId, LeadId, MaxActiveContacts, Name,
+    OperatorId, Payload, SourceCode, SourceId, SourceKeyId, Weight,
 };
 
 /// A human who handles contacts.
@@ -206,6 +206,64 @@ pub struct SourceKey {
     pub created_at: DateTime<Utc>,
     /// When it was last used (updated at most once a minute).
     pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// What a key of `/api/keys` may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScope {
+    /// Read everything but keys, and call the dry run (`POST /api/sources/{id}/simulate`).
+    Viewer,
+}
+
+impl KeyScope {
+    /// The scope named `name`.
+    ///
+    /// # Errors
+    /// [`ValueError::NotOneOf`] for any other name.
+    pub fn parse(name: &str) -> Result<Self, crate::ValueError> {
+        match name {
+            "viewer" => Ok(Self::Viewer),
+            _ => Err(crate::ValueError::NotOneOf { expected: "viewer" }),
+        }
+    }
+
+    /// Its name in requests, answers and storage.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+        }
+    }
+}
+
+/// An issued key of `/api/keys`, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Identifier.
+    pub id: ApiKeyId,
+    /// What it may do.
+    pub scope: KeyScope,
+    /// What the key is for, as its creator described it.
+    pub label: Option<String>,
+    /// The key's first characters, to tell keys apart.
+    pub prefix: String,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+    /// When it was last used (updated at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A key of `/api/keys` to store: its hash, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    /// What it may do.
+    pub scope: KeyScope,
+    /// Optional description.
+    pub label: Option<Name>,
+    /// The key's first characters.
+    pub prefix: String,
+    /// A hash of the key (hex SHA-256).
+    pub hash: String,
 }
 
 /// A key to store: its hash, never the key.

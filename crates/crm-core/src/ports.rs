@@ -10,11 +10,11 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    Candidate, Contact, ContactFilter, ContactId, Decision, DecisionEntry, ExternalLeadId,
-    IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts, NewContact, NewOperator, NewSource,
-    NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats,
-    Payload, Registration, Source, SourceId, SourceKey, SourceKeyId, SourcePatch, SourceQueue,
-    SourceRef, StoreError, WeightSet,
+    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, Decision, DecisionEntry,
+    ExternalLeadId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey,
+    NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId,
+    OperatorLoad, OperatorPatch, OperatorStats, Payload, Registration, Source, SourceId, SourceKey,
+    SourceKeyId, SourcePatch, SourceQueue, SourceRef, StoreError, WeightSet,
     insight::{DecisionCursor, SourceDecision, Window},
 };
 
@@ -384,6 +384,17 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<SourceDecision>, StoreError>> + Send;
 
+    /// How many of source `source`'s contacts each operator was given by the rule in
+    /// `window` (registered or drained entries), by operator id: a count, no record read.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn source_assignments(
+        &self,
+        source: SourceId,
+        window: Window,
+    ) -> impl Future<Output = Result<Vec<(OperatorId, u64)>, StoreError>> + Send;
+
     /// The operators of `weights` as the rule would see them now, in the order given, each
     /// with the weight given: activity, load, limit, and whether its pace admits an
     /// assignment at [`Store::now`]. Reads only.
@@ -461,6 +472,37 @@ pub trait Store: Send + Sync + 'static {
         source_id: SourceId,
         key_id: SourceKeyId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a key of `/api/keys`.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn create_api_key(
+        &self,
+        new: NewApiKey,
+    ) -> impl Future<Output = Result<ApiKey, StoreError>> + Send;
+
+    /// The keys of `/api/keys`, by id.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn list_api_keys(&self) -> impl Future<Output = Result<Vec<ApiKey>, StoreError>> + Send;
+
+    /// Revokes a key of `/api/keys`.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::NotFound`] when there is no such key.
+    fn delete_api_key(&self, id: ApiKeyId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Finds the key of `/api/keys` with this hash and notes its use; `None` when no key
+    /// has it.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn authenticate_api_key(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = Result<Option<ApiKey>, StoreError>> + Send;
 
     /// Finds the key with this hash and notes its use; `None` when no key has it.
     ///

@@ -38,6 +38,12 @@ pub enum ValueError {
         /// The maximum size in bytes.
         max: usize,
     },
+    /// A name that is none of those allowed.
+    #[error("must be one of: {expected}")]
+    NotOneOf {
+        /// The allowed names, comma-separated.
+        expected: &'static str,
+    },
 }
 
 /// Whether `c` is a control character that no identifier, name, code or label may

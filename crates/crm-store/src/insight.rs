@@ -19,29 +19,12 @@ use crate::{
     read::{broken, stored},
 };
 
-/// How a report finds the history entries of a window of time, without an index that every
-/// registration would pay for on SQLite.
-///
-/// On SQLite the one writer commits entries in time order, and the table's rowid (it has no
-/// integer primary key) is assigned in commit order, so the window is a range of rowids,
-/// found by two binary searches of about 20 rowid lookups each at 1,000,000 entries. An
-/// index on `at` would cost each registration's commit an index page: 3.5 % of the default
-/// benchmark's throughput (docs/benchmarks.md, 2026-12-06). Entries outside the window
-/// inside that range are passed over by their `at`; a system clock stepped back while
-/// entries were written could leave entries at the window's edge out.
-///
-/// On PostgreSQL, where replicas commit in no particular order, the window is a range of
-/// `ix_contact_decisions_at` (migration `m20261206_000008`).
-///
-/// Either way the other sources' entries in the window are read and passed over, so a
+/// A page of a source's history in a window, after a cursor: `$1` is the cursor's time
+/// (the window's start on the first page) and `$3` its key (-1 then, below every key).
+/// The range on `at` is a range of `ix_contact_decisions_at` (migration
+/// `m20261206_000008`); the other sources' entries in it are read and passed over, so a
 /// report costs in proportion to the window's entries.
-const SQLITE_SOURCE_DECISIONS: &str = "SELECT rowid, path, operator_id, record, at \
-     FROM contact_decisions WHERE rowid >= $1 AND rowid < $2 AND source_id = $3 \
-     AND path <> 'unassigned' AND at >= $4 AND at < $5 ORDER BY rowid LIMIT $6";
-
-/// PostgreSQL's page after a cursor: `$1` is the cursor's time (the window's start on the
-/// first page) and `$3` its key (-1 then, below every key).
-const PG_SOURCE_DECISIONS: &str = "SELECT id, path, operator_id, record, at FROM contact_decisions \
+const SOURCE_DECISIONS: &str = "SELECT id, path, operator_id, record, at FROM contact_decisions \
      WHERE at >= $1 AND at < $2 AND (at > $1 OR id > $3) AND source_id = $4 \
      AND path <> 'unassigned' ORDER BY at, id LIMIT $5";
 
@@ -54,60 +37,6 @@ fn time(backend: DbBackend, t: DateTime<Utc>) -> sea_orm::Value {
     }
 }
 
-/// SQLite: the first rowid of the history written at or after `t`, or one past the last
-/// entry when there is none (see [`SQLITE_SOURCE_DECISIONS`]).
-async fn sqlite_first_rowid_at(
-    db: &DatabaseConnection,
-    t: DateTime<Utc>,
-) -> Result<i64, StoreError> {
-    let query = async |sql: &str, values: Vec<sea_orm::Value>| {
-        db.query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            sql,
-            values,
-        ))
-        .await
-        .map_err(db_err)
-    };
-    let Some(bounds) = query(
-        "SELECT MIN(rowid), MAX(rowid) FROM contact_decisions",
-        vec![],
-    )
-    .await?
-    else {
-        return Ok(0);
-    };
-    let (Some(mut lo), Some(last)) = (
-        bounds.try_get_by_index::<Option<i64>>(0).map_err(db_err)?,
-        bounds.try_get_by_index::<Option<i64>>(1).map_err(db_err)?,
-    ) else {
-        return Ok(0);
-    };
-    let t = crate::conn::sqlite_timestamp(t);
-    // The answer is in lo..=hi; hi is one past the last entry when every entry is earlier.
-    let mut hi = last + 1;
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let row = query(
-            "SELECT rowid, at FROM contact_decisions WHERE rowid >= $1 ORDER BY rowid LIMIT 1",
-            vec![mid.into()],
-        )
-        .await?
-        .ok_or_else(|| broken("history rowids"))?;
-        let (rowid, at): (i64, String) = (
-            row.try_get_by_index(0).map_err(db_err)?,
-            row.try_get_by_index(1).map_err(db_err)?,
-        );
-        if at >= t {
-            // No entry lies between `mid` and `rowid`: starting at either is the same.
-            hi = mid;
-        } else {
-            lo = rowid + 1;
-        }
-    }
-    Ok(lo)
-}
-
 /// See [`crm_core::Store::source_decisions`].
 pub async fn source_decisions(
     db: &DatabaseConnection,
@@ -117,39 +46,18 @@ pub async fn source_decisions(
     limit: u32,
 ) -> Result<Vec<SourceDecision>, StoreError> {
     let backend = db.get_database_backend();
-    let statement = match backend {
-        DbBackend::Sqlite => {
-            let first = sqlite_first_rowid_at(db, window.since).await?;
-            let end = sqlite_first_rowid_at(db, window.until).await?;
-            let from = after.map_or(first, |c| first.max(c.key + 1));
-            Statement::from_sql_and_values(
-                backend,
-                SQLITE_SOURCE_DECISIONS,
-                [
-                    from.into(),
-                    end.into(),
-                    source.get().into(),
-                    time(backend, window.since),
-                    time(backend, window.until),
-                    i64::from(limit).into(),
-                ],
-            )
-        }
-        _ => {
-            let (from, key) = after.map_or((window.since, -1), |c| (c.at, c.key));
-            Statement::from_sql_and_values(
-                backend,
-                PG_SOURCE_DECISIONS,
-                [
-                    time(backend, from),
-                    time(backend, window.until),
-                    key.into(),
-                    source.get().into(),
-                    i64::from(limit).into(),
-                ],
-            )
-        }
-    };
+    let (from, key) = after.map_or((window.since, -1), |c| (c.at, c.key));
+    let statement = Statement::from_sql_and_values(
+        backend,
+        SOURCE_DECISIONS,
+        [
+            time(backend, from),
+            time(backend, window.until),
+            key.into(),
+            source.get().into(),
+            i64::from(limit).into(),
+        ],
+    );
     let rows = db.query_all_raw(statement).await.map_err(db_err)?;
     rows.iter()
         .map(|row| {
@@ -168,6 +76,45 @@ pub async fn source_decisions(
             })
         })
         .collect()
+}
+
+/// A source's automatic assignments per operator in a window, counted through
+/// `ix_contact_decisions_at` without reading a record.
+const SOURCE_ASSIGNMENTS: &str = "SELECT operator_id, COUNT(*) FROM contact_decisions \
+     WHERE at >= $1 AND at < $2 AND source_id = $3 AND operator_id IS NOT NULL \
+     AND (path = 'registered' OR path = 'drained') GROUP BY operator_id";
+
+/// See [`crm_core::Store::source_assignments`].
+pub async fn source_assignments(
+    db: &DatabaseConnection,
+    source: SourceId,
+    window: Window,
+) -> Result<Vec<(OperatorId, u64)>, StoreError> {
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            SOURCE_ASSIGNMENTS,
+            [
+                time(backend, window.since),
+                time(backend, window.until),
+                source.get().into(),
+            ],
+        ))
+        .await
+        .map_err(db_err)?;
+    let mut counts = rows
+        .iter()
+        .map(|row| {
+            let count: i64 = row.try_get_by_index(1).map_err(db_err)?;
+            Ok((
+                OperatorId(row.try_get_by_index(0).map_err(db_err)?),
+                u64::try_from(count).unwrap_or(0),
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    counts.sort_unstable();
+    Ok(counts)
 }
 
 /// See [`crm_core::Store::candidates`]: one read of the operators named, judged at `now`.
@@ -217,19 +164,10 @@ pub async fn candidates(
 
 /// Assignments per operator in the hour and the day before `$3` (`$1` and `$2` are the
 /// hour's and the day's start): the automatic ones and those by hand, over the day's
-/// entries, found as [`SQLITE_SOURCE_DECISIONS`] says: on SQLite from the day's first
-/// rowid (`$4`), on PostgreSQL through the index on `at`.
-fn recent_assignments_sql(backend: DbBackend) -> String {
-    format!(
-        "SELECT operator_id, SUM(CASE WHEN at >= $1 THEN 1 ELSE 0 END), COUNT(*) \
-         FROM contact_decisions WHERE {} at >= $2 AND at <= $3 AND operator_id IS NOT NULL \
-         AND (path = 'registered' OR path = 'drained' OR path = 'manual') GROUP BY operator_id",
-        match backend {
-            DbBackend::Sqlite => "rowid >= $4 AND",
-            _ => "",
-        }
-    )
-}
+/// entries, read through `ix_contact_decisions_at`.
+const RECENT_ASSIGNMENTS: &str = "SELECT operator_id, SUM(CASE WHEN at >= $1 THEN 1 ELSE 0 END), \
+     COUNT(*) FROM contact_decisions WHERE at >= $2 AND at <= $3 AND operator_id IS NOT NULL \
+     AND (path = 'registered' OR path = 'drained' OR path = 'manual') GROUP BY operator_id";
 
 /// `(last hour, last day)` assignments per operator id, before `now`.
 pub async fn recent_assignments(
@@ -237,20 +175,15 @@ pub async fn recent_assignments(
     now: DateTime<Utc>,
 ) -> Result<HashMap<i64, (i64, i64)>, StoreError> {
     let backend = db.get_database_backend();
-    let day = now - TimeDelta::hours(24);
-    let mut values = vec![
-        time(backend, now - TimeDelta::hours(1)),
-        time(backend, day),
-        time(backend, now),
-    ];
-    if backend == DbBackend::Sqlite {
-        values.push(sqlite_first_rowid_at(db, day).await?.into());
-    }
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             backend,
-            recent_assignments_sql(backend),
-            values,
+            RECENT_ASSIGNMENTS,
+            [
+                time(backend, now - TimeDelta::hours(1)),
+                time(backend, now - TimeDelta::hours(24)),
+                time(backend, now),
+            ],
         ))
         .await
         .map_err(db_err)?;

@@ -5,6 +5,7 @@
 //! every write goes through one writer thread with group commit, and reads use a
 //! read-only pool beside it.
 
+mod api_keys;
 mod clock;
 mod conn;
 mod drain;
@@ -24,11 +25,12 @@ mod url;
 use std::time::Duration;
 
 use crm_core::{
-    Candidate, Contact, ContactFilter, ContactId, DecisionCursor, DecisionEntry, IdempotencyKey,
-    Lead, LeadFilter, LeadId, LeadWithContacts, NewContact, NewOperator, NewSource, NewSourceKey,
-    Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats, PoolStatus,
-    Registration, Source, SourceDecision, SourceId, SourceKey, SourceKeyId, SourcePatch,
-    SourceQueue, Store, StoreError, WeightSet, Window, register_contact, register_contact_once,
+    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, DecisionCursor, DecisionEntry,
+    IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact, NewOperator,
+    NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch,
+    OperatorStats, PoolStatus, Registration, Source, SourceDecision, SourceId, SourceKey,
+    SourceKeyId, SourcePatch, SourceQueue, Store, StoreError, WeightSet, Window, register_contact,
+    register_contact_once,
 };
 use drain::Scope;
 use sea_orm::DatabaseConnection;
@@ -412,6 +414,15 @@ impl Store for DbStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn source_assignments(
+        &self,
+        source: SourceId,
+        window: Window,
+    ) -> Result<Vec<(OperatorId, u64)>, StoreError> {
+        insight::source_assignments(self.reader(), source, window).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn candidates(
         &self,
         weights: &[(OperatorId, i64)],
@@ -462,6 +473,44 @@ impl Store for DbStore {
         either!(self, |db| db
             .write(async move |conn| ops::delete_source_key(conn, source_id, key_id).await)
             .await)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn create_api_key(&self, new: NewApiKey) -> Result<ApiKey, StoreError> {
+        let id = either!(self, |db| db
+            .write(async move |conn| api_keys::create(conn, &new).await)
+            .await)?;
+        api_keys::one(self.reader(), id).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        api_keys::list(self.reader()).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn delete_api_key(&self, id: ApiKeyId) -> Result<(), StoreError> {
+        either!(self, |db| db
+            .write(async move |conn| api_keys::delete(conn, id).await)
+            .await)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn authenticate_api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let Some(key) = api_keys::by_hash(self.reader(), hash).await? else {
+            return Ok(None);
+        };
+        // As for source keys: the last use is recorded at most once a minute per key.
+        if key
+            .last_used_at
+            .is_none_or(|t| ops::now() - t > chrono::Duration::minutes(1))
+        {
+            let id = key.id;
+            either!(self, |db| db
+                .write(async move |conn| api_keys::touch(conn, id).await)
+                .await)?;
+        }
+        Ok(Some(key))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

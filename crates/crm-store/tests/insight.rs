@@ -1,13 +1,13 @@
 //! The reports' reads on a fake clock, on both backends: a source's history over a window
-//! of time, page by page (SQLite finds the window as a range of rowids, PostgreSQL through
-//! an index on time), and each operator's recent assignments and the waiting contacts it
-//! had no room for.
+//! of time, page by page, with the later entries of contacts that arrived before it, and
+//! each operator's recent assignments and the waiting contacts it had no room for.
 
 mod support;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use crm_core::{
-    DecisionCursor, DecisionPath, OperatorId, SourceDecision, SourceId, SourceRef, Store, Window,
+    DecisionCursor, DecisionPath, OperatorId, SourceDecision, SourceId, SourceRef, Store, Weight,
+    WeightEntry, WeightSet, Window,
 };
 use crm_store::{Clock, testing::Backend};
 use support::*;
@@ -76,30 +76,47 @@ async fn a_window_holds_exactly_its_entries_page_by_page(backend: Backend) {
             at.push((c.id, clock.now()));
         }
     }
-    // A contact taken back by hand writes an `unassigned` entry, which reports leave out
-    // (and waits: the drain passes over Ann, the only one, for it).
-    let moved = at[4].0;
+    // The first contact, taken back by hand, writes an `unassigned` entry, which reports
+    // leave out, and waits (the drain passes over Ann, the only one, for it) until Bob
+    // gets a weight: its `drained` entry falls in the window though it arrived before.
     clock.advance(TimeDelta::minutes(1));
-    t.store.unassign_contact(moved).await.expect("unassign");
+    t.store.unassign_contact(at[0].0).await.expect("unassign");
+    clock.advance(TimeDelta::minutes(1));
+    let bob = operator(&t.store, "Bob", 100).await;
+    let weights = [(ann, 1), (bob, 1)]
+        .map(|(operator_id, w)| WeightEntry {
+            operator_id,
+            weight: Weight::new(w).expect("a weight"),
+        })
+        .to_vec();
+    t.store
+        .replace_weights(tg, WeightSet::new(weights).expect("a set"))
+        .await
+        .expect("weights");
 
     let hour = TimeDelta::hours(1);
     let (entries, _) = read_all(&t, tg, t0() + hour, t0() + hour * 3, 100).await;
     let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.cursor.at).collect();
-    assert_eq!(times, [at[3].1, at[4].1, at[5].1]);
+    let drained_at = t0() + TimeDelta::minutes(152);
+    assert_eq!(times, [at[3].1, at[4].1, at[5].1, drained_at]);
     assert!(
-        entries
+        entries[..3]
             .iter()
             .all(|e| e.path == DecisionPath::Registered && e.operator_id == Some(ann))
     );
+    // (Ann is passed over only by the drain right after the unassignment.)
+    assert_eq!(entries[3].path, DecisionPath::Drained);
+    assert!([Some(ann), Some(bob)].contains(&entries[3].operator_id));
 
     // The same window two at a time: the same entries, in the same order.
     let (paged, pages) = read_all(&t, tg, t0() + hour, t0() + hour * 3, 2).await;
-    assert_eq!(pages, 2);
+    assert_eq!(pages, 3, "2 + 2 + an empty last page");
     assert_eq!(paged, entries);
 
-    // The first hour holds the first three, and its end is excluded.
+    // The first hour holds the first three registrations, and its end is excluded.
     let (first, _) = read_all(&t, tg, t0(), t0() + hour, 100).await;
     assert_eq!(first.len(), 3);
+    assert!(first.iter().all(|e| e.path == DecisionPath::Registered));
     let (edge, _) = read_all(&t, tg, t0() - hour, t0(), 100).await;
     assert!(edge.is_empty());
     let (web_entries, _) = read_all(&t, web, t0(), t0() + hour * 3, 1).await;

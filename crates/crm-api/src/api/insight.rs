@@ -242,8 +242,8 @@ struct SimulatedOperator {
     configured_share: f64,
     /// `current_weight` over the sum now.
     current_configured_share: f64,
-    /// Its share of the source's weighted draws in the last 24 hours; `null` without
-    /// draws.
+    /// Its share of the source's automatic assignments (drawn at registration or from the
+    /// queue) in the last 24 hours; `null` when there were none.
     #[oai(nullable)]
     realised_share: Option<f64>,
     /// How many of the `picks` draws it received.

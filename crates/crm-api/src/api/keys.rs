@@ -8,7 +8,7 @@ use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
 use super::{ApiTags, path_id::PathId};
 use crate::{
-    auth::{Credentials, issue_key},
+    auth::{Credentials, KEY_PREFIX, issue_key},
     body::{Body, Check, Field, NameRule, Optional, wire_object},
     dto::{Created, Deleted},
     error::{
@@ -96,7 +96,7 @@ impl<S: Store> KeysApi<S> {
         body: Body<CreateKey>,
         _auth: Credentials,
     ) -> ApiResult<Created<IssuedKey>, { API | PATH | BODY }> {
-        let issued = issue_key();
+        let issued = issue_key(KEY_PREFIX);
         let key = self
             .0
             .create_source_key(NewSourceKey {

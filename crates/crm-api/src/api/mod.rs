@@ -1,5 +1,6 @@
 //! The operations of the API, one module per resource, each generic over the store.
 
+mod api_keys;
 mod contacts;
 mod decisions;
 mod health;
@@ -36,6 +37,8 @@ enum ApiTags {
     Queue,
     /// Load figures
     Stats,
+    /// Viewer keys: read-only access for screens and reports
+    Keys,
     /// Liveness of the service and its database
     Health,
 }
@@ -51,6 +54,7 @@ pub(crate) type Apis<S> = (
     decisions::DecisionsApi<S>,
     queue::QueueApi<S>,
     keys::KeysApi<S>,
+    api_keys::ApiKeysApi<S>,
     stats::StatsApi<S>,
 );
 
@@ -69,6 +73,7 @@ pub(crate) fn service<S: Store>(
         decisions::DecisionsApi(Arc::clone(&store)),
         queue::QueueApi(Arc::clone(&store), queue),
         keys::KeysApi(Arc::clone(&store)),
+        api_keys::ApiKeysApi(Arc::clone(&store)),
         stats::StatsApi(store),
     );
     OpenApiService::new(apis, "mini-crm", env!("CARGO_PKG_VERSION")).description(

@@ -27,7 +27,7 @@ mod rules;
 
 pub(crate) use rules::{
     CodeRule, DefaultTrue, LimitRule, NameRule, Optional, PaceRule, PicksRule, Plain, Rule,
-    SeedRule, WeightRule, verbatim_pattern,
+    ScopeRule, SeedRule, WeightRule, verbatim_pattern,
 };
 
 /// Largest accepted request body.

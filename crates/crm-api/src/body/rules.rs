@@ -5,7 +5,7 @@
 use std::{fmt::Write as _, marker::PhantomData};
 
 use crm_core::{
-    AssignmentsPerMinute, MaxActiveContacts, Name, SimulationRequest, SourceCode, Weight,
+    AssignmentsPerMinute, KeyScope, MaxActiveContacts, Name, SimulationRequest, SourceCode, Weight,
 };
 use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef},
@@ -139,6 +139,18 @@ impl Rule for SeedRule {
 
     fn schema<T: Type>() -> MetaSchemaRef {
         inline(integer(0, SimulationRequest::MAX_SEED as i64))
+    }
+}
+
+/// A key's scope: one of [`KeyScope`]'s names (today `viewer`).
+pub(crate) struct ScopeRule;
+
+impl Rule for ScopeRule {
+    fn schema<T: Type>() -> MetaSchemaRef {
+        inline(MetaSchema {
+            enum_items: vec![KeyScope::Viewer.as_str().into()],
+            ..MetaSchema::new("string")
+        })
     }
 }
 
