@@ -6,7 +6,9 @@
 //! few hundred contacts from new and returning leads. Contacts are closed as the day
 //! goes on, so at the end some are closed, some open, and some, mostly from the source
 //! whose operators are scarce, wait unassigned; a supervisor raises one operator's limit
-//! and hands a few of those out by hand. The plan is fixed by a seed; which operator gets
+//! (the queue drains to him) and hands a few of those out by hand. Daria, with few places
+//! on two sources, is often full: `GET /api/sources/{id}/distribution` shows it, and the
+//! closing lines say where. The plan is fixed by a seed; which operator gets
 //! a contact is the server's draw.
 
 use std::time::Duration;
@@ -191,9 +193,9 @@ fn seed(api: &Api) -> Result<()> {
     let mut rng = SplitMix64(SEED);
     let plan = plan(&mut rng);
     let mut tally = Tally::default();
-    // Open contacts that have an operator: the ones that can be closed.
+    // Open contacts that got an operator when they came: the ones operators close (those
+    // the queue hands out later stay open, as a backlog's do on a busy day).
     let mut open: Vec<i64> = Vec::new();
-    let mut unassigned: Vec<i64> = Vec::new();
     for (i, reg) in plan.iter().enumerate() {
         let body = json!({
             "external_lead_id": reg.external_lead_id,
@@ -204,9 +206,7 @@ fn seed(api: &Api) -> Result<()> {
         let contact_id = id(&contact)?;
         tally.registered += 1;
         tally.returning += usize::from(reg.returning);
-        if contact["operator_id"].is_null() {
-            unassigned.push(contact_id);
-        } else {
+        if !contact["operator_id"].is_null() {
             open.push(contact_id);
         }
         // Operators work through their queues: every few contacts about half of the
@@ -225,40 +225,83 @@ fn seed(api: &Api) -> Result<()> {
         }
     }
 
-    // A supervisor lets the most experienced operator take more and hands them the
-    // oldest waiting contacts.
+    // A supervisor lets the most experienced operator take more: the queue hands him the
+    // oldest waiting contacts of his sources at once.
     let helper = operators[SUPERVISOR_PICK];
-    let raised = OPERATORS[SUPERVISOR_PICK].max_active_contacts + 5;
+    let raised = OPERATORS[SUPERVISOR_PICK].max_active_contacts + 10;
+    let before = waiting(api)?.len();
     let body = json!({ "max_active_contacts": raised });
     api.send("PATCH", &format!("/api/operators/{helper}"), Some(&body))?;
-    let by_hand: Vec<i64> = unassigned.drain(..unassigned.len().min(3)).collect();
-    for contact_id in &by_hand {
-        let body = json!({ "operator_id": helper });
+    let drained = before - waiting(api)?.len();
+    // Then hands a few of the oldest still waiting to whoever has room: the queue gives a
+    // source's contacts only to that source's operators, a person may choose anyone.
+    let mut by_hand = 0;
+    for contact_id in waiting(api)?.into_iter().take(3) {
+        let Some(operator) = roomiest(api)? else {
+            break;
+        };
+        let body = json!({ "operator_id": operator });
         api.send(
             "POST",
             &format!("/api/contacts/{contact_id}/assign"),
             Some(&body),
         )?;
+        by_hand += 1;
     }
 
     let busiest = busiest(api, &sources, &operators)?;
     let leads = plan.iter().filter(|r| !r.returning).count();
+    let open = api
+        .send("GET", "/api/contacts?status=open&limit=1000", None)?
+        .as_array()
+        .map_or(0, Vec::len);
+    let still_waiting = waiting(api)?.len();
     println!(
         "seeded {}: {} operators, {} sources, {} contacts from {leads} leads ({} from \
-         returning leads); {} closed, {} open, {} unassigned ({} of the waiting ones \
-         assigned by hand)",
+         returning leads); {} closed, {} open of which {still_waiting} wait for an operator; \
+         raising {}'s limit drained {drained} from the queue, {by_hand} more were assigned \
+         by hand",
         api.base,
         operators.len(),
         sources.len(),
         tally.registered,
         tally.returning,
         tally.closed,
-        open.len() + by_hand.len(),
-        unassigned.len(),
-        by_hand.len(),
+        open,
+        OPERATORS[SUPERVISOR_PICK].name,
     );
     println!("{busiest}");
     Ok(())
+}
+
+/// The waiting contacts, oldest first.
+fn waiting(api: &Api) -> Result<Vec<i64>> {
+    Ok(api
+        .send(
+            "GET",
+            "/api/contacts?status=open&unassigned=true&limit=1000",
+            None,
+        )?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["id"].as_i64())
+        .collect())
+}
+
+/// The active operator with the most room, if anyone has room.
+fn roomiest(api: &Api) -> Result<Option<i64>> {
+    Ok(api
+        .send("GET", "/api/operators?is_active=true", None)?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            let room = o["max_active_contacts"].as_i64()? - o["active_contacts"].as_i64()?;
+            (room > 0).then_some((room, o["id"].as_i64()?))
+        })
+        .max()
+        .map(|(_, id)| id))
 }
 
 /// What `/api/sources/{id}/distribution` shows on the demo day: for each source, the
