@@ -1,8 +1,8 @@
 //! A store with no database, so the OpenAPI document can be rendered without one.
 
 use crm_core::{
-    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, DecisionCursor, IdempotencyKey,
-    Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact, NewOperator, NewSource,
+    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, IdempotencyKey, Lead,
+    LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact, NewOperator, NewSource,
     NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats,
     PoolStatus, Registration, Source, SourceDecision, SourceId, SourceKey, SourceKeyId,
     SourcePatch, Store, StoreError, WeightSet, Window,
@@ -30,13 +30,12 @@ impl Store for NoStore {
     async fn authenticate_api_key(&self, _: &str) -> Result<Option<ApiKey>, StoreError> {
         none()
     }
-    async fn source_decisions(
-        &self,
+    async fn source_decisions<'a>(
+        &'a self,
         _: SourceId,
         _: Window,
-        _: Option<DecisionCursor>,
-        _: u32,
-    ) -> Result<Vec<SourceDecision>, StoreError> {
+        _: &'a mut (dyn FnMut(SourceDecision) + Send),
+    ) -> Result<u64, StoreError> {
         none()
     }
     async fn source_assignments(

@@ -68,20 +68,11 @@ impl Window {
     }
 }
 
-/// Where a page of [`Store::source_decisions`] ended: the next page starts after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DecisionCursor {
-    /// The entry's time.
-    pub at: DateTime<Utc>,
-    /// The entry's key in the store (unique, so it orders entries of one instant).
-    pub key: i64,
-}
-
 /// One entry of a source's history in a window, as [`Store::source_decisions`] reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceDecision {
-    /// Where it is in the window's order.
-    pub cursor: DecisionCursor,
+    /// When it happened.
+    pub at: DateTime<Utc>,
     /// What happened.
     pub path: DecisionPath,
     /// The operator it went to, if any.
@@ -90,12 +81,9 @@ pub struct SourceDecision {
     pub record: Option<String>,
 }
 
-/// How many entries [`source_distribution`] reads per page: a page of records is a few
-/// megabytes, whatever the window holds.
-pub const DECISION_PAGE: u32 = 5_000;
-
 /// Realised against expected shares of a source's automatic decisions in `window`, for
-/// the operators of its weights now, with the assignments by hand beside them.
+/// the operators of its weights now, with the assignments by hand beside them. The window
+/// is streamed through [`Fairness`], never held whole.
 ///
 /// # Errors
 /// [`StoreError::NotFound`] for an unknown source; driver failures.
@@ -111,33 +99,21 @@ pub async fn source_distribution<S: Store>(
         .map(|o| (o.operator.id, o.weight.get()))
         .collect();
     let mut fairness = Fairness::new(&weights);
-    let mut after = None;
-    loop {
-        let page = store
-            .source_decisions(source_id, window, after, DECISION_PAGE)
-            .await?;
-        for entry in &page {
-            match entry.path {
-                DecisionPath::Registered | DecisionPath::Queued | DecisionPath::Drained => {
-                    // Records older than version 2 (before the history) are not read.
-                    if let Some(decision) = entry.record.as_deref().and_then(Decision::from_record)
-                    {
-                        fairness.decision(&decision);
-                    }
-                }
-                DecisionPath::Manual => {
-                    if let Some(operator) = entry.operator_id {
-                        fairness.manual(operator);
-                    }
-                }
-                DecisionPath::Unassigned => {}
+    let mut fold = |entry: SourceDecision| match entry.path {
+        DecisionPath::Registered | DecisionPath::Queued | DecisionPath::Drained => {
+            // Records older than version 2 (before the history) are not read.
+            if let Some(decision) = entry.record.as_deref().and_then(Decision::from_record) {
+                fairness.decision(&decision);
             }
         }
-        match page.last() {
-            Some(last) if page.len() == DECISION_PAGE as usize => after = Some(last.cursor),
-            _ => break,
+        DecisionPath::Manual => {
+            if let Some(operator) = entry.operator_id {
+                fairness.manual(operator);
+            }
         }
-    }
+        DecisionPath::Unassigned => {}
+    };
+    store.source_decisions(source_id, window, &mut fold).await?;
     Ok(fairness.finish())
 }
 

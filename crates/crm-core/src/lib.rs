@@ -53,8 +53,8 @@ pub use fairness::{Distribution, FLAG_Z, Fairness, Share, distribution};
 pub use history::{DecisionEntry, DecisionPath};
 pub use ids::{ApiKeyId, ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
 pub use insight::{
-    DECISION_PAGE, DecisionCursor, SimulatedOperator, Simulation, SimulationRequest,
-    SourceDecision, Window, WindowError, simulate, source_distribution,
+    SimulatedOperator, Simulation, SimulationRequest, SourceDecision, Window, WindowError,
+    simulate, source_distribution,
 };
 pub use model::{
     ApiKey, Contact, ContactFilter, ContactStatus, KeyScope, Lead, LeadFilter, LeadWithContacts,

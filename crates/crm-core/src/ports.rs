@@ -15,7 +15,7 @@ use crate::{
     NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId,
     OperatorLoad, OperatorPatch, OperatorStats, Payload, Registration, Source, SourceId, SourceKey,
     SourceKeyId, SourcePatch, SourceQueue, SourceRef, StoreError, WeightSet,
-    insight::{DecisionCursor, SourceDecision, Window},
+    insight::{SourceDecision, Window},
 };
 
 /// What a registration learned in its first round trip.
@@ -369,20 +369,19 @@ pub trait Store: Send + Sync + 'static {
         id: ContactId,
     ) -> impl Future<Output = Result<Vec<DecisionEntry>, StoreError>> + Send;
 
-    /// A page of source `source`'s history in `window`, in time order (entries of one
-    /// instant by their key): at most `limit` entries after `after` (from the start of
-    /// the window when `None`). Unassignments are left out. A page MUST cost in proportion
-    /// to the window's entries (of all sources), never to the whole history.
+    /// Source `source`'s history in `window`, unassignments left out, each entry handed to
+    /// `sink` as it is read, in time order; returns how many. One statement, streamed: a
+    /// window of a million entries is never held whole, and it MUST cost in proportion to
+    /// the window's entries (of all sources), never to the whole history.
     ///
     /// # Errors
     /// Only driver failures.
-    fn source_decisions(
-        &self,
+    fn source_decisions<'a>(
+        &'a self,
         source: SourceId,
         window: Window,
-        after: Option<DecisionCursor>,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<SourceDecision>, StoreError>> + Send;
+        sink: &'a mut (dyn FnMut(SourceDecision) + Send),
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'a;
 
     /// How many of source `source`'s contacts each operator was given by the rule in
     /// `window` (registered or drained entries), by operator id: a count, no record read.

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use crm_core::{
-    AssignmentsPerMinute, Candidate, Decision, DecisionCursor, Exclusion, OperatorId, Pace,
-    SourceDecision, SourceId, StoreError, Window, rate_limited,
+    AssignmentsPerMinute, Candidate, Decision, Exclusion, OperatorId, Pace, SourceDecision,
+    SourceId, StoreError, Window, rate_limited,
 };
+use futures_util::TryStreamExt;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    Statement,
+    Statement, StreamTrait,
 };
 
 use crate::{
@@ -19,14 +20,15 @@ use crate::{
     read::{broken, stored},
 };
 
-/// A page of a source's history in a window, after a cursor: `$1` is the cursor's time
-/// (the window's start on the first page) and `$3` its key (-1 then, below every key).
-/// The range on `at` is a range of `ix_contact_decisions_at` (migration
-/// `m20261206_000008`); the other sources' entries in it are read and passed over, so a
-/// report costs in proportion to the window's entries.
-const SOURCE_DECISIONS: &str = "SELECT id, path, operator_id, record, at FROM contact_decisions \
-     WHERE at >= $1 AND at < $2 AND (at > $1 OR id > $3) AND source_id = $4 \
-     AND path <> 'unassigned' ORDER BY at, id LIMIT $5";
+/// A source's history in a window, in time order: a range of `ix_contact_decisions_at`
+/// (migration `m20261206_000008`), whose keys are `(at, id)` on both backends' plans, so
+/// the rows come in the index's order with no sort. The other sources' entries in the range
+/// are read and passed over, so a report costs in proportion to the window's entries.
+/// Read as one stream (no pages: a page after a cursor of `(at, id)` cannot seek past a
+/// run of equal times through this index, and a preload of a million entries of one
+/// instant made each page re-read the run from its start).
+const SOURCE_DECISIONS: &str = "SELECT path, operator_id, record, at FROM contact_decisions \
+     WHERE at >= $1 AND at < $2 AND source_id = $3 AND path <> 'unassigned' ORDER BY at, id";
 
 /// A time as the backend compares it: SQLite keeps times as text, compared as written
 /// (`conn::sqlite_timestamp`).
@@ -42,40 +44,36 @@ pub async fn source_decisions(
     db: &DatabaseConnection,
     source: SourceId,
     window: Window,
-    after: Option<DecisionCursor>,
-    limit: u32,
-) -> Result<Vec<SourceDecision>, StoreError> {
+    sink: &mut (dyn FnMut(SourceDecision) + Send),
+) -> Result<u64, StoreError> {
     let backend = db.get_database_backend();
-    let (from, key) = after.map_or((window.since, -1), |c| (c.at, c.key));
-    let statement = Statement::from_sql_and_values(
-        backend,
-        SOURCE_DECISIONS,
-        [
-            time(backend, from),
-            time(backend, window.until),
-            key.into(),
-            source.get().into(),
-            i64::from(limit).into(),
-        ],
-    );
-    let rows = db.query_all_raw(statement).await.map_err(db_err)?;
-    rows.iter()
-        .map(|row| {
-            let path: String = row.try_get_by_index(1).map_err(db_err)?;
-            Ok(SourceDecision {
-                cursor: DecisionCursor {
-                    key: row.try_get_by_index(0).map_err(db_err)?,
-                    at: row.try_get_by_index(4).map_err(db_err)?,
-                },
-                path: path.parse().map_err(|_| broken("decision path"))?,
-                operator_id: row
-                    .try_get_by_index::<Option<i64>>(2)
-                    .map_err(db_err)?
-                    .map(OperatorId),
-                record: row.try_get_by_index(3).map_err(db_err)?,
-            })
-        })
-        .collect()
+    let mut rows = db
+        .stream_raw(Statement::from_sql_and_values(
+            backend,
+            SOURCE_DECISIONS,
+            [
+                time(backend, window.since),
+                time(backend, window.until),
+                source.get().into(),
+            ],
+        ))
+        .await
+        .map_err(db_err)?;
+    let mut read = 0;
+    while let Some(row) = rows.try_next().await.map_err(db_err)? {
+        let path: String = row.try_get_by_index(0).map_err(db_err)?;
+        sink(SourceDecision {
+            path: path.parse().map_err(|_| broken("decision path"))?,
+            operator_id: row
+                .try_get_by_index::<Option<i64>>(1)
+                .map_err(db_err)?
+                .map(OperatorId),
+            record: row.try_get_by_index(2).map_err(db_err)?,
+            at: row.try_get_by_index(3).map_err(db_err)?,
+        });
+        read += 1;
+    }
+    Ok(read)
 }
 
 /// A source's automatic assignments per operator in a window, counted through

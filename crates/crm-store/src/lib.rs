@@ -25,11 +25,11 @@ mod url;
 use std::time::Duration;
 
 use crm_core::{
-    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, DecisionCursor, DecisionEntry,
-    IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact, NewOperator,
-    NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch,
-    OperatorStats, PoolStatus, Registration, Source, SourceDecision, SourceId, SourceKey,
-    SourceKeyId, SourcePatch, SourceQueue, Store, StoreError, WeightSet, Window, register_contact,
+    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, DecisionEntry, IdempotencyKey,
+    Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact, NewOperator, NewSource,
+    NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats,
+    PoolStatus, Registration, Source, SourceDecision, SourceId, SourceKey, SourceKeyId,
+    SourcePatch, SourceQueue, Store, StoreError, WeightSet, Window, register_contact,
     register_contact_once,
 };
 use drain::Scope;
@@ -403,14 +403,13 @@ impl Store for DbStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn source_decisions(
-        &self,
+    async fn source_decisions<'a>(
+        &'a self,
         source: SourceId,
         window: Window,
-        after: Option<DecisionCursor>,
-        limit: u32,
-    ) -> Result<Vec<SourceDecision>, StoreError> {
-        insight::source_decisions(self.reader(), source, window, after, limit).await
+        sink: &'a mut (dyn FnMut(SourceDecision) + Send),
+    ) -> Result<u64, StoreError> {
+        insight::source_decisions(self.reader(), source, window, sink).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

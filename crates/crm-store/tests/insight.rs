@@ -1,19 +1,19 @@
 //! The reports' reads on a fake clock, on both backends: a source's history over a window
-//! of time, page by page, with the later entries of contacts that arrived before it, and
+//! of time, in time order, with the later entries of contacts that arrived before it, and
 //! each operator's recent assignments and the waiting contacts it had no room for.
 
 mod support;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use crm_core::{
-    DecisionCursor, DecisionPath, OperatorId, SourceDecision, SourceId, SourceRef, Store, Weight,
-    WeightEntry, WeightSet, Window,
+    DecisionPath, OperatorId, SourceDecision, SourceId, SourceRef, Store, Weight, WeightEntry,
+    WeightSet, Window,
 };
 use crm_store::{Clock, testing::Backend};
 use support::*;
 
 crm_store::on_every_backend!(
-    a_window_holds_exactly_its_entries_page_by_page,
+    a_window_holds_exactly_its_entries_in_time_order,
     stats_count_recent_assignments_and_who_had_no_room,
 );
 
@@ -21,34 +21,25 @@ fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_900_000_000, 0).expect("valid")
 }
 
-/// Every entry of `source` in `[since, until)`, read `limit` at a time.
+/// Every entry of `source` in `[since, until)`, as the store streams them.
 async fn read_all(
     t: &TestStore,
     source: SourceId,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
-    limit: u32,
-) -> (Vec<SourceDecision>, usize) {
+) -> Vec<SourceDecision> {
     let window = Window::new(Some(since), Some(until), until).expect("a window");
-    let (mut all, mut pages) = (Vec::new(), 0);
-    let mut after: Option<DecisionCursor> = None;
-    loop {
-        let page = t
-            .store
-            .source_decisions(source, window, after, limit)
-            .await
-            .expect("a page");
-        pages += 1;
-        let full = page.len() == limit as usize;
-        after = page.last().map(|e| e.cursor);
-        all.extend(page);
-        if !full {
-            return (all, pages);
-        }
-    }
+    let mut all = Vec::new();
+    let read = t
+        .store
+        .source_decisions(source, window, &mut |entry| all.push(entry))
+        .await
+        .expect("the window");
+    assert_eq!(read, all.len() as u64);
+    all
 }
 
-async fn a_window_holds_exactly_its_entries_page_by_page(backend: Backend) {
+async fn a_window_holds_exactly_its_entries_in_time_order(backend: Backend) {
     let clock = Clock::fake(t0());
     let t = store_on(backend, &clock).await;
     let ann = operator(&t.store, "Ann", 100).await;
@@ -95,8 +86,8 @@ async fn a_window_holds_exactly_its_entries_page_by_page(backend: Backend) {
         .expect("weights");
 
     let hour = TimeDelta::hours(1);
-    let (entries, _) = read_all(&t, tg, t0() + hour, t0() + hour * 3, 100).await;
-    let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.cursor.at).collect();
+    let entries = read_all(&t, tg, t0() + hour, t0() + hour * 3).await;
+    let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.at).collect();
     let drained_at = t0() + TimeDelta::minutes(152);
     assert_eq!(times, [at[3].1, at[4].1, at[5].1, drained_at]);
     assert!(
@@ -108,18 +99,13 @@ async fn a_window_holds_exactly_its_entries_page_by_page(backend: Backend) {
     assert_eq!(entries[3].path, DecisionPath::Drained);
     assert!([Some(ann), Some(bob)].contains(&entries[3].operator_id));
 
-    // The same window two at a time: the same entries, in the same order.
-    let (paged, pages) = read_all(&t, tg, t0() + hour, t0() + hour * 3, 2).await;
-    assert_eq!(pages, 3, "2 + 2 + an empty last page");
-    assert_eq!(paged, entries);
-
     // The first hour holds the first three registrations, and its end is excluded.
-    let (first, _) = read_all(&t, tg, t0(), t0() + hour, 100).await;
+    let first = read_all(&t, tg, t0(), t0() + hour).await;
     assert_eq!(first.len(), 3);
     assert!(first.iter().all(|e| e.path == DecisionPath::Registered));
-    let (edge, _) = read_all(&t, tg, t0() - hour, t0(), 100).await;
+    let edge = read_all(&t, tg, t0() - hour, t0()).await;
     assert!(edge.is_empty());
-    let (web_entries, _) = read_all(&t, web, t0(), t0() + hour * 3, 1).await;
+    let web_entries = read_all(&t, web, t0(), t0() + hour * 3).await;
     assert_eq!(web_entries.len(), 2);
     t.finish().await;
 }
