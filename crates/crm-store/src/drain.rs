@@ -390,8 +390,9 @@ pub struct DrainLog {
 
 impl DrainLog {
     /// Notes what a drain of `scope` found: the moment it owes (a drain of every source
-    /// replaces what was owed), and its latencies.
-    pub fn after(&self, scope: Scope, drained: &Drained) {
+    /// replaces what was owed), and its latencies, each lengthened by `later` (the time
+    /// from the drain's end to the commit that made it durable, when it is noted after).
+    pub fn after(&self, scope: Scope, drained: &Drained, later: Duration) {
         if scope == Scope::All {
             self.timer.reset(drained.wake);
         } else {
@@ -402,7 +403,13 @@ impl DrainLog {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let room = MAX_LATENCIES.saturating_sub(kept.len());
-        kept.extend(drained.assigned.iter().map(|a| a.latency).take(room));
+        kept.extend(
+            drained
+                .assigned
+                .iter()
+                .map(|a| a.latency + later)
+                .take(room),
+        );
     }
 
     /// The latencies noted since the last call.

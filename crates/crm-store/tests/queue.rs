@@ -18,6 +18,7 @@ crm_store::on_every_backend!(
     an_unassigned_contact_waits_at_its_place_and_passes_over_its_operator_once,
     a_full_history_refuses_the_change_and_never_spills_into_the_next_contact,
     the_count_ahead_stops_at_its_bound,
+    each_drained_contact_has_one_latency_once_committed,
 );
 
 fn operator_of(contact: &crm_core::Contact) -> Option<OperatorId> {
@@ -529,5 +530,23 @@ async fn the_count_ahead_stops_at_its_bound(backend: Backend) {
         let c = register(&t.store, lead, SourceRef::Id(s)).await;
         assert_eq!(c.waiting_ahead, Some(bound));
     }
+    t.finish().await;
+}
+
+/// Each contact a drain assigns leaves one latency for `/metrics`, noted once the drain's
+/// unit of work has committed, and taken once.
+async fn each_drained_contact_has_one_latency_once_committed(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 1).await;
+    let s = source(&t.store, "src", &[(a, 1)]).await;
+    let first = register(&t.store, "first", SourceRef::Id(s)).await;
+    for i in 0..3 {
+        register(&t.store, &format!("w{i}"), SourceRef::Id(s)).await;
+    }
+    t.store.take_drain_latencies();
+    t.store.close_contact(first.id).await.expect("close");
+    let noted = t.store.take_drain_latencies();
+    assert_eq!(noted.len(), 1, "one contact drained: {noted:?}");
+    assert!(t.store.take_drain_latencies().is_empty(), "taken once");
     t.finish().await;
 }

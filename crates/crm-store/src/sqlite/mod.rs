@@ -8,7 +8,8 @@ pub mod writer;
 
 use std::{
     fs::File,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
+    time::Instant,
 };
 
 use crm_core::{ContactId, PoolStatus, StoreError};
@@ -56,11 +57,17 @@ pub struct SqliteStore {
     _lock: File,
 }
 
-/// A drain inside a writer job: at the store's clock, noting what it found in the store's
-/// [`DrainLog`].
+/// A drain inside a writer job, at the store's clock. What it found is noted in the store's
+/// [`DrainLog`] only once the job's group has committed ([`Drainer::committed`]): a group
+/// the writer runs again (one of its jobs failed after writing) drains again, and only its
+/// last run counts; a group that fails to commit drained nothing. The latencies then run
+/// until the commit.
+#[derive(Clone)]
 struct Drainer {
     clock: Clock,
     log: Arc<DrainLog>,
+    /// The last drain of this job: its scope, what it did, and when it ended.
+    last: Arc<Mutex<Option<(Scope, drain::Drained, Instant)>>>,
 }
 
 impl Drainer {
@@ -71,8 +78,21 @@ impl Drainer {
     ) -> Result<drain::Drained, StoreError> {
         let drained =
             drain::drain_here(conn, scope, self.clock.now(), &mut crate::fresh_rng()).await?;
-        self.log.after(scope, &drained);
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((scope, drained.clone(), Instant::now()));
         Ok(drained)
+    }
+
+    /// After the job's group committed: notes what the job's last drain did.
+    fn committed(&self) {
+        let last = self
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((scope, drained, ended)) = last {
+            self.log.after(scope, &drained, ended.elapsed());
+        }
     }
 }
 
@@ -242,14 +262,18 @@ impl SqliteStore {
         scope: impl Fn(&T) -> Option<Scope> + Send + 'static,
     ) -> Result<T, StoreError> {
         let drainer = self.drainer();
-        self.write(async move |conn| {
-            let out = write(conn).await?;
-            if let Some(scope) = scope(&out) {
-                drainer.drain(conn, scope).await?;
-            }
-            Ok(out)
-        })
-        .await
+        let job = drainer.clone();
+        let out = self
+            .write(async move |conn| {
+                let out = write(conn).await?;
+                if let Some(scope) = scope(&out) {
+                    job.drain(conn, scope).await?;
+                }
+                Ok(out)
+            })
+            .await?;
+        drainer.committed();
+        Ok(out)
     }
 
     /// Drains every source's queue: the sweep, and the drain owed to a refilling bucket.
@@ -257,8 +281,12 @@ impl SqliteStore {
     /// owes replaces what was owed.
     pub(crate) async fn drain_all(&self) -> Result<drain::Drained, StoreError> {
         let drainer = self.drainer();
-        self.write(async move |conn| drainer.drain(conn, Scope::All).await)
-            .await
+        let job = drainer.clone();
+        let drained = self
+            .write(async move |conn| job.drain(conn, Scope::All).await)
+            .await?;
+        drainer.committed();
+        Ok(drained)
     }
 
     /// What a job needs to drain the queue in the writer.
@@ -266,6 +294,7 @@ impl SqliteStore {
         Drainer {
             clock: self.clock.clone(),
             log: Arc::clone(&self.drain_log),
+            last: Arc::default(),
         }
     }
 
@@ -274,11 +303,12 @@ impl SqliteStore {
     pub(crate) async fn close_contact(&self, id: ContactId) -> Result<(), StoreError> {
         // The operator released, with what the drain of its sources did.
         let drainer = self.drainer();
+        let job = drainer.clone();
         let close = async move |conn: &SqliteConn<'_>| {
             let Some(operator) = ops::close_contact(conn, id).await? else {
                 return Ok(None);
             };
-            let drained = drainer.drain(conn, Scope::Operator(operator)).await?;
+            let drained = job.drain(conn, Scope::Operator(operator)).await?;
             Ok(Some((operator, drained)))
         };
         self.write_then(close, |cache, released| match released {
@@ -290,8 +320,9 @@ impl SqliteStore {
             // empty now.
             None => cache.clear(),
         })
-        .await
-        .map(drop)
+        .await?;
+        drainer.committed();
+        Ok(())
     }
 
     /// Runs a registration (with or without a key: the writer runs one unit of work at a
@@ -305,7 +336,7 @@ impl SqliteStore {
         + Send
         + 'static,
     ) -> Result<T, StoreError> {
-        let Drainer { clock, log } = self.drainer();
+        let Drainer { clock, log, .. } = self.drainer();
         self.handle
             .run(move |ctx| {
                 // No drain follows a contact stored waiting: it would find nobody eligible.
