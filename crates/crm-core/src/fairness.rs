@@ -68,7 +68,7 @@ struct Tally {
 }
 
 /// The figures of [`Distribution`], gathered one decision at a time, so a window of a
-/// million decisions is read in pages and never held whole.
+/// million decisions is folded as it is read and never held whole.
 pub struct Fairness {
     weights: Vec<(OperatorId, i64)>,
     tallies: BTreeMap<OperatorId, Tally>,

@@ -20,7 +20,7 @@ pub struct Window {
     pub until: DateTime<Utc>,
 }
 
-/// Why a window was refused; the field it is about is named by [`WindowError::field`].
+/// Why a window was refused (the API reports it on `since`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WindowError {
     /// `since` is not before `until`.
@@ -213,7 +213,8 @@ impl SimulationRequest {
 /// `picks` draws against today's loads, limits and paces (nobody's load moves between the
 /// draws), beside the configured and the realised shares, and what a drain of the source's
 /// queue would do at once. Writes nothing; the same request gives the same answer while
-/// the store does not change.
+/// the store does not change and time does not move it (the realised shares' 24 hours and
+/// the paces are judged at [`Store::now`]).
 ///
 /// # Errors
 /// [`StoreError::NotFound`] for an unknown source, [`StoreError::UnknownOperator`] for an

@@ -154,7 +154,7 @@ pub struct OperatorStats {
     /// Contacts assigned to it now, any status.
     pub total_contacts: i64,
     /// Contacts it received (drawn at registration or in a drain, or by hand) in the hour
-    /// before now.
+    /// up to now (its end included).
     pub assigned_last_hour: i64,
     /// The same over the 24 hours before now.
     pub assigned_last_day: i64,

@@ -389,15 +389,20 @@ pub struct DrainLog {
 }
 
 impl DrainLog {
-    /// Notes what a drain of `scope` found: the moment it owes (a drain of every source
-    /// replaces what was owed), and its latencies, each lengthened by `later` (the time
-    /// from the drain's end to the commit that made it durable, when it is noted after).
-    pub fn after(&self, scope: Scope, drained: &Drained, later: Duration) {
+    /// Notes the moment a drain of `scope` owes (a drain of every source replaces what was
+    /// owed): at once, where the drain ran, so a registration's later wake-up is never
+    /// overwritten by it.
+    pub fn owe(&self, scope: Scope, wake: Option<DateTime<Utc>>) {
         if scope == Scope::All {
-            self.timer.reset(drained.wake);
+            self.timer.reset(wake);
         } else {
-            self.timer.arm(drained.wake);
+            self.timer.arm(wake);
         }
+    }
+
+    /// Notes a drain's latencies, each lengthened by `later` (the time from the drain's end
+    /// to the commit that made it durable, when they are noted after it).
+    pub fn latencies(&self, drained: &Drained, later: Duration) {
         let mut kept = self
             .latencies
             .lock()

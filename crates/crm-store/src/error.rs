@@ -28,8 +28,9 @@ pub fn db_err(err: sea_orm::DbErr) -> StoreError {
 }
 
 /// Whether a client may retry: the connection broke under the statement ([`lost`]), no
-/// connection was to be had, or the server gave up on the statement to break a deadlock or
-/// a serialisation conflict (40P01, 40001). Nothing of the statement was written, and the
+/// connection was to be had, the server gave up on the statement to break a deadlock or a
+/// serialisation conflict (40P01, 40001), or cancelled it at its `statement_timeout`
+/// (57014: a report over a long window on a busy database). Nothing of the statement was written, and the
 /// same request may succeed when retried, which is what a 503 tells the client. (Every
 /// write locks its rows in one order, docs/architecture.md, so a deadlock needs writers
 /// that do not: e.g. replicas of an older version during a rolling upgrade.)
@@ -38,7 +39,7 @@ fn retryable(err: &sea_orm::SqlxError) -> bool {
     lost(err)
         || matches!(err, SqlxError::PoolTimedOut | SqlxError::PoolClosed)
         || matches!(err, SqlxError::Database(db)
-            if db.code().is_some_and(|code| matches!(&*code, "40P01" | "40001")))
+            if db.code().is_some_and(|code| matches!(&*code, "40P01" | "40001" | "57014")))
 }
 
 /// The connection broke under a statement: the socket failed, or the server ended the

@@ -21,8 +21,9 @@ use crate::{
 };
 
 /// A source's history in a window, in time order: a range of `ix_contact_decisions_at`
-/// (migration `m20261206_000008`), whose keys are `(at, id)` on both backends' plans, so
-/// the rows come in the index's order with no sort. The other sources' entries in the range
+/// (migration `m20261206_000008`). On SQLite the index's entries are `(at, rowid)` and the
+/// rowid is `id`, so the rows come in the index's order with no sort; PostgreSQL sorts the
+/// entries of one instant by `id`. The other sources' entries in the range
 /// are read and passed over, so a report costs in proportion to the window's entries.
 /// Read as one stream (no pages: a page after a cursor of `(at, id)` cannot seek past a
 /// run of equal times through this index, and a preload of a million entries of one

@@ -28,8 +28,31 @@ use crate::{
     },
 };
 
-/// Report endpoints over a store.
-pub(crate) struct InsightApi<S>(pub(crate) Arc<S>);
+/// Report endpoints over a store, one report at a time ([`InsightApi::new`]).
+pub(crate) struct InsightApi<S> {
+    store: Arc<S>,
+    /// A report streams a window of the history through one read connection for as long
+    /// as it takes (seconds at a million decisions, docs/benchmarks.md): one at a time, so
+    /// a page that several supervisors keep open cannot take the whole read pool from the
+    /// reads a registration needs (a source key's lookup); the others wait their turn.
+    one_at_a_time: tokio::sync::Semaphore,
+}
+
+impl<S> InsightApi<S> {
+    pub(crate) fn new(store: Arc<S>) -> Self {
+        Self {
+            store,
+            one_at_a_time: tokio::sync::Semaphore::new(1),
+        }
+    }
+
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        // Never closed, so this cannot fail; answered as a 503 if it ever did.
+        self.one_at_a_time.acquire().await.map_err(|_| {
+            ApiError::from(crm_core::StoreError::Unavailable("reports stopped".into()))
+        })
+    }
+}
 
 #[OpenApi(tag = "ApiTags::Sources")]
 impl<S: Store> InsightApi<S> {
@@ -55,10 +78,11 @@ impl<S: Store> InsightApi<S> {
         until: Query<Option<DateTime<Utc>>>,
         _auth: Credentials,
     ) -> ApiResult<Json<SourceDistribution>, { API | PATH | QUERY }> {
-        let window = Window::new(since.0, until.0, self.0.now())
+        let window = Window::new(since.0, until.0, self.store.now())
             .map_err(|err| ApiError::invalid("since", err.to_string()))?;
         let source_id = SourceId(id.get());
-        let report = crm_core::source_distribution(&*self.0, source_id, window).await?;
+        let _turn = self.turn().await?;
+        let report = crm_core::source_distribution(&*self.store, source_id, window).await?;
         let per = |n: u64| ratio(n, report.decisions);
         Ok(Json(SourceDistribution {
             source_id: source_id.get(),
@@ -91,7 +115,8 @@ impl<S: Store> InsightApi<S> {
     /// Writes nothing. Draws `picks` times with the proposed weights against today's loads,
     /// limits and paces (operators at capacity stay excluded, as they would be), and drains
     /// the source's real queue on paper. The same body with the same `seed` gives the same
-    /// answer while nothing changes in between; without a seed a fresh one is drawn and
+    /// answer while nothing changes in between (the realised shares cover the last 24 hours
+    /// and paces refill, so time is a change too); without a seed a fresh one is drawn and
     /// returned.
     #[oai(
         path = "/api/sources/:id/simulate",
@@ -105,7 +130,8 @@ impl<S: Store> InsightApi<S> {
         _auth: Credentials,
     ) -> ApiResult<Json<Simulation>, { API | PATH | BODY }> {
         let request = SimulationRequest::try_from(body.0)?;
-        let run = crm_core::simulate(&*self.0, SourceId(id.get()), &request).await?;
+        let _turn = self.turn().await?;
+        let run = crm_core::simulate(&*self.store, SourceId(id.get()), &request).await?;
         Ok(Json(Simulation {
             seed: run.seed,
             picks: run.picks,

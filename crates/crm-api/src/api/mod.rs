@@ -67,7 +67,7 @@ pub(crate) fn service<S: Store>(
         health::HealthApi(Arc::clone(&store)),
         operators::OperatorsApi(Arc::clone(&store)),
         sources::SourcesApi(Arc::clone(&store)),
-        insight::InsightApi(Arc::clone(&store)),
+        insight::InsightApi::new(Arc::clone(&store)),
         leads::LeadsApi(Arc::clone(&store)),
         contacts::ContactsApi(Arc::clone(&store)),
         decisions::DecisionsApi(Arc::clone(&store)),

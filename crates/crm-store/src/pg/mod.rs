@@ -261,7 +261,8 @@ impl PgStore {
         // After a drain of every source, what it owes replaces what was owed. A drain of this
         // replica that owed an earlier moment meanwhile may be overwritten: the sweep then
         // serves it.
-        self.drain_log.after(scope, &drained, Duration::ZERO);
+        self.drain_log.owe(scope, drained.wake);
+        self.drain_log.latencies(&drained, Duration::ZERO);
         Ok(drained)
     }
 

@@ -57,20 +57,26 @@ pub struct SqliteStore {
     _lock: File,
 }
 
-/// A drain inside a writer job, at the store's clock. What it found is noted in the store's
-/// [`DrainLog`] only once the job's group has committed ([`Drainer::committed`]): a group
-/// the writer runs again (one of its jobs failed after writing) drains again, and only its
-/// last run counts; a group that fails to commit drained nothing. The latencies then run
-/// until the commit.
+/// A drain inside a writer job, at the store's clock. The moment it owes is noted at once,
+/// in the writer, in order with the other jobs' (a registration's wake-up after it must not
+/// be overwritten by it). Its latencies are noted only once the job's group has committed
+/// ([`Drainer::committed`]): a group the writer runs again (one of its jobs failed after
+/// writing) drains again, and only its last run counts; a group that fails to commit
+/// drained nothing. They then run until the commit.
 #[derive(Clone)]
 struct Drainer {
     clock: Clock,
     log: Arc<DrainLog>,
-    /// The last drain of this job: its scope, what it did, and when it ended.
-    last: Arc<Mutex<Option<(Scope, drain::Drained, Instant)>>>,
+    /// What the current run of this job drained, and when that drain ended.
+    last: Arc<Mutex<Option<(drain::Drained, Instant)>>>,
 }
 
 impl Drainer {
+    /// At the start of each run of the job: a run again forgets the first run's drain.
+    fn begin(&self) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     async fn drain(
         &self,
         conn: &SqliteConn<'_>,
@@ -78,20 +84,21 @@ impl Drainer {
     ) -> Result<drain::Drained, StoreError> {
         let drained =
             drain::drain_here(conn, scope, self.clock.now(), &mut crate::fresh_rng()).await?;
+        self.log.owe(scope, drained.wake);
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((scope, drained.clone(), Instant::now()));
+            Some((drained.clone(), Instant::now()));
         Ok(drained)
     }
 
-    /// After the job's group committed: notes what the job's last drain did.
+    /// After the job's group committed: notes the latencies of the job's last run.
     fn committed(&self) {
         let last = self
             .last
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some((scope, drained, ended)) = last {
-            self.log.after(scope, &drained, ended.elapsed());
+        if let Some((drained, ended)) = last {
+            self.log.latencies(&drained, ended.elapsed());
         }
     }
 }
@@ -265,6 +272,7 @@ impl SqliteStore {
         let job = drainer.clone();
         let out = self
             .write(async move |conn| {
+                job.begin();
                 let out = write(conn).await?;
                 if let Some(scope) = scope(&out) {
                     job.drain(conn, scope).await?;
@@ -283,7 +291,10 @@ impl SqliteStore {
         let drainer = self.drainer();
         let job = drainer.clone();
         let drained = self
-            .write(async move |conn| job.drain(conn, Scope::All).await)
+            .write(async move |conn| {
+                job.begin();
+                job.drain(conn, Scope::All).await
+            })
             .await?;
         drainer.committed();
         Ok(drained)
@@ -305,6 +316,7 @@ impl SqliteStore {
         let drainer = self.drainer();
         let job = drainer.clone();
         let close = async move |conn: &SqliteConn<'_>| {
+            job.begin();
             let Some(operator) = ops::close_contact(conn, id).await? else {
                 return Ok(None);
             };
