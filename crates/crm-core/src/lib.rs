@@ -43,6 +43,7 @@ mod ports;
 mod queue;
 mod register;
 mod simulate;
+mod smooth;
 mod values;
 
 pub use distribution::{
@@ -69,6 +70,7 @@ pub use ports::{
 pub use queue::DrainOrder;
 pub use register::{Registered, Registration, register_contact, register_contact_once};
 pub use simulate::{DrainPreview, predict, preview_drain};
+pub use smooth::smooth_pick;
 pub use values::{
     ExternalLeadId, IdempotencyKey, MaxActiveContacts, Name, Payload, SourceCode, ValueError,
     Weight, is_control, reject_controls,
