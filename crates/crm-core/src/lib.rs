@@ -44,6 +44,7 @@ mod queue;
 mod register;
 mod simulate;
 mod smooth;
+mod sticky;
 mod values;
 
 pub use distribution::{
@@ -71,6 +72,7 @@ pub use queue::DrainOrder;
 pub use register::{Registered, Registration, register_contact, register_contact_once};
 pub use simulate::{DrainPreview, predict, preview_drain};
 pub use smooth::smooth_pick;
+pub use sticky::{OwnerSkipped, Sticky, sticky_owner};
 pub use values::{
     ExternalLeadId, IdempotencyKey, MaxActiveContacts, Name, Payload, SourceCode, ValueError,
     Weight, is_control, reject_controls,

@@ -113,6 +113,29 @@ proptest! {
     }
 }
 
+proptest! {
+    // Up to 50,000 picks over up to 50 operators each: fewer cases.
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn large_teams_get_exact_counts_every_w_picks(
+        weights in prop::collection::vec(1_i64..=1_000, 2..=50),
+    ) {
+        let cs = candidates(&weights);
+        let total: i64 = weights.iter().sum();
+        let mut credit = vec![0; cs.len()];
+        let mut counts = vec![0_i64; cs.len()];
+        for t in 1..=total {
+            counts[ours(&cs, &mut credit)] += 1;
+            for (c, w) in counts.iter().zip(&weights) {
+                prop_assert!((c * total - t * w).abs() < total, "weights {weights:?}, pick {t}");
+            }
+        }
+        prop_assert_eq!(&counts, &weights, "after W picks, exactly the weights");
+        prop_assert!(credit.iter().all(|&k| k == 0), "and back at the reset state");
+    }
+}
+
 /// The weight set of the module's docs, found by a search over random sets: nginx's rule
 /// lets an operator lag more than one pick behind its share; this rule does not.
 #[test]
