@@ -201,6 +201,15 @@ pub fn sqlite_timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// A time to bind on the read pool, as `backend` compares it: SQLite keeps times as text,
+/// compared as written ([`sqlite_timestamp`]).
+pub fn read_side_time(backend: sea_orm::DbBackend, t: DateTime<Utc>) -> Value {
+    match backend {
+        sea_orm::DbBackend::Sqlite => sqlite_timestamp(t).into(),
+        _ => t.into(),
+    }
+}
+
 /// A PostgreSQL transaction.
 pub struct PgConn<'a>(pub &'a sea_orm::DatabaseTransaction);
 

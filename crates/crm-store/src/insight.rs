@@ -5,20 +5,16 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use crm_core::{
-    AssignmentsPerMinute, Candidate, Decision, Exclusion, OperatorId, Pace, SourceDecision,
-    SourceId, StoreError, Window, rate_limited,
+    Candidate, Decision, Exclusion, OperatorId, SourceDecision, SourceId, StoreError, Window,
+    rate_limited,
 };
 use futures_util::TryStreamExt;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    Statement, StreamTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Statement,
+    StreamTrait,
 };
 
-use crate::{
-    entity::operator,
-    error::db_err,
-    read::{broken, stored},
-};
+use crate::{conn::read_side_time, entity::operator, error::db_err, read::broken};
 
 /// A source's history in a window, in time order: a range of `ix_contact_decisions_at`
 /// (migration `m20261206_000008`). On SQLite the index's entries are `(at, rowid)` and the
@@ -30,15 +26,6 @@ use crate::{
 /// instant made each page re-read the run from its start).
 const SOURCE_DECISIONS: &str = "SELECT path, operator_id, record, at FROM contact_decisions \
      WHERE at >= $1 AND at < $2 AND source_id = $3 AND path <> 'unassigned' ORDER BY at, id";
-
-/// A time as the backend compares it: SQLite keeps times as text, compared as written
-/// (`conn::sqlite_timestamp`).
-fn time(backend: DbBackend, t: DateTime<Utc>) -> sea_orm::Value {
-    match backend {
-        DbBackend::Sqlite => crate::conn::sqlite_timestamp(t).into(),
-        _ => t.into(),
-    }
-}
 
 /// See [`crm_core::Store::source_decisions`].
 pub async fn source_decisions(
@@ -53,8 +40,8 @@ pub async fn source_decisions(
             backend,
             SOURCE_DECISIONS,
             [
-                time(backend, window.since),
-                time(backend, window.until),
+                read_side_time(backend, window.since),
+                read_side_time(backend, window.until),
                 source.get().into(),
             ],
         ))
@@ -95,8 +82,8 @@ pub async fn source_assignments(
             backend,
             SOURCE_ASSIGNMENTS,
             [
-                time(backend, window.since),
-                time(backend, window.until),
+                read_side_time(backend, window.since),
+                read_side_time(backend, window.until),
                 source.get().into(),
             ],
         ))
@@ -140,15 +127,7 @@ pub async fn candidates(
                     index: Some(index),
                     operator_id,
                 })?;
-            let pace = row
-                .max_assignments_per_minute
-                .map(|rate| {
-                    stored(AssignmentsPerMinute::new(rate)).map(|per_minute| Pace {
-                        per_minute,
-                        tat_us: row.pace_tat_us,
-                    })
-                })
-                .transpose()?;
+            let pace = crate::sql::stored_pace(row.max_assignments_per_minute, row.pace_tat_us)?;
             Ok(Candidate {
                 operator_id,
                 weight,
@@ -179,9 +158,9 @@ pub async fn recent_assignments(
             backend,
             RECENT_ASSIGNMENTS,
             [
-                time(backend, now - TimeDelta::hours(1)),
-                time(backend, now - TimeDelta::hours(24)),
-                time(backend, now),
+                read_side_time(backend, now - TimeDelta::hours(1)),
+                read_side_time(backend, now - TimeDelta::hours(24)),
+                read_side_time(backend, now),
             ],
         ))
         .await

@@ -499,11 +499,7 @@ impl Store for DbStore {
         let Some(key) = api_keys::by_hash(self.reader(), hash).await? else {
             return Ok(None);
         };
-        // As for source keys: the last use is recorded at most once a minute per key.
-        if key
-            .last_used_at
-            .is_none_or(|t| ops::now() - t > chrono::Duration::minutes(1))
-        {
+        if ops::key_use_due(key.last_used_at) {
             let id = key.id;
             either!(self, |db| db
                 .write(async move |conn| api_keys::touch(conn, id).await)
@@ -517,12 +513,7 @@ impl Store for DbStore {
         let Some(key) = read::source_key_by_hash(self.reader(), hash).await? else {
             return Ok(None);
         };
-        // A write per request would cost every ingest a trip through the writer; the
-        // last use is recorded at most once a minute per key.
-        let stale = key
-            .last_used_at
-            .is_none_or(|t| ops::now() - t > chrono::Duration::minutes(1));
-        if stale {
+        if ops::key_use_due(key.last_used_at) {
             let id = key.id;
             either!(self, |db| db
                 .write(async move |conn| ops::touch_source_key(conn, id).await)

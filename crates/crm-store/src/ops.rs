@@ -405,6 +405,13 @@ pub async fn delete_source_key(
     .ok_or(StoreError::NotFound(Entity::Source))
 }
 
+/// Whether a key last used at `last_used_at` should have its use recorded now: at most
+/// once a minute per key, since a write per request would cost every request made with a
+/// key a trip through the writer.
+pub fn key_use_due(last_used_at: Option<DateTime<Utc>>) -> bool {
+    last_used_at.is_none_or(|t| now() - t > chrono::Duration::minutes(1))
+}
+
 /// Notes that a key was used now.
 pub async fn touch_source_key(conn: &impl Conn, key_id: SourceKeyId) -> Result<(), StoreError> {
     conn.one(

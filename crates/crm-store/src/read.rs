@@ -283,11 +283,7 @@ pub async fn queue(
     queue.sort_unstable_by_key(|q| q.source_id);
     if let Some(before) = stale_before {
         let backend = db.get_database_backend();
-        // SQLite keeps times as text, compared as written (`conn::sqlite_timestamp`).
-        let before: sea_orm::Value = match backend {
-            sea_orm::DbBackend::Sqlite => crate::conn::sqlite_timestamp(before).into(),
-            _ => before.into(),
-        };
+        let before = crate::conn::read_side_time(backend, before);
         let rows = db
             .query_all_raw(Statement::from_sql_and_values(backend, STALE_SQL, [before]))
             .await
@@ -436,7 +432,7 @@ pub(crate) fn broken(what: &'static str) -> StoreError {
 
 /// A value read back as the validated type it was written as; one that no longer is means
 /// the database was changed behind the service's back.
-pub(crate) fn stored<T>(value: Result<T, ValueError>) -> Result<T, StoreError> {
+fn stored<T>(value: Result<T, ValueError>) -> Result<T, StoreError> {
     value.map_err(|_| broken("a stored value is out of its range"))
 }
 

@@ -195,6 +195,18 @@ pub const ROW_LOCKS: Locks = Locks {
     waiting: TAKE_OLDEST_WAITING,
 };
 
+/// An operator's pace as its row stores it: `max_assignments_per_minute` (none: unpaced)
+/// and `pace_tat_us`.
+pub fn stored_pace(rate: Option<i64>, tat_us: i64) -> Result<Option<Pace>, StoreError> {
+    rate.map(|rate| {
+        let per_minute = AssignmentsPerMinute::new(rate).map_err(|err| {
+            StoreError::Internal(format!("stored max_assignments_per_minute {rate} {err}").into())
+        })?;
+        Ok(Pace { per_minute, tat_us })
+    })
+    .transpose()
+}
+
 /// Reads a [`CANDIDATES`] row through the backend's column getters (`at(i)` the `i`-th
 /// column of the statement's candidate), judging its pace at `now`.
 pub fn candidate_from_row(
@@ -203,17 +215,7 @@ pub fn candidate_from_row(
     maybe: impl Fn(usize) -> Result<Option<i64>, StoreError>,
     now: DateTime<Utc>,
 ) -> Result<(Candidate, Option<Pace>), StoreError> {
-    let pace = match maybe(6)? {
-        None => None,
-        Some(rate) => Some(Pace {
-            per_minute: AssignmentsPerMinute::new(rate).map_err(|err| {
-                StoreError::Internal(
-                    format!("stored max_assignments_per_minute {rate} {err}").into(),
-                )
-            })?,
-            tat_us: int(7)?,
-        }),
-    };
+    let pace = stored_pace(maybe(6)?, int(7)?)?;
     Ok((
         Candidate {
             operator_id: OperatorId(int(0)?),
