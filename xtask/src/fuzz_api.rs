@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::json;
 
-use crate::seed_demo::Api;
+use crate::api_client::Api;
 
 /// Exactly what `pip freeze` showed for the run this task was tuned with: schemathesis,
 /// hypothesis and everything they pull in, so a later release cannot change the run.

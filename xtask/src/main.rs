@@ -1,6 +1,7 @@
 //! Development tasks of mini-crm, run as `cargo xtask <task>`. One module per task;
 //! `cargo xtask --help` lists them.
 
+mod api_client;
 mod docker;
 mod fuzz_api;
 mod lint;
