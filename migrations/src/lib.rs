@@ -12,6 +12,7 @@ mod m20261206_000006_contact_decisions;
 mod m20261206_000007_operator_pace;
 mod m20261206_000008_index_decisions_at;
 mod m20261206_000009_api_keys;
+mod m20261206_000010_source_strategy;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_operator_pace::Migration),
             Box::new(m20261206_000008_index_decisions_at::Migration),
             Box::new(m20261206_000009_api_keys::Migration),
+            Box::new(m20261206_000010_source_strategy::Migration),
         ]
     }
 }

@@ -48,8 +48,33 @@ pub(crate) struct Source {
     /// Unique, case-sensitive code clients may use instead of the id.
     code: String,
     created_at: DateTime<Utc>,
+    /// How it chooses among its eligible operators: `weighted_random` or
+    /// `smooth_weighted`.
+    strategy: Strategy,
+    /// Whether a returning lead goes back to the operator of its latest contact from this
+    /// source, when that operator could take it.
+    sticky_owner: bool,
     /// The operators that take this source's contacts, by operator id.
     operators: Vec<SourceOperator>,
+}
+
+/// How a source chooses among its eligible operators.
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub(crate) enum Strategy {
+    /// A draw with probability weight / sum of the eligible weights.
+    WeightedRandom,
+    /// Deterministic: every operator within one contact of its share of the weights.
+    SmoothWeighted,
+}
+
+impl From<crm_core::Strategy> for Strategy {
+    fn from(strategy: crm_core::Strategy) -> Self {
+        match strategy {
+            crm_core::Strategy::WeightedRandom => Self::WeightedRandom,
+            crm_core::Strategy::SmoothWeighted => Self::SmoothWeighted,
+        }
+    }
 }
 
 /// One operator's weight for a source.
@@ -296,6 +321,8 @@ impl From<crm_core::Source> for Source {
             name: s.name,
             code: s.code.as_str().to_owned(),
             created_at: s.created_at,
+            strategy: s.rule.strategy.into(),
+            sticky_owner: s.rule.sticky_owner,
             operators: s
                 .operators
                 .into_iter()

@@ -46,10 +46,13 @@ async fn readme_walkthrough_works_as_written() {
     // the second now Boris's; then a contact that waited and was served.
     let lead = common::json(app.get_lead(1).await, StatusCode::OK).await;
     let contacts = lead["contacts"].as_array().expect("contacts");
-    assert_eq!(contacts.len(), 2);
+    assert_eq!(contacts.len(), 3);
     assert_eq!(contacts[0]["status"], "closed");
     assert_eq!(contacts[1]["operator_id"], 2);
     assert_eq!(contacts[1]["payload"], "again");
+    // The lead came back after the source turned sticky: to its owner, Boris.
+    assert_eq!(contacts[2]["operator_id"], 2);
+    assert_eq!(contacts[2]["payload"], "back again");
     let stats = common::json(app.operator_stats().await, StatusCode::OK).await;
     let open: i64 = stats
         .as_array()
@@ -58,8 +61,8 @@ async fn readme_walkthrough_works_as_written() {
         .map(|s| s["open_contacts"].as_i64().expect("open"))
         .sum();
     assert_eq!(
-        open, 2,
-        "the reassigned contact and the drained one are open"
+        open, 3,
+        "the reassigned contact, the drained one and the returning lead's are open"
     );
     // Contact 4 waited while Anna was full and took her place when contact 3 closed.
     let drained = common::json(app.get_contact(4).await, StatusCode::OK).await;

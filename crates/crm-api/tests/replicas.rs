@@ -139,3 +139,68 @@ async fn two_replicas_share_one_capacity_limit() {
     drop((a, b));
     db.drop_database().await;
 }
+
+/// The Strategies issue's test: two replicas, a smooth source with weights 3:2:1 and room
+/// for everyone, 1,000 registrations at once: the smooth state is shared through the
+/// database and its picks are one at a time per source, so the shares are exact (within
+/// one contact of 500:333:167).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_keep_a_smooth_sources_shares_exact() {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let client = reqwest::Client::new();
+    let (a, b) = tokio::join!(
+        start_replica(&db.url, &client),
+        start_replica(&db.url, &client)
+    );
+    let bases = [a.base.clone(), b.base.clone()];
+    let mut operators = Vec::new();
+    for name in ["Anna", "Boris", "Vera"] {
+        let (status, operator) = post(
+            &client,
+            format!("{}/api/operators", bases[0]),
+            json!({"name": name, "max_active_contacts": 1_000}),
+        )
+        .await;
+        assert_eq!(status, 201, "{operator}");
+        operators.push(operator["id"].as_i64().expect("operator id"));
+    }
+    let (status, source) = post(
+        &client,
+        format!("{}/api/sources", bases[1]),
+        json!({"name": "Bot", "code": "bot", "strategy": "smooth_weighted"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{source}");
+    let source_id = source["id"].as_i64().expect("source id");
+    let resp = client
+        .put(format!("{}/api/sources/{source_id}/operators", bases[0]))
+        .json(&json!({"operators": [
+            {"operator_id": operators[0], "weight": 3},
+            {"operator_id": operators[1], "weight": 2},
+            {"operator_id": operators[2], "weight": 1},
+        ]}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let created = register_many(&client, &bases, source_id, "smooth", 1_000).await;
+    let count = |id: i64| {
+        created
+            .iter()
+            .filter(|c| c["operator_id"].as_i64() == Some(id))
+            .count()
+    };
+    let counts = [
+        count(operators[0]),
+        count(operators[1]),
+        count(operators[2]),
+    ];
+    for (got, ideal) in counts.into_iter().zip([500, 333, 167]) {
+        assert!(got.abs_diff(ideal) <= 1, "{counts:?} against 500:333:167");
+    }
+    assert_eq!(counts.iter().sum::<usize>(), 1_000, "everyone assigned");
+    assert_counters_match_rows(&client, &bases[1]).await;
+    drop((a, b));
+    db.drop_database().await;
+}

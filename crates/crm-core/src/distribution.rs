@@ -3,7 +3,7 @@
 use rand::{Rng, RngExt};
 use serde::Serialize;
 
-use crate::{OperatorId, Weight};
+use crate::{Credit, OperatorId, StickyNote, Strategy, Weight};
 
 /// An operator that has a weight for the contact's source, with its current load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,7 +92,7 @@ pub struct Verdict {
 /// contact, and at ten candidates it is a third of the verbose form's size, which is what
 /// a registration writes to disk (docs/benchmarks.md). Records without `v` are version 1:
 /// the same facts under the field names of [`Candidate`], `excluded`, `total_weight`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
     /// Every candidate in the order given, with its verdict.
     pub candidates: Vec<Verdict>,
@@ -106,6 +106,16 @@ pub struct Decision {
     /// For a registration stored waiting: how many contacts of its source were waiting
     /// ahead of it (recorded as `"ahead"`, only then).
     pub ahead: Option<u64>,
+    /// The source's strategy (recorded as `"strategy"` unless it is the default,
+    /// `weighted_random`, so a record without it is a weighted draw's).
+    pub strategy: Strategy,
+    /// For a smooth pick: every candidate's credit before and after it (recorded as
+    /// `"credit"` and `"credit_after"`, in the candidates' order).
+    pub credit: Option<Credit>,
+    /// What the sticky owner made of it (recorded as `"sticky": {"owner": …}` when the
+    /// owner took it, `"sticky_fallback": {"owner": …, "skipped": …}` when it was passed
+    /// over).
+    pub sticky: Option<StickyNote>,
 }
 
 impl Decision {
@@ -153,6 +163,40 @@ impl Decision {
             out.push_str(",\"ahead\":");
             out.push_str(num.format(ahead));
         }
+        if self.strategy != Strategy::WeightedRandom {
+            out.push_str(",\"strategy\":\"");
+            out.push_str(self.strategy.as_str());
+            out.push('"');
+        }
+        if let Some(credit) = &self.credit {
+            for (key, values) in [("credit", &credit.before), ("credit_after", &credit.after)] {
+                out.push_str(",\"");
+                out.push_str(key);
+                out.push_str("\":[");
+                for (i, value) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(num.format(*value));
+                }
+                out.push(']');
+            }
+        }
+        match self.sticky {
+            None => {}
+            Some(StickyNote::Owner(owner)) => {
+                out.push_str(",\"sticky\":{\"owner\":");
+                out.push_str(num.format(owner.get()));
+                out.push('}');
+            }
+            Some(StickyNote::Fallback { owner, skipped }) => {
+                out.push_str(",\"sticky_fallback\":{\"owner\":");
+                out.push_str(num.format(owner.get()));
+                out.push_str(",\"skipped\":\"");
+                out.push_str(skipped.as_str());
+                out.push_str("\"}");
+            }
+        }
         out.push('}');
         out
     }
@@ -178,7 +222,11 @@ impl Serialize for Verdict {
 impl Serialize for Decision {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let fields = if self.ahead.is_some() { 6 } else { 5 };
+        let fields = 5
+            + usize::from(self.ahead.is_some())
+            + usize::from(self.strategy != Strategy::WeightedRandom)
+            + 2 * usize::from(self.credit.is_some())
+            + usize::from(self.sticky.is_some());
         let mut s = serializer.serialize_struct("Decision", fields)?;
         s.serialize_field("v", &Self::RECORD_VERSION)?;
         s.serialize_field("candidates", &self.candidates)?;
@@ -187,6 +235,23 @@ impl Serialize for Decision {
         s.serialize_field("chosen", &self.chosen)?;
         if let Some(ahead) = &self.ahead {
             s.serialize_field("ahead", ahead)?;
+        }
+        if self.strategy != Strategy::WeightedRandom {
+            s.serialize_field("strategy", &self.strategy)?;
+        }
+        if let Some(credit) = &self.credit {
+            s.serialize_field("credit", &credit.before)?;
+            s.serialize_field("credit_after", &credit.after)?;
+        }
+        match self.sticky {
+            None => {}
+            Some(StickyNote::Owner(owner)) => {
+                s.serialize_field("sticky", &serde_json::json!({ "owner": owner }))?;
+            }
+            Some(StickyNote::Fallback { owner, skipped }) => s.serialize_field(
+                "sticky_fallback",
+                &serde_json::json!({ "owner": owner, "skipped": skipped.as_str() }),
+            )?,
         }
         s.end()
     }
@@ -283,7 +348,7 @@ pub fn choose_avoiding<R: Rng + ?Sized>(
         total_weight,
         draw: drawn,
         chosen,
-        ahead: None,
+        ..Decision::default()
     }
 }
 
@@ -306,9 +371,7 @@ pub fn queued(candidates: &[Candidate]) -> Decision {
             .map(|verdict| capped(verdict.candidate.weight))
             .sum(),
         candidates,
-        draw: None,
-        chosen: None,
-        ahead: None,
+        ..Decision::default()
     }
 }
 

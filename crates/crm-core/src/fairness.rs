@@ -7,11 +7,13 @@
 //! expected count and `Σ pᵢ(1 − pᵢ)` the variance of its count (the draws are independent),
 //! so `z = (assigned − expected) / sqrt(variance)` says how unusual the realised count is:
 //! |z| > 3 happens by chance about 3 times in 1,000. Decisions without a draw (a contact
-//! queued with nobody eligible, or behind others) count only in the exclusion shares.
+//! queued with nobody eligible, or behind others) count only in the exclusion shares;
+//! choices that are not draws (a sticky owner's, a smooth pick) are plain counts beside
+//! them.
 
 use std::collections::BTreeMap;
 
-use crate::{Decision, Exclusion, OperatorId, distribution::capped};
+use crate::{Decision, Exclusion, OperatorId, StickyNote, distribution::capped};
 
 /// |z| above which an operator's count is flagged.
 pub const FLAG_Z: f64 = 3.0;
@@ -36,6 +38,11 @@ pub struct Share {
     pub flag: bool,
     /// How many contacts of the window were assigned to it by hand (not draws).
     pub manual: u64,
+    /// How many went to it as the lead's owner (a sticky source; not draws).
+    pub sticky: u64,
+    /// How many went to it by the smooth rule (a smooth source; not draws, and never
+    /// flagged for not being random).
+    pub smooth: u64,
     /// How many of the window's decisions excluded it as at capacity, inactive and
     /// rate-limited.
     pub at_capacity: u64,
@@ -62,6 +69,8 @@ struct Tally {
     variance: f64,
     assigned: u64,
     manual: u64,
+    sticky: u64,
+    smooth: u64,
     at_capacity: u64,
     inactive: u64,
     rate_limited: u64,
@@ -106,8 +115,19 @@ impl Fairness {
                 _ => {}
             }
         }
-        let (Some(_), Some(chosen)) = (decision.draw, decision.chosen) else {
-            return;
+        let chosen = match (decision.draw, decision.chosen) {
+            (Some(_), Some(chosen)) => chosen,
+            (None, Some(chosen)) => {
+                if let Some(tally) = self.tallies.get_mut(&chosen) {
+                    match decision.sticky {
+                        Some(StickyNote::Owner(_)) => tally.sticky += 1,
+                        _ if decision.credit.is_some() => tally.smooth += 1,
+                        _ => {}
+                    }
+                }
+                return;
+            }
+            _ => return,
         };
         if decision.total_weight == 0 {
             return;
@@ -158,6 +178,8 @@ impl Fairness {
                     flag: z.is_some_and(|z| z.abs() > FLAG_Z),
                     z,
                     manual: tally.manual,
+                    sticky: tally.sticky,
+                    smooth: tally.smooth,
                     at_capacity: tally.at_capacity,
                     inactive: tally.inactive,
                     rate_limited: tally.rate_limited,

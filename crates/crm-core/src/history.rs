@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::{
-    Candidate, Decision, Exclusion, OperatorId, Verdict,
+    Candidate, Credit, Decision, Exclusion, OperatorId, OwnerSkipped, StickyNote, Strategy,
+    Verdict,
     distribution::{capped, holder},
+    smooth::smooth_among,
 };
 
 /// How a contact came to its state at one point of its history.
@@ -118,6 +120,23 @@ struct StoredRecord {
     chosen: Option<i64>,
     #[serde(default)]
     ahead: Option<u64>,
+    #[serde(default)]
+    strategy: Option<String>,
+    #[serde(default)]
+    credit: Option<Vec<i64>>,
+    #[serde(default)]
+    credit_after: Option<Vec<i64>>,
+    #[serde(default)]
+    sticky: Option<StoredOwner>,
+    #[serde(default)]
+    sticky_fallback: Option<StoredOwner>,
+}
+
+#[derive(Deserialize)]
+struct StoredOwner {
+    owner: i64,
+    #[serde(default)]
+    skipped: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -162,20 +181,72 @@ impl Decision {
             })
             .collect::<Option<Vec<_>>>()?;
         let total_weight = eligible_weights(&candidates).map(|(_, w)| w).sum();
+        let strategy = match stored.strategy.as_deref() {
+            None => Strategy::WeightedRandom,
+            Some(name) => name.parse().ok()?,
+        };
+        let credit = match (stored.credit, stored.credit_after) {
+            (Some(before), Some(after)) => Some(Credit { before, after }),
+            (None, None) => None,
+            _ => return None,
+        };
+        let sticky = match (stored.sticky, stored.sticky_fallback) {
+            (Some(hit), None) => Some(StickyNote::Owner(OperatorId(hit.owner))),
+            (None, Some(fallback)) => {
+                let skipped = match fallback.skipped.as_deref()? {
+                    "no_weight" => OwnerSkipped::NoWeight,
+                    reason => OwnerSkipped::Excluded(
+                        Exclusion::ALL.into_iter().find(|e| e.as_str() == reason)?,
+                    ),
+                };
+                Some(StickyNote::Fallback {
+                    owner: OperatorId(fallback.owner),
+                    skipped,
+                })
+            }
+            (None, None) => None,
+            (Some(_), Some(_)) => return None,
+        };
         Some(Self {
             candidates,
             total_weight,
             draw: stored.draw,
             chosen: stored.chosen.map(OperatorId),
             ahead: stored.ahead,
+            strategy,
+            credit,
+            sticky,
         })
     }
 
-    /// The operator the record's draw falls on, laid out as the rule lays it out: the
-    /// eligible candidates' weights end to end in the record's order. For a record of a
-    /// draw, this is the operator it chose; `None` when there was no draw.
+    /// The operator the record's rule gives, worked out again from the record alone: for
+    /// a draw, the operator the draw falls on with the eligible candidates' weights laid end
+    /// to end in the record's order; for a smooth pick, the smooth rule run from the
+    /// recorded credits (`None` unless it also arrives at the recorded credits after); for
+    /// a sticky hit, the owner if the record shows it eligible. For a record of an
+    /// automatic choice this is the operator it chose; `None` when nobody was chosen.
     #[must_use]
     pub fn replay(&self) -> Option<OperatorId> {
+        if let Some(StickyNote::Owner(owner)) = self.sticky {
+            let eligible = self
+                .candidates
+                .iter()
+                .any(|v| v.candidate.operator_id == owner && v.excluded.is_none());
+            return eligible.then_some(owner);
+        }
+        if let Some(credit) = &self.credit {
+            let weights: Vec<Option<u64>> = self
+                .candidates
+                .iter()
+                .map(|v| v.excluded.is_none().then(|| capped(v.candidate.weight)))
+                .collect();
+            if credit.before.len() != weights.len() {
+                return None;
+            }
+            let mut after = credit.before.clone();
+            let i = smooth_among(&weights, &mut after)?;
+            return (after == credit.after).then(|| self.candidates[i].candidate.operator_id);
+        }
         holder(eligible_weights(&self.candidates), self.draw?)
     }
 
@@ -211,7 +282,16 @@ impl Decision {
                 first = false;
             }
         }
+        if let Some(StickyNote::Fallback { owner, skipped }) = self.sticky {
+            let _ = write!(line, "; owner {owner} passed over ({})", skipped.as_str());
+        }
         match (self.draw, self.chosen) {
+            (None, Some(chosen)) if matches!(self.sticky, Some(StickyNote::Owner(_))) => {
+                let _ = write!(line, "; back to its owner → operator {chosen}");
+            }
+            (None, Some(chosen)) if self.credit.is_some() => {
+                let _ = write!(line, "; smooth pick → operator {chosen}");
+            }
             (Some(draw), Some(chosen)) => {
                 let _ = write!(
                     line,

@@ -8,7 +8,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     Decision, DecisionPath, Distribution, Exclusion, Fairness, OperatorId, SourceId, Store,
-    StoreError, ValueError, WeightSet, distribution::capped, exclusion, predict, preview_drain,
+    StoreError, Strategy, ValueError, WeightSet, distribution::capped, exclusion, predict,
+    predict_smooth, preview_drain, preview_drain_smooth,
 };
 
 /// A span of time for a report: `[since, until)`, at most [`Window::MAX`] long.
@@ -120,6 +121,10 @@ pub async fn source_distribution<S: Store>(
 /// A dry run of replacing a source's weights: what the rule would do with them now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Simulation {
+    /// The source's strategy, which the prediction follows: for `smooth_weighted` it is
+    /// exact (the picks from the state the weights change would leave), and the seed
+    /// plays no part.
+    pub strategy: Strategy,
     /// The generator's seed: the same seed and weights give the same answer.
     pub seed: u64,
     /// How many draws the prediction made.
@@ -240,7 +245,33 @@ pub async fn simulate<S: Store>(
         .iter()
         .map(|e| (e.operator_id, e.weight.get()))
         .collect();
+    let smooth = source.rule.strategy == Strategy::SmoothWeighted;
+    let mut proposed = proposed;
+    if smooth {
+        // In the order a registration lays them out, which the smooth rule's ties follow.
+        proposed.sort_unstable_by_key(|(id, _)| *id);
+    }
     let candidates = store.candidates(&proposed).await?;
+    // The state the weights change would leave: the credits as they are when the weights
+    // stay the same, all 0 after a real change.
+    let mut sorted_current = current.clone();
+    sorted_current.sort_unstable();
+    let mut sorted_proposed = proposed.clone();
+    sorted_proposed.sort_unstable();
+    let credit: Vec<i64> = if sorted_current == sorted_proposed {
+        proposed
+            .iter()
+            .map(|(id, _)| {
+                source
+                    .operators
+                    .iter()
+                    .find(|o| o.operator.id == *id)
+                    .map_or(0, |o| o.credit)
+            })
+            .collect()
+    } else {
+        vec![0; proposed.len()]
+    };
     let waiting = store
         .queue(None)
         .await?
@@ -248,8 +279,17 @@ pub async fn simulate<S: Store>(
         .find(|q| q.source_id == source_id)
         .map_or(0, |q| u64::try_from(q.waiting).unwrap_or(0));
     let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
-    let predicted = predict(&candidates, request.picks, &mut rng);
-    let drain = preview_drain(&candidates, waiting, &mut rng);
+    let (predicted, drain) = if smooth {
+        (
+            predict_smooth(&candidates, &credit, request.picks),
+            preview_drain_smooth(&candidates, &credit, waiting),
+        )
+    } else {
+        (
+            predict(&candidates, request.picks, &mut rng),
+            preview_drain(&candidates, waiting, &mut rng),
+        )
+    };
     let proposed_sum: u64 = proposed.iter().map(|(_, w)| capped(*w)).sum();
     let current_sum: u64 = current.iter().map(|(_, w)| capped(*w)).sum();
     let share = |w: i64, sum: u64| {
@@ -293,6 +333,7 @@ pub async fn simulate<S: Store>(
         })
         .collect();
     Ok(Simulation {
+        strategy: source.rule.strategy,
         seed: request.seed,
         picks: request.picks,
         operators,

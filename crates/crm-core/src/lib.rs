@@ -45,6 +45,7 @@ mod register;
 mod simulate;
 mod smooth;
 mod sticky;
+mod strategy;
 mod values;
 
 pub use distribution::{
@@ -70,9 +71,10 @@ pub use ports::{
 };
 pub use queue::DrainOrder;
 pub use register::{Registered, Registration, register_contact, register_contact_once};
-pub use simulate::{DrainPreview, predict, preview_drain};
+pub use simulate::{DrainPreview, predict, predict_smooth, preview_drain, preview_drain_smooth};
 pub use smooth::smooth_pick;
 pub use sticky::{OwnerSkipped, Sticky, sticky_owner};
+pub use strategy::{Credit, SourceRule, SourceState, StickyNote, Strategy, decide};
 pub use values::{
     ExternalLeadId, IdempotencyKey, MaxActiveContacts, Name, Payload, SourceCode, ValueError,
     Weight, is_control, reject_controls,

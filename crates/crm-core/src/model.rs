@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     ApiKeyId, AssignmentsPerMinute, ContactId, ExternalLeadId, LeadId, MaxActiveContacts, Name,
-    OperatorId, Payload, SourceCode, SourceId, SourceKeyId, Weight,
+    OperatorId, Payload, SourceCode, SourceId, SourceKeyId, SourceRule, Strategy, Weight,
 };
 
 /// A human who handles contacts.
@@ -50,6 +50,8 @@ pub struct Source {
     pub code: SourceCode,
     /// When the source was created.
     pub created_at: DateTime<Utc>,
+    /// How it chooses among its operators, and whether returning leads keep theirs.
+    pub rule: SourceRule,
     /// The operators that take this source's contacts, with their weights, by operator id.
     pub operators: Vec<SourceOperator>,
 }
@@ -61,6 +63,9 @@ pub struct SourceOperator {
     pub operator: OperatorSummary,
     /// Its relative share of the source's contacts.
     pub weight: Weight,
+    /// Its smooth credit for the source (the smooth rule's state; 0 after a weights
+    /// change, and for a source that never ran in smooth mode).
+    pub credit: i64,
 }
 
 /// An end customer, known by the identifier its channel gave it.
@@ -314,6 +319,8 @@ pub struct NewSource {
     pub name: Name,
     /// Unique code.
     pub code: SourceCode,
+    /// Its strategy and stickiness.
+    pub rule: SourceRule,
 }
 
 /// A partial update of a source.
@@ -323,6 +330,10 @@ pub struct SourcePatch {
     pub name: Option<Name>,
     /// New code; must stay unique.
     pub code: Option<SourceCode>,
+    /// New strategy (the smooth state is kept: it is reset by a weights change only).
+    pub strategy: Option<Strategy>,
+    /// Whether returning leads keep their operator, from now on.
+    pub sticky_owner: Option<bool>,
 }
 
 /// One entry of a source's weight set.

@@ -14,7 +14,7 @@ use crate::{
     ExternalLeadId, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey,
     NewContact, NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId,
     OperatorLoad, OperatorPatch, OperatorStats, Payload, Registration, Source, SourceId, SourceKey,
-    SourceKeyId, SourcePatch, SourceQueue, SourceRef, StoreError, WeightSet,
+    SourceKeyId, SourcePatch, SourceQueue, SourceRef, SourceRule, StoreError, WeightSet,
     insight::{SourceDecision, Window},
 };
 
@@ -31,6 +31,14 @@ pub struct Prepared {
     /// How many, counted up to [`Prepared::MAX_AHEAD`] (which then means at least that
     /// many): what a contact stored waiting is told was ahead of it (0 when none wait).
     pub ahead: u64,
+    /// The source's strategy and stickiness.
+    pub rule: SourceRule,
+    /// For a sticky source: the operator of the lead's latest contact from it, if any.
+    pub owner: Option<OperatorId>,
+    /// For a smooth source: the candidates' credits, in their order (held under the
+    /// source's lock until the unit of work ends, so two registrations never pick from the
+    /// same state). Empty otherwise.
+    pub credit: Vec<i64>,
 }
 
 impl Prepared {

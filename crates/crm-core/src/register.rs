@@ -4,7 +4,7 @@ use rand::Rng;
 
 use crate::{
     Contact, Decision, IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, NewContact,
-    Prepared, RegistrationTx, StoreError, choose, queued,
+    Prepared, RegistrationTx, SourceState, StoreError, decide, queued,
 };
 
 /// A stored contact and the decision that placed it.
@@ -88,7 +88,12 @@ where
         let mut decision = if prepared.waiting {
             queued(&candidates)
         } else {
-            choose(&candidates, rng)
+            let state = SourceState {
+                rule: prepared.rule,
+                owner: prepared.owner,
+                credit: &prepared.credit,
+            };
+            decide(&candidates, &state, None, rng)
         };
         if decision.chosen.is_none() {
             decision.ahead = Some(prepared.ahead.min(Prepared::MAX_AHEAD));

@@ -3,7 +3,7 @@
 
 use rand::Rng;
 
-use crate::{Candidate, OperatorId, pick};
+use crate::{Candidate, OperatorId, pick, smooth_pick};
 
 /// How many of `picks` draws each candidate would receive against today's loads and limits
 /// (unchanged between draws: this is the share the rule gives now, not a drain), in the
@@ -14,15 +14,43 @@ pub fn predict<R: Rng + ?Sized>(
     picks: u32,
     rng: &mut R,
 ) -> Vec<(OperatorId, u64)> {
+    predict_by(candidates, picks, |cs| {
+        let chosen = pick(cs, rng).chosen?;
+        cs.iter().position(|c| c.operator_id == chosen)
+    })
+}
+
+/// [`predict`] for a smooth source from the credits `credit` (in the candidates' order):
+/// exactly what its next `picks` picks would be while nobody's load moves.
+#[must_use]
+pub fn predict_smooth(
+    candidates: &[Candidate],
+    credit: &[i64],
+    picks: u32,
+) -> Vec<(OperatorId, u64)> {
+    let mut credit = aligned(candidates, credit);
+    predict_by(candidates, picks, |cs| smooth_pick(cs, &mut credit))
+}
+
+/// `credit` with one entry per candidate (missing ones 0).
+fn aligned(candidates: &[Candidate], credit: &[i64]) -> Vec<i64> {
+    (0..candidates.len())
+        .map(|i| credit.get(i).copied().unwrap_or(0))
+        .collect()
+}
+
+fn predict_by(
+    candidates: &[Candidate],
+    picks: u32,
+    mut next: impl FnMut(&[Candidate]) -> Option<usize>,
+) -> Vec<(OperatorId, u64)> {
     let mut counts: Vec<(OperatorId, u64)> =
         candidates.iter().map(|c| (c.operator_id, 0)).collect();
     for _ in 0..picks {
-        let Some(chosen) = pick(candidates, rng).chosen else {
+        let Some(chosen) = next(candidates) else {
             break;
         };
-        if let Some((_, n)) = counts.iter_mut().find(|(id, _)| *id == chosen) {
-            *n += 1;
-        }
+        counts[chosen].1 += 1;
     }
     counts
 }
@@ -45,20 +73,38 @@ pub fn preview_drain<R: Rng + ?Sized>(
     waiting: u64,
     rng: &mut R,
 ) -> DrainPreview {
+    preview_drain_by(candidates, waiting, |cs| {
+        let chosen = pick(cs, rng).chosen?;
+        cs.iter().position(|c| c.operator_id == chosen)
+    })
+}
+
+/// [`preview_drain`] for a smooth source from the credits `credit` (in the candidates'
+/// order).
+#[must_use]
+pub fn preview_drain_smooth(
+    candidates: &[Candidate],
+    credit: &[i64],
+    waiting: u64,
+) -> DrainPreview {
+    let mut credit = aligned(candidates, credit);
+    preview_drain_by(candidates, waiting, |cs| smooth_pick(cs, &mut credit))
+}
+
+fn preview_drain_by(
+    candidates: &[Candidate],
+    waiting: u64,
+    mut next: impl FnMut(&[Candidate]) -> Option<usize>,
+) -> DrainPreview {
     let mut now: Vec<Candidate> = candidates.to_vec();
     let mut taken: Vec<(OperatorId, u64)> = candidates.iter().map(|c| (c.operator_id, 0)).collect();
     let mut left = waiting;
     while left > 0 {
-        let Some(chosen) = pick(&now, rng).chosen else {
+        let Some(chosen) = next(&now) else {
             break;
         };
-        for (candidate, (_, n)) in now.iter_mut().zip(taken.iter_mut()) {
-            if candidate.operator_id == chosen {
-                candidate.open_contacts += 1;
-                *n += 1;
-                break;
-            }
-        }
+        now[chosen].open_contacts += 1;
+        taken[chosen].1 += 1;
         left -= 1;
     }
     DrainPreview {

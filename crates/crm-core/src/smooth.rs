@@ -30,11 +30,19 @@ use crate::{Candidate, distribution::capped, exclusion};
 /// When `credit` and `candidates` differ in length.
 pub fn smooth_pick(candidates: &[Candidate], credit: &mut [i64]) -> Option<usize> {
     assert_eq!(candidates.len(), credit.len(), "one credit per candidate");
-    let eligible: Vec<(usize, i128)> = candidates
+    let weights: Vec<Option<u64>> = candidates
+        .iter()
+        .map(|c| exclusion(c).is_none().then(|| capped(c.weight)))
+        .collect();
+    smooth_among(&weights, credit)
+}
+
+/// [`smooth_pick`] over each candidate's weight in the pick, `None` for an ineligible one.
+pub(crate) fn smooth_among(weights: &[Option<u64>], credit: &mut [i64]) -> Option<usize> {
+    let eligible: Vec<(usize, i128)> = weights
         .iter()
         .enumerate()
-        .filter(|(_, c)| exclusion(c).is_none())
-        .map(|(i, c)| (i, i128::from(capped(c.weight))))
+        .filter_map(|(i, w)| w.map(|w| (i, i128::from(w))))
         .collect();
     let total: i128 = eligible.iter().map(|(_, w)| w).sum();
     if total == 0 {

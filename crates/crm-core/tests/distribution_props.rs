@@ -387,6 +387,7 @@ fn any_decision() -> impl Strategy<Value = Decision> {
             draw,
             chosen,
             ahead,
+            ..Decision::default()
         })
 }
 

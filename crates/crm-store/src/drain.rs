@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    ContactId, DecisionPath, DrainOrder, OperatorId, Pace, SourceId, StoreError, choose_avoiding,
-    next_eligible,
+    Candidate, ContactId, Credit, DecisionPath, DrainOrder, OperatorId, Pace, SourceId, SourceRule,
+    SourceState, StoreError, Strategy, decide, next_eligible,
 };
 use rand::Rng;
 
@@ -100,6 +100,44 @@ pub async fn queue_heads(
     Ok(heads)
 }
 
+/// `source`'s strategy and stickiness.
+pub(crate) async fn source_rule(
+    conn: &impl Conn,
+    source: SourceId,
+) -> Result<SourceRule, StoreError> {
+    let row = returned(
+        conn.one(sql::SOURCE_RULE, vec![source.get().into()])
+            .await?,
+    )?;
+    Ok(SourceRule {
+        strategy: row
+            .get::<String>(0)?
+            .parse()
+            .map_err(|_| StoreError::Internal("a stored strategy is unknown".into()))?,
+        sticky_owner: row.get(1)?,
+    })
+}
+
+/// Stores the credits a smooth pick left, the rows it changed only.
+pub(crate) async fn store_credit(
+    conn: &impl Conn,
+    source: SourceId,
+    candidates: &[Candidate],
+    credit: &Credit,
+) -> Result<(), StoreError> {
+    for ((candidate, before), after) in candidates.iter().zip(&credit.before).zip(&credit.after) {
+        if before != after {
+            let values = vec![
+                (*after).into(),
+                source.get().into(),
+                candidate.operator_id.get().into(),
+            ];
+            conn.all(sql::SET_CREDIT, values).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn queue_head(conn: &impl Conn, source: SourceId) -> Result<Option<ContactId>, StoreError> {
     let row = returned(conn.one(sql::QUEUE_HEAD, vec![source.get().into()]).await?)?;
     Ok(row.get::<Option<i64>>(0)?.map(ContactId))
@@ -154,18 +192,45 @@ pub async fn drain_step<C: Conn>(
         return Ok(Step::Empty);
     };
     let contact = ContactId(row.get(0)?);
-    let (candidates, paces): (Vec<_>, Vec<_>) = conn
-        .all(sql::CANDIDATES, vec![source.get().into()])
-        .await?
-        .iter()
-        .map(|row| sql::candidate_from_row(|i| row.get(i), |i| row.get(i), |i| row.get(i), now))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
+    let lead: i64 = row.get(1)?;
+    let rule = source_rule(conn, source).await?;
+    if rule.strategy == Strategy::SmoothWeighted {
+        // One smooth pick at a time per source (registrations take the same lock on
+        // PostgreSQL); the credits are read after it.
+        conn.one(C::LOCKS.source, vec![source.get().into()]).await?;
+    }
+    let rows = conn.all(sql::CANDIDATES, vec![source.get().into()]).await?;
+    let mut candidates = Vec::with_capacity(rows.len());
+    let mut paces = Vec::with_capacity(rows.len());
+    let mut credit = Vec::new();
+    for row in &rows {
+        let (candidate, pace) =
+            sql::candidate_from_row(|i| row.get(i), |i| row.get(i), |i| row.get(i), now)?;
+        candidates.push(candidate);
+        paces.push(pace);
+        if rule.strategy == Strategy::SmoothWeighted {
+            credit.push(row.get(8)?);
+        }
+    }
+    let owner = if rule.sticky_owner {
+        let row = conn
+            .one(sql::LATEST_OWNER, vec![lead.into(), source.get().into()])
+            .await?;
+        row.map(|row| row.get::<i64>(0))
+            .transpose()?
+            .map(OperatorId)
+    } else {
+        None
+    };
     let avoid = avoid
         .filter(|(avoided, _)| *avoided == contact)
         .map(|(_, operator)| operator);
-    let decision = choose_avoiding(&candidates, avoid, rng);
+    let state = SourceState {
+        rule,
+        owner,
+        credit: &credit,
+    };
+    let decision = decide(&candidates, &state, avoid, rng);
     let Some(operator) = decision.chosen else {
         return Ok(Step::Blocked {
             wake: next_eligible(paces.into_iter().flatten(), now),
@@ -187,6 +252,9 @@ pub async fn drain_step<C: Conn>(
         )
         .await?,
     )?;
+    if let Some(moved) = &decision.credit {
+        store_credit(conn, source, &candidates, moved).await?;
+    }
     let entry = (
         DecisionPath::Drained,
         Some(operator),

@@ -295,10 +295,26 @@ impl Store for DbStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn register_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
-        let registered = either!(self, |db| {
-            db.register(async move |tx, rng| register_contact(tx, &new, rng).await)
+        let registered = match self {
+            Self::Sqlite(db) => {
+                db.register(async move |tx, rng| register_contact(tx, &new, rng).await)
+                    .await
+            }
+            // A smooth source's registration asks for a transaction (its credits move
+            // under the source's lock): run it again in one.
+            Self::Postgres(db) => match db
+                .register(async |tx, rng| register_contact(tx, &new, rng).await)
                 .await
-        })?;
+            {
+                Err(StoreError::Unavailable(err))
+                    if err.is::<pg::registration::NeedsTransaction>() =>
+                {
+                    db.register_keyed(async move |tx, rng| register_contact(tx, &new, rng).await)
+                        .await
+                }
+                other => other,
+            },
+        }?;
         self.drain_after(&registered.contact).await;
         Ok(registered.contact)
     }

@@ -110,6 +110,8 @@ pub async fn create_source(conn: &impl Conn, new: &NewSource) -> Result<SourceId
         new.name.as_str().into(),
         new.code.as_str().into(),
         conn.timestamp(now()),
+        new.rule.strategy.as_str().into(),
+        new.rule.sticky_owner.into(),
     ];
     let row = returned(
         conn.one(sql::INSERT_SOURCE, values)
@@ -128,6 +130,8 @@ pub async fn update_source(
     let values = vec![
         patch.name.as_ref().map(|n| n.as_str().to_owned()).into(),
         patch.code.as_ref().map(|c| c.as_str().to_owned()).into(),
+        patch.strategy.map(|s| s.as_str().to_owned()).into(),
+        patch.sticky_owner.into(),
         id.get().into(),
     ];
     conn.one(sql::UPDATE_SOURCE, values)
@@ -191,6 +195,23 @@ pub async fn replace_weights<C: Conn>(
                 operator_id: entry.operator_id,
             });
         }
+    }
+    // The same weights again change nothing, and keep the smooth state; any real change
+    // replaces every row, so every credit starts again from 0 (the Strategies issue).
+    let current = conn
+        .all(sql::SOURCE_CREDITS, vec![id.get().into()])
+        .await?
+        .iter()
+        .map(|row| Ok((row.get::<i64>(0)?, row.get::<i64>(1)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut wanted: Vec<(i64, i64)> = weights
+        .entries()
+        .iter()
+        .map(|entry| (entry.operator_id.get(), entry.weight.get()))
+        .collect();
+    wanted.sort_unstable();
+    if current == wanted {
+        return Ok(());
     }
     conn.all(sql::DELETE_WEIGHTS, vec![id.get().into()]).await?;
     for entry in weights.entries() {

@@ -8,8 +8,8 @@ use crm_core::{
     AssignmentsPerMinute, Contact, ContactFilter, ContactId, ContactStatus, DecisionEntry, Entity,
     Lead, LeadFilter, LeadId, LeadWithContacts, MaxActiveContacts, Operator, OperatorFilter,
     OperatorId, OperatorLoad, OperatorStats, OperatorSummary, Payload, PoolStatus, Source,
-    SourceCode, SourceId, SourceKey, SourceKeyId, SourceOperator, SourceQueue, StoreError,
-    ValueError, Weight,
+    SourceCode, SourceId, SourceKey, SourceKeyId, SourceOperator, SourceQueue, SourceRule,
+    StoreError, ValueError, Weight,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -421,6 +421,7 @@ async fn weights_by_source(
             .push(SourceOperator {
                 operator: summary(&operator),
                 weight: stored(Weight::new(w.weight))?,
+                credit: w.credit,
             });
     }
     Ok(by_source)
@@ -465,6 +466,10 @@ fn to_source(row: source::Model, operators: Vec<SourceOperator>) -> Result<Sourc
         name: row.name,
         code: stored(SourceCode::parse(&row.code))?,
         created_at: row.created_at,
+        rule: SourceRule {
+            strategy: stored(row.strategy.parse())?,
+            sticky_owner: row.sticky_owner,
+        },
         operators,
     })
 }

@@ -23,10 +23,24 @@ pub const OPERATOR_LOAD: &str =
 pub const OPERATOR_HAS_CONTACTS: &str = "SELECT id FROM contacts WHERE operator_id = $1 LIMIT 1";
 pub const DELETE_OPERATOR: &str = "DELETE FROM operators WHERE id = $1 RETURNING id";
 
-pub const INSERT_SOURCE: &str =
-    "INSERT INTO sources (name, code, created_at) VALUES ($1, $2, $3) RETURNING id";
-pub const UPDATE_SOURCE: &str = "UPDATE sources SET name = COALESCE($1, name), code = COALESCE($2, code) \
-     WHERE id = $3 RETURNING id";
+pub const INSERT_SOURCE: &str = "INSERT INTO sources (name, code, created_at, strategy, sticky_owner) \
+     VALUES ($1, $2, $3, $4, $5) RETURNING id";
+pub const UPDATE_SOURCE: &str = "UPDATE sources SET name = COALESCE($1, name), code = COALESCE($2, code), \
+     strategy = COALESCE($3, strategy), sticky_owner = COALESCE($4, sticky_owner) \
+     WHERE id = $5 RETURNING id";
+/// A source's rule: its strategy and stickiness.
+pub const SOURCE_RULE: &str = "SELECT strategy, sticky_owner FROM sources WHERE id = $1";
+/// The operator of lead `$1`'s latest contact from source `$2` that has one (the sticky
+/// owner; through `ix_contacts_lead`, whose entries of one lead are in id order).
+pub const LATEST_OWNER: &str = "SELECT operator_id FROM contacts \
+     WHERE lead_id = $1 AND source_id = $2 AND operator_id IS NOT NULL \
+     ORDER BY id DESC LIMIT 1";
+/// One smooth credit, `$1`, of operator `$3` for source `$2`.
+pub const SET_CREDIT: &str =
+    "UPDATE operator_source_weights SET credit = $1 WHERE source_id = $2 AND operator_id = $3";
+/// A source's weights with their smooth credits, by operator.
+pub const SOURCE_CREDITS: &str = "SELECT operator_id, weight, credit FROM operator_source_weights \
+     WHERE source_id = $1 ORDER BY operator_id";
 pub const SOURCE_BY_ID: &str = "SELECT id FROM sources WHERE id = $1";
 pub const SOURCE_HAS_CONTACTS: &str = "SELECT id FROM contacts WHERE source_id = $1 LIMIT 1";
 pub const DELETE_SOURCE: &str = "DELETE FROM sources WHERE id = $1 RETURNING id";
@@ -39,7 +53,7 @@ pub const INSERT_WEIGHT: &str = "INSERT INTO operator_source_weights (operator_i
 /// The operators with a weight for a source, with their loads: columns in the order
 /// [`candidate_from_row`] reads (the name between the candidate and its pace).
 pub const CANDIDATES: &str = "SELECT o.id, w.weight, o.is_active, o.open_contacts, o.max_active_contacts, o.name, \
-     o.max_assignments_per_minute, o.pace_tat_us \
+     o.max_assignments_per_minute, o.pace_tat_us, w.credit \
      FROM operator_source_weights w JOIN operators o ON o.id = w.operator_id \
      WHERE w.source_id = $1 ORDER BY o.id";
 /// The capacity check and the counter increment in one statement: no row means the
@@ -139,7 +153,7 @@ macro_rules! queue_heads {
 macro_rules! oldest_waiting {
     ($lock:literal) => {
         concat!(
-            "SELECT id FROM contacts \
+            "SELECT id, lead_id FROM contacts \
              WHERE source_id = $1 AND operator_id IS NULL AND status = 'open' ORDER BY id LIMIT 1",
             $lock
         )

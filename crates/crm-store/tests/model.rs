@@ -268,6 +268,7 @@ impl Sut {
                 .block_on(sut.store().create_source(NewSource {
                     name: Name::parse(&format!("Source {n}")).expect("name"),
                     code: SourceCode::parse(&code).expect("code"),
+                    rule: crm_core::SourceRule::default(),
                 }))
                 .expect("create source");
             assert!(source.operators.is_empty());

@@ -21,7 +21,7 @@ use super::{
 use crate::{
     auth::Credentials,
     body::{Body, Check, Field, PicksRule, SeedRule, wire_object},
-    dto::Nullable,
+    dto::{Nullable, Strategy},
     error::{
         ApiError, ApiResult,
         declare::{API, BODY, PATH, QUERY},
@@ -102,6 +102,8 @@ impl<S: Store> InsightApi<S> {
                     z: s.z,
                     flag: s.flag,
                     manual: s.manual,
+                    sticky: s.sticky,
+                    smooth: s.smooth,
                     at_capacity_share: per(s.at_capacity),
                     inactive_share: per(s.inactive),
                     rate_limited_share: per(s.rate_limited),
@@ -133,6 +135,7 @@ impl<S: Store> InsightApi<S> {
         let _turn = self.turn().await?;
         let run = crm_core::simulate(&*self.store, SourceId(id.get()), &request).await?;
         Ok(Json(Simulation {
+            strategy: run.strategy.into(),
             seed: run.seed,
             picks: run.picks,
             waiting: run.waiting,
@@ -231,6 +234,12 @@ struct OperatorShare {
     flag: bool,
     /// Contacts of the window assigned to it by hand (beside the draws, not in them).
     manual: u64,
+    /// Contacts of the window that went to it as the lead's owner (a `sticky_owner`
+    /// source; beside the draws).
+    sticky: u64,
+    /// Contacts of the window it received by the smooth rule (a `smooth_weighted`
+    /// source: not draws, so never flagged for not being random).
+    smooth: u64,
     /// Fraction of the window's decisions that passed it over as at capacity.
     at_capacity_share: f64,
     /// Fraction of the window's decisions that passed it over as inactive.
@@ -242,6 +251,11 @@ struct OperatorShare {
 /// What a replacement of the weights would do now.
 #[derive(Debug, Object)]
 struct Simulation {
+    /// The source's strategy, which the prediction follows: for `smooth_weighted` the
+    /// prediction is exact (the picks from the state the change would leave: the credits
+    /// as they are when the weights stay the same, reset otherwise) and the seed plays no
+    /// part.
+    strategy: Strategy,
     /// The seed used: send it back to get the same answer.
     seed: u64,
     /// Draws made for `predicted`.

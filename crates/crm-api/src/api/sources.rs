@@ -3,15 +3,18 @@
 use std::sync::Arc;
 
 use crm_core::{
-    Name, NewSource, OperatorId, SourceCode, SourceId, SourcePatch, Store, Weight, WeightEntry,
-    WeightSet,
+    Name, NewSource, OperatorId, SourceCode, SourceId, SourcePatch, SourceRule, Store, Strategy,
+    ValueError, Weight, WeightEntry, WeightSet,
 };
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
 use super::{ApiTags, path_id::PathId};
 use crate::{
     auth::Credentials,
-    body::{Body, Check, CodeRule, Field, NameRule, Optional, WeightRule, wire_object},
+    body::{
+        Body, Check, CodeRule, DefaultFalse, DefaultStrategy, Field, NameRule, Optional,
+        StrategyRule, WeightRule, wire_object,
+    },
     dto::{Created, Deleted, Source, list},
     error::{
         ApiError, ApiResult,
@@ -29,6 +32,14 @@ struct CreateSource {
     name: Field<String, NameRule>,
     /// Unique, case-sensitive code.
     code: Field<String, CodeRule>,
+    /// How the source chooses among its eligible operators: `weighted_random` (a draw
+    /// with probability weight / sum, the default) or `smooth_weighted` (deterministic:
+    /// every operator within one contact of its share of the weights).
+    strategy: Field<String, DefaultStrategy>,
+    /// A returning lead goes to the operator of its latest contact from this source when
+    /// that operator could take it now (active, under its limit, not paced out, with a
+    /// weight here); otherwise the strategy decides.
+    sticky_owner: Field<bool, DefaultFalse>,
 }
 
 /// Changes to a source: any subset of the fields; `null` is not a value.
@@ -38,6 +49,11 @@ struct UpdateSource {
     name: Field<String, Optional<NameRule>>,
     /// Unique, case-sensitive code.
     code: Field<String, Optional<CodeRule>>,
+    /// `weighted_random` or `smooth_weighted`; the smooth state is kept (a weights change
+    /// resets it).
+    strategy: Field<String, Optional<StrategyRule>>,
+    /// Whether returning leads go back to their operator.
+    sticky_owner: Field<bool, Optional>,
 }
 
 /// A source's complete set of operators and weights; `[]` clears it.
@@ -154,10 +170,16 @@ impl TryFrom<CreateSource> for NewSource {
         let mut check = Check::default();
         let name = check.required("name", body.name, name);
         let code = check.required("code", body.code, code);
+        let strategy = check.optional("strategy", body.strategy, strategy);
+        let sticky_owner = check.optional("sticky_owner", body.sticky_owner, Ok);
         check.finish(|| {
             Some(Self {
                 name: name?,
                 code: code?,
+                rule: SourceRule {
+                    strategy: strategy.unwrap_or_default(),
+                    sticky_owner: sticky_owner.unwrap_or(false),
+                },
             })
         })
     }
@@ -171,9 +193,15 @@ impl TryFrom<UpdateSource> for SourcePatch {
         let patch = Self {
             name: check.optional("name", body.name, name),
             code: check.optional("code", body.code, code),
+            strategy: check.optional("strategy", body.strategy, strategy),
+            sticky_owner: check.optional("sticky_owner", body.sticky_owner, Ok),
         };
         check.finish(|| Some(patch))
     }
+}
+
+fn strategy(name: String) -> Result<Strategy, ValueError> {
+    name.parse()
 }
 
 impl TryFrom<ReplaceWeights> for WeightSet {

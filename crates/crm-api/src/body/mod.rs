@@ -26,8 +26,8 @@ use crate::error::{ApiError, FieldError, payload_too_large};
 mod rules;
 
 pub(crate) use rules::{
-    CodeRule, DefaultTrue, LimitRule, NameRule, Optional, PaceRule, PicksRule, Plain, Rule,
-    ScopeRule, SeedRule, WeightRule, verbatim_pattern,
+    CodeRule, DefaultFalse, DefaultStrategy, DefaultTrue, LimitRule, NameRule, Optional, PaceRule,
+    PicksRule, Plain, Rule, ScopeRule, SeedRule, StrategyRule, WeightRule, verbatim_pattern,
 };
 
 /// Largest accepted request body.

@@ -5,7 +5,8 @@
 use std::{fmt::Write as _, marker::PhantomData};
 
 use crm_core::{
-    AssignmentsPerMinute, KeyScope, MaxActiveContacts, Name, SimulationRequest, SourceCode, Weight,
+    AssignmentsPerMinute, KeyScope, MaxActiveContacts, Name, SimulationRequest, SourceCode,
+    Strategy, Weight,
 };
 use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef},
@@ -150,6 +151,50 @@ impl Rule for ScopeRule {
         inline(MetaSchema {
             enum_items: vec![KeyScope::Viewer.as_str().into()],
             ..MetaSchema::new("string")
+        })
+    }
+}
+
+/// A source's strategy: one of [`Strategy`]'s names.
+pub(crate) struct StrategyRule;
+
+impl Rule for StrategyRule {
+    fn schema<T: Type>() -> MetaSchemaRef {
+        inline(strategy_schema())
+    }
+}
+
+/// [`StrategyRule`], `weighted_random` when left out.
+pub(crate) struct DefaultStrategy;
+
+impl Rule for DefaultStrategy {
+    const REQUIRED: bool = false;
+
+    fn schema<T: Type>() -> MetaSchemaRef {
+        inline(MetaSchema {
+            default: Some(Strategy::default().as_str().into()),
+            ..strategy_schema()
+        })
+    }
+}
+
+fn strategy_schema() -> MetaSchema {
+    MetaSchema {
+        enum_items: Strategy::ALL.iter().map(|s| s.as_str().into()).collect(),
+        ..MetaSchema::new("string")
+    }
+}
+
+/// A boolean that is `false` when left out.
+pub(crate) struct DefaultFalse;
+
+impl Rule for DefaultFalse {
+    const REQUIRED: bool = false;
+
+    fn schema<T: Type>() -> MetaSchemaRef {
+        inline(MetaSchema {
+            default: Some(false.into()),
+            ..MetaSchema::new("boolean")
         })
     }
 }

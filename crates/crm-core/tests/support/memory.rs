@@ -162,6 +162,9 @@ impl RegistrationTx for MemoryTx {
             candidates,
             waiting: ahead > 0,
             ahead,
+            rule: crm_core::SourceRule::default(),
+            owner: None,
+            credit: Vec::new(),
         })
     }
 

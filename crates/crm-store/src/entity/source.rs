@@ -15,6 +15,8 @@ pub struct Model {
     pub code: String,
     /// Created.
     pub created_at: ChronoDateTimeUtc,
+    pub strategy: String,
+    pub sticky_owner: bool,
 }
 
 /// No navigated relations.

@@ -15,6 +15,7 @@ pub struct Model {
     pub source_id: i64,
     /// Weight.
     pub weight: i64,
+    pub credit: i64,
 }
 
 /// The weight's operator.

@@ -23,13 +23,14 @@ use chrono::{DateTime, Utc};
 use crm_core::{
     Contact, ContactId, ContactStatus, Decision, DecisionPath, Entity, ExternalLeadId,
     IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary,
-    Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError,
+    Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, SourceRule, StoreError, Strategy,
 };
 
 use sea_orm::sea_query::Value;
 
 use crate::{
     conn::{Conn, DbError, PgConn, PgHeld, Row},
+    ops::returned,
     sql,
 };
 
@@ -47,7 +48,18 @@ pub trait Session: Conn {
     /// What a lost claim answers: the rule runs again over the other candidates
     /// ([`Inserted::OperatorFull`]), or the unit of work starts over ([`LostClaim`]).
     fn lost_claim() -> Result<Inserted, StoreError>;
+
+    /// Takes the lock that makes a smooth source's picks one at a time (its row, until
+    /// the transaction ends), or answers [`NeedsTransaction`] where nothing could hold it.
+    fn lock_source(&self, source: SourceId) -> impl Future<Output = Result<(), StoreError>>;
 }
+
+/// A smooth source's registration was started outside a transaction: its pick reads and
+/// moves the source's credits under the source's lock, which only a transaction holds, so
+/// it runs again in one (see [`super::PgStore::register`]).
+#[derive(Debug, thiserror::Error)]
+#[error("a smooth source's registration runs in a transaction")]
+pub struct NeedsTransaction;
 
 /// A keyed registration's claim was lost inside its transaction: the transaction is rolled
 /// back and run again from the start (see [`super::PgStore::register_keyed`]).
@@ -74,6 +86,15 @@ impl Session for PgConn<'_> {
     fn lost_claim() -> Result<Inserted, StoreError> {
         Err(StoreError::Unavailable(Box::new(LostClaim)))
     }
+
+    async fn lock_source(&self, source: SourceId) -> Result<(), StoreError> {
+        returned(
+            self.one(sql::LOCK_SOURCE, vec![source.get().into()])
+                .await?,
+        )
+        .map(drop)
+        .map_err(|_| StoreError::NotFound(Entity::Source))
+    }
 }
 
 impl Session for PgHeld {
@@ -89,6 +110,10 @@ impl Session for PgHeld {
     /// The lost claim was its own statement, outside any transaction: it holds nothing.
     fn lost_claim() -> Result<Inserted, StoreError> {
         Ok(Inserted::OperatorFull)
+    }
+
+    async fn lock_source(&self, _: SourceId) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable(Box::new(NeedsTransaction)))
     }
 }
 
@@ -108,7 +133,8 @@ macro_rules! prepare_sql {
              o.max_active_contacts, o.name, o.max_assignments_per_minute, o.pace_tat_us, \
              (SELECT count(*) FROM (SELECT 1 FROM contacts q \
              WHERE q.source_id = s.id AND q.operator_id IS NULL AND q.status = 'open' \
-             LIMIT 100) w) \
+             LIMIT 100) w), \
+             s.strategy, s.sticky_owner, w.credit \
              FROM sources s \
              LEFT JOIN operator_source_weights w ON w.source_id = s.id \
              LEFT JOIN operators o ON o.id = w.operator_id \
@@ -120,6 +146,11 @@ macro_rules! prepare_sql {
 }
 
 const PREPARE_BY_ID: &str = prepare_sql!("id");
+/// [`sql::LATEST_OWNER`] for the lead `$1` names by its external id.
+const LATEST_OWNER_BY_EXTERNAL_ID: &str = "SELECT c.operator_id FROM leads l \
+     JOIN contacts c ON c.lead_id = l.id \
+     WHERE l.external_id = $1 AND c.source_id = $2 AND c.operator_id IS NOT NULL \
+     ORDER BY c.id DESC LIMIT 1";
 const PREPARE_BY_CODE: &str = prepare_sql!("code");
 
 /// The lead `$1` found or created (at `$6`) once the rows of `$from` exist: an existing
@@ -241,13 +272,26 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
         source: &SourceRef,
         external_id: &ExternalLeadId,
     ) -> Result<Prepared, StoreError> {
-        let (statement, source) = match source {
+        let (statement, source): (_, Value) = match source {
             SourceRef::Id(id) => (PREPARE_BY_ID, id.get().into()),
             SourceRef::Code(code) => (PREPARE_BY_CODE, code.as_str().into()),
         };
-        let rows = self.conn.read(statement, vec![source]).await?;
+        let mut rows = self.conn.read(statement, vec![source.clone()]).await?;
         let first = rows.first().ok_or(StoreError::NotFound(Entity::Source))?;
         let source_id = SourceId(first.get(0)?);
+        let rule = SourceRule {
+            strategy: first
+                .get::<String>(10)?
+                .parse()
+                .map_err(|_| StoreError::Internal("a stored strategy is unknown".into()))?,
+            sticky_owner: first.get(11)?,
+        };
+        if rule.strategy == Strategy::SmoothWeighted {
+            // The credits as they are once this registration holds the source: read again.
+            self.conn.lock_source(source_id).await?;
+            rows = self.conn.read(statement, vec![source]).await?;
+        }
+        let first = rows.first().ok_or(StoreError::NotFound(Entity::Source))?;
         let mut candidates = Vec::with_capacity(rows.len());
         self.operators.clear();
         self.paces.clear();
@@ -269,17 +313,35 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
                 name: row.get(6)?,
                 is_active: candidate.is_active,
             });
-            candidates.push(candidate);
+            candidates.push((candidate, row.get::<i64>(12)?));
         }
         let ahead: i64 = first.get(9)?;
         // The order of the decision record, and of the draw's slices.
-        candidates.sort_unstable_by_key(|candidate| candidate.operator_id);
+        candidates.sort_unstable_by_key(|(candidate, _)| candidate.operator_id);
+        let (candidates, credit): (Vec<_>, Vec<_>) = candidates.into_iter().unzip();
+        let credit = match rule.strategy {
+            Strategy::SmoothWeighted => credit,
+            Strategy::WeightedRandom => Vec::new(),
+        };
+        let owner = if rule.sticky_owner {
+            let values = vec![external_id.as_str().into(), source_id.get().into()];
+            let row = self.conn.read(LATEST_OWNER_BY_EXTERNAL_ID, values).await?;
+            row.first()
+                .map(|row| row.get::<i64>(0))
+                .transpose()?
+                .map(OperatorId)
+        } else {
+            None
+        };
         self.external_id = Some(external_id.clone());
         Ok(Prepared {
             source_id,
             candidates,
             waiting: ahead > 0,
             ahead: ahead.unsigned_abs(),
+            rule,
+            owner,
+            credit,
         })
     }
 
@@ -335,6 +397,10 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
         let Some(row) = row else {
             return C::lost_claim();
         };
+        if let Some(moved) = &decision.credit {
+            crate::drain::store_credit(&self.conn, prepared.source_id, &prepared.candidates, moved)
+                .await?;
+        }
         Ok(Inserted::Stored(Contact {
             id: ContactId(row.get(0)?),
             lead_id: LeadId(row.get(1)?),

@@ -25,10 +25,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    Candidate, Contact, ContactId, ContactStatus, Decision, DecisionPath, Entity, ExternalLeadId,
-    IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary,
-    Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError, next_eligible,
-    rate_limited,
+    Candidate, Contact, ContactId, ContactStatus, Credit, Decision, DecisionPath, Entity,
+    ExternalLeadId, IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId,
+    OperatorSummary, Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, SourceRule,
+    StoreError, Strategy, next_eligible, rate_limited,
 };
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
@@ -66,9 +66,10 @@ fn db(err: rusqlite::Error) -> StoreError {
     sqlite_err(err).into()
 }
 
-/// A source's candidate as cached: its operator's name and pace beside it. The candidate's
-/// `rate_limited` is judged afresh by each registration, at its own time.
-type Cached = (Candidate, String, Option<Pace>);
+/// A source's candidate as cached: its operator's name and pace, and its smooth credit for
+/// the source, beside it. The candidate's `rate_limited` is judged afresh by each
+/// registration, at its own time.
+type Cached = (Candidate, String, Option<Pace>, i64);
 
 /// What the writer knows of the sources registrations named (see the module docs).
 #[derive(Default)]
@@ -77,6 +78,8 @@ pub struct SourceCache {
     /// The candidates of each source seen, by operator id, with the operators' names and
     /// paces.
     candidates: HashMap<SourceId, Vec<Cached>>,
+    /// The rule of each source whose candidates are cached.
+    rules: HashMap<SourceId, SourceRule>,
     /// Whether each source has contacts waiting, as far as it is known.
     waiting: HashMap<SourceId, bool>,
     /// How many, where known: counted when a registration is first stored waiting behind
@@ -90,6 +93,7 @@ impl SourceCache {
     pub fn clear(&mut self) {
         self.by_code.clear();
         self.candidates.clear();
+        self.rules.clear();
         self.waiting.clear();
         self.counts.clear();
     }
@@ -98,6 +102,15 @@ impl SourceCache {
     /// claimed.
     pub fn drained(&mut self, drained: &crate::drain::Drained) {
         for assigned in &drained.assigned {
+            // A smooth source's step moved its credits: read them again.
+            if self
+                .rules
+                .get(&assigned.source)
+                .is_some_and(|rule| rule.strategy == Strategy::SmoothWeighted)
+            {
+                self.candidates.remove(&assigned.source);
+                self.rules.remove(&assigned.source);
+            }
             self.claimed(assigned.operator, assigned.pace);
             if let Some(count) = self.counts.get_mut(&assigned.source) {
                 *count = count.saturating_sub(1);
@@ -116,7 +129,7 @@ impl SourceCache {
     fn claimed(&mut self, operator: OperatorId, pace: Option<Pace>) {
         self.adjust(operator, 1);
         if pace.is_some() {
-            self.each(operator, |(_, _, cached)| *cached = pace);
+            self.each(operator, |(_, _, cached, _)| *cached = pace);
         }
     }
 
@@ -138,7 +151,7 @@ impl SourceCache {
     }
 
     fn adjust(&mut self, operator: OperatorId, by: i64) {
-        self.each(operator, |(candidate, _, _)| {
+        self.each(operator, |(candidate, _, _, _)| {
             candidate.open_contacts = (candidate.open_contacts + by).max(0);
         });
     }
@@ -255,7 +268,12 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
                 |i| row.get(i).map_err(db),
                 self.now,
             )?;
-            candidates.push((candidate, row.get(5).map_err(db)?, pace));
+            candidates.push((
+                candidate,
+                row.get(5).map_err(db)?,
+                pace,
+                row.get(8).map_err(db)?,
+            ));
         }
         Ok(candidates)
     }
@@ -266,7 +284,39 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
             .candidates
             .get(&source_id)?
             .iter()
-            .find(|(candidate, _, _)| candidate.operator_id == operator)
+            .find(|(candidate, _, _, _)| candidate.operator_id == operator)
+    }
+
+    /// `source_id`'s strategy and stickiness.
+    fn read_rule(&self, source_id: SourceId) -> Result<SourceRule, StoreError> {
+        let mut statement = self.conn.prepare_cached(sql::SOURCE_RULE).map_err(db)?;
+        let (strategy, sticky_owner): (String, bool) = statement
+            .query_row([source_id.get()], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(db)?;
+        Ok(SourceRule {
+            strategy: strategy
+                .parse()
+                .map_err(|_| StoreError::Internal("a stored strategy is unknown".into()))?,
+            sticky_owner,
+        })
+    }
+
+    /// Stores the credits a smooth pick left (only the rows it changed) and keeps the
+    /// cache equal to them.
+    fn store_credit(&mut self, source_id: SourceId, credit: &Credit) -> Result<(), StoreError> {
+        let Some(cached) = self.cache.candidates.get_mut(&source_id) else {
+            return Err(StoreError::Internal("credits of an uncached source".into()));
+        };
+        let mut statement = self.conn.prepare_cached(sql::SET_CREDIT).map_err(db)?;
+        for ((entry, before), after) in cached.iter_mut().zip(&credit.before).zip(&credit.after) {
+            if before != after {
+                statement
+                    .execute((*after, source_id.get(), entry.0.operator_id.get()))
+                    .map_err(db)?;
+                entry.3 = *after;
+            }
+        }
+        Ok(())
     }
 
     /// The cached pace of `operator` as a candidate of `source_id`.
@@ -317,16 +367,36 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         }));
         if !self.cache.candidates.contains_key(&source_id) {
             let candidates = self.read_candidates(source_id)?;
+            let rule = self.read_rule(source_id)?;
             self.cache.candidates.insert(source_id, candidates);
+            self.cache.rules.insert(source_id, rule);
         }
+        let rule = self
+            .cache
+            .rules
+            .get(&source_id)
+            .copied()
+            .unwrap_or_default();
         let now = self.now;
-        let candidates = self.cache.candidates[&source_id]
+        let cached = &self.cache.candidates[&source_id];
+        let candidates = cached
             .iter()
-            .map(|(candidate, _, pace)| Candidate {
+            .map(|(candidate, _, pace, _)| Candidate {
                 rate_limited: rate_limited(*pace, now),
                 ..*candidate
             })
             .collect();
+        let credit = match rule.strategy {
+            Strategy::SmoothWeighted => cached.iter().map(|(_, _, _, credit)| *credit).collect(),
+            Strategy::WeightedRandom => Vec::new(),
+        };
+        // A new lead has no owner.
+        let owner = match (rule.sticky_owner, existing) {
+            (true, Some(lead)) => self
+                .id(sql::LATEST_OWNER, [lead, source_id.get()])?
+                .map(OperatorId),
+            _ => None,
+        };
         let waiting = match self.cache.waiting.get(&source_id) {
             Some(waiting) => *waiting,
             None => {
@@ -353,6 +423,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             candidates,
             waiting,
             ahead,
+            rule,
+            owner,
+            credit,
         })
     }
 
@@ -398,7 +471,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
                     .get(&prepared.source_id)
                     .into_iter()
                     .flatten()
-                    .filter_map(|(_, _, pace)| *pace),
+                    .filter_map(|(_, _, pace, _)| *pace),
                 self.now,
             );
         }
@@ -412,6 +485,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             ))
             .map_err(db)?;
         let id = self.conn.last_insert_rowid();
+        if let Some(credit) = &decision.credit {
+            self.store_credit(prepared.source_id, credit)?;
+        }
         held(&mut self.hot.insert_decision, self.conn, INSERT_DECISION)?
             .execute((
                 id,
@@ -439,7 +515,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
 impl SqliteRegistration<'_, '_> {
     /// The answer's view of a cached candidate.
     fn summary(&self, source_id: SourceId, id: OperatorId) -> Option<OperatorSummary> {
-        let (candidate, name, _) = self.cached(source_id, id)?;
+        let (candidate, name, _, _) = self.cached(source_id, id)?;
         Some(OperatorSummary {
             id,
             name: name.clone(),

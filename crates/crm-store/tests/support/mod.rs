@@ -79,6 +79,7 @@ pub async fn source(store: &DbStore, code: &str, weights: &[(OperatorId, i64)]) 
         .create_source(NewSource {
             name: Name::parse(code).expect("name"),
             code: SourceCode::parse(code).expect("code"),
+            rule: crm_core::SourceRule::default(),
         })
         .await
         .expect("create source")

@@ -45,6 +45,7 @@ impl Fixture {
             .create_source(NewSource {
                 name: Name::parse("Bot").expect("name"),
                 code: SourceCode::parse("bot").expect("code"),
+                rule: crm_core::SourceRule::default(),
             })
             .await
             .expect("source")
