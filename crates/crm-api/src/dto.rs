@@ -48,8 +48,8 @@ pub(crate) struct Source {
     /// Unique, case-sensitive code clients may use instead of the id.
     code: String,
     created_at: DateTime<Utc>,
-    /// How it chooses among its eligible operators: `weighted_random` or
-    /// `smooth_weighted`.
+    // No doc comment: poem-openapi would wrap the enum's `$ref` in an `allOf` with it,
+    // which client generators refuse for an enum (the enum's own doc describes it).
     strategy: Strategy,
     /// Whether a returning lead goes back to the operator of its latest contact from this
     /// source, when that operator could take it.
@@ -58,7 +58,10 @@ pub(crate) struct Source {
     operators: Vec<SourceOperator>,
 }
 
-/// How a source chooses among its eligible operators.
+/// How a source chooses among its eligible operators: `weighted_random`, a draw with
+/// probability weight / sum of the eligible weights (the default); `smooth_weighted`,
+/// deterministic, every operator within one contact of its share of the weights. A dry
+/// run of a smooth source is exact, and its seed plays no part.
 #[derive(Debug, Clone, Copy, poem_openapi::Enum)]
 #[oai(rename_all = "snake_case")]
 pub(crate) enum Strategy {

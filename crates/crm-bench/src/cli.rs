@@ -92,6 +92,36 @@ pub struct Options {
     /// hours and a dry run of its weights (10,000 picks), each five times; printed only.
     #[arg(long)]
     pub reports: bool,
+
+    /// The seeded sources' strategy. Sent only when it is not the default, so a server
+    /// that predates strategies (the pinned baseline) is seeded exactly as before.
+    #[arg(long, value_enum, default_value_t = SourceStrategy::WeightedRandom)]
+    pub strategy: SourceStrategy,
+
+    /// Seed the sources with `sticky_owner`; the realistic scenario then reports the
+    /// sticky hit rate (how many returning leads with an owner went back to it).
+    #[arg(long)]
+    pub sticky: bool,
+}
+
+/// A source's strategy, as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SourceStrategy {
+    /// The weighted lottery (the default).
+    WeightedRandom,
+    /// The smooth weighted rule.
+    SmoothWeighted,
+}
+
+impl SourceStrategy {
+    /// Its name in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WeightedRandom => "weighted_random",
+            Self::SmoothWeighted => "smooth_weighted",
+        }
+    }
 }
 
 /// Contacts the backlog scenario queues before switching the operators on.
@@ -183,6 +213,8 @@ pub struct Settings {
     pub release: bool,
     pub smoke: bool,
     pub reports: bool,
+    pub strategy: SourceStrategy,
+    pub sticky: bool,
     pub server_exe: Option<PathBuf>,
     /// `None`: a temporary file (the smoke run's default).
     pub out: Option<PathBuf>,
@@ -251,6 +283,8 @@ fn resolve(o: Options, command: String) -> Result<Settings> {
         sqlite_sync_normal: o.sqlite_sync_normal,
         calibrate: o.calibrate,
         reports: o.reports,
+        strategy: o.strategy,
+        sticky: o.sticky,
         release: !o.smoke,
         smoke: o.smoke,
         server_exe: o.server_exe,

@@ -150,7 +150,7 @@ fn bench(settings: &Settings, exe: &Path, root: &Path, repo: &Path) -> Result<()
         };
         let mut first = Server::start(&launch, &log_file(0))?;
         first.wait_healthy().await?;
-        let seeded = scenario::seed(&mut Connection::new(first.addr()), settings.scenario).await?;
+        let seeded = scenario::seed(&mut Connection::new(first.addr()), settings).await?;
         let mut servers = Vec::new();
         if settings.preload > 0 {
             // Bulk SQL while no server runs: the SQLite writer must be alone on its file.
@@ -301,9 +301,14 @@ async fn finish(
         let largest = figures
             .largest_backlog
             .map_or_else(String::new, |n| format!("; largest backlog {n}"));
+        let sticky = if settings.sticky {
+            format!("; {}", scenario::sticky_hit_rate(&mut conn).await?)
+        } else {
+            String::new()
+        };
         figures.counters = Some(if check.problems.is_empty() {
             format!(
-                "ok: {} operators, every counter equals its {} open rows in total, none over its limit; {queue}{largest}",
+                "ok: {} operators, every counter equals its {} open rows in total, none over its limit; {queue}{largest}{sticky}",
                 check.operators, check.open_rows
             )
         } else {

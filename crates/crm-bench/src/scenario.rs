@@ -17,7 +17,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use crate::{
-    cli::{Keys, Scenario},
+    cli::{Keys, Scenario, Settings, SourceStrategy},
     http::Connection,
 };
 
@@ -45,7 +45,8 @@ pub struct Seeded {
 }
 
 /// Creates the scenario's operators, sources and weights through the API.
-pub async fn seed(conn: &mut Connection, scenario: Scenario) -> Result<Seeded> {
+pub async fn seed(conn: &mut Connection, settings: &Settings) -> Result<Seeded> {
+    let scenario = settings.scenario;
     // (capacity, …) per operator and, per source, which operators with which weight.
     let (capacities, layout): (Vec<i64>, Vec<Vec<(usize, i64)>>) = match scenario {
         // 10 operators of capacity 2,000 on one source, weights 1..10 (switched off below).
@@ -101,13 +102,14 @@ pub async fn seed(conn: &mut Connection, scenario: Scenario) -> Result<Seeded> {
     let mut sources = Vec::new();
     for (s, weights) in layout.into_iter().enumerate() {
         let code = codes.get(s).copied().unwrap_or("src").to_owned();
-        let created = conn
-            .call(
-                Method::POST,
-                "/api/sources",
-                Some(&json!({"name": format!("Source {code}"), "code": code})),
-            )
-            .await?;
+        let mut body = json!({"name": format!("Source {code}"), "code": code});
+        if settings.strategy != SourceStrategy::WeightedRandom {
+            body["strategy"] = settings.strategy.name().into();
+        }
+        if settings.sticky {
+            body["sticky_owner"] = true.into();
+        }
+        let created = conn.call(Method::POST, "/api/sources", Some(&body)).await?;
         let id = created["id"].as_i64().context("source id")?;
         let body: Vec<Value> = weights
             .iter()
@@ -386,4 +388,37 @@ async fn count_open(conn: &mut Connection, operator: i64) -> Result<u64> {
         count += items.len() as u64;
         after = last["id"].as_i64().context("contact id")?;
     }
+}
+
+/// The sticky hit rate over the run, from every source's distribution report (its last 24
+/// hours, which hold the whole run): returning leads that went back to their owner against
+/// those whose owner was passed over (an owner whose weight was removed is not counted).
+pub async fn sticky_hit_rate(conn: &mut Connection) -> Result<String> {
+    let sources = conn.call(Method::GET, "/api/sources", None).await?;
+    let (mut hits, mut missed) = (0, 0);
+    for source in sources.as_array().context("a list of sources")? {
+        let id = source["id"].as_i64().context("source id")?;
+        let report = conn
+            .call(
+                Method::GET,
+                &format!("/api/sources/{id}/distribution"),
+                None,
+            )
+            .await?;
+        for operator in report["operators"].as_array().context("operators")? {
+            hits += operator["sticky"].as_u64().context("sticky")?;
+            missed += operator["sticky_missed"]
+                .as_u64()
+                .context("sticky_missed")?;
+        }
+    }
+    let returning = hits + missed;
+    Ok(if returning == 0 {
+        "sticky hit rate: no returning lead with an owner".to_owned()
+    } else {
+        format!(
+            "sticky hit rate {:.1} % ({hits} of {returning} returning leads with an owner)",
+            hits as f64 * 100.0 / returning as f64
+        )
+    })
 }

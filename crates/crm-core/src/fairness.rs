@@ -43,6 +43,9 @@ pub struct Share {
     /// How many went to it by the smooth rule (a smooth source; not draws, and never
     /// flagged for not being random).
     pub smooth: u64,
+    /// How many of its returning leads went to someone else because it could not take
+    /// them (it was their owner, and was passed over).
+    pub sticky_missed: u64,
     /// How many of the window's decisions excluded it as at capacity, inactive and
     /// rate-limited.
     pub at_capacity: u64,
@@ -71,6 +74,7 @@ struct Tally {
     manual: u64,
     sticky: u64,
     smooth: u64,
+    sticky_missed: u64,
     at_capacity: u64,
     inactive: u64,
     rate_limited: u64,
@@ -114,6 +118,11 @@ impl Fairness {
                 Some(Exclusion::RateLimited) => tally.rate_limited += 1,
                 _ => {}
             }
+        }
+        if let Some(StickyNote::Fallback { owner, .. }) = decision.sticky
+            && let Some(tally) = self.tallies.get_mut(&owner)
+        {
+            tally.sticky_missed += 1;
         }
         let chosen = match (decision.draw, decision.chosen) {
             (Some(_), Some(chosen)) => chosen,
@@ -180,6 +189,7 @@ impl Fairness {
                     manual: tally.manual,
                     sticky: tally.sticky,
                     smooth: tally.smooth,
+                    sticky_missed: tally.sticky_missed,
                     at_capacity: tally.at_capacity,
                     inactive: tally.inactive,
                     rate_limited: tally.rate_limited,

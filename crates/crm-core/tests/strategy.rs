@@ -241,4 +241,24 @@ fn sticky_and_smooth_choices_are_counted_beside_the_draws() {
     assert_eq!((one.sticky, one.smooth, one.assigned), (500, 250, 0));
     assert_eq!((two.sticky, two.smooth, two.assigned), (0, 250, 0));
     assert!(!one.flag && !two.flag && one.z.is_none());
+    assert_eq!((one.sticky_missed, two.sticky_missed), (0, 0));
+
+    // An owner passed over is counted on it.
+    let mut fairness = Fairness::new(&weights);
+    let full = [
+        Candidate {
+            open_contacts: 1_000,
+            ..candidate(1, 1)
+        },
+        candidate(2, 1),
+    ];
+    let missed = SourceState {
+        rule: sticky,
+        owner: Some(OperatorId(1)),
+        credit: &[],
+    };
+    fairness.decision(&decide(&full, &missed, None, &mut rng));
+    let report = fairness.finish();
+    assert_eq!(report.shares[0].sticky_missed, 1);
+    assert_eq!((report.shares[1].assigned, report.draws), (1, 1));
 }

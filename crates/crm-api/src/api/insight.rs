@@ -104,6 +104,7 @@ impl<S: Store> InsightApi<S> {
                     manual: s.manual,
                     sticky: s.sticky,
                     smooth: s.smooth,
+                    sticky_missed: s.sticky_missed,
                     at_capacity_share: per(s.at_capacity),
                     inactive_share: per(s.inactive),
                     rate_limited_share: per(s.rate_limited),
@@ -240,6 +241,10 @@ struct OperatorShare {
     /// Contacts of the window it received by the smooth rule (a `smooth_weighted`
     /// source: not draws, so never flagged for not being random).
     smooth: u64,
+    /// Returning leads of the window whose owner it was that went to someone else because
+    /// it could not take them (full, switched off, paced out); `sticky / (sticky +
+    /// sticky_missed)` is its sticky hit rate.
+    sticky_missed: u64,
     /// Fraction of the window's decisions that passed it over as at capacity.
     at_capacity_share: f64,
     /// Fraction of the window's decisions that passed it over as inactive.
@@ -251,10 +256,9 @@ struct OperatorShare {
 /// What a replacement of the weights would do now.
 #[derive(Debug, Object)]
 struct Simulation {
-    /// The source's strategy, which the prediction follows: for `smooth_weighted` the
-    /// prediction is exact (the picks from the state the change would leave: the credits
-    /// as they are when the weights stay the same, reset otherwise) and the seed plays no
-    /// part.
+    // The source's strategy, which the prediction follows: for `smooth_weighted` it is
+    // exact (the picks from the state the change would leave: the credits as they are
+    // when the weights stay the same, reset otherwise). No doc comment: see `dto::Source`.
     strategy: Strategy,
     /// The seed used: send it back to get the same answer.
     seed: u64,
