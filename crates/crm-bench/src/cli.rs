@@ -332,6 +332,12 @@ impl Settings {
             };
             parts.push(format!("sync={sync}"));
         }
+        if self.strategy != SourceStrategy::WeightedRandom {
+            parts.push(format!("strategy={}", self.strategy.name()));
+        }
+        if self.sticky {
+            parts.push("sticky".to_owned());
+        }
         parts.join(" ")
     }
 }

@@ -125,16 +125,19 @@ pub(crate) async fn store_credit(
     candidates: &[Candidate],
     credit: &Credit,
 ) -> Result<(), StoreError> {
+    let mut values = Vec::new();
     for ((candidate, before), after) in candidates.iter().zip(&credit.before).zip(&credit.after) {
         if before != after {
-            let values = vec![
-                (*after).into(),
-                source.get().into(),
-                candidate.operator_id.get().into(),
-            ];
-            conn.all(sql::SET_CREDIT, values).await?;
+            values.push(candidate.operator_id.get().into());
+            values.push((*after).into());
         }
     }
+    if values.is_empty() {
+        return Ok(());
+    }
+    let statement = sql::set_credits(values.len() / 2);
+    values.push(source.get().into());
+    conn.all(&statement, values).await?;
     Ok(())
 }
 

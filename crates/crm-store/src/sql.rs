@@ -3,6 +3,8 @@
 //! `$n` as a named parameter and numbers it by its first appearance, so in that order both
 //! backends bind the same values by the same numbers, with no rewriting (checked below).
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Utc};
 use crm_core::{AssignmentsPerMinute, Candidate, OperatorId, Pace, StoreError, rate_limited};
 
@@ -31,13 +33,31 @@ pub const UPDATE_SOURCE: &str = "UPDATE sources SET name = COALESCE($1, name), c
 /// A source's rule: its strategy and stickiness.
 pub const SOURCE_RULE: &str = "SELECT strategy, sticky_owner FROM sources WHERE id = $1";
 /// The operator of lead `$1`'s latest contact from source `$2` that has one (the sticky
-/// owner; through `ix_contacts_lead`, whose entries of one lead are in id order).
+/// owner), through `ix_contacts_lead`, whose entries of one lead are in id order. The `+`
+/// keeps SQLite's planner off `ix_contacts_source`, which it otherwise prefers and then
+/// walks the whole source backwards (a registration at a tenth of the speed).
 pub const LATEST_OWNER: &str = "SELECT operator_id FROM contacts \
-     WHERE lead_id = $1 AND source_id = $2 AND operator_id IS NOT NULL \
+     WHERE lead_id = $1 AND +source_id = $2 AND operator_id IS NOT NULL \
      ORDER BY id DESC LIMIT 1";
-/// One smooth credit, `$1`, of operator `$3` for source `$2`.
-pub const SET_CREDIT: &str =
-    "UPDATE operator_source_weights SET credit = $1 WHERE source_id = $2 AND operator_id = $3";
+/// Sets the smooth credits of `n` operators of one source in one statement (a pick moves
+/// every eligible operator's): parameters `$1, $2, …` are `(operator, credit)` pairs, and
+/// `$2n+1` the source. Numbered in the order they appear, as SQLite numbers them.
+pub fn set_credits(n: usize) -> String {
+    let mut sql = String::from("UPDATE operator_source_weights SET credit = CASE operator_id");
+    for i in 0..n {
+        let _ = write!(sql, " WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2);
+    }
+    let _ = write!(
+        sql,
+        " END WHERE source_id = ${} AND operator_id IN (",
+        2 * n + 1
+    );
+    for i in 0..n {
+        let _ = write!(sql, "{}${}", if i == 0 { "" } else { ", " }, 2 * i + 1);
+    }
+    sql.push(')');
+    sql
+}
 /// A source's weights with their smooth credits, by operator.
 pub const SOURCE_CREDITS: &str = "SELECT operator_id, weight, credit FROM operator_source_weights \
      WHERE source_id = $1 ORDER BY operator_id";
@@ -274,6 +294,11 @@ mod tests {
             DELETE_OPERATOR,
             INSERT_SOURCE,
             UPDATE_SOURCE,
+            SOURCE_RULE,
+            LATEST_OWNER,
+            SOURCE_CREDITS,
+            &set_credits(1),
+            &set_credits(3),
             SOURCE_BY_ID,
             SOURCE_HAS_CONTACTS,
             DELETE_SOURCE,

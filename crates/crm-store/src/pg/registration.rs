@@ -149,7 +149,7 @@ const PREPARE_BY_ID: &str = prepare_sql!("id");
 /// [`sql::LATEST_OWNER`] for the lead `$1` names by its external id.
 const LATEST_OWNER_BY_EXTERNAL_ID: &str = "SELECT c.operator_id FROM leads l \
      JOIN contacts c ON c.lead_id = l.id \
-     WHERE l.external_id = $1 AND c.source_id = $2 AND c.operator_id IS NOT NULL \
+     WHERE l.external_id = $1 AND +c.source_id = $2 AND c.operator_id IS NOT NULL \
      ORDER BY c.id DESC LIMIT 1";
 const PREPARE_BY_CODE: &str = prepare_sql!("code");
 

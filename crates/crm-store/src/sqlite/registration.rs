@@ -307,15 +307,22 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
         let Some(cached) = self.cache.candidates.get_mut(&source_id) else {
             return Err(StoreError::Internal("credits of an uncached source".into()));
         };
-        let mut statement = self.conn.prepare_cached(sql::SET_CREDIT).map_err(db)?;
+        let mut values = Vec::new();
         for ((entry, before), after) in cached.iter_mut().zip(&credit.before).zip(&credit.after) {
             if before != after {
-                statement
-                    .execute((*after, source_id.get(), entry.0.operator_id.get()))
-                    .map_err(db)?;
+                values.extend([entry.0.operator_id.get(), *after]);
                 entry.3 = *after;
             }
         }
+        if values.is_empty() {
+            return Ok(());
+        }
+        let statement = sql::set_credits(values.len() / 2);
+        values.push(source_id.get());
+        self.conn
+            .prepare_cached(&statement)
+            .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(values)))
+            .map_err(db)?;
         Ok(())
     }
 
