@@ -12,7 +12,7 @@ use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 
 /// The query a metrics scrape counts the unassigned backlog with, for a test to look
 /// at its plan.
-pub use crate::read::QUEUE_SQL;
+pub use crate::{read::QUEUE_SQL, sql::LATEST_OWNER};
 
 /// The environment variable naming the PostgreSQL server tests may use.
 pub const POSTGRES_URL_VAR: &str = "CRM_TEST_POSTGRES_URL";
