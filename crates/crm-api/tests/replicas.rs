@@ -200,6 +200,30 @@ async fn two_replicas_keep_a_smooth_sources_shares_exact() {
         assert!(got.abs_diff(ideal) <= 1, "{counts:?} against 500:333:167");
     }
     assert_eq!(counts.iter().sum::<usize>(), 1_000, "everyone assigned");
+    // One pick at a time: in id order (ids are taken under the source's lock), each
+    // record starts from the credits the one before it left.
+    let mut ids: Vec<i64> = created.iter().filter_map(|c| c["id"].as_i64()).collect();
+    ids.sort_unstable();
+    let mut last = json!([0, 0, 0]);
+    for id in ids {
+        let history: Value = client
+            .get(format!(
+                "{}/api/contacts/{id}/decisions",
+                bases[(id % 2) as usize]
+            ))
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON");
+        let record = &history[0]["record"];
+        assert_eq!(
+            record["credit"], last,
+            "contact {id} picked from a stale state"
+        );
+        last = record["credit_after"].clone();
+    }
     assert_counters_match_rows(&client, &bases[1]).await;
     drop((a, b));
     db.drop_database().await;

@@ -15,6 +15,7 @@ crm_store::on_every_backend!(
     a_smooth_source_gives_exact_shares_and_keeps_its_state,
     a_drain_follows_the_sources_strategy,
     a_smooth_dry_run_predicts_the_next_picks_exactly,
+    deleting_a_weighted_operator_resets_the_smooth_state,
     a_returning_lead_goes_back_to_its_eligible_owner,
 );
 
@@ -306,4 +307,33 @@ async fn a_smooth_dry_run_predicts_the_next_picks_exactly(backend: Backend) {
         .map(|o| &o["predicted"])
         .collect();
     assert_eq!(predicted, [&json!(1), &json!(1), &json!(1)]);
+}
+
+/// An operator deleted with its weights changes the source's weights as a `PUT` would: the
+/// remaining credits start again from 0 (else they would no longer sum to 0 and the bound
+/// would not hold).
+async fn deleting_a_weighted_operator_resets_the_smooth_state(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let (source, ops) = three_operators(&app, "bot", "smooth_weighted").await;
+    let spare = app.operator("Spare", 5).await;
+    json(
+        app.update_operator(spare, &json!({"is_active": false}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let weights = json!({"operators": [
+        {"operator_id": ops[0], "weight": 3},
+        {"operator_id": ops[1], "weight": 2},
+        {"operator_id": ops[2], "weight": 1},
+        {"operator_id": spare, "weight": 4},
+    ]});
+    json(app.put_weights(source, &weights).await, StatusCode::OK).await;
+    let first = id_of(app.contact("a", "bot").await);
+    let moved = record(&app, first, 1).await["credit_after"].clone();
+    assert_ne!(moved, json!([0, 0, 0, 0]));
+    let resp = app.delete_operator(spare).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let next = id_of(app.contact("b", "bot").await);
+    assert_eq!(record(&app, next, 1).await["credit"], json!([0, 0, 0]));
 }

@@ -101,7 +101,9 @@ pub struct Decision {
     /// The uniform draw in `0..total_weight`; `None` when nothing was eligible or the
     /// contact queued behind others ([`queued`]).
     pub draw: Option<u64>,
-    /// The chosen operator; `None` exactly when there was no draw.
+    /// The chosen operator: by the draw, by the smooth rule (no draw, `credit` set) or as
+    /// the lead's owner (no draw, `sticky` names it); `None` when nobody was eligible or the
+    /// contact queued behind others.
     pub chosen: Option<OperatorId>,
     /// For a registration stored waiting: how many contacts of its source were waiting
     /// ahead of it (recorded as `"ahead"`, only then).

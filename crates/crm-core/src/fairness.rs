@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Decision, Exclusion, OperatorId, StickyNote, distribution::capped};
+use crate::{Decision, Exclusion, OperatorId, OwnerSkipped, StickyNote, distribution::capped};
 
 /// |z| above which an operator's count is flagged.
 pub const FLAG_Z: f64 = 3.0;
@@ -119,7 +119,10 @@ impl Fairness {
                 _ => {}
             }
         }
-        if let Some(StickyNote::Fallback { owner, .. }) = decision.sticky
+        // Not when a person had just taken the contact from its owner: passing it over
+        // then is the person's choice, not a miss.
+        if let Some(StickyNote::Fallback { owner, skipped }) = decision.sticky
+            && skipped != OwnerSkipped::Excluded(Exclusion::UnassignedFrom)
             && let Some(tally) = self.tallies.get_mut(&owner)
         {
             tally.sticky_missed += 1;

@@ -86,7 +86,10 @@ where
     let mut candidates = prepared.candidates.clone();
     loop {
         let mut decision = if prepared.waiting {
-            queued(&candidates)
+            Decision {
+                strategy: prepared.rule.strategy,
+                ..queued(&candidates)
+            }
         } else {
             let state = SourceState {
                 rule: prepared.rule,

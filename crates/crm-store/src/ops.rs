@@ -5,8 +5,10 @@
 //! group, undone alone if it fails, or a PostgreSQL transaction), so an error leaves
 //! nothing behind.
 //!
-//! Lock order on PostgreSQL, to rule out deadlocks: a contact row before operator rows,
-//! and operator rows by ascending id.
+//! Lock order on PostgreSQL, to rule out deadlocks: a contact row before a source row
+//! (taken by a smooth source's drains and registrations, and by weight replacements), a
+//! source row before operator rows, operator rows by ascending id, and weight rows (a
+//! smooth pick's credits) last.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use crm_core::{
@@ -94,6 +96,12 @@ pub async fn delete_operator(conn: &impl Conn, id: OperatorId) -> Result<(), Sto
     {
         return Err(StoreError::OperatorHasContacts);
     }
+    let sources = conn
+        .all(sql::SOURCES_OF_OPERATOR, vec![id.get().into()])
+        .await?
+        .iter()
+        .map(|row| row.get::<i64>(0))
+        .collect::<Result<Vec<_>, _>>()?;
     // A registration may have claimed it since the check above (PostgreSQL).
     conn.one(sql::DELETE_OPERATOR, vec![id.get().into()])
         .await
@@ -101,6 +109,12 @@ pub async fn delete_operator(conn: &impl Conn, id: OperatorId) -> Result<(), Sto
             DbError::ForeignKey => StoreError::OperatorHasContacts,
             other => other.into(),
         })?;
+    // Its weight rows went with it, so those sources' weights really changed: their smooth
+    // credits start again from 0, as after a weights `PUT` (after the operator's row, the
+    // order a registration locks them in).
+    for source in sources {
+        conn.all(sql::RESET_CREDITS, vec![source.into()]).await?;
+    }
     Ok(())
 }
 

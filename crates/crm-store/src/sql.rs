@@ -58,6 +58,12 @@ pub fn set_credits(n: usize) -> String {
     sql.push(')');
     sql
 }
+/// The sources operator `$1` has a weight for.
+pub const SOURCES_OF_OPERATOR: &str =
+    "SELECT source_id FROM operator_source_weights WHERE operator_id = $1";
+/// Every smooth credit of source `$1` back to 0.
+pub const RESET_CREDITS: &str =
+    "UPDATE operator_source_weights SET credit = 0 WHERE source_id = $1";
 /// A source's weights with their smooth credits, by operator.
 pub const SOURCE_CREDITS: &str = "SELECT operator_id, weight, credit FROM operator_source_weights \
      WHERE source_id = $1 ORDER BY operator_id";
@@ -297,6 +303,8 @@ mod tests {
             SOURCE_RULE,
             LATEST_OWNER,
             SOURCE_CREDITS,
+            SOURCES_OF_OPERATOR,
+            RESET_CREDITS,
             &set_credits(1),
             &set_credits(3),
             SOURCE_BY_ID,

@@ -120,7 +120,9 @@ impl<S: Store> InsightApi<S> {
     /// the source's real queue on paper. The same body with the same `seed` gives the same
     /// answer while nothing changes in between (the realised shares cover the last 24 hours
     /// and paces refill, so time is a change too); without a seed a fresh one is drawn and
-    /// returned.
+    /// returned. A `smooth_weighted` source is predicted exactly, from the state the change
+    /// would leave, and its seed plays no part. A sticky source's returning leads are not
+    /// modelled: the prediction is of new leads.
     #[oai(
         path = "/api/sources/:id/simulate",
         method = "post",

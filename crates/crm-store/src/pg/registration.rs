@@ -11,9 +11,12 @@
 //! on one database contend with (docs/benchmarks.md). With a key, the key's claim and
 //! record need a transaction around the same two statements.
 //!
-//! Locks are taken in one order by every registration: the key (if any), then the
-//! operator (the claim), then the lead (the upsert's no-op update of an existing lead),
-//! then the insert's foreign-key checks share-lock the source, lead and operator rows.
+//! Locks are taken in one order by every registration: the key (if any), then for a smooth
+//! source its row (`NeedsTransaction`), then the operator (the claim), then the lead (the
+//! upsert's no-op update of an existing lead), then the insert's foreign-key checks
+//! share-lock the source, lead and operator rows (a share lock the smooth lock, a no-key
+//! update, does not conflict with), and last a smooth pick's weight rows. Drains take the
+//! waiting contact, then the source row (smooth), then the operator, then the weight rows.
 //! Closes and assignments lock a contact, then operators; no other write locks a lead.
 //! So two writes of this version never wait for each other in a cycle. Versions before
 //! `4e6f6d6` locked the lead before the operator: replicas of both at once can deadlock,

@@ -301,21 +301,29 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
         })
     }
 
-    /// Stores the credits a smooth pick left (only the rows it changed) and keeps the
-    /// cache equal to them.
-    fn store_credit(&mut self, source_id: SourceId, credit: &Credit) -> Result<(), StoreError> {
-        let Some(cached) = self.cache.candidates.get_mut(&source_id) else {
-            return Err(StoreError::Internal("credits of an uncached source".into()));
-        };
+    /// Stores the credits a smooth pick over `candidates` left (only the rows it changed)
+    /// and keeps the cache equal to them, when the source is still cached (a lost claim
+    /// empties the cache, and the retry's pick still stores its credits).
+    fn store_credit(
+        &mut self,
+        source_id: SourceId,
+        candidates: &[Candidate],
+        credit: &Credit,
+    ) -> Result<(), StoreError> {
         let mut values = Vec::new();
-        for ((entry, before), after) in cached.iter_mut().zip(&credit.before).zip(&credit.after) {
+        for ((candidate, before), after) in candidates.iter().zip(&credit.before).zip(&credit.after)
+        {
             if before != after {
-                values.extend([entry.0.operator_id.get(), *after]);
-                entry.3 = *after;
+                values.extend([candidate.operator_id.get(), *after]);
             }
         }
         if values.is_empty() {
             return Ok(());
+        }
+        if let Some(cached) = self.cache.candidates.get_mut(&source_id) {
+            for (entry, after) in cached.iter_mut().zip(&credit.after) {
+                entry.3 = *after;
+            }
         }
         let statement = sql::set_credits(values.len() / 2);
         values.push(source_id.get());
@@ -493,7 +501,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             .map_err(db)?;
         let id = self.conn.last_insert_rowid();
         if let Some(credit) = &decision.credit {
-            self.store_credit(prepared.source_id, credit)?;
+            self.store_credit(prepared.source_id, &prepared.candidates, credit)?;
         }
         held(&mut self.hot.insert_decision, self.conn, INSERT_DECISION)?
             .execute((
