@@ -41,21 +41,15 @@ pub const LATEST_OWNER: &str = "SELECT operator_id FROM contacts \
      ORDER BY id DESC LIMIT 1";
 /// Sets the smooth credits of `n` operators of one source in one statement (a pick moves
 /// every eligible operator's): parameters `$1, $2, …` are `(operator, credit)` pairs, and
-/// `$2n+1` the source. Numbered in the order they appear, as SQLite numbers them.
+/// `$2n+1` the source, whose other rows keep their credit. Numbered in the order they
+/// appear, as SQLite numbers them. No `operator_id IN (…)`: SQLite builds a temporary
+/// b-tree of such a list on every execution.
 pub fn set_credits(n: usize) -> String {
     let mut sql = String::from("UPDATE operator_source_weights SET credit = CASE operator_id");
     for i in 0..n {
         let _ = write!(sql, " WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2);
     }
-    let _ = write!(
-        sql,
-        " END WHERE source_id = ${} AND operator_id IN (",
-        2 * n + 1
-    );
-    for i in 0..n {
-        let _ = write!(sql, "{}${}", if i == 0 { "" } else { ", " }, 2 * i + 1);
-    }
-    sql.push(')');
+    let _ = write!(sql, " ELSE credit END WHERE source_id = ${}", 2 * n + 1);
     sql
 }
 /// The sources operator `$1` has a weight for.
