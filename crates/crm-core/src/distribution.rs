@@ -321,6 +321,18 @@ pub fn choose_avoiding<R: Rng + ?Sized>(
     avoid: Option<OperatorId>,
     rng: &mut R,
 ) -> Decision {
+    let mut decision = unchosen(candidates, avoid);
+    // The verdicts already say who is eligible.
+    let pick = draw(verdict_weights(&decision.candidates), rng);
+    decision.draw = pick.draw;
+    decision.chosen = pick.chosen;
+    decision
+}
+
+/// Every candidate's verdict, with `avoid` (when given) excluded as
+/// [`Exclusion::UnassignedFrom`] if no other reason applies to it, and the eligible weights'
+/// sum; nobody chosen yet. What every decision starts from.
+pub(crate) fn unchosen(candidates: &[Candidate], avoid: Option<OperatorId>) -> Decision {
     let verdicts: Vec<Verdict> = candidates
         .iter()
         .map(|candidate| Verdict {
@@ -330,28 +342,25 @@ pub fn choose_avoiding<R: Rng + ?Sized>(
             }),
         })
         .collect();
-    // The verdicts already say who is eligible.
-    let Pick {
-        total_weight,
-        draw: drawn,
-        chosen,
-    } = draw(
-        verdicts.iter().map(|verdict| {
-            let weight = match verdict.excluded {
-                None => capped(verdict.candidate.weight),
-                Some(_) => 0,
-            };
-            (verdict.candidate.operator_id, weight)
-        }),
-        rng,
-    );
     Decision {
+        total_weight: verdict_weights(&verdicts).map(|(_, w)| w).sum(),
         candidates: verdicts,
-        total_weight,
-        draw: drawn,
-        chosen,
         ..Decision::default()
     }
+}
+
+/// `(operator, weight in the pick)` of each verdict, as the rule lays them out: 0 for an
+/// excluded candidate, its weight capped at [`Weight::MAX`] otherwise.
+pub(crate) fn verdict_weights(
+    verdicts: &[Verdict],
+) -> impl Iterator<Item = (OperatorId, u64)> + Clone {
+    verdicts.iter().map(|v| {
+        let weight = match v.excluded {
+            None => capped(v.candidate.weight),
+            Some(_) => 0,
+        };
+        (v.candidate.operator_id, weight)
+    })
 }
 
 /// The decision of a contact queued behind others of its source: every candidate's verdict
@@ -359,22 +368,7 @@ pub fn choose_avoiding<R: Rng + ?Sized>(
 /// oldest waiting contact is served first, by a drain). Draws nothing from any generator.
 #[must_use]
 pub fn queued(candidates: &[Candidate]) -> Decision {
-    let candidates: Vec<Verdict> = candidates
-        .iter()
-        .map(|candidate| Verdict {
-            candidate: *candidate,
-            excluded: exclusion(candidate),
-        })
-        .collect();
-    Decision {
-        total_weight: candidates
-            .iter()
-            .filter(|verdict| verdict.excluded.is_none())
-            .map(|verdict| capped(verdict.candidate.weight))
-            .sum(),
-        candidates,
-        ..Decision::default()
-    }
+    unchosen(candidates, None)
 }
 
 /// The draw over `(operator, weight in the draw)` pairs in input order, each pass over

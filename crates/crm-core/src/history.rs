@@ -10,8 +10,8 @@ use serde::Deserialize;
 use crate::{
     Candidate, Credit, Decision, Exclusion, OperatorId, OwnerSkipped, StickyNote, Strategy,
     Verdict,
-    distribution::{capped, holder},
-    smooth::smooth_among,
+    distribution::{holder, verdict_weights},
+    smooth::smooth_verdicts,
 };
 
 /// How a contact came to its state at one point of its history.
@@ -180,7 +180,7 @@ impl Decision {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        let total_weight = eligible_weights(&candidates).map(|(_, w)| w).sum();
+        let total_weight = verdict_weights(&candidates).map(|(_, w)| w).sum();
         let strategy = match stored.strategy.as_deref() {
             None => Strategy::WeightedRandom,
             Some(name) => name.parse().ok()?,
@@ -235,19 +235,14 @@ impl Decision {
             return eligible.then_some(owner);
         }
         if let Some(credit) = &self.credit {
-            let weights: Vec<Option<u64>> = self
-                .candidates
-                .iter()
-                .map(|v| v.excluded.is_none().then(|| capped(v.candidate.weight)))
-                .collect();
-            if credit.before.len() != weights.len() {
+            if credit.before.len() != self.candidates.len() {
                 return None;
             }
             let mut after = credit.before.clone();
-            let i = smooth_among(&weights, &mut after)?;
+            let i = smooth_verdicts(&self.candidates, &mut after)?;
             return (after == credit.after).then(|| self.candidates[i].candidate.operator_id);
         }
-        holder(eligible_weights(&self.candidates), self.draw?)
+        holder(verdict_weights(&self.candidates), self.draw?)
     }
 
     /// The one-line explanation of [`DecisionEntry::summary`] for an automatic `path`.
@@ -318,17 +313,6 @@ impl Decision {
         }
         line
     }
-}
-
-/// `(operator, weight in the draw)` of each candidate, as the rule lays them out.
-fn eligible_weights(verdicts: &[Verdict]) -> impl Iterator<Item = (OperatorId, u64)> + Clone {
-    verdicts.iter().map(|v| {
-        let weight = match v.excluded {
-            None => capped(v.candidate.weight),
-            Some(_) => 0,
-        };
-        (v.candidate.operator_id, weight)
-    })
 }
 
 #[cfg(test)]

@@ -254,11 +254,7 @@ pub async fn simulate<S: Store>(
     let candidates = store.candidates(&proposed).await?;
     // The state the weights change would leave: the credits as they are when the weights
     // stay the same, all 0 after a real change.
-    let mut sorted_current = current.clone();
-    sorted_current.sort_unstable();
-    let mut sorted_proposed = proposed.clone();
-    sorted_proposed.sort_unstable();
-    let credit: Vec<i64> = if sorted_current == sorted_proposed {
+    let credit: Vec<i64> = if request.weights.is_same_as(&current) {
         proposed
             .iter()
             .map(|(id, _)| {

@@ -382,6 +382,21 @@ impl WeightSet {
     pub fn entries(&self) -> &[WeightEntry] {
         &self.0
     }
+
+    /// Whether these are exactly the `(operator, weight)` pairs of `current`, in any order:
+    /// a replacement that changes nothing, and so keeps a smooth source's state.
+    #[must_use]
+    pub fn is_same_as(&self, current: &[(OperatorId, i64)]) -> bool {
+        let mut wanted: Vec<(OperatorId, i64)> = self
+            .0
+            .iter()
+            .map(|entry| (entry.operator_id, entry.weight.get()))
+            .collect();
+        let mut current = current.to_vec();
+        wanted.sort_unstable();
+        current.sort_unstable();
+        wanted == current
+    }
 }
 
 /// Where a contact came from: a source by id or by code.

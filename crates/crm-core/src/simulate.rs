@@ -3,7 +3,7 @@
 
 use rand::Rng;
 
-use crate::{Candidate, OperatorId, pick, smooth_pick};
+use crate::{Candidate, OperatorId, pick, smooth::aligned, smooth_pick};
 
 /// How many of `picks` draws each candidate would receive against today's loads and limits
 /// (unchanged between draws: this is the share the rule gives now, not a drain), in the
@@ -28,15 +28,8 @@ pub fn predict_smooth(
     credit: &[i64],
     picks: u32,
 ) -> Vec<(OperatorId, u64)> {
-    let mut credit = aligned(candidates, credit);
+    let mut credit = aligned(candidates.len(), credit);
     predict_by(candidates, picks, |cs| smooth_pick(cs, &mut credit))
-}
-
-/// `credit` with one entry per candidate (missing ones 0).
-fn aligned(candidates: &[Candidate], credit: &[i64]) -> Vec<i64> {
-    (0..candidates.len())
-        .map(|i| credit.get(i).copied().unwrap_or(0))
-        .collect()
 }
 
 fn predict_by(
@@ -87,7 +80,7 @@ pub fn preview_drain_smooth(
     credit: &[i64],
     waiting: u64,
 ) -> DrainPreview {
-    let mut credit = aligned(candidates, credit);
+    let mut credit = aligned(candidates.len(), credit);
     preview_drain_by(candidates, waiting, |cs| smooth_pick(cs, &mut credit))
 }
 

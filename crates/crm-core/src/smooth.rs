@@ -20,7 +20,11 @@
 //! When operators drop out and come back, the bound is about the picks made while the
 //! same set was eligible; a weights change resets the credits (the Strategies issue).
 
-use crate::{Candidate, distribution::capped, exclusion};
+use crate::{
+    Candidate, Verdict,
+    distribution::{capped, verdict_weights},
+    exclusion,
+};
 
 /// Picks an operator among `candidates` by the smooth rule, updating `credit` (one per
 /// candidate, in the same order; all 0 after a reset). Returns the chosen candidate's
@@ -35,6 +39,22 @@ pub fn smooth_pick(candidates: &[Candidate], credit: &mut [i64]) -> Option<usize
         .map(|c| exclusion(c).is_none().then(|| capped(c.weight)))
         .collect();
     smooth_among(&weights, credit)
+}
+
+/// [`smooth_pick`] over the rule's verdicts (an excluded candidate is ineligible).
+pub(crate) fn smooth_verdicts(verdicts: &[Verdict], credit: &mut [i64]) -> Option<usize> {
+    let weights: Vec<Option<u64>> = verdict_weights(verdicts)
+        .map(|(_, w)| (w > 0).then_some(w))
+        .collect();
+    smooth_among(&weights, credit)
+}
+
+/// One credit per candidate of `n` from the stored `credit` (missing ones are 0, a reset
+/// state).
+pub(crate) fn aligned(n: usize, credit: &[i64]) -> Vec<i64> {
+    (0..n)
+        .map(|i| credit.get(i).copied().unwrap_or(0))
+        .collect()
 }
 
 /// [`smooth_pick`] over each candidate's weight in the pick, `None` for an ineligible one.

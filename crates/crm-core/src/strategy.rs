@@ -9,8 +9,10 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::{
-    Candidate, Decision, Exclusion, OperatorId, OwnerSkipped, Sticky, Verdict, choose_avoiding,
-    distribution::capped, exclusion, smooth::smooth_among, sticky_owner,
+    Candidate, Decision, Exclusion, OperatorId, OwnerSkipped, Sticky, choose_avoiding,
+    distribution::unchosen,
+    smooth::{aligned, smooth_verdicts},
+    sticky_owner,
 };
 
 /// How a source chooses among its eligible operators.
@@ -154,16 +156,9 @@ pub fn decide<R: Rng + ?Sized>(
         (_, Strategy::WeightedRandom) => choose_avoiding(candidates, avoid, rng),
         (_, Strategy::SmoothWeighted) => {
             let mut decision = unchosen(candidates, avoid);
-            let before: Vec<i64> = (0..candidates.len())
-                .map(|i| state.credit.get(i).copied().unwrap_or(0))
-                .collect();
+            let before = aligned(candidates.len(), state.credit);
             let mut after = before.clone();
-            let weights: Vec<Option<u64>> = decision
-                .candidates
-                .iter()
-                .map(|v| v.excluded.is_none().then(|| capped(v.candidate.weight)))
-                .collect();
-            if let Some(i) = smooth_among(&weights, &mut after) {
+            if let Some(i) = smooth_verdicts(&decision.candidates, &mut after) {
                 decision.chosen = Some(candidates[i].operator_id);
                 decision.credit = Some(Credit { before, after });
             }
@@ -173,28 +168,4 @@ pub fn decide<R: Rng + ?Sized>(
     decision.strategy = rule.strategy;
     decision.sticky = sticky;
     decision
-}
-
-/// Every candidate's verdict (with `avoid` passed over) and the eligible weights' sum, with
-/// nobody chosen yet.
-fn unchosen(candidates: &[Candidate], avoid: Option<OperatorId>) -> Decision {
-    let verdicts: Vec<Verdict> = candidates
-        .iter()
-        .map(|candidate| Verdict {
-            candidate: *candidate,
-            excluded: exclusion(candidate).or_else(|| {
-                (avoid == Some(candidate.operator_id)).then_some(Exclusion::UnassignedFrom)
-            }),
-        })
-        .collect();
-    let total_weight = verdicts
-        .iter()
-        .filter(|v| v.excluded.is_none())
-        .map(|v| capped(v.candidate.weight))
-        .sum();
-    Decision {
-        candidates: verdicts,
-        total_weight,
-        ..Decision::default()
-    }
 }

@@ -109,13 +109,7 @@ pub(crate) async fn source_rule(
         conn.one(sql::SOURCE_RULE, vec![source.get().into()])
             .await?,
     )?;
-    Ok(SourceRule {
-        strategy: row
-            .get::<String>(0)?
-            .parse()
-            .map_err(|_| StoreError::Internal("a stored strategy is unknown".into()))?,
-        sticky_owner: row.get(1)?,
-    })
+    sql::stored_rule(&row.get::<String>(0)?, row.get(1)?)
 }
 
 /// Stores the credits a smooth pick left, the rows it changed only.

@@ -213,18 +213,12 @@ pub async fn replace_weights<C: Conn>(
     // The same weights again change nothing, and keep the smooth state; any real change
     // replaces every row, so every credit starts again from 0 (the Strategies issue).
     let current = conn
-        .all(sql::SOURCE_CREDITS, vec![id.get().into()])
+        .all(sql::SOURCE_WEIGHTS, vec![id.get().into()])
         .await?
         .iter()
-        .map(|row| Ok((row.get::<i64>(0)?, row.get::<i64>(1)?)))
+        .map(|row| Ok((OperatorId(row.get(0)?), row.get::<i64>(1)?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let mut wanted: Vec<(i64, i64)> = weights
-        .entries()
-        .iter()
-        .map(|entry| (entry.operator_id.get(), entry.weight.get()))
-        .collect();
-    wanted.sort_unstable();
-    if current == wanted {
+    if weights.is_same_as(&current) {
         return Ok(());
     }
     conn.all(sql::DELETE_WEIGHTS, vec![id.get().into()]).await?;

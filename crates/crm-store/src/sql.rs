@@ -6,7 +6,9 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use crm_core::{AssignmentsPerMinute, Candidate, OperatorId, Pace, StoreError, rate_limited};
+use crm_core::{
+    AssignmentsPerMinute, Candidate, OperatorId, Pace, SourceRule, StoreError, rate_limited,
+};
 
 pub const INSERT_OPERATOR: &str = "INSERT INTO operators \
      (name, is_active, max_active_contacts, max_assignments_per_minute, open_contacts, created_at) \
@@ -58,9 +60,9 @@ pub const SOURCES_OF_OPERATOR: &str =
 /// Every smooth credit of source `$1` back to 0.
 pub const RESET_CREDITS: &str =
     "UPDATE operator_source_weights SET credit = 0 WHERE source_id = $1";
-/// A source's weights with their smooth credits, by operator.
-pub const SOURCE_CREDITS: &str = "SELECT operator_id, weight, credit FROM operator_source_weights \
-     WHERE source_id = $1 ORDER BY operator_id";
+/// A source's weights (whether a replacement changes them).
+pub const SOURCE_WEIGHTS: &str =
+    "SELECT operator_id, weight FROM operator_source_weights WHERE source_id = $1";
 pub const SOURCE_BY_ID: &str = "SELECT id FROM sources WHERE id = $1";
 pub const SOURCE_HAS_CONTACTS: &str = "SELECT id FROM contacts WHERE source_id = $1 LIMIT 1";
 pub const DELETE_SOURCE: &str = "DELETE FROM sources WHERE id = $1 RETURNING id";
@@ -229,6 +231,16 @@ pub const ROW_LOCKS: Locks = Locks {
     waiting: TAKE_OLDEST_WAITING,
 };
 
+/// A source's rule as its row stores it: `strategy` and `sticky_owner`.
+pub fn stored_rule(strategy: &str, sticky_owner: bool) -> Result<SourceRule, StoreError> {
+    Ok(SourceRule {
+        strategy: strategy
+            .parse()
+            .map_err(|_| StoreError::Internal("a stored strategy is unknown".into()))?,
+        sticky_owner,
+    })
+}
+
 /// An operator's pace as its row stores it: `max_assignments_per_minute` (none: unpaced)
 /// and `pace_tat_us`.
 pub fn stored_pace(rate: Option<i64>, tat_us: i64) -> Result<Option<Pace>, StoreError> {
@@ -296,7 +308,7 @@ mod tests {
             UPDATE_SOURCE,
             SOURCE_RULE,
             LATEST_OWNER,
-            SOURCE_CREDITS,
+            SOURCE_WEIGHTS,
             SOURCES_OF_OPERATOR,
             RESET_CREDITS,
             &set_credits(1),

@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use crm_core::{
     Contact, ContactId, ContactStatus, Decision, DecisionPath, Entity, ExternalLeadId,
     IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary,
-    Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, SourceRule, StoreError, Strategy,
+    Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError, Strategy,
 };
 
 use sea_orm::sea_query::Value;
@@ -282,13 +282,7 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
         let mut rows = self.conn.read(statement, vec![source.clone()]).await?;
         let first = rows.first().ok_or(StoreError::NotFound(Entity::Source))?;
         let source_id = SourceId(first.get(0)?);
-        let rule = SourceRule {
-            strategy: first
-                .get::<String>(10)?
-                .parse()
-                .map_err(|_| StoreError::Internal("a stored strategy is unknown".into()))?,
-            sticky_owner: first.get(11)?,
-        };
+        let rule = sql::stored_rule(&first.get::<String>(10)?, first.get(11)?)?;
         if rule.strategy == Strategy::SmoothWeighted {
             // The credits as they are once this registration holds the source: read again.
             self.conn.lock_source(source_id).await?;

@@ -287,50 +287,21 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
             .find(|(candidate, _, _, _)| candidate.operator_id == operator)
     }
 
-    /// `source_id`'s strategy and stickiness.
-    fn read_rule(&self, source_id: SourceId) -> Result<SourceRule, StoreError> {
-        let mut statement = self.conn.prepare_cached(sql::SOURCE_RULE).map_err(db)?;
-        let (strategy, sticky_owner): (String, bool) = statement
-            .query_row([source_id.get()], |row| Ok((row.get(0)?, row.get(1)?)))
-            .map_err(db)?;
-        Ok(SourceRule {
-            strategy: strategy
-                .parse()
-                .map_err(|_| StoreError::Internal("a stored strategy is unknown".into()))?,
-            sticky_owner,
-        })
-    }
-
     /// Stores the credits a smooth pick over `candidates` left (only the rows it changed)
     /// and keeps the cache equal to them, when the source is still cached (a lost claim
     /// empties the cache, and the retry's pick still stores its credits).
-    fn store_credit(
+    async fn store_credit(
         &mut self,
         source_id: SourceId,
         candidates: &[Candidate],
         credit: &Credit,
     ) -> Result<(), StoreError> {
-        let mut values = Vec::new();
-        for ((candidate, before), after) in candidates.iter().zip(&credit.before).zip(&credit.after)
-        {
-            if before != after {
-                values.extend([candidate.operator_id.get(), *after]);
-            }
-        }
-        if values.is_empty() {
-            return Ok(());
-        }
+        crate::drain::store_credit(&SqliteConn(self.conn), source_id, candidates, credit).await?;
         if let Some(cached) = self.cache.candidates.get_mut(&source_id) {
             for (entry, after) in cached.iter_mut().zip(&credit.after) {
                 entry.3 = *after;
             }
         }
-        let statement = sql::set_credits(values.len() / 2);
-        values.push(source_id.get());
-        self.conn
-            .prepare_cached(&statement)
-            .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(values)))
-            .map_err(db)?;
         Ok(())
     }
 
@@ -382,7 +353,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         }));
         if !self.cache.candidates.contains_key(&source_id) {
             let candidates = self.read_candidates(source_id)?;
-            let rule = self.read_rule(source_id)?;
+            let rule = crate::drain::source_rule(&SqliteConn(self.conn), source_id).await?;
             self.cache.candidates.insert(source_id, candidates);
             self.cache.rules.insert(source_id, rule);
         }
@@ -501,7 +472,8 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             .map_err(db)?;
         let id = self.conn.last_insert_rowid();
         if let Some(credit) = &decision.credit {
-            self.store_credit(prepared.source_id, &prepared.candidates, credit)?;
+            self.store_credit(prepared.source_id, &prepared.candidates, credit)
+                .await?;
         }
         held(&mut self.hot.insert_decision, self.conn, INSERT_DECISION)?
             .execute((
