@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod registration;
+mod source_cache;
 pub mod writer;
 
 use std::{
@@ -25,7 +26,8 @@ use crate::{
     ops, read,
 };
 use checkpoint::Checkpointer;
-use registration::{SourceCache, SqliteRegistration};
+use registration::SqliteRegistration;
+use source_cache::SourceCache;
 use writer::{Writer, WriterHandle};
 
 /// Prepared statements the writer keeps: more than it has.

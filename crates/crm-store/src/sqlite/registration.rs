@@ -21,17 +21,16 @@
 //! (`open_contacts < max_active_contacts`), so even a wrong cache could never put an
 //! operator over its limit.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use crm_core::{
     Candidate, Contact, ContactId, ContactStatus, Credit, Decision, DecisionPath, Entity,
     ExternalLeadId, IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId,
-    OperatorSummary, Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, SourceRule,
-    StoreError, Strategy, next_eligible, rate_limited,
+    OperatorSummary, Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError,
+    Strategy, next_eligible, rate_limited,
 };
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
+use super::source_cache::{Cached, SourceCache};
 use crate::{
     conn::{SqliteConn, sqlite_err, sqlite_timestamp},
     sql,
@@ -64,97 +63,6 @@ const INSERT_DECISION: &str = "INSERT INTO contact_decisions \
 
 fn db(err: rusqlite::Error) -> StoreError {
     sqlite_err(err).into()
-}
-
-/// A source's candidate as cached: its operator's name and pace, and its smooth credit for
-/// the source, beside it. The candidate's `rate_limited` is judged afresh by each
-/// registration, at its own time.
-type Cached = (Candidate, String, Option<Pace>, i64);
-
-/// What the writer knows of the sources registrations named (see the module docs).
-#[derive(Default)]
-pub struct SourceCache {
-    by_code: HashMap<String, SourceId>,
-    /// The candidates of each source seen, by operator id, with the operators' names and
-    /// paces.
-    candidates: HashMap<SourceId, Vec<Cached>>,
-    /// The rule of each source whose candidates are cached.
-    rules: HashMap<SourceId, SourceRule>,
-    /// Whether each source has contacts waiting, as far as it is known.
-    waiting: HashMap<SourceId, bool>,
-    /// How many, where known: counted when a registration is first stored waiting behind
-    /// others, then raised by each one stored after it and lowered by each drained; forgotten
-    /// by any other write.
-    counts: HashMap<SourceId, u64>,
-}
-
-impl SourceCache {
-    /// Forgets everything; called before any other write and after any failure.
-    pub fn clear(&mut self) {
-        self.by_code.clear();
-        self.candidates.clear();
-        self.rules.clear();
-        self.waiting.clear();
-        self.counts.clear();
-    }
-
-    /// What a drain learned about the sources' queues, and the places (and paces) it
-    /// claimed.
-    pub fn drained(&mut self, drained: &crate::drain::Drained) {
-        for assigned in &drained.assigned {
-            // A smooth source's step moved its credits: read them again.
-            if self
-                .rules
-                .get(&assigned.source)
-                .is_some_and(|rule| rule.strategy == Strategy::SmoothWeighted)
-            {
-                self.candidates.remove(&assigned.source);
-                self.rules.remove(&assigned.source);
-            }
-            self.claimed(assigned.operator, assigned.pace);
-            if let Some(count) = self.counts.get_mut(&assigned.source) {
-                *count = count.saturating_sub(1);
-            }
-        }
-        for &(source, waiting) in &drained.waiting {
-            self.waiting.insert(source, waiting);
-            if !waiting {
-                self.counts.insert(source, 0);
-            }
-        }
-    }
-
-    /// Counts a claimed contact on `operator` in every source it is a candidate of, with
-    /// its bucket after the claim when it is paced.
-    fn claimed(&mut self, operator: OperatorId, pace: Option<Pace>) {
-        self.adjust(operator, 1);
-        if pace.is_some() {
-            self.each(operator, |(_, _, cached, _)| *cached = pace);
-        }
-    }
-
-    /// Runs `change` on `operator`'s entry in every source it is a candidate of.
-    fn each(&mut self, operator: OperatorId, mut change: impl FnMut(&mut Cached)) {
-        for candidates in self.candidates.values_mut() {
-            for cached in candidates.iter_mut() {
-                if cached.0.operator_id == operator {
-                    change(cached);
-                }
-            }
-        }
-    }
-
-    /// Uncounts a closed contact of `operator` in every source it is a candidate of
-    /// (the close lowered its stored counter by one in the same unit of work).
-    pub fn released(&mut self, operator: OperatorId) {
-        self.adjust(operator, -1);
-    }
-
-    fn adjust(&mut self, operator: OperatorId, by: i64) {
-        self.each(operator, |(candidate, _, _, _)| {
-            candidate.open_contacts = (candidate.open_contacts + by).max(0);
-        });
-    }
 }
 
 /// The statements every registration runs, prepared on first use and then held for the

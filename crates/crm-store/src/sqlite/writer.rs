@@ -38,7 +38,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     checkpoint::{self, Checkpointer},
-    registration::{HotStatements, SourceCache},
+    registration::HotStatements,
+    source_cache::SourceCache,
 };
 use crate::conn::sqlite_err;
 
