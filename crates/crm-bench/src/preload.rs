@@ -59,8 +59,9 @@ fn int(n: impl TryInto<i64>) -> Result<i64> {
 }
 
 fn layout(seeded: &Seeded, n: u64) -> Layout {
-    // The decision record as the server stores it (crm-core's `Decision`, version 2), for
-    // a draw through `chosen` from `source`.
+    // A decision record in the keyed form (crm-core's `Decision`, version 2), which the
+    // server reads as it reads its own compact one, for a draw through `chosen` from
+    // `source`.
     let decision = |source: usize, chosen: i64| {
         let candidates: Vec<_> = seeded.sources[source]
             .weights

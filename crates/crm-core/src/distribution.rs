@@ -121,87 +121,10 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The version of the stored record [`Decision`]'s serialisation writes.
-    pub const RECORD_VERSION: u32 = 2;
-
-    /// The stored record: byte for byte the JSON of [`Decision`]'s `Serialize`, written
-    /// without serde's machinery. Every registration writes one; through `serde_json` it
-    /// took about a tenth of the SQLite writer's instructions (key escaping, field
-    /// dispatch), here a fraction of that (docs/benchmarks.md).
-    #[must_use]
-    pub fn record(&self) -> String {
-        let mut out = String::with_capacity(64 + 56 * self.candidates.len());
-        let mut num = itoa::Buffer::new();
-        out.push_str("{\"v\":");
-        out.push_str(num.format(Self::RECORD_VERSION));
-        out.push_str(",\"candidates\":[");
-        for (i, verdict) in self.candidates.iter().enumerate() {
-            let c = &verdict.candidate;
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"id\":");
-            out.push_str(num.format(c.operator_id.get()));
-            out.push_str(",\"w\":");
-            out.push_str(num.format(c.weight));
-            out.push_str(",\"load\":");
-            out.push_str(num.format(c.open_contacts));
-            out.push_str(",\"max\":");
-            out.push_str(num.format(c.max_active_contacts));
-            if let Some(excluded) = verdict.excluded {
-                out.push_str(",\"out\":\"");
-                out.push_str(excluded.as_str());
-                out.push('"');
-            }
-            out.push('}');
-        }
-        out.push_str("],\"total\":");
-        out.push_str(num.format(self.total_weight));
-        out.push_str(",\"draw\":");
-        out.push_str(self.draw.map_or("null", |draw| num.format(draw)));
-        out.push_str(",\"chosen\":");
-        out.push_str(self.chosen.map_or("null", |id| num.format(id.get())));
-        if let Some(ahead) = self.ahead {
-            out.push_str(",\"ahead\":");
-            out.push_str(num.format(ahead));
-        }
-        if self.strategy != Strategy::WeightedRandom {
-            out.push_str(",\"strategy\":\"");
-            out.push_str(self.strategy.as_str());
-            out.push('"');
-        }
-        if let Some(credit) = &self.credit {
-            for (key, values) in [("credit", &credit.before), ("credit_after", &credit.after)] {
-                out.push_str(",\"");
-                out.push_str(key);
-                out.push_str("\":[");
-                for (i, value) in values.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(num.format(*value));
-                }
-                out.push(']');
-            }
-        }
-        match self.sticky {
-            None => {}
-            Some(StickyNote::Owner(owner)) => {
-                out.push_str(",\"sticky\":{\"owner\":");
-                out.push_str(num.format(owner.get()));
-                out.push('}');
-            }
-            Some(StickyNote::Fallback { owner, skipped }) => {
-                out.push_str(",\"sticky_fallback\":{\"owner\":");
-                out.push_str(num.format(owner.get()));
-                out.push_str(",\"skipped\":\"");
-                out.push_str(skipped.as_str());
-                out.push_str("\"}");
-            }
-        }
-        out.push('}');
-        out
-    }
+    /// The version of the keyed form, the `Serialize` below: what the API shows of a
+    /// record, and what records were stored as before the compact form
+    /// ([`Decision::record`]).
+    pub const KEYED_VERSION: u32 = 2;
 }
 
 impl Serialize for Verdict {
@@ -230,7 +153,7 @@ impl Serialize for Decision {
             + 2 * usize::from(self.credit.is_some())
             + usize::from(self.sticky.is_some());
         let mut s = serializer.serialize_struct("Decision", fields)?;
-        s.serialize_field("v", &Self::RECORD_VERSION)?;
+        s.serialize_field("v", &Self::KEYED_VERSION)?;
         s.serialize_field("candidates", &self.candidates)?;
         s.serialize_field("total", &self.total_weight)?;
         s.serialize_field("draw", &self.draw)?;

@@ -5,11 +5,9 @@
 use std::{fmt::Write as _, str::FromStr};
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 
 use crate::{
-    Candidate, Credit, Decision, Exclusion, OperatorId, OwnerSkipped, StickyNote, Strategy,
-    Verdict,
+    Decision, Exclusion, OperatorId, StickyNote,
     distribution::{holder, verdict_weights},
     smooth::smooth_verdicts,
 };
@@ -111,114 +109,7 @@ impl DecisionEntry {
     }
 }
 
-/// A stored record as written by [`Decision::record`] (version 2).
-#[derive(Deserialize)]
-struct StoredRecord {
-    v: u32,
-    candidates: Vec<StoredVerdict>,
-    draw: Option<u64>,
-    chosen: Option<i64>,
-    #[serde(default)]
-    ahead: Option<u64>,
-    #[serde(default)]
-    strategy: Option<String>,
-    #[serde(default)]
-    credit: Option<Vec<i64>>,
-    #[serde(default)]
-    credit_after: Option<Vec<i64>>,
-    #[serde(default)]
-    sticky: Option<StoredOwner>,
-    #[serde(default)]
-    sticky_fallback: Option<StoredOwner>,
-}
-
-#[derive(Deserialize)]
-struct StoredOwner {
-    owner: i64,
-    #[serde(default)]
-    skipped: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct StoredVerdict {
-    id: i64,
-    w: i64,
-    load: i64,
-    max: i64,
-    out: Option<String>,
-}
-
 impl Decision {
-    /// Reads back a record [`Decision::record`] wrote (version 2); `None` for anything else.
-    /// The activity of a candidate is not in the record apart from its exclusion, so it is
-    /// `false` exactly for the inactive ones (and `rate_limited` true exactly for the
-    /// rate-limited ones).
-    #[must_use]
-    pub fn from_record(json: &str) -> Option<Self> {
-        let stored: StoredRecord = serde_json::from_str(json).ok()?;
-        if stored.v != Self::RECORD_VERSION {
-            return None;
-        }
-        let candidates = stored
-            .candidates
-            .into_iter()
-            .map(|c| {
-                let excluded = match c.out.as_deref() {
-                    None => None,
-                    Some(out) => Some(Exclusion::ALL.into_iter().find(|e| e.as_str() == out)?),
-                };
-                Some(Verdict {
-                    candidate: Candidate {
-                        operator_id: OperatorId(c.id),
-                        weight: c.w,
-                        is_active: excluded != Some(Exclusion::Inactive),
-                        open_contacts: c.load,
-                        max_active_contacts: c.max,
-                        rate_limited: excluded == Some(Exclusion::RateLimited),
-                    },
-                    excluded,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
-        let total_weight = verdict_weights(&candidates).map(|(_, w)| w).sum();
-        let strategy = match stored.strategy.as_deref() {
-            None => Strategy::WeightedRandom,
-            Some(name) => name.parse().ok()?,
-        };
-        let credit = match (stored.credit, stored.credit_after) {
-            (Some(before), Some(after)) => Some(Credit { before, after }),
-            (None, None) => None,
-            _ => return None,
-        };
-        let sticky = match (stored.sticky, stored.sticky_fallback) {
-            (Some(hit), None) => Some(StickyNote::Owner(OperatorId(hit.owner))),
-            (None, Some(fallback)) => {
-                let skipped = match fallback.skipped.as_deref()? {
-                    "no_weight" => OwnerSkipped::NoWeight,
-                    reason => OwnerSkipped::Excluded(
-                        Exclusion::ALL.into_iter().find(|e| e.as_str() == reason)?,
-                    ),
-                };
-                Some(StickyNote::Fallback {
-                    owner: OperatorId(fallback.owner),
-                    skipped,
-                })
-            }
-            (None, None) => None,
-            (Some(_), Some(_)) => return None,
-        };
-        Some(Self {
-            candidates,
-            total_weight,
-            draw: stored.draw,
-            chosen: stored.chosen.map(OperatorId),
-            ahead: stored.ahead,
-            strategy,
-            credit,
-            sticky,
-        })
-    }
-
     /// The operator the record's rule gives, worked out again from the record alone: for
     /// a draw, the operator the draw falls on with the eligible candidates' weights laid end
     /// to end in the record's order; for a smooth pick, the smooth rule run from the

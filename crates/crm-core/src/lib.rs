@@ -41,6 +41,7 @@ mod model;
 mod pacing;
 mod ports;
 mod queue;
+mod record;
 mod register;
 mod simulate;
 mod smooth;

@@ -109,9 +109,14 @@ impl From<crm_core::DecisionEntry> for DecisionEntry {
             },
             at: e.at,
             operator_id: e.operator_id.map(|id| id.get()),
+            // Shown keyed (version 2) whether stored compact or keyed; a version 1 record,
+            // stored before version 2 existed, as the JSON it is.
             record: e
                 .record
-                .and_then(|r| serde_json::from_str(&r).ok())
+                .and_then(|r| match crm_core::Decision::from_record(&r) {
+                    Some(decision) => serde_json::to_value(&decision).ok(),
+                    None => serde_json::from_str(&r).ok(),
+                })
                 .map(Any),
         }
     }
