@@ -8,8 +8,7 @@ use crm_core::{
     AssignmentsPerMinute, Contact, ContactFilter, ContactId, ContactStatus, DecisionEntry, Entity,
     Lead, LeadFilter, LeadId, LeadWithContacts, MaxActiveContacts, Operator, OperatorFilter,
     OperatorId, OperatorLoad, OperatorStats, OperatorSummary, Payload, PoolStatus, Source,
-    SourceCode, SourceId, SourceKey, SourceKeyId, SourceOperator, SourceQueue, SourceRule,
-    StoreError, ValueError, Weight,
+    SourceCode, SourceId, SourceOperator, SourceQueue, SourceRule, StoreError, ValueError, Weight,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -17,7 +16,7 @@ use sea_orm::{
 };
 
 use crate::{
-    entity::{contact, lead, operator, source, source_key, weight},
+    entity::{contact, lead, operator, source, weight},
     error::db_err,
 };
 
@@ -341,62 +340,6 @@ pub fn pool_status(connections: u32, idle: usize, max_connections: u32) -> PoolS
         max_connections,
         queued_writes: None,
         write_group_reruns: None,
-    }
-}
-
-/// A source's keys.
-pub async fn source_keys(
-    db: &DatabaseConnection,
-    id: SourceId,
-) -> Result<Vec<SourceKey>, StoreError> {
-    if source::Entity::find_by_id(id.get())
-        .one(db)
-        .await
-        .map_err(db_err)?
-        .is_none()
-    {
-        return Err(StoreError::NotFound(Entity::Source));
-    }
-    let rows = source_key::Entity::find()
-        .filter(source_key::Column::SourceId.eq(id.get()))
-        .order_by_asc(source_key::Column::Id)
-        .all(db)
-        .await
-        .map_err(db_err)?;
-    Ok(rows.into_iter().map(to_source_key).collect())
-}
-
-/// One key.
-pub async fn source_key(db: &DatabaseConnection, id: SourceKeyId) -> Result<SourceKey, StoreError> {
-    source_key::Entity::find_by_id(id.get())
-        .one(db)
-        .await
-        .map_err(db_err)?
-        .map(to_source_key)
-        .ok_or(StoreError::NotFound(Entity::Source))
-}
-
-/// The key with this hash.
-pub async fn source_key_by_hash(
-    db: &DatabaseConnection,
-    hash: &str,
-) -> Result<Option<SourceKey>, StoreError> {
-    Ok(source_key::Entity::find()
-        .filter(source_key::Column::Hash.eq(hash))
-        .one(db)
-        .await
-        .map_err(db_err)?
-        .map(to_source_key))
-}
-
-fn to_source_key(row: source_key::Model) -> SourceKey {
-    SourceKey {
-        id: SourceKeyId(row.id),
-        source_id: SourceId(row.source_id),
-        label: row.label,
-        prefix: row.prefix,
-        created_at: row.created_at,
-        last_used_at: row.last_used_at,
     }
 }
 
