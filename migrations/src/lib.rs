@@ -13,6 +13,7 @@ mod m20261206_000007_operator_pace;
 mod m20261206_000008_index_decisions_at;
 mod m20261206_000009_api_keys;
 mod m20261206_000010_source_strategy;
+mod m20261206_000011_first_entry_on_contact;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000008_index_decisions_at::Migration),
             Box::new(m20261206_000009_api_keys::Migration),
             Box::new(m20261206_000010_source_strategy::Migration),
+            Box::new(m20261206_000011_first_entry_on_contact::Migration),
         ]
     }
 }

@@ -43,16 +43,6 @@ const UNASSIGNED_EVERY: u64 = 50;
 /// The stored payload (JSON text, as the server stores it).
 const PAYLOAD: &str = "\"preloaded by cargo xtask bench\"";
 
-/// The first history entry of every preloaded contact, as the server writes it
-/// (`registered` with its record, or `queued`), keyed as the server keys it.
-const HISTORY: &str = "INSERT INTO contact_decisions \
-     (id, contact_id, seq, path, source_id, operator_id, record, at) \
-     SELECT id * 65536 + 1, id, 1, \
-     CASE WHEN operator_id IS NULL THEN 'queued' ELSE 'registered' END, \
-     source_id, operator_id, decision, created_at FROM contacts c \
-     WHERE NOT EXISTS (SELECT 1 FROM contact_decisions d WHERE d.id = c.id * 65536 + 1) \
-     ORDER BY id";
-
 /// A count as SQLite's integer (rusqlite binds no unsigned types).
 fn int(n: impl TryInto<i64>) -> Result<i64> {
     n.try_into().ok().context("count out of range")
@@ -148,10 +138,11 @@ pub fn sqlite(path: &Path, seeded: &Seeded, n: u64) -> Result<Preloaded> {
         tx.execute(
             "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < ?1) \
              INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, decision, \
-                                   created_at, closed_at) \
+                                   registered_operator_id, created_at, closed_at) \
              SELECT ?2 + i % ?3, p.source_id, \
                     CASE WHEN i % ?4 = ?4 - 1 THEN NULL ELSE p.operator_id END, \
-                    'closed', ?5, CASE WHEN i % ?4 = ?4 - 1 THEN NULL ELSE p.decision END, ?6, ?6 \
+                    'closed', ?5, CASE WHEN i % ?4 = ?4 - 1 THEN NULL ELSE p.decision END, \
+                    CASE WHEN i % ?4 = ?4 - 1 THEN NULL ELSE p.operator_id END, ?6, ?6 \
              FROM s JOIN bench_pairs p ON p.k = i % ?7",
             params![
                 int(layout.closed)?,
@@ -168,8 +159,8 @@ pub fn sqlite(path: &Path, seeded: &Seeded, n: u64) -> Result<Preloaded> {
         tx.execute(
             "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < ?1) \
              INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, decision, \
-                                   created_at) \
-             SELECT ?2 + (i * 7919 + ?3) % ?4, ?5, ?3, 'open', ?6, ?7, ?8 FROM s",
+                                   registered_operator_id, created_at) \
+             SELECT ?2 + (i * 7919 + ?3) % ?4, ?5, ?3, 'open', ?6, ?7, ?3, ?8 FROM s",
             params![
                 int(*count)?,
                 first_lead,
@@ -182,7 +173,6 @@ pub fn sqlite(path: &Path, seeded: &Seeded, n: u64) -> Result<Preloaded> {
             ],
         )?;
     }
-    tx.execute(HISTORY, [])?;
     tx.execute(
         "UPDATE operators SET open_contacts = (SELECT count(*) FROM contacts c \
          WHERE c.operator_id = operators.id AND c.status = 'open')",
@@ -219,11 +209,12 @@ pub fn postgres(url: &str, seeded: &Seeded, n: u64) -> Result<Preloaded> {
     if layout.closed > 0 {
         sql += &format!(
             "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, decision, \
-                                   created_at, closed_at) \
+                                   registered_operator_id, created_at, closed_at) \
              SELECT {first_lead} + i % {leads}, p.source_id, \
                     CASE WHEN i % {every} = {every} - 1 THEN NULL ELSE p.operator_id END, \
                     'closed', {payload}, \
-                    CASE WHEN i % {every} = {every} - 1 THEN NULL ELSE p.decision END, now(), now() \
+                    CASE WHEN i % {every} = {every} - 1 THEN NULL ELSE p.decision END, \
+                    CASE WHEN i % {every} = {every} - 1 THEN NULL ELSE p.operator_id END, now(), now() \
              FROM generate_series(0, {last}) AS i JOIN bench_pairs p ON p.k = i % {pairs};\n",
             leads = layout.leads,
             every = UNASSIGNED_EVERY,
@@ -234,17 +225,15 @@ pub fn postgres(url: &str, seeded: &Seeded, n: u64) -> Result<Preloaded> {
     for (operator, source, decision, count) in &layout.open {
         sql += &format!(
             "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, decision, \
-                                   created_at) \
+                                   registered_operator_id, created_at) \
              SELECT {first_lead} + (i * 7919 + {operator}) % {leads}, {source}, {operator}, \
-                    'open', {payload}, {decision}, now() \
+                    'open', {payload}, {decision}, {operator}, now() \
              FROM generate_series(0, {last}) AS i;\n",
             leads = layout.leads,
             decision = text(decision),
             last = count - 1,
         );
     }
-    sql += HISTORY;
-    sql += ";\n";
     sql += "UPDATE operators SET open_contacts = (SELECT count(*) FROM contacts c \
             WHERE c.operator_id = operators.id AND c.status = 'open');\n\
             COMMIT;\nVACUUM ANALYZE;\n";

@@ -16,14 +16,99 @@ use sea_orm::{
 
 use crate::{conn::read_side_time, entity::operator, error::db_err, read::broken};
 
-/// A source's history in a window, in time order: a range of `ix_contact_decisions_at`
-/// (migration `m20261206_000008`). On SQLite the index's entries are `(at, rowid)` and the
-/// rowid is `id`, so the rows come in the index's order with no sort; PostgreSQL sorts the
-/// entries of one instant by `id`. The other sources' entries in the range
-/// are read and passed over, so a report costs in proportion to the window's entries.
-/// Read as one stream (no pages: a page after a cursor of `(at, id)` cannot seek past a
-/// run of equal times through this index, and a preload of a million entries of one
-/// instant made each page re-read the run from its start).
+/// How far a contact's `created_at` may run behind or ahead of its id's place in arrival
+/// order: ids come from the one database, times from each replica's clock and the moment
+/// its registration began. [`contact_ids`] widens a window's id range by this much.
+const CLOCK_SLACK: TimeDelta = TimeDelta::minutes(10);
+
+/// The ids of the contacts created in `window`, as the half-open range `lo..hi` of the
+/// primary key to read them through: contacts have no index on `created_at` (one more index
+/// for every registration to keep), but ids grow with arrival, so each end is a binary
+/// search over the key for the first contact created at or after the end, less or more
+/// [`CLOCK_SLACK`]. A reader then filters on `created_at` exactly. About 2 log₂(contacts)
+/// point reads.
+pub(crate) async fn contact_ids(
+    db: &DatabaseConnection,
+    window: Window,
+) -> Result<(i64, i64), StoreError> {
+    let backend = db.get_database_backend();
+    let bounds = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT MIN(id), MAX(id) FROM contacts",
+        ))
+        .await
+        .map_err(db_err)?;
+    let (Some(min), Some(max)) = (match &bounds {
+        Some(row) => (
+            row.try_get_by_index::<Option<i64>>(0).map_err(db_err)?,
+            row.try_get_by_index::<Option<i64>>(1).map_err(db_err)?,
+        ),
+        None => (None, None),
+    }) else {
+        return Ok((0, 0));
+    };
+    let lo = first_created_at_or_after(db, window.since - CLOCK_SLACK, min, max).await?;
+    let hi = first_created_at_or_after(db, window.until + CLOCK_SLACK, lo, max).await?;
+    Ok((lo, hi))
+}
+
+/// The smallest id in `min..=max` whose contact was created at or after `t`, taking
+/// `created_at` to grow with the id (see [`contact_ids`]); `max + 1` if none was.
+async fn first_created_at_or_after(
+    db: &DatabaseConnection,
+    t: DateTime<Utc>,
+    min: i64,
+    max: i64,
+) -> Result<i64, StoreError> {
+    let backend = db.get_database_backend();
+    let (mut lo, mut hi, mut found) = (min, max + 1, max + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let next = db
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT id, created_at FROM contacts WHERE id >= $1 ORDER BY id LIMIT 1",
+                [mid.into()],
+            ))
+            .await
+            .map_err(db_err)?;
+        let next = match next {
+            Some(row) => Some((
+                row.try_get_by_index::<i64>(0).map_err(db_err)?,
+                row.try_get_by_index::<DateTime<Utc>>(1).map_err(db_err)?,
+            )),
+            None => None,
+        };
+        match next {
+            Some((id, created_at)) if id < hi => {
+                if created_at >= t {
+                    found = id;
+                    hi = mid;
+                } else {
+                    lo = id + 1;
+                }
+            }
+            // No contact in `mid..hi`.
+            _ => hi = mid,
+        }
+    }
+    Ok(found)
+}
+
+/// A source's registrations in a window (the first entry of each contact's history, on
+/// its row): a range of the primary key ([`contact_ids`]).
+const SOURCE_REGISTRATIONS: &str = "SELECT registered_operator_id, decision, created_at \
+     FROM contacts WHERE id >= $1 AND id < $2 AND created_at >= $3 AND created_at < $4 \
+     AND source_id = $5 ORDER BY id";
+
+/// A source's later entries in a window, in time order: a range of
+/// `ix_contact_decisions_at` (migration `m20261206_000008`). On SQLite the index's entries
+/// are `(at, rowid)` and the rowid is `id`, so the rows come in the index's order with no
+/// sort; PostgreSQL sorts the entries of one instant by `id`. The other sources' entries in
+/// the range are read and passed over, so a report costs in proportion to the window's
+/// entries. Read as one stream (no pages: a page after a cursor of `(at, id)` cannot seek
+/// past a run of equal times through this index).
 const SOURCE_DECISIONS: &str = "SELECT path, operator_id, record, at FROM contact_decisions \
      WHERE at >= $1 AND at < $2 AND source_id = $3 AND path <> 'unassigned' ORDER BY at, id";
 
@@ -35,6 +120,33 @@ pub async fn source_decisions(
     sink: &mut (dyn FnMut(SourceDecision) + Send),
 ) -> Result<u64, StoreError> {
     let backend = db.get_database_backend();
+    let (lo, hi) = contact_ids(db, window).await?;
+    let mut read = 0;
+    let mut rows = db
+        .stream_raw(Statement::from_sql_and_values(
+            backend,
+            SOURCE_REGISTRATIONS,
+            [
+                lo.into(),
+                hi.into(),
+                read_side_time(backend, window.since),
+                read_side_time(backend, window.until),
+                source.get().into(),
+            ],
+        ))
+        .await
+        .map_err(db_err)?;
+    while let Some(row) = rows.try_next().await.map_err(db_err)? {
+        let operator = row.try_get_by_index::<Option<i64>>(0).map_err(db_err)?;
+        sink(SourceDecision {
+            path: crate::read::registration_path(operator),
+            operator_id: operator.map(OperatorId),
+            record: row.try_get_by_index(1).map_err(db_err)?,
+            at: row.try_get_by_index(2).map_err(db_err)?,
+        });
+        read += 1;
+    }
+    drop(rows);
     let mut rows = db
         .stream_raw(Statement::from_sql_and_values(
             backend,
@@ -47,7 +159,6 @@ pub async fn source_decisions(
         ))
         .await
         .map_err(db_err)?;
-    let mut read = 0;
     while let Some(row) = rows.try_next().await.map_err(db_err)? {
         let path: String = row.try_get_by_index(0).map_err(db_err)?;
         sink(SourceDecision {
@@ -64,11 +175,16 @@ pub async fn source_decisions(
     Ok(read)
 }
 
-/// A source's automatic assignments per operator in a window, counted through
-/// `ix_contact_decisions_at` without reading a record.
-const SOURCE_ASSIGNMENTS: &str = "SELECT operator_id, COUNT(*) FROM contact_decisions \
+/// A source's registrations per chosen operator in a window, through the primary key's
+/// range ([`contact_ids`]), reading no record.
+const SOURCE_REGISTERED: &str = "SELECT registered_operator_id, COUNT(*) FROM contacts \
+     WHERE id >= $1 AND id < $2 AND created_at >= $3 AND created_at < $4 AND source_id = $5 \
+     AND registered_operator_id IS NOT NULL GROUP BY registered_operator_id";
+
+/// A source's drains per operator in a window, through `ix_contact_decisions_at`.
+const SOURCE_DRAINED: &str = "SELECT operator_id, COUNT(*) FROM contact_decisions \
      WHERE at >= $1 AND at < $2 AND source_id = $3 AND operator_id IS NOT NULL \
-     AND (path = 'registered' OR path = 'drained') GROUP BY operator_id";
+     AND path = 'drained' GROUP BY operator_id";
 
 /// See [`crm_core::Store::source_assignments`].
 pub async fn source_assignments(
@@ -77,28 +193,39 @@ pub async fn source_assignments(
     window: Window,
 ) -> Result<Vec<(OperatorId, u64)>, StoreError> {
     let backend = db.get_database_backend();
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
+    let (lo, hi) = contact_ids(db, window).await?;
+    let since = read_side_time(backend, window.since);
+    let until = read_side_time(backend, window.until);
+    let mut counts: HashMap<i64, u64> = HashMap::new();
+    for statement in [
+        Statement::from_sql_and_values(
             backend,
-            SOURCE_ASSIGNMENTS,
+            SOURCE_REGISTERED,
             [
-                read_side_time(backend, window.since),
-                read_side_time(backend, window.until),
+                lo.into(),
+                hi.into(),
+                since.clone(),
+                until.clone(),
                 source.get().into(),
             ],
-        ))
-        .await
-        .map_err(db_err)?;
-    let mut counts = rows
-        .iter()
-        .map(|row| {
+        ),
+        Statement::from_sql_and_values(
+            backend,
+            SOURCE_DRAINED,
+            [since, until, source.get().into()],
+        ),
+    ] {
+        for row in db.query_all_raw(statement).await.map_err(db_err)? {
             let count: i64 = row.try_get_by_index(1).map_err(db_err)?;
-            Ok((
-                OperatorId(row.try_get_by_index(0).map_err(db_err)?),
-                u64::try_from(count).unwrap_or(0),
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+            *counts
+                .entry(row.try_get_by_index(0).map_err(db_err)?)
+                .or_default() += u64::try_from(count).unwrap_or(0);
+        }
+    }
+    let mut counts: Vec<_> = counts
+        .into_iter()
+        .map(|(id, count)| (OperatorId(id), count))
+        .collect();
     counts.sort_unstable();
     Ok(counts)
 }
@@ -140,12 +267,19 @@ pub async fn candidates(
         .collect()
 }
 
-/// Assignments per operator in the hour and the day before `$3` (`$1` and `$2` are the
-/// hour's and the day's start): the automatic ones and those by hand, over the day's
-/// entries, read through `ix_contact_decisions_at`.
+/// Registrations per chosen operator in the hour and the day before `$5` (`$3` and `$4`
+/// are the hour's and the day's start), through the primary key's range `$1..$2`
+/// ([`contact_ids`]).
+const RECENT_REGISTERED: &str = "SELECT registered_operator_id, \
+     SUM(CASE WHEN created_at >= $3 THEN 1 ELSE 0 END), COUNT(*) FROM contacts \
+     WHERE id >= $1 AND id < $2 AND created_at >= $4 AND created_at <= $5 \
+     AND registered_operator_id IS NOT NULL GROUP BY registered_operator_id";
+
+/// Later assignments (drains and by hand) per operator in the hour and the day before `$3`
+/// (`$1` and `$2` are the hour's and the day's start), through `ix_contact_decisions_at`.
 const RECENT_ASSIGNMENTS: &str = "SELECT operator_id, SUM(CASE WHEN at >= $1 THEN 1 ELSE 0 END), \
      COUNT(*) FROM contact_decisions WHERE at >= $2 AND at <= $3 AND operator_id IS NOT NULL \
-     AND (path = 'registered' OR path = 'drained' OR path = 'manual') GROUP BY operator_id";
+     AND (path = 'drained' OR path = 'manual') GROUP BY operator_id";
 
 /// `(last hour, last day)` assignments per operator id, before `now`.
 pub async fn recent_assignments(
@@ -153,36 +287,44 @@ pub async fn recent_assignments(
     now: DateTime<Utc>,
 ) -> Result<HashMap<i64, (i64, i64)>, StoreError> {
     let backend = db.get_database_backend();
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
+    let day = Window {
+        since: now - TimeDelta::hours(24),
+        until: now,
+    };
+    let (lo, hi) = contact_ids(db, day).await?;
+    let hour = read_side_time(backend, now - TimeDelta::hours(1));
+    let since = read_side_time(backend, day.since);
+    let now = read_side_time(backend, now);
+    let mut counts: HashMap<i64, (i64, i64)> = HashMap::new();
+    for statement in [
+        Statement::from_sql_and_values(
             backend,
-            RECENT_ASSIGNMENTS,
+            RECENT_REGISTERED,
             [
-                read_side_time(backend, now - TimeDelta::hours(1)),
-                read_side_time(backend, now - TimeDelta::hours(24)),
-                read_side_time(backend, now),
+                lo.into(),
+                hi.into(),
+                hour.clone(),
+                since.clone(),
+                now.clone(),
             ],
-        ))
-        .await
-        .map_err(db_err)?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get_by_index(0).map_err(db_err)?,
-                (
-                    row.try_get_by_index(1).map_err(db_err)?,
-                    row.try_get_by_index(2).map_err(db_err)?,
-                ),
-            ))
-        })
-        .collect()
+        ),
+        Statement::from_sql_and_values(backend, RECENT_ASSIGNMENTS, [hour, since, now]),
+    ] {
+        for row in db.query_all_raw(statement).await.map_err(db_err)? {
+            let entry = counts
+                .entry(row.try_get_by_index(0).map_err(db_err)?)
+                .or_default();
+            entry.0 += row.try_get_by_index::<i64>(1).map_err(db_err)?;
+            entry.1 += row.try_get_by_index::<i64>(2).map_err(db_err)?;
+        }
+    }
+    Ok(counts)
 }
 
-/// The `queued` records of the contacts waiting now: each waiting contact through the
-/// queue's index, its history as a range of the history's key.
-const WAITING_RECORDS: &str = "SELECT d.record FROM contacts c JOIN contact_decisions d \
-     ON d.id BETWEEN c.id * 65536 AND c.id * 65536 + 65535 AND d.contact_id = c.id \
-     WHERE c.operator_id IS NULL AND c.status = 'open' AND d.path = 'queued'";
+/// The records of the contacts waiting now that were queued when registered (the first
+/// entry of a history, on the contact's row), through the queue's index.
+const WAITING_RECORDS: &str = "SELECT decision FROM contacts \
+     WHERE operator_id IS NULL AND status = 'open' AND registered_operator_id IS NULL";
 
 /// Per operator id, how many contacts waiting now were queued while it was at capacity:
 /// costs in proportion to the queue.

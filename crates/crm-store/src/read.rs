@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    AssignmentsPerMinute, Contact, ContactFilter, ContactId, ContactStatus, DecisionEntry, Entity,
-    Lead, LeadFilter, LeadId, LeadWithContacts, MaxActiveContacts, Operator, OperatorFilter,
-    OperatorId, OperatorLoad, OperatorStats, OperatorSummary, Payload, PoolStatus, Source,
-    SourceCode, SourceId, SourceOperator, SourceQueue, SourceRule, StoreError, ValueError, Weight,
+    AssignmentsPerMinute, Contact, ContactFilter, ContactId, ContactStatus, DecisionEntry,
+    DecisionPath, Entity, Lead, LeadFilter, LeadId, LeadWithContacts, MaxActiveContacts, Operator,
+    OperatorFilter, OperatorId, OperatorLoad, OperatorStats, OperatorSummary, Payload, PoolStatus,
+    Source, SourceCode, SourceId, SourceOperator, SourceQueue, SourceRule, StoreError, ValueError,
+    Weight,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -298,13 +299,25 @@ pub async fn queue(
     Ok(queue)
 }
 
-/// Contact `id`'s decision history, oldest first: a range of the primary key, which packs
-/// `(contact_id, seq)` (migration `m20261206_000006`).
+/// Contact `id`'s decision history, oldest first: the first entry from the contact's row
+/// (migration `m20261206_000011`), the rest a range of the history's primary key, which
+/// packs `(contact_id, seq)` (migration `m20261206_000006`).
 pub async fn decisions(
     db: &DatabaseConnection,
     id: ContactId,
 ) -> Result<Vec<DecisionEntry>, StoreError> {
-    contact(db, id).await?;
+    let row = contact::Entity::find_by_id(id.get())
+        .one(db)
+        .await
+        .map_err(db_err)?
+        .ok_or(StoreError::NotFound(Entity::Contact))?;
+    let first = DecisionEntry {
+        seq: 1,
+        path: registration_path(row.registered_operator_id),
+        operator_id: row.registered_operator_id.map(OperatorId),
+        record: row.decision,
+        at: row.created_at,
+    };
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             db.get_database_backend(),
@@ -315,8 +328,8 @@ pub async fn decisions(
         ))
         .await
         .map_err(db_err)?;
-    rows.iter()
-        .map(|row| {
+    std::iter::once(Ok(first))
+        .chain(rows.iter().map(|row| {
             let path: String = row.try_get_by_index(1).map_err(db_err)?;
             Ok(DecisionEntry {
                 seq: i64::from(row.try_get_by_index::<i32>(0).map_err(db_err)?),
@@ -328,8 +341,17 @@ pub async fn decisions(
                 record: row.try_get_by_index(3).map_err(db_err)?,
                 at: row.try_get_by_index(4).map_err(db_err)?,
             })
-        })
+        }))
         .collect()
+}
+
+/// The path of a contact's first entry, which its row keeps as the operator its
+/// registration chose (migration `m20261206_000011`).
+pub(crate) const fn registration_path(registered_operator_id: Option<i64>) -> DecisionPath {
+    match registered_operator_id {
+        Some(_) => DecisionPath::Registered,
+        None => DecisionPath::Queued,
+    }
 }
 
 /// A read pool's figures, as its backend's pool reports them.

@@ -113,15 +113,16 @@ pub const CONTACT_STATE: &str = "SELECT status, operator_id, source_id FROM cont
 /// Appends an entry to contact `$1`'s decision history, after its last one: the path, the
 /// contact's source, the operator, the rule's record (or `NULL`) and the time. The key packs
 /// `(contact_id, seq)` as `contact_id × 65536 + seq` (migration `m20261206_000006`), so the
-/// last entry is found in the primary key's range of the contact. A contact's range holds
-/// [`MAX_DECISIONS`] entries: past that, nothing is inserted (no row returned), instead of
-/// a key in the next contact's range.
+/// last entry is found in the primary key's range of the contact; the first entry is on
+/// the contact's row (migration `m20261206_000011`), so the table's start at `seq` 2. A
+/// contact's range holds [`MAX_DECISIONS`] entries: past that, nothing is inserted (no row
+/// returned), instead of a key in the next contact's range.
 pub const APPEND_DECISION: &str = "INSERT INTO contact_decisions \
      (id, contact_id, seq, path, source_id, operator_id, record, at) \
-     SELECT $1 * 65536 + COALESCE(MAX(seq), 0) + 1, $1, COALESCE(MAX(seq), 0) + 1, \
+     SELECT $1 * 65536 + COALESCE(MAX(seq), 1) + 1, $1, COALESCE(MAX(seq), 1) + 1, \
      $2, $3, $4, $5, $6 FROM contact_decisions \
      WHERE id BETWEEN $1 * 65536 AND $1 * 65536 + 65535 \
-     HAVING COALESCE(MAX(seq), 0) < 65535 RETURNING id";
+     HAVING COALESCE(MAX(seq), 1) < 65535 RETURNING id";
 /// The most entries one contact's decision history holds (see [`APPEND_DECISION`]).
 pub const MAX_DECISIONS: i64 = 65_535;
 pub const SET_CONTACT_OPERATOR: &str =

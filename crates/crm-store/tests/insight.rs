@@ -14,6 +14,7 @@ use support::*;
 
 crm_store::on_every_backend!(
     a_window_holds_exactly_its_entries_in_time_order,
+    a_window_finds_a_contact_whose_clock_ran_behind_its_id,
     stats_count_recent_assignments_and_who_had_no_room,
 );
 
@@ -107,6 +108,52 @@ async fn a_window_holds_exactly_its_entries_in_time_order(backend: Backend) {
     assert!(edge.is_empty());
     let web_entries = read_all(&t, web, t0(), t0() + hour * 3).await;
     assert_eq!(web_entries.len(), 2);
+    t.finish().await;
+}
+
+/// Contacts are found by a range of ids (ids grow with arrival), and a contact whose time
+/// is a few minutes behind an earlier id's (another replica's clock) is still in exactly the
+/// windows its own time falls in.
+async fn a_window_finds_a_contact_whose_clock_ran_behind_its_id(backend: Backend) {
+    let clock = Clock::fake(t0());
+    let t = store_on(backend, &clock).await;
+    let ann = operator(&t.store, "Ann", 100).await;
+    let tg = source(&t.store, "tg", &[(ann, 1)]).await;
+    let mut ids = Vec::new();
+    for step in [0, 60, -5, 10] {
+        clock.advance(TimeDelta::minutes(step));
+        let c = register(&t.store, &format!("lead-{step}"), SourceRef::Id(tg)).await;
+        ids.push((c.id, clock.now()));
+    }
+    let minutes = |m| t0() + TimeDelta::minutes(m);
+    for (since, until, expected) in [
+        (0, 50, vec![ids[0].1]),
+        (50, 58, vec![ids[2].1]),
+        (58, 62, vec![ids[1].1]),
+        (50, 70, vec![ids[1].1, ids[2].1, ids[3].1]),
+        (66, 600, vec![]),
+    ] {
+        let mut times: Vec<_> = read_all(&t, tg, minutes(since), minutes(until))
+            .await
+            .iter()
+            .map(|e| e.at)
+            .collect();
+        times.sort_unstable();
+        let mut expected = expected;
+        expected.sort_unstable();
+        assert_eq!(times, expected, "[{since}, {until}) minutes");
+        let window = Window::new(Some(minutes(since)), Some(minutes(until)), minutes(until))
+            .expect("a window");
+        let counted: u64 = t
+            .store
+            .source_assignments(tg, window)
+            .await
+            .expect("counts")
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(counted, times.len() as u64, "[{since}, {until}) minutes");
+    }
     t.finish().await;
 }
 

@@ -19,6 +19,7 @@ crm_store::on_every_backend!(
     a_full_history_refuses_the_change_and_never_spills_into_the_next_contact,
     the_count_ahead_stops_at_its_bound,
     each_drained_contact_has_one_latency_once_committed,
+    the_first_entries_move_onto_their_contacts_and_back,
 );
 
 fn operator_of(contact: &crm_core::Contact) -> Option<OperatorId> {
@@ -336,8 +337,8 @@ async fn a_full_history_refuses_the_change_and_never_spills_into_the_next_contac
     let id = first.id.get();
     raw.execute_unprepared(&format!(
         "INSERT INTO contact_decisions (id, contact_id, seq, path, source_id, operator_id, record, at) \
-         SELECT {id} * 65536 + 65535, {id}, 65535, 'manual', source_id, operator_id, NULL, at \
-         FROM contact_decisions WHERE id = {id} * 65536 + 1"
+         SELECT {id} * 65536 + 65535, {id}, 65535, 'manual', source_id, operator_id, NULL, \
+         created_at FROM contacts WHERE id = {id}"
     ))
     .await
     .expect("fill the history's last place");
@@ -548,5 +549,66 @@ async fn each_drained_contact_has_one_latency_once_committed(backend: Backend) {
     let noted = t.store.take_drain_latencies();
     assert_eq!(noted.len(), 1, "one contact drained: {noted:?}");
     assert!(t.store.take_drain_latencies().is_empty(), "taken once");
+    t.finish().await;
+}
+
+/// A contact's first entry lives on its row (migration `m20261206_000011`): going down
+/// writes every first entry back into the history table, and up again moves them back onto
+/// the rows, with every history read the same as before.
+async fn the_first_entries_move_onto_their_contacts_and_back(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 1).await;
+    let s = source(&t.store, "src", &[(a, 1)]).await;
+    let first = register(&t.store, "first", SourceRef::Id(s)).await;
+    let second = register(&t.store, "second", SourceRef::Id(s)).await;
+    t.store.close_contact(first.id).await.expect("close");
+    t.store.drain_queue().await.expect("sweep");
+    let histories = |store: std::sync::Arc<crm_store::DbStore>| async move {
+        let mut all = Vec::new();
+        for id in [first.id, second.id] {
+            all.push(store.contact_decisions(id).await.expect("history"));
+        }
+        all
+    };
+    let before = histories(t.store.clone()).await;
+    let paths: Vec<Vec<DecisionPath>> = before
+        .iter()
+        .map(|h| h.iter().map(|e| e.path).collect())
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            vec![DecisionPath::Registered],
+            vec![DecisionPath::Queued, DecisionPath::Drained]
+        ]
+    );
+    let TestStore { store, db } = t;
+    store.shutdown().await;
+    drop(store);
+    let config = crm_store::StoreConfig {
+        database_url: db.database_url(),
+        ..crm_store::StoreConfig::default()
+    };
+    crm_store::migrate(&config, crm_store::MigrateAction::Down(1))
+        .await
+        .expect("down one");
+    let raw = sea_orm::Database::connect(&db.url).await.expect("connect");
+    let firsts = raw
+        .query_one_raw(sea_orm::Statement::from_string(
+            raw.get_database_backend(),
+            "SELECT COUNT(*) FROM contact_decisions WHERE seq = 1",
+        ))
+        .await
+        .expect("count")
+        .expect("a row")
+        .try_get_by_index::<i64>(0)
+        .expect("a count");
+    assert_eq!(firsts, 2, "every first entry is back in the history table");
+    raw.close().await.expect("close");
+    crm_store::migrate(&config, crm_store::MigrateAction::Up)
+        .await
+        .expect("up again");
+    let t = open(db).await;
+    assert_eq!(histories(t.store.clone()).await, before);
     t.finish().await;
 }

@@ -263,9 +263,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<DecisionEntry>, StoreError>> + Send;
 
     /// Source `source`'s history in `window`, unassignments left out, each entry handed to
-    /// `sink` as it is read, in time order; returns how many. One statement, streamed: a
-    /// window of a million entries is never held whole, and it MUST cost in proportion to
-    /// the window's entries (of all sources), never to the whole history.
+    /// `sink` as it is read (in no particular order: the reports fold them); returns how
+    /// many. Streamed: a window of a million entries is never held whole, and it MUST cost
+    /// in proportion to the window's entries (of all sources), never to the whole history.
     ///
     /// # Errors
     /// Only driver failures.

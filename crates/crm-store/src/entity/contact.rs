@@ -20,9 +20,11 @@ pub struct Model {
     /// Compact JSON text.
     #[sea_orm(column_type = "Text")]
     pub payload: String,
-    /// The decision that placed it, as compact JSON.
+    /// Its registration's decision record: the first entry of its decision history.
     #[sea_orm(column_type = "Text", nullable)]
     pub decision: Option<String>,
+    /// The operator its registration chose; `None` when it was stored waiting.
+    pub registered_operator_id: Option<i64>,
     /// Created.
     pub created_at: ChronoDateTimeUtc,
     /// Closed.

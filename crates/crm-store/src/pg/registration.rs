@@ -24,9 +24,9 @@
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    Contact, ContactId, ContactStatus, Decision, DecisionPath, Entity, ExternalLeadId,
-    IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary,
-    Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError, Strategy,
+    Contact, ContactId, ContactStatus, Decision, Entity, ExternalLeadId, IdempotencyKey, Inserted,
+    KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary, Pace, Payload, Prepared,
+    RegistrationTx, SourceId, SourceRef, StoreError, Strategy,
 };
 
 use sea_orm::sea_query::Value;
@@ -170,22 +170,22 @@ macro_rules! upsert_lead {
     };
 }
 
-/// The contact's insert, for the lead `l`, and the first entry of its decision history;
-/// parameters `$2` to `$7` are the source, the operator, the payload, the decision's record,
-/// the time and the decision's path.
+/// The contact's insert, for the lead `l`, with the first entry of its decision history on
+/// its row (migration `m20261206_000011`); parameters `$2` to `$6` are the source, the
+/// operator, the payload, the decision's record and the time.
 macro_rules! insert_contact {
     ($operator:literal, $from:literal) => {
         concat!(
             "c AS (INSERT INTO contacts \
-             (lead_id, source_id, operator_id, status, payload, created_at) \
+             (lead_id, source_id, operator_id, status, payload, created_at, decision, \
+             registered_operator_id) \
              SELECT l.id, $2, ",
             $operator,
-            ", 'open', $4, $6 ",
+            ", 'open', $4, $6, $5, ",
+            $operator,
+            " ",
             $from,
-            " RETURNING id, lead_id), \
-             d AS (INSERT INTO contact_decisions \
-             (id, contact_id, seq, path, source_id, operator_id, record, at) \
-             SELECT c.id * 65536 + 1, c.id, 1, $7, $2, $3, $5, $6 FROM c) \
+            " RETURNING id, lead_id) \
              SELECT id, lead_id FROM c"
         )
     };
@@ -212,11 +212,11 @@ macro_rules! claim_and_insert {
 /// An unpaced operator's claim (as [`sql::CLAIM_UNPACED`]), the lead and the insert.
 const CLAIM_AND_INSERT: &str = claim_and_insert!("", " AND max_assignments_per_minute IS NULL");
 
-/// A paced operator's, as [`sql::CLAIM_PACED`]: `$8` now, `$9` the interval, `$10` the rate
-/// and `$11` the tolerance.
+/// A paced operator's, as [`sql::CLAIM_PACED`]: `$7` now, `$8` the interval, `$9` the rate
+/// and `$10` the tolerance.
 const CLAIM_PACED_AND_INSERT: &str = claim_and_insert!(
-    ", pace_tat_us = CASE WHEN pace_tat_us > $8 THEN pace_tat_us ELSE $8 END + $9",
-    " AND max_assignments_per_minute = $10 AND pace_tat_us - $8 <= $11"
+    ", pace_tat_us = CASE WHEN pace_tat_us > $7 THEN pace_tat_us ELSE $7 END + $8",
+    " AND max_assignments_per_minute = $9 AND pace_tat_us - $7 <= $10"
 );
 
 /// The lead and an unassigned contact (`$3` is `NULL`) in one statement.
@@ -360,7 +360,6 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
             payload.as_json().into(),
             decision.record().into(),
             self.conn.timestamp(self.now),
-            DecisionPath::of_registration(decision).as_str().into(),
         ];
         let pace = operator.and_then(|id| {
             self.paces

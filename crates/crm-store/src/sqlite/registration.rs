@@ -23,10 +23,10 @@
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    Candidate, Contact, ContactId, ContactStatus, Credit, Decision, DecisionPath, Entity,
-    ExternalLeadId, IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId,
-    OperatorSummary, Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError,
-    Strategy, next_eligible, rate_limited,
+    Candidate, Contact, ContactId, ContactStatus, Credit, Decision, Entity, ExternalLeadId,
+    IdempotencyKey, Inserted, KeyClaim, KeyedRegistrationTx, LeadId, OperatorId, OperatorSummary,
+    Pace, Payload, Prepared, RegistrationTx, SourceId, SourceRef, StoreError, Strategy,
+    next_eligible, rate_limited,
 };
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
@@ -54,12 +54,11 @@ const ANY_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM contacts \
 const COUNT_WAITING: &str = "SELECT count(*) FROM (SELECT 1 FROM contacts \
      WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open' LIMIT 101)";
 
-const INSERT_CONTACT: &str = "INSERT INTO contacts (lead_id, source_id, operator_id, status, payload, created_at) \
-     VALUES (?1, ?2, ?3, 'open', ?4, ?5)";
-/// The first entry of the new contact's decision history.
-const INSERT_DECISION: &str = "INSERT INTO contact_decisions \
-     (id, contact_id, seq, path, source_id, operator_id, record, at) \
-     VALUES (?1 * 65536 + 1, ?1, 1, ?2, ?3, ?4, ?5, ?6)";
+/// With the first entry of its decision history on its row (migration
+/// `m20261206_000011`): the record, and the operator chosen, also `?3`.
+const INSERT_CONTACT: &str = "INSERT INTO contacts \
+     (lead_id, source_id, operator_id, status, payload, created_at, decision, registered_operator_id) \
+     VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?3)";
 
 fn db(err: rusqlite::Error) -> StoreError {
     sqlite_err(err).into()
@@ -75,7 +74,6 @@ pub struct HotStatements<'c> {
     insert_lead: Option<Statement<'c>>,
     claim_operator: Option<Statement<'c>>,
     insert_contact: Option<Statement<'c>>,
-    insert_decision: Option<Statement<'c>>,
 }
 
 impl<'c> HotStatements<'c> {
@@ -88,7 +86,6 @@ impl<'c> HotStatements<'c> {
             insert_lead: None,
             claim_operator: None,
             insert_contact: None,
-            insert_decision: None,
         }
     }
 }
@@ -376,6 +373,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
                 operator.map(OperatorId::get),
                 payload.as_json(),
                 &self.created_at,
+                decision.record(),
             ))
             .map_err(db)?;
         let id = self.conn.last_insert_rowid();
@@ -383,16 +381,6 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             self.store_credit(prepared.source_id, &prepared.candidates, credit)
                 .await?;
         }
-        held(&mut self.hot.insert_decision, self.conn, INSERT_DECISION)?
-            .execute((
-                id,
-                DecisionPath::of_registration(decision).as_str(),
-                prepared.source_id.get(),
-                operator.map(OperatorId::get),
-                decision.record(),
-                &self.created_at,
-            ))
-            .map_err(db)?;
         Ok(Inserted::Stored(Contact {
             id: ContactId(id),
             lead_id,
