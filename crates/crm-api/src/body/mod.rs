@@ -310,27 +310,31 @@ impl<W: Wire + ParseFromJSON> ParsePayload for Body<W> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(_request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        // Limited while it is read: a body that declares no length is cut off at the limit.
-        let body: BoxBody<_, io::Error> = body.take()?.into();
-        let bytes = Limited::new(body, MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|err| {
-                if err.is::<LengthLimitError>() {
-                    poem::Error::from(payload_too_large())
-                } else {
-                    poem::Error::from(poem::error::ReadBodyError::Io(io::Error::other(err)))
-                }
-            })?
-            .to_bytes();
-        Ok(Self(parse(&bytes)?))
+        Ok(Self(parse(read(body).await?.as_ref())?))
     }
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`] (413 beyond).
+pub(crate) async fn read(body: &mut RequestBody) -> poem::Result<impl AsRef<[u8]> + use<>> {
+    // Limited while it is read: a body that declares no length is cut off at the limit.
+    let body: BoxBody<_, io::Error> = body.take()?.into();
+    Ok(Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|err| {
+            if err.is::<LengthLimitError>() {
+                poem::Error::from(payload_too_large())
+            } else {
+                poem::Error::from(poem::error::ReadBodyError::Io(io::Error::other(err)))
+            }
+        })?
+        .to_bytes())
 }
 
 poem_openapi::impl_apirequest_for_payload!(Body<W>, W: Wire + ParseFromJSON);
 
 /// Parses a whole body: syntax errors are 400, a body that is not an object is 422.
-fn parse<W: Wire>(bytes: &[u8]) -> poem::Result<W> {
+pub(crate) fn parse<W: Wire>(bytes: &[u8]) -> poem::Result<W> {
     let value = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {

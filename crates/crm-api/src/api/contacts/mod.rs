@@ -29,6 +29,10 @@ use crate::{
     metrics::Metrics,
 };
 
+mod quick;
+
+use quick::{ContactBody, ContactJson};
+
 /// Contact endpoints over a store.
 pub(crate) struct ContactsApi<S>(pub(crate) Arc<S>);
 
@@ -55,7 +59,7 @@ enum Registered {
     /// Registered (or, with `Idempotent-Replayed: true`, registered before).
     #[oai(status = 201)]
     Created(
-        Json<Contact>,
+        ContactJson,
         /// `true` when this is the stored answer to an earlier request with the same key.
         #[oai(header = "Idempotent-Replayed")]
         Option<String>,
@@ -167,7 +171,7 @@ impl<S: Store> ContactsApi<S> {
     )]
     async fn create(
         &self,
-        body: Body<CreateContact>,
+        body: ContactBody,
         /// 1..=255 visible ASCII characters chosen by the client, one per logical request.
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<KeyHeader>>,
@@ -176,7 +180,10 @@ impl<S: Store> ContactsApi<S> {
         _auth: Credentials,
     ) -> ApiResult<Registered, { API | BODY | MISSING }> {
         let started = Instant::now();
-        let new = NewContact::try_from(body.0)?;
+        let new = match body {
+            ContactBody::Quick(new) => new,
+            ContactBody::Stock(wire) => NewContact::try_from(wire)?,
+        };
         if let Principal::SourceKey { source_id, .. } = *principal.0 {
             self.require_own_source(source_id, &new.source).await?;
         }
@@ -193,7 +200,7 @@ impl<S: Store> ContactsApi<S> {
             metrics.registered(&contact, started.elapsed());
         }
         Ok(Registered::Created(
-            Json(contact.try_into()?),
+            contact.try_into()?,
             replayed.then(|| "true".to_owned()),
         ))
     }
