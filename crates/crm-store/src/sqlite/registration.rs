@@ -74,6 +74,7 @@ pub struct HotStatements<'c> {
     insert_lead: Option<Statement<'c>>,
     claim_operator: Option<Statement<'c>>,
     insert_contact: Option<Statement<'c>>,
+    latest_owner: Option<Statement<'c>>,
 }
 
 impl<'c> HotStatements<'c> {
@@ -86,6 +87,7 @@ impl<'c> HotStatements<'c> {
             insert_lead: None,
             claim_operator: None,
             insert_contact: None,
+            latest_owner: None,
         }
     }
 }
@@ -283,8 +285,10 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         };
         // A new lead has no owner.
         let owner = match (rule.sticky_owner, existing) {
-            (true, Some(lead)) => self
-                .id(sql::LATEST_OWNER, [lead, source_id.get()])?
+            (true, Some(lead)) => held(&mut self.hot.latest_owner, self.conn, sql::LATEST_OWNER)?
+                .query_row([lead, source_id.get()], |row| row.get(0))
+                .optional()
+                .map_err(db)?
                 .map(OperatorId),
             _ => None,
         };
