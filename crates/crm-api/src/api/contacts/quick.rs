@@ -10,11 +10,12 @@
 //!   the two together.
 //! - **The 201.** [`ContactJson`] writes the answer with serde from the stored contact,
 //!   where the stock path builds a `Value` tree of the whole answer
-//!   ([`crate::dto::Contact`]) before writing it. The payload is still parsed into a `Value`
-//!   and written again: serde_json's `raw_value` feature would let the stored text through
-//!   as it is, but it changes how every `Value` in the process is parsed (an object with
-//!   its private key is read as the JSON text inside it, around the nesting limit). Byte
-//!   for byte the same answer (a property test), and the same schema in the document.
+//!   ([`crate::dto::Contact`]) before writing it, the payload parsed into a third. The
+//!   payload goes out as the stored text, between the fields serde writes before and after
+//!   it. (Not through serde_json's `raw_value` feature: it changes how every `Value` in the
+//!   process is parsed, reading an object with its private key as the JSON text inside it,
+//!   around the nesting limit.) Byte for byte the same answer (a property test), and the
+//!   same schema in the document.
 
 use std::borrow::Cow;
 
@@ -28,7 +29,10 @@ use poem_openapi::{
     payload::{Json, ParsePayload, Payload as OpenApiPayload},
     registry::{MetaSchemaRef, Registry},
 };
-use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+use serde::{
+    Deserialize, Deserializer, Serialize, Serializer,
+    de::{self, IgnoredAny},
+};
 use serde_json::Value;
 
 use super::CreateContact;
@@ -157,22 +161,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for LeadId<'a> {
 
 /// The 201's body: a stored contact, written as [`crate::dto::Contact`] would be.
 #[derive(Debug)]
-pub(super) struct ContactJson {
-    contact: Contact,
-    /// The stored payload.
-    payload: Value,
-}
+pub(super) struct ContactJson(Contact);
 
 impl TryFrom<Contact> for ContactJson {
     type Error = ApiError;
 
-    /// Fails only if stored payload text is not JSON, which the store rules out.
+    /// Fails only if stored payload text is not JSON, which the store rules out (checked
+    /// without building it: [`IgnoredAny`]).
     fn try_from(contact: Contact) -> Result<Self, ApiError> {
-        let payload = contact
-            .payload
-            .to_value()
+        serde_json::from_str::<IgnoredAny>(contact.payload.as_json())
             .map_err(|err| ApiError::internal("stored payload is not JSON", &err))?;
-        Ok(Self { contact, payload })
+        Ok(Self(contact))
     }
 }
 
@@ -193,9 +192,12 @@ impl OpenApiPayload for ContactJson {
 }
 
 impl IntoResponse for ContactJson {
+    /// The fields before the payload and those after it, each written by serde, with the
+    /// stored payload's text between them: the store wrote that text with serde_json from
+    /// a parsed value, compact, as the stock path would write it again.
     fn into_response(self) -> Response {
-        let c = &self.contact;
-        poem::web::Json(ContactView {
+        let c = &self.0;
+        let head = serde_json::to_vec(&Head {
             id: c.id.get(),
             lead_id: c.lead_id.get(),
             source_id: c.source_id.get(),
@@ -206,25 +208,43 @@ impl IntoResponse for ContactJson {
                 is_active: o.is_active,
             }),
             status: c.status,
-            payload: &self.payload,
+        });
+        let tail = serde_json::to_vec(&Tail {
             created_at: Rfc3339(c.created_at),
             closed_at: c.closed_at.map(Rfc3339),
             waiting_ahead: c.waiting_ahead,
-        })
-        .into_response()
+        });
+        let (Ok(mut body), Ok(tail)) = (head, tail) else {
+            return poem::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        let payload = c.payload.as_json();
+        body.reserve(payload.len() + tail.len() + 12);
+        // `{…head…}` becomes `{…head…,"payload":…,…tail…}`.
+        body.pop();
+        body.extend_from_slice(b",\"payload\":");
+        body.extend_from_slice(payload.as_bytes());
+        body.push(b',');
+        body.extend_from_slice(tail.get(1..).unwrap_or_default());
+        Response::builder()
+            .header(poem::http::header::CONTENT_TYPE, Self::CONTENT_TYPE)
+            .body(body)
     }
 }
 
-/// [`crate::dto::Contact`]'s fields, in its order.
+/// [`crate::dto::Contact`]'s fields before `payload`, in its order.
 #[derive(Serialize)]
-struct ContactView<'a> {
+struct Head<'a> {
     id: i64,
     lead_id: i64,
     source_id: i64,
     operator_id: Option<i64>,
     operator: Option<OperatorView<'a>>,
     status: ContactStatus,
-    payload: &'a Value,
+}
+
+/// [`crate::dto::Contact`]'s fields after `payload`, in its order.
+#[derive(Serialize)]
+struct Tail {
     created_at: Rfc3339,
     closed_at: Option<Rfc3339>,
     #[serde(skip_serializing_if = "Option::is_none")]
