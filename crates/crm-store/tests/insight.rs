@@ -1,6 +1,7 @@
 //! The reports' reads on a fake clock, on both backends: a source's history over a window
-//! of time, in time order, with the later entries of contacts that arrived before it, and
-//! each operator's recent assignments and the waiting contacts it had no room for.
+//! of time (its registrations, then its later entries in time order, with those of
+//! contacts that arrived before it), and each operator's recent assignments and the
+//! waiting contacts it had no room for.
 
 mod support;
 
@@ -13,7 +14,7 @@ use crm_store::{Clock, testing::Backend};
 use support::*;
 
 crm_store::on_every_backend!(
-    a_window_holds_exactly_its_entries_in_time_order,
+    a_window_holds_exactly_its_entries,
     a_window_finds_a_contact_whose_clock_ran_behind_its_id,
     stats_count_recent_assignments_and_who_had_no_room,
 );
@@ -40,7 +41,7 @@ async fn read_all(
     all
 }
 
-async fn a_window_holds_exactly_its_entries_in_time_order(backend: Backend) {
+async fn a_window_holds_exactly_its_entries(backend: Backend) {
     let clock = Clock::fake(t0());
     let t = store_on(backend, &clock).await;
     let ann = operator(&t.store, "Ann", 100).await;
