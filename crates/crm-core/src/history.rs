@@ -49,10 +49,11 @@ impl DecisionPath {
         }
     }
 
-    /// The path of a registration's decision: assigned, or stored waiting.
+    /// The path of a registration's decision, by the operator it chose: assigned, or
+    /// stored waiting (`None`).
     #[must_use]
-    pub const fn of_registration(decision: &Decision) -> Self {
-        match decision.chosen {
+    pub const fn of_registration(chosen: Option<OperatorId>) -> Self {
+        match chosen {
             Some(_) => Self::Registered,
             None => Self::Queued,
         }

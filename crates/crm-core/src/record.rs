@@ -91,7 +91,7 @@ impl Decision {
             (Some(hit), None) => Some(StickyNote::Owner(OperatorId(hit.owner))),
             (None, Some(fallback)) => {
                 let skipped = match fallback.skipped.as_deref()? {
-                    "no_weight" => OwnerSkipped::NoWeight,
+                    name if name == OwnerSkipped::NoWeight.as_str() => OwnerSkipped::NoWeight,
                     reason => OwnerSkipped::Excluded(exclusion(reason)?),
                 };
                 Some(StickyNote::Fallback {

@@ -27,10 +27,7 @@ const CLOCK_SLACK: TimeDelta = TimeDelta::minutes(10);
 /// search over the key for the first contact created at or after the end, less or more
 /// [`CLOCK_SLACK`]. A reader then filters on `created_at` exactly. About 2 log₂(contacts)
 /// point reads.
-pub(crate) async fn contact_ids(
-    db: &DatabaseConnection,
-    window: Window,
-) -> Result<(i64, i64), StoreError> {
+async fn contact_ids(db: &DatabaseConnection, window: Window) -> Result<(i64, i64), StoreError> {
     let backend = db.get_database_backend();
     let bounds = db
         .query_one_raw(Statement::from_string(
@@ -97,8 +94,11 @@ async fn first_created_at_or_after(
 }
 
 /// A source's registrations in a window (the first entry of each contact's history, on
-/// its row): a range of the primary key ([`contact_ids`]).
-const SOURCE_REGISTRATIONS: &str = "SELECT registered_operator_id, decision, created_at \
+/// its row, whose path its registered operator gives, as `DecisionPath::of_registration`
+/// does): a range of the primary key ([`contact_ids`]).
+const SOURCE_REGISTRATIONS: &str = "SELECT \
+     CASE WHEN registered_operator_id IS NULL THEN 'queued' ELSE 'registered' END, \
+     registered_operator_id, decision, created_at \
      FROM contacts WHERE id >= $1 AND id < $2 AND created_at >= $3 AND created_at < $4 \
      AND source_id = $5 ORDER BY id";
 
@@ -121,56 +121,42 @@ pub async fn source_decisions(
 ) -> Result<u64, StoreError> {
     let backend = db.get_database_backend();
     let (lo, hi) = contact_ids(db, window).await?;
+    let since = read_side_time(backend, window.since);
+    let until = read_side_time(backend, window.until);
     let mut read = 0;
-    let mut rows = db
-        .stream_raw(Statement::from_sql_and_values(
+    // Both give `(path, operator_id, record, at)`.
+    for statement in [
+        Statement::from_sql_and_values(
             backend,
             SOURCE_REGISTRATIONS,
             [
                 lo.into(),
                 hi.into(),
-                read_side_time(backend, window.since),
-                read_side_time(backend, window.until),
+                since.clone(),
+                until.clone(),
                 source.get().into(),
             ],
-        ))
-        .await
-        .map_err(db_err)?;
-    while let Some(row) = rows.try_next().await.map_err(db_err)? {
-        let operator = row.try_get_by_index::<Option<i64>>(0).map_err(db_err)?;
-        sink(SourceDecision {
-            path: crate::read::registration_path(operator),
-            operator_id: operator.map(OperatorId),
-            record: row.try_get_by_index(1).map_err(db_err)?,
-            at: row.try_get_by_index(2).map_err(db_err)?,
-        });
-        read += 1;
-    }
-    drop(rows);
-    let mut rows = db
-        .stream_raw(Statement::from_sql_and_values(
+        ),
+        Statement::from_sql_and_values(
             backend,
             SOURCE_DECISIONS,
-            [
-                read_side_time(backend, window.since),
-                read_side_time(backend, window.until),
-                source.get().into(),
-            ],
-        ))
-        .await
-        .map_err(db_err)?;
-    while let Some(row) = rows.try_next().await.map_err(db_err)? {
-        let path: String = row.try_get_by_index(0).map_err(db_err)?;
-        sink(SourceDecision {
-            path: path.parse().map_err(|_| broken("decision path"))?,
-            operator_id: row
-                .try_get_by_index::<Option<i64>>(1)
-                .map_err(db_err)?
-                .map(OperatorId),
-            record: row.try_get_by_index(2).map_err(db_err)?,
-            at: row.try_get_by_index(3).map_err(db_err)?,
-        });
-        read += 1;
+            [since, until, source.get().into()],
+        ),
+    ] {
+        let mut rows = db.stream_raw(statement).await.map_err(db_err)?;
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            let path: String = row.try_get_by_index(0).map_err(db_err)?;
+            sink(SourceDecision {
+                path: path.parse().map_err(|_| broken("decision path"))?,
+                operator_id: row
+                    .try_get_by_index::<Option<i64>>(1)
+                    .map_err(db_err)?
+                    .map(OperatorId),
+                record: row.try_get_by_index(2).map_err(db_err)?,
+                at: row.try_get_by_index(3).map_err(db_err)?,
+            });
+            read += 1;
+        }
     }
     Ok(read)
 }

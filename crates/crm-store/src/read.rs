@@ -313,7 +313,7 @@ pub async fn decisions(
         .ok_or(StoreError::NotFound(Entity::Contact))?;
     let first = DecisionEntry {
         seq: 1,
-        path: registration_path(row.registered_operator_id),
+        path: DecisionPath::of_registration(row.registered_operator_id.map(OperatorId)),
         operator_id: row.registered_operator_id.map(OperatorId),
         record: row.decision,
         at: row.created_at,
@@ -343,15 +343,6 @@ pub async fn decisions(
             })
         }))
         .collect()
-}
-
-/// The path of a contact's first entry, which its row keeps as the operator its
-/// registration chose (migration `m20261206_000011`).
-pub(crate) const fn registration_path(registered_operator_id: Option<i64>) -> DecisionPath {
-    match registered_operator_id {
-        Some(_) => DecisionPath::Registered,
-        None => DecisionPath::Queued,
-    }
 }
 
 /// A read pool's figures, as its backend's pool reports them.
