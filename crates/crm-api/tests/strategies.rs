@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 crm_store::on_every_backend!(
     a_source_switches_strategy_and_stickiness,
     a_smooth_source_gives_exact_shares_and_keeps_its_state,
+    a_smooth_source_stays_exact_under_concurrent_writes,
     a_drain_follows_the_sources_strategy,
     a_smooth_dry_run_predicts_the_next_picks_exactly,
     deleting_a_weighted_operator_resets_the_smooth_state,
@@ -162,6 +163,93 @@ async fn a_smooth_source_gives_exact_shares_and_keeps_its_state(backend: Backend
     json(app.put_weights(source, &changed).await, StatusCode::OK).await;
     let next = id_of(app.contact("lead-z", "bot").await);
     assert_eq!(record(&app, next, 1).await["credit"], json!([0, 0, 0]));
+}
+
+/// Registrations at once (on SQLite, committed in groups whose credits the writer writes
+/// once per group), mixed with closes and refused registrations (jobs that make the
+/// writer write what it holds): every pick starts from the credits the one before it
+/// left, in id order; the shares are exact; and the stored credits, read afresh after a
+/// weights `PUT` that changes nothing, are the last pick's.
+async fn a_smooth_source_stays_exact_under_concurrent_writes(backend: Backend) {
+    use futures_util::{StreamExt, stream};
+
+    let app = spawn_app_on(backend).await;
+    let (source, ops) = three_operators(&app, "bot", "smooth_weighted").await;
+    let mut closable = Vec::new();
+    for i in 0..12 {
+        closable.push(id_of(app.contact(&format!("first-{i}"), "bot").await));
+    }
+    // 600 registrations with a close or a refused registration after every 25th.
+    let answers: Vec<(usize, Value)> = stream::iter(0..624)
+        .map(|i| {
+            let app = &app;
+            let closable = &closable;
+            async move {
+                let resp = match (i % 26 == 25, i / 26) {
+                    (true, n) if n % 2 == 0 => app.close_contact(closable[n / 2]).await,
+                    (true, _) => {
+                        let body = json!({"external_lead_id": "x", "source_code": "none"});
+                        app.create_contact(&body).await
+                    }
+                    (false, _) => {
+                        let body =
+                            json!({"external_lead_id": format!("lead-{i}"), "source_code": "bot"});
+                        app.create_contact(&body).await
+                    }
+                };
+                let status = resp.status().as_u16();
+                (
+                    i,
+                    json(resp, StatusCode::from_u16(status).expect("status")).await,
+                )
+            }
+        })
+        .buffer_unordered(48)
+        .collect()
+        .await;
+    let mut ids: Vec<i64> = closable.clone();
+    for (i, body) in &answers {
+        match (i % 26 == 25, i / 26) {
+            (false, _) => {
+                assert!(body["operator_id"].is_i64(), "assigned: {body}");
+                ids.push(body["id"].as_i64().expect("contact id"));
+            }
+            (true, n) if n % 2 == 1 => assert_eq!(body["code"], "not_found", "{body}"),
+            (true, _) => {}
+        }
+    }
+    assert_eq!(ids.len(), 612);
+    ids.sort_unstable();
+    let mut counts = [0; 3];
+    let mut last = json!([0, 0, 0]);
+    for &id in &ids {
+        let stored = record(&app, id, 1).await;
+        assert_eq!(
+            stored["credit"], last,
+            "contact {id} starts where the one before it ended"
+        );
+        last = stored["credit_after"].clone();
+        let chosen = stored["chosen"].as_i64().expect("chosen");
+        counts[ops
+            .iter()
+            .position(|&op| op == chosen)
+            .expect("one of them")] += 1;
+    }
+    assert_eq!(counts, [306, 204, 102], "exact every 6 picks");
+    assert_eq!(last, json!([0, 0, 0]));
+
+    // One more pick, then the same weights again: the next pick reads the stored credits.
+    let next = id_of(app.contact("one-more", "bot").await);
+    let moved = record(&app, next, 1).await["credit_after"].clone();
+    assert_ne!(moved, json!([0, 0, 0]));
+    let same = json!({"operators": [
+        {"operator_id": ops[0], "weight": 3},
+        {"operator_id": ops[1], "weight": 2},
+        {"operator_id": ops[2], "weight": 1},
+    ]});
+    json(app.put_weights(source, &same).await, StatusCode::OK).await;
+    let after = id_of(app.contact("after-put", "bot").await);
+    assert_eq!(record(&app, after, 1).await["credit"], moved);
 }
 
 async fn a_drain_follows_the_sources_strategy(backend: Backend) {

@@ -352,7 +352,7 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let Drainer { clock, log, .. } = self.drainer();
         self.handle
-            .run(move |ctx| {
+            .run_registration(move |ctx| {
                 // No drain follows a contact stored waiting: it would find nobody eligible.
                 // The writer is the only one (the file is locked), and every job that frees
                 // or adds capacity drains before it ends, so after each job no waiting contact

@@ -17,7 +17,8 @@
 //! else of the cache changes with them), and every other write (assignments, operator and
 //! weight changes, anything) empties the cache once it has run, as does any failed job or
 //! commit, since its changes were rolled back. The cache therefore always equals the
-//! database; and the claim itself still checks the operator's row
+//! database, but for smooth credits, which it holds ahead of the rows until the writer
+//! writes them (see [`SourceCache`]); and the claim itself still checks the operator's row
 //! (`open_contacts < max_active_contacts`), so even a wrong cache could never put an
 //! operator over its limit.
 
@@ -194,20 +195,18 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
             .find(|(candidate, _, _, _)| candidate.operator_id == operator)
     }
 
-    /// Stores the credits a smooth pick over `candidates` left (only the rows it changed)
-    /// and keeps the cache equal to them, when the source is still cached (a lost claim
-    /// empties the cache, and the retry's pick still stores its credits).
+    /// Keeps the credits a smooth pick over `candidates` left in the cache, which writes
+    /// them before the group commits (see [`SourceCache`]); writes them at once when the
+    /// source is not cached.
     async fn store_credit(
         &mut self,
         source_id: SourceId,
         candidates: &[Candidate],
         credit: &Credit,
     ) -> Result<(), StoreError> {
-        crate::drain::store_credit(&SqliteConn(self.conn), source_id, candidates, credit).await?;
-        if let Some(cached) = self.cache.candidates.get_mut(&source_id) {
-            for (entry, after) in cached.iter_mut().zip(&credit.after) {
-                entry.3 = *after;
-            }
+        if !self.cache.moved_credits(source_id, &credit.after) {
+            crate::drain::store_credit(&SqliteConn(self.conn), source_id, candidates, credit)
+                .await?;
         }
         Ok(())
     }
@@ -347,7 +346,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
                 ),
             };
             if claimed == 0 {
-                // Cannot happen while the cache is right; read afresh next time.
+                // Cannot happen while the cache is right; read afresh next time, from rows
+                // that hold the credits the cache had moved.
+                self.cache.flush(self.conn)?;
                 self.cache.clear();
                 return Ok(Inserted::OperatorFull);
             }

@@ -1,9 +1,22 @@
 //! What the SQLite writer keeps of the sources registrations name (see
 //! `super::registration`'s module docs for why it always equals the database).
+//!
+//! One thing it holds ahead of the database: the smooth credits of a group's
+//! registrations. A smooth pick moves the credit of every eligible operator of its source,
+//! one weight row each; written per registration, those rows cost smooth mode a fifth of
+//! its throughput (docs/benchmarks.md). Registrations therefore move the cached credits
+//! only, and the writer writes each moved source's credits once ([`SourceCache::flush`]):
+//! before the group commits, before any job that is not a registration (it may read or
+//! reset those rows), before the cache is emptied while the group's work stands, and after
+//! each job when the group runs with a savepoint per job. A rollback drops them with the
+//! picks that moved them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crm_core::{Candidate, OperatorId, Pace, SourceId, SourceRule, Strategy};
+use crm_core::{Candidate, OperatorId, Pace, SourceId, SourceRule, StoreError, Strategy};
+use rusqlite::{Connection, params_from_iter};
+
+use crate::{conn::sqlite_err, sql};
 
 /// A source's candidate as cached: its operator's name and pace, and its smooth credit for
 /// the source, beside it. The candidate's `rate_limited` is judged afresh by each
@@ -25,23 +38,67 @@ pub struct SourceCache {
     /// others, then raised by each one stored after it and lowered by each drained; forgotten
     /// by any other write.
     pub(super) counts: HashMap<SourceId, u64>,
+    /// The sources whose cached credits are newer than their rows (see the module docs).
+    pub(super) unflushed: HashSet<SourceId>,
 }
 
 impl SourceCache {
-    /// Forgets everything; called before any other write and after any failure.
+    /// Forgets everything, unwritten credits included: after a rollback, or once they
+    /// are written ([`Self::flush`]).
     pub fn clear(&mut self) {
         self.by_code.clear();
         self.candidates.clear();
         self.rules.clear();
         self.waiting.clear();
         self.counts.clear();
+        self.unflushed.clear();
+    }
+
+    /// Writes the cached credits of every source whose credits moved since they were last
+    /// written, one statement per source (every candidate's credit).
+    ///
+    /// # Errors
+    /// The update failed; the caller rolls back.
+    pub fn flush(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        for source in std::mem::take(&mut self.unflushed) {
+            let Some(candidates) = self.candidates.get(&source) else {
+                // Nothing removes a source with unwritten credits but `clear`.
+                return Err(StoreError::Internal(
+                    "smooth credits lost from the cache".into(),
+                ));
+            };
+            let mut params = Vec::with_capacity(2 * candidates.len() + 1);
+            for (candidate, _, _, credit) in candidates {
+                params.extend([candidate.operator_id.get(), *credit]);
+            }
+            params.push(source.get());
+            conn.prepare_cached(&sql::set_credits(candidates.len()))
+                .and_then(|mut statement| statement.execute(params_from_iter(params)))
+                .map_err(|err| StoreError::from(sqlite_err(err)))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the credits a smooth pick over `source`'s cached candidates left (in their
+    /// order), to be written by [`Self::flush`]. False when the source is not cached.
+    pub(super) fn moved_credits(&mut self, source: SourceId, after: &[i64]) -> bool {
+        let Some(cached) = self.candidates.get_mut(&source) else {
+            return false;
+        };
+        for (entry, after) in cached.iter_mut().zip(after) {
+            entry.3 = *after;
+        }
+        self.unflushed.insert(source);
+        true
     }
 
     /// What a drain learned about the sources' queues, and the places (and paces) it
     /// claimed.
     pub fn drained(&mut self, drained: &crate::drain::Drained) {
         for assigned in &drained.assigned {
-            // A smooth source's step moved its credits: read them again.
+            // A smooth source's step moved its credits: read them again. (Its cached
+            // credits were written before the drain's job ran.)
+            debug_assert!(!self.unflushed.contains(&assigned.source));
             if self
                 .rules
                 .get(&assigned.source)

@@ -70,10 +70,15 @@ trait Job: Send {
     fn fail(&mut self, err: StoreError);
     /// Answers the requester with the last run's result and the group's commit.
     fn complete(self: Box<Self>, commit: Result<(), &StoreError>);
+    /// Whether the job works from the source cache alone (a registration), so that the
+    /// smooth credits the cache holds unwritten need not be in the rows before it runs.
+    fn uses_cache(&self) -> bool;
 }
 
 struct Call<F, T> {
     write: F,
+    /// See [`Job::uses_cache`].
+    uses_cache: bool,
     /// The last run's result; `None` until it runs.
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
@@ -114,6 +119,10 @@ where
         };
         // The requester may have gone away (client disconnected); the write stands.
         let _ = self.reply.send(result);
+    }
+
+    fn uses_cache(&self) -> bool {
+        self.uses_cache
     }
 }
 
@@ -255,9 +264,31 @@ impl WriterHandle {
         T: Send + 'static,
         F: FnMut(&mut WriterCtx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(write, false).await
+    }
+
+    /// [`Self::run`] for a registration: a job that reads the sources it names from the
+    /// source cache, and may leave smooth credits there unwritten (see [`SourceCache`]).
+    ///
+    /// # Errors
+    /// As [`Self::run`].
+    pub async fn run_registration<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut WriterCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(write, true).await
+    }
+
+    async fn submit<T, F>(&self, write: F, uses_cache: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut WriterCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Call {
             write,
+            uses_cache,
             result: None,
             reply,
         });
@@ -407,6 +438,7 @@ fn run_group(
     if !ctx.conn.is_autocommit() {
         // A transaction left open by a failure before: never build on it.
         tracing::error!("the sqlite writer found a transaction open; rolling it back");
+        ctx.cache.clear();
         exec(ctx.conn, "ROLLBACK")?;
     }
     exec(ctx.conn, "BEGIN IMMEDIATE")?;
@@ -414,6 +446,10 @@ fn run_group(
     let rng = ctx.rng.clone();
     let mut undo = None;
     for (i, job) in group.iter_mut().enumerate() {
+        if !job.uses_cache() {
+            // It reads or writes rows the cache may be ahead of.
+            flush(ctx)?;
+        }
         let changes = ctx.conn.total_changes();
         let succeeded = job.run(ctx);
         // Some errors (disk full, I/O) end the transaction by themselves.
@@ -426,13 +462,17 @@ fn run_group(
             ));
         }
         if !succeeded || ended {
-            // What it cached may be wrong.
-            ctx.cache.clear();
             // Rows are all a job writes (SQLite does not count schema changes).
             if ctx.conn.total_changes() != changes || ended {
+                ctx.cache.clear();
                 undo = Some(i);
                 break;
             }
+            // It wrote nothing, so it left no credit in the cache either (a registration
+            // moves credits only after it stored its contact): what the cache holds
+            // unwritten is the earlier jobs', which stand. What it cached may be wrong.
+            flush(ctx)?;
+            ctx.cache.clear();
         }
     }
     if let Some(failed) = undo {
@@ -448,13 +488,21 @@ fn run_group(
             }
         }
     }
+    flush(ctx)?;
     exec(ctx.conn, "COMMIT").map_err(|err| rollback(ctx, err))
+}
+
+/// Writes the smooth credits the cache holds unwritten; on an error, rolls the group back.
+fn flush(ctx: &mut WriterCtx<'_>) -> Result<(), StoreError> {
+    ctx.cache.flush(ctx.conn).map_err(|err| rollback(ctx, err))
 }
 
 /// Runs `job` inside its own savepoint, which is rolled back if the job fails.
 fn run_in_savepoint(ctx: &mut WriterCtx<'_>, job: &mut dyn Job) -> Result<(), StoreError> {
     exec(ctx.conn, "SAVEPOINT job")?;
     if job.run(ctx) {
+        // Inside the savepoint, so that a later job's failure cannot take them.
+        ctx.cache.flush(ctx.conn)?;
         exec(ctx.conn, "RELEASE job")
     } else {
         ctx.cache.clear();
@@ -482,5 +530,7 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
         .map_err(|err| sqlite_err(err).into())
 }
 
+#[cfg(test)]
+mod credit_tests;
 #[cfg(test)]
 mod tests;

@@ -20,14 +20,14 @@ fn start(queue: usize) -> Writer {
     Writer::start(Connection::open_in_memory, queue, Some(7), None).expect("writer starts")
 }
 
-fn insert(ctx: &WriterCtx<'_>, x: i64) -> Result<(), StoreError> {
+pub(super) fn insert(ctx: &WriterCtx<'_>, x: i64) -> Result<(), StoreError> {
     ctx.conn
         .execute("INSERT INTO t (x) VALUES (?1)", [x])
         .map(drop)
         .map_err(|err| sqlite_err(err).into())
 }
 
-async fn answer<T>(pending: impl Future<Output = T>) -> T {
+pub(super) async fn answer<T>(pending: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, pending)
         .await
         .expect("the writer answers without hanging")
@@ -35,7 +35,7 @@ async fn answer<T>(pending: impl Future<Output = T>) -> T {
 
 /// Occupies the writer with a job that waits until the returned sender sends (or is
 /// dropped); returns once that job runs, so the queue is empty behind it.
-async fn hold(
+pub(super) async fn hold(
     handle: &WriterHandle,
 ) -> (
     tokio::task::JoinHandle<Result<i64, StoreError>>,
@@ -63,7 +63,7 @@ async fn hold(
 }
 
 /// Waits until `n` jobs wait in the queue.
-async fn queued(handle: &WriterHandle, n: u64) {
+pub(super) async fn queued(handle: &WriterHandle, n: u64) {
     answer(async {
         while handle.queued() < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -319,6 +319,7 @@ fn a_failed_commit_answers_with_its_cause() {
     let (reply, mut answer) = oneshot::channel::<Result<(), StoreError>>();
     let job = Box::new(Call {
         write: |_: &mut WriterCtx<'_>| Ok(()),
+        uses_cache: false,
         result: Some(Ok(())),
         reply,
     });
