@@ -60,7 +60,8 @@ impl SourceCache {
     /// # Errors
     /// The update failed; the caller rolls back.
     pub fn flush(&mut self, conn: &Connection) -> Result<(), StoreError> {
-        for source in std::mem::take(&mut self.unflushed) {
+        let sources: Vec<SourceId> = self.unflushed.iter().copied().collect();
+        for source in sources {
             let Some(candidates) = self.candidates.get(&source) else {
                 // Nothing removes a source with unwritten credits but `clear`.
                 return Err(StoreError::Internal(
@@ -75,6 +76,9 @@ impl SourceCache {
             conn.prepare_cached(&sql::set_credits(candidates.len()))
                 .and_then(|mut statement| statement.execute(params_from_iter(params)))
                 .map_err(|err| StoreError::from(sqlite_err(err)))?;
+            // Only once written: a failed update leaves them to the next flush (or the
+            // rollback).
+            self.unflushed.remove(&source);
         }
         Ok(())
     }
