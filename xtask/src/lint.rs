@@ -1,4 +1,5 @@
-//! `cargo xtask lint`: formatting, clippy and crm-core's dependency rule, as CI runs them.
+//! `cargo xtask lint`: formatting, clippy, crm-core's dependency rule and the bound on a
+//! source file's length, as CI runs them.
 
 use anyhow::{Result, bail};
 use xshell::{Shell, cmd};
@@ -27,12 +28,40 @@ pub fn run() -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(crate::project_root());
     core_dependencies(&sh)?;
+    file_lengths(&sh)?;
     cmd!(sh, "cargo fmt --all -- --check").run()?;
     cmd!(
         sh,
         "cargo clippy --workspace --all-targets --all-features -- -D warnings"
     )
     .run()?;
+    Ok(())
+}
+
+/// The most lines a Rust source file outside a `tests/` folder may have, its inline test
+/// module included: past it, split the file or move its tests out (the Simplify issue).
+const MAX_FILE_LINES: usize = 500;
+
+/// Fails when a tracked Rust file outside `tests/` folders is longer than
+/// [`MAX_FILE_LINES`], naming every such file.
+pub fn file_lengths(sh: &Shell) -> Result<()> {
+    let files = cmd!(sh, "git ls-files -- '*.rs'").read()?;
+    let mut long = Vec::new();
+    for file in files.lines() {
+        if file.split('/').any(|part| part == "tests") {
+            continue;
+        }
+        let lines = sh.read_file(file)?.lines().count();
+        if lines > MAX_FILE_LINES {
+            long.push(format!("{file}: {lines} lines"));
+        }
+    }
+    if !long.is_empty() {
+        bail!(
+            "source files over {MAX_FILE_LINES} lines (split them, or move their tests to tests/):\n{}",
+            long.join("\n")
+        );
+    }
     Ok(())
 }
 

@@ -20,8 +20,9 @@ pub fn run(options: &Options) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(crate::project_root());
     let mut phases = Phases::default();
-    phases.time("crm-core's dependencies", || {
-        crate::lint::core_dependencies(&sh)
+    phases.time("crm-core's dependencies, file lengths", || {
+        crate::lint::core_dependencies(&sh)?;
+        crate::lint::file_lengths(&sh)
     })?;
 
     // Kept alive until the tests are done; dropping it stops the server, also on failure.
