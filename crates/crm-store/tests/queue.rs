@@ -18,6 +18,7 @@ crm_store::on_every_backend!(
     an_unassigned_contact_waits_at_its_place_and_passes_over_its_operator_once,
     a_full_history_refuses_the_change_and_never_spills_into_the_next_contact,
     the_count_ahead_stops_at_its_bound,
+    a_long_queue_drained_below_the_bound_is_counted_exactly,
     each_drained_contact_has_one_latency_once_committed,
     the_first_entries_move_onto_their_contacts_and_back,
 );
@@ -530,6 +531,42 @@ async fn the_count_ahead_stops_at_its_bound(backend: Backend) {
     for lead in ["after-1", "after-2"] {
         let c = register(&t.store, lead, SourceRef::Id(s)).await;
         assert_eq!(c.waiting_ahead, Some(bound));
+    }
+    t.finish().await;
+}
+
+/// A queue counted past the bound (so known only as "at least that many") and then
+/// drained below it is counted exactly again: each registration is told how many wait.
+async fn a_long_queue_drained_below_the_bound_is_counted_exactly(backend: Backend) {
+    let t = store(backend).await;
+    let a = operator(&t.store, "A", 1).await;
+    let s = source(&t.store, "src", &[(a, 1)]).await;
+    let bound = usize::try_from(crm_core::Prepared::MAX_AHEAD).expect("small");
+    let first = register(&t.store, "first", SourceRef::Id(s)).await;
+    let mut waiting = register_in_turn(&t, s, bound + 2).await;
+    // Counted afresh past the bound: at least that many.
+    t.store.drain_queue().await.expect("sweep");
+    let c = register(&t.store, "after", SourceRef::Id(s)).await;
+    assert_eq!(c.waiting_ahead, Some(crm_core::Prepared::MAX_AHEAD));
+    waiting.push(c);
+    // Each close hands A the oldest waiting contact, which is closed next: two drains,
+    // then a registration, until the queue is well below the bound.
+    let mut assigned = first.id;
+    for round in 1..=8 {
+        for _ in 0..2 {
+            t.store.close_contact(assigned).await.expect("close");
+            assigned = waiting.remove(0).id;
+            let now = t.store.get_contact(assigned).await.expect("read");
+            assert!(now.operator.is_some(), "drained in turn");
+        }
+        let probe = register(&t.store, &format!("probe-{round}"), SourceRef::Id(s)).await;
+        let expected = waiting.len().min(bound);
+        assert_eq!(
+            probe.waiting_ahead,
+            Some(u64::try_from(expected).expect("small")),
+            "after round {round}"
+        );
+        waiting.push(probe);
     }
     t.finish().await;
 }

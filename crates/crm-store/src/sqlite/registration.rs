@@ -31,7 +31,7 @@ use crm_core::{
 };
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
-use super::source_cache::{Cached, SourceCache};
+use super::source_cache::{Cached, Count, SourceCache};
 use crate::{
     conn::{SqliteConn, sqlite_err, sqlite_timestamp},
     sql,
@@ -45,16 +45,16 @@ const INSERT_LEAD: &str = "INSERT INTO leads (external_id, created_at) VALUES (?
 const CLAIM_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts + 1 \
      WHERE id = ?1 AND is_active AND open_contacts < max_active_contacts \
      AND max_assignments_per_minute IS NULL";
-/// The contact's insert; its id is `last_insert_rowid()` (no `RETURNING`, see above).
 /// Whether source `?1` has contacts waiting (a probe of the queue's partial index).
 const ANY_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM contacts \
      WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open')";
 /// How many contacts of source `?1` wait, up to one more than `Prepared::MAX_AHEAD` (the
-/// queue's partial index, one entry each): more than that is only "more", and a count
-/// past it is not kept.
+/// queue's partial index, one entry each): more than that is only "more", kept as a
+/// lower bound ([`Count`]).
 const COUNT_WAITING: &str = "SELECT count(*) FROM (SELECT 1 FROM contacts \
      WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open' LIMIT 101)";
 
+/// The contact's insert; its id is `last_insert_rowid()` (no `RETURNING`, see above).
 /// With the first entry of its decision history on its row (migration
 /// `m20261206_000011`): the record, and the operator chosen, also `?3`.
 const INSERT_CONTACT: &str = "INSERT INTO contacts \
@@ -301,15 +301,12 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         };
         let ahead = match (waiting, self.cache.counts.get(&source_id)) {
             (false, _) => 0,
-            (true, Some(count)) => *count,
+            (true, Some(count)) => count.n,
             (true, None) => {
                 let count = self.id(COUNT_WAITING, [source_id.get()])?.unwrap_or(0);
-                let count = count.unsigned_abs();
-                // Exact only up to the bound: past it, counted again next time.
-                if count <= Prepared::MAX_AHEAD {
-                    self.cache.counts.insert(source_id, count);
-                }
-                count
+                let count = Count::counted(count.unsigned_abs());
+                self.cache.counts.insert(source_id, count);
+                count.n
             }
         };
         Ok(Prepared {
@@ -357,9 +354,11 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         } else {
             self.cache.waiting.insert(prepared.source_id, true);
             if let Some(count) = self.cache.counts.get_mut(&prepared.source_id) {
-                *count += 1;
+                count.n += 1;
             } else if !prepared.waiting {
-                self.cache.counts.insert(prepared.source_id, 1);
+                self.cache
+                    .counts
+                    .insert(prepared.source_id, Count::counted(1));
             }
             self.wake = next_eligible(
                 self.cache

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crm_core::{Candidate, OperatorId, Pace, SourceId, SourceRule, StoreError, Strategy};
+use crm_core::{Candidate, OperatorId, Pace, Prepared, SourceId, SourceRule, StoreError, Strategy};
 use rusqlite::{Connection, params_from_iter};
 
 use crate::{conn::sqlite_err, sql};
@@ -22,6 +22,27 @@ use crate::{conn::sqlite_err, sql};
 /// the source, beside it. The candidate's `rate_limited` is judged afresh by each
 /// registration, at its own time.
 pub(super) type Cached = (Candidate, String, Option<Pace>, i64);
+
+/// How many contacts of a source wait, as the writer keeps it. The count stops one past
+/// [`Prepared::MAX_AHEAD`] (a 201 says "at least that many" beyond it), so a long queue's
+/// count is a lower bound, kept while it stays at or above the bound: without it, every
+/// registration into a long queue counted again.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Count {
+    /// Exactly this many, or at least this many.
+    pub(super) n: u64,
+    pub(super) exact: bool,
+}
+
+impl Count {
+    /// What a count of the queue's index (up to one past the bound) found.
+    pub(super) fn counted(n: u64) -> Self {
+        Self {
+            n,
+            exact: n <= Prepared::MAX_AHEAD,
+        }
+    }
+}
 
 /// What the writer knows of the sources registrations named (see the module docs).
 #[derive(Default)]
@@ -37,7 +58,7 @@ pub struct SourceCache {
     /// How many, where known: counted when a registration is first stored waiting behind
     /// others, then raised by each one stored after it and lowered by each drained; forgotten
     /// by any other write.
-    pub(super) counts: HashMap<SourceId, u64>,
+    pub(super) counts: HashMap<SourceId, Count>,
     /// The sources whose cached credits are newer than their rows (see the module docs).
     pub(super) unflushed: HashSet<SourceId>,
 }
@@ -113,13 +134,17 @@ impl SourceCache {
             }
             self.claimed(assigned.operator, assigned.pace);
             if let Some(count) = self.counts.get_mut(&assigned.source) {
-                *count = count.saturating_sub(1);
+                count.n = count.n.saturating_sub(1);
+                if !count.exact && count.n < Prepared::MAX_AHEAD {
+                    // No longer known to be past the bound: counted again when needed.
+                    self.counts.remove(&assigned.source);
+                }
             }
         }
         for &(source, waiting) in &drained.waiting {
             self.waiting.insert(source, waiting);
             if !waiting {
-                self.counts.insert(source, 0);
+                self.counts.insert(source, Count::counted(0));
             }
         }
     }
