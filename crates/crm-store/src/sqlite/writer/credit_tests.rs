@@ -6,7 +6,7 @@
 use crm_core::{Candidate, OperatorId, SourceId};
 
 use super::{
-    tests::{answer, hold, insert, queued},
+    tests::{answer, hold, insert, queued, release_and_answer},
     *,
 };
 
@@ -115,12 +115,7 @@ async fn credits(steps: &[Step]) -> (Vec<Result<i64, StoreError>>, i64) {
         }));
         queued(&handle, i as u64 + 1).await;
     }
-    release.send(()).expect("the holding job waits");
-    answer(held).await.expect("joined").expect("held");
-    let mut answers = Vec::new();
-    for job in jobs {
-        answers.push(answer(job).await.expect("joined"));
-    }
+    let answers = release_and_answer(release, held, jobs).await;
     answer(writer.stop()).await;
     let committed = stored_credit(&Connection::open(&path).expect("reopened")).expect("row");
     (answers, committed)

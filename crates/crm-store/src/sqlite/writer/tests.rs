@@ -62,6 +62,22 @@ pub(super) async fn hold(
     (held, release)
 }
 
+/// Lets the holding job of [`hold`] finish, so the jobs queued behind it run as one group;
+/// their answers, in order.
+pub(super) async fn release_and_answer<T>(
+    release: std_mpsc::Sender<()>,
+    held: tokio::task::JoinHandle<Result<i64, StoreError>>,
+    jobs: Vec<tokio::task::JoinHandle<Result<T, StoreError>>>,
+) -> Vec<Result<T, StoreError>> {
+    release.send(()).expect("the holding job waits");
+    answer(held).await.expect("joined").expect("held");
+    let mut answers = Vec::new();
+    for job in jobs {
+        answers.push(answer(job).await.expect("joined"));
+    }
+    answers
+}
+
 /// Waits until `n` jobs wait in the queue.
 pub(super) async fn queued(handle: &WriterHandle, n: u64) {
     answer(async {
@@ -157,12 +173,7 @@ async fn one_group(does: &[Does]) -> Group {
         // One at a time, so they queue in order.
         queued(&handle, i as u64 + 1).await;
     }
-    release.send(()).expect("the holding job waits");
-    answer(held).await.expect("joined").expect("held");
-    let mut answers = Vec::new();
-    for job in jobs {
-        answers.push(answer(job).await.expect("joined"));
-    }
+    let answers = release_and_answer(release, held, jobs).await;
     let stored = answer(handle.run(|ctx| {
         let mut statement = ctx
             .conn
