@@ -61,6 +61,8 @@ pub fn run(options: &Options) -> Result<()> {
     phases.time("bench smoke", || {
         crm_bench::smoke(&crate::project_root(), &no_run)
     })?;
+    // The demo data set through the API, so `cargo xtask seed-demo` cannot rot.
+    phases.time("seed demo", crate::seed_demo::smoke)?;
     // A client generated from the committed document runs the README's walkthrough.
     phases.time("python client", crate::python_client::run)?;
     // schemathesis against a live server, bounded (see fuzz_api.rs); skipped only on request.

@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 
 use crate::api_client::Api;
 
+mod smoke;
+pub use smoke::smoke;
+
 /// Where `cargo xtask serve` listens.
 const DEFAULT_URL: &str = "http://127.0.0.1:8000";
 
