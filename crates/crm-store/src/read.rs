@@ -306,17 +306,27 @@ pub async fn decisions(
     db: &DatabaseConnection,
     id: ContactId,
 ) -> Result<Vec<DecisionEntry>, StoreError> {
-    let row = contact::Entity::find_by_id(id.get())
-        .one(db)
-        .await
-        .map_err(db_err)?
-        .ok_or(StoreError::NotFound(Entity::Contact))?;
+    // The first entry's columns only: not the payload, which may be large.
+    let (registered, record, at): (Option<i64>, Option<String>, DateTime<Utc>) =
+        contact::Entity::find_by_id(id.get())
+            .select_only()
+            .columns([
+                contact::Column::RegisteredOperatorId,
+                contact::Column::Decision,
+                contact::Column::CreatedAt,
+            ])
+            .into_tuple()
+            .one(db)
+            .await
+            .map_err(db_err)?
+            .ok_or(StoreError::NotFound(Entity::Contact))?;
+    let registered = registered.map(OperatorId);
     let first = DecisionEntry {
         seq: 1,
-        path: DecisionPath::of_registration(row.registered_operator_id.map(OperatorId)),
-        operator_id: row.registered_operator_id.map(OperatorId),
-        record: row.decision,
-        at: row.created_at,
+        path: DecisionPath::of_registration(registered),
+        operator_id: registered,
+        record,
+        at,
     };
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
