@@ -31,7 +31,7 @@ use crm_core::{
 };
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
-use super::source_cache::{Cached, Count, SourceCache};
+use super::source_cache::{Cached, SourceCache};
 use crate::{
     conn::{SqliteConn, sqlite_err, sqlite_timestamp},
     sql,
@@ -50,7 +50,7 @@ const ANY_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM contacts \
      WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open')";
 /// How many contacts of source `?1` wait, up to one more than `Prepared::MAX_AHEAD` (the
 /// queue's partial index, one entry each): more than that is only "more", kept as a
-/// lower bound ([`Count`]).
+/// lower bound (`SourceCache::counts`).
 const COUNT_WAITING: &str = "SELECT count(*) FROM (SELECT 1 FROM contacts \
      WHERE source_id = ?1 AND operator_id IS NULL AND status = 'open' LIMIT 101)";
 
@@ -301,12 +301,12 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         };
         let ahead = match (waiting, self.cache.counts.get(&source_id)) {
             (false, _) => 0,
-            (true, Some(count)) => count.n,
+            (true, Some(count)) => *count,
             (true, None) => {
                 let count = self.id(COUNT_WAITING, [source_id.get()])?.unwrap_or(0);
-                let count = Count::counted(count.unsigned_abs());
+                let count = count.unsigned_abs();
                 self.cache.counts.insert(source_id, count);
-                count.n
+                count
             }
         };
         Ok(Prepared {
@@ -354,11 +354,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         } else {
             self.cache.waiting.insert(prepared.source_id, true);
             if let Some(count) = self.cache.counts.get_mut(&prepared.source_id) {
-                count.n += 1;
+                *count += 1;
             } else if !prepared.waiting {
-                self.cache
-                    .counts
-                    .insert(prepared.source_id, Count::counted(1));
+                self.cache.counts.insert(prepared.source_id, 1);
             }
             self.wake = next_eligible(
                 self.cache

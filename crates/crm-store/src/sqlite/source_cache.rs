@@ -23,27 +23,6 @@ use crate::{conn::sqlite_err, sql};
 /// registration, at its own time.
 pub(super) type Cached = (Candidate, String, Option<Pace>, i64);
 
-/// How many contacts of a source wait, as the writer keeps it. The count stops one past
-/// [`Prepared::MAX_AHEAD`] (a 201 says "at least that many" beyond it), so a long queue's
-/// count is a lower bound, kept while it stays at or above the bound: without it, every
-/// registration into a long queue counted again.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Count {
-    /// Exactly this many, or at least this many.
-    pub(super) n: u64,
-    pub(super) exact: bool,
-}
-
-impl Count {
-    /// What a count of the queue's index (up to one past the bound) found.
-    pub(super) fn counted(n: u64) -> Self {
-        Self {
-            n,
-            exact: n <= Prepared::MAX_AHEAD,
-        }
-    }
-}
-
 /// What the writer knows of the sources registrations named (see the module docs).
 #[derive(Default)]
 pub struct SourceCache {
@@ -57,8 +36,11 @@ pub struct SourceCache {
     pub(super) waiting: HashMap<SourceId, bool>,
     /// How many, where known: counted when a registration is first stored waiting behind
     /// others, then raised by each one stored after it and lowered by each drained; forgotten
-    /// by any other write.
-    pub(super) counts: HashMap<SourceId, Count>,
+    /// by any other write. The count stops one past [`Prepared::MAX_AHEAD`] (a 201 says "at
+    /// least that many" beyond it), so a count of `MAX_AHEAD` or more is only a lower bound:
+    /// it is kept while it stays there (without it, every registration into a long queue
+    /// counted again) and forgotten when a drain would take it below.
+    pub(super) counts: HashMap<SourceId, u64>,
     /// The sources whose cached credits are newer than their rows (see the module docs).
     pub(super) unflushed: HashSet<SourceId>,
 }
@@ -133,18 +115,19 @@ impl SourceCache {
                 self.rules.remove(&assigned.source);
             }
             self.claimed(assigned.operator, assigned.pace);
-            if let Some(count) = self.counts.get_mut(&assigned.source) {
-                count.n = count.n.saturating_sub(1);
-                if !count.exact && count.n < Prepared::MAX_AHEAD {
-                    // No longer known to be past the bound: counted again when needed.
+            match self.counts.get_mut(&assigned.source) {
+                // Below the bound it may no longer be exact: counted again when needed.
+                Some(count) if *count == Prepared::MAX_AHEAD => {
                     self.counts.remove(&assigned.source);
                 }
+                Some(count) => *count = count.saturating_sub(1),
+                None => {}
             }
         }
         for &(source, waiting) in &drained.waiting {
             self.waiting.insert(source, waiting);
             if !waiting {
-                self.counts.insert(source, Count::counted(0));
+                self.counts.insert(source, 0);
             }
         }
     }
