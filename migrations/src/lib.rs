@@ -14,6 +14,7 @@ mod m20261206_000008_index_decisions_at;
 mod m20261206_000009_api_keys;
 mod m20261206_000010_source_strategy;
 mod m20261206_000011_first_entry_on_contact;
+mod m20261206_000012_events;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_api_keys::Migration),
             Box::new(m20261206_000010_source_strategy::Migration),
             Box::new(m20261206_000011_first_entry_on_contact::Migration),
+            Box::new(m20261206_000012_events::Migration),
         ]
     }
 }

@@ -72,6 +72,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=31_536_000), global = true)]
     pub queue_max_wait: Option<u64>,
 
+    /// Hours an event is kept at least (the stream can resume from it; webhooks retry it).
+    #[arg(long, env = "CRM_EVENT_RETENTION_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=87_600), global = true)]
+    pub event_retention_hours: u64,
+
+    /// Events kept at least, however old: the newest this many stay.
+    #[arg(long, env = "CRM_EVENT_RETENTION_EVENTS", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000), global = true)]
+    pub event_retention_events: u64,
+
     /// SQLite: writes waiting for the writer before new ones get 503 overloaded.
     #[arg(long, env = "CRM_WRITE_QUEUE", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
@@ -183,6 +193,14 @@ impl Config {
         crate::QueueSettings {
             max_wait: self.queue_max_wait.map(Duration::from_secs),
         }
+    }
+
+    /// How long events are kept: an event is pruned once it is older than the hours and
+    /// not among the newest events, whichever keeps more.
+    #[must_use]
+    pub fn event_retention(&self) -> (chrono::Duration, u64) {
+        let hours = i64::try_from(self.event_retention_hours).unwrap_or(i64::MAX);
+        (chrono::Duration::hours(hours), self.event_retention_events)
     }
 
     /// The app's security settings.

@@ -12,6 +12,7 @@ mod body;
 pub mod config;
 mod dto;
 mod error;
+mod events;
 mod gate;
 mod metrics;
 pub mod server;
@@ -23,6 +24,7 @@ use crm_core::Store;
 use poem::{Endpoint, IntoEndpoint, Response, Route, http::Method};
 
 pub use crate::config::Config;
+pub use crate::events::EventSettings;
 use crate::metrics::{Metrics, MetricsEndpoint};
 
 /// The pages outside the OpenAPI document (Swagger UI and its OAuth receiver, the document
@@ -89,6 +91,17 @@ pub fn app_with_queue<S: Store>(
     security: Security,
     queue: QueueSettings,
 ) -> impl Endpoint<Output = Response> + 'static {
+    app_with_events(store, security, queue, EventSettings::default())
+}
+
+/// The whole HTTP service over `store`, with `security`, reporting the queue by `queue`,
+/// streaming events by `events`.
+pub fn app_with_events<S: Store>(
+    store: Arc<S>,
+    security: Security,
+    queue: QueueSettings,
+    events: EventSettings,
+) -> impl Endpoint<Output = Response> + 'static {
     let admin_token: Option<Arc<str>> = security.admin_token.map(Into::into);
     let auth_store = Arc::clone(&store);
     let metrics = Arc::new(Metrics::new());
@@ -97,7 +110,7 @@ pub fn app_with_queue<S: Store>(
         metrics: Arc::clone(&metrics),
         queue,
     };
-    let api = api::service(store, queue);
+    let api = api::service(store, queue, events);
     let allowed = Arc::new(
         PAGES
             .iter()
@@ -124,7 +137,12 @@ pub fn app_with_queue<S: Store>(
 /// The OpenAPI document of [`app`], as served at `/openapi.json`.
 #[must_use]
 pub fn openapi_spec() -> String {
-    api::service(Arc::new(spec::NoStore), QueueSettings::default()).spec()
+    api::service(
+        Arc::new(spec::NoStore),
+        QueueSettings::default(),
+        EventSettings::default(),
+    )
+    .spec()
 }
 
 #[cfg(test)]

@@ -209,17 +209,57 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         })
     };
 
+    // Old events go in the background, a batch at a time (each batch is one write).
+    let pruner = {
+        let store = Arc::clone(&store);
+        let (keep_for, keep) = config.event_retention();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                loop {
+                    let before = chrono::Utc::now() - keep_for;
+                    match crm_core::Store::prune_events(store.as_ref(), before, keep, 10_000).await
+                    {
+                        Ok(0) => break,
+                        Ok(n) => tracing::debug!(pruned = n, "pruned old events"),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot prune events");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    // Streams end when the server starts shutting down, so their connections can close.
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let events = crm_api::EventSettings {
+        closing: Some(closing_rx),
+        ..crm_api::EventSettings::default()
+    };
+    let shutdown = async move {
+        shutdown_signal().await;
+        closing.send_replace(true);
+    };
     server::serve(
         listener,
-        crm_api::app_with_queue(Arc::clone(&store), config.security(), config.queue()),
+        crm_api::app_with_events(
+            Arc::clone(&store),
+            config.security(),
+            config.queue(),
+            events,
+        ),
         limits,
-        shutdown_signal(),
+        shutdown,
         SHUTDOWN_GRACE,
     )
     .await
     .context("server failed")?;
     sweeper.abort();
     drainer.abort();
+    pruner.abort();
     store.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -1,11 +1,11 @@
 //! A store with no database, so the OpenAPI document can be rendered without one.
 
 use crm_core::{
-    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, IdempotencyKey, Lead,
-    LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact, NewOperator, NewSource,
-    NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats,
-    PoolStatus, Registration, Source, SourceDecision, SourceId, SourceKey, SourceKeyId,
-    SourcePatch, Store, StoreError, WeightSet, Window,
+    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, EventCursor, EventPage,
+    IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact, NewOperator,
+    NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch,
+    OperatorStats, PoolStatus, Registration, Source, SourceDecision, SourceId, SourceKey,
+    SourceKeyId, SourcePatch, Store, StoreError, WeightSet, Window,
 };
 
 /// Answers every call with [`StoreError::Unavailable`]; only its type matters.
@@ -131,6 +131,27 @@ impl Store for NoStore {
         none()
     }
     async fn drain_queue(&self) -> Result<usize, StoreError> {
+        none()
+    }
+    async fn read_events(
+        &self,
+        _: EventCursor,
+        _: u32,
+    ) -> Result<(EventCursor, EventPage), StoreError> {
+        none()
+    }
+    async fn settled_event_head(&self) -> Result<u64, StoreError> {
+        none()
+    }
+    async fn events_between(&self, _: u64, _: u64, _: u32) -> Result<EventPage, StoreError> {
+        none()
+    }
+    async fn prune_events(
+        &self,
+        _: chrono::DateTime<chrono::Utc>,
+        _: u64,
+        _: u32,
+    ) -> Result<u64, StoreError> {
         none()
     }
     async fn register_contact_once(

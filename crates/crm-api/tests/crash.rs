@@ -2,8 +2,9 @@
 //! concurrent registrations and closes, then restarted on the same file. Every contact
 //! whose 201 reached the client must still be there exactly as answered, every close whose
 //! 200 reached the client must have stuck, the file must pass `PRAGMA integrity_check` and
-//! `PRAGMA foreign_key_check`, and every operator's counter must equal its open rows and
-//! stay within its limit. The restart must work although the killed process held the
+//! `PRAGMA foreign_key_check`, every operator's counter must equal its open rows and
+//! stay within its limit, and the outbox must hold exactly the events of what was stored
+//! (`check_events`). The restart must work although the killed process held the
 //! database file's lock (the kernel releases it with the process).
 //!
 //! Three rounds on one file, each killed after a different number of answers.
@@ -176,6 +177,7 @@ fn check_file(db: &Path, round: usize) {
         .collect::<Result<Vec<_>, _>>()
         .expect("counter rows");
     assert_eq!(rows.len(), LIMITS.len(), "round {round}: operators");
+    check_events(&conn, round);
     for (id, counter, limit, open_rows) in rows {
         assert_eq!(
             counter, open_rows,
@@ -184,6 +186,75 @@ fn check_file(db: &Path, round: usize) {
         assert!(
             counter <= limit,
             "round {round}: operator {id} holds {counter} > {limit}"
+        );
+    }
+}
+
+/// The outbox against the rows: every contact has exactly one `contact.created`, a closed
+/// one exactly one `contact.closed` (an open one none), no event names a contact that
+/// does not exist, and each contact's latest event reports its operator and status as
+/// stored. So every committed change has its event and no event reports a change that
+/// was not committed.
+fn check_events(conn: &rusqlite::Connection, round: usize) {
+    let mut contacts: HashMap<i64, (Option<i64>, String)> = HashMap::new();
+    let mut statement = conn
+        .prepare("SELECT id, operator_id, status FROM contacts")
+        .expect("prepare");
+    let rows = statement
+        .query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?))))
+        .expect("contacts");
+    for row in rows {
+        let (id, state) = row.expect("a contact");
+        contacts.insert(id, state);
+    }
+    let mut statement = conn
+        .prepare("SELECT seq, type, contact_id, data FROM events ORDER BY seq")
+        .expect("prepare");
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<i64>>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })
+        .expect("events");
+    let mut counts: HashMap<(i64, String), usize> = HashMap::new();
+    let mut latest: HashMap<i64, Value> = HashMap::new();
+    for row in rows {
+        let (seq, kind, contact, data) = row.expect("an event");
+        let Some(contact) = contact else { continue };
+        assert!(
+            contacts.contains_key(&contact),
+            "round {round}: event {seq} ({kind}) names contact {contact}, which was never stored"
+        );
+        *counts.entry((contact, kind)).or_default() += 1;
+        latest.insert(contact, serde_json::from_str(&data).expect("event data"));
+    }
+    for (id, (operator, status)) in &contacts {
+        let count = |kind: &str| counts.get(&(*id, kind.to_owned())).copied().unwrap_or(0);
+        assert_eq!(
+            count("contact.created"),
+            1,
+            "round {round}: contact {id}: contact.created"
+        );
+        let closes = usize::from(status == "closed");
+        assert_eq!(
+            count("contact.closed"),
+            closes,
+            "round {round}: contact {id}: contact.closed"
+        );
+        let last = &latest[id];
+        assert_eq!(
+            last["operator_id"],
+            json!(operator),
+            "round {round}: contact {id}: operator"
+        );
+        assert_eq!(
+            last["status"],
+            json!(status),
+            "round {round}: contact {id}: status"
         );
     }
 }

@@ -33,6 +33,7 @@
 
 mod distribution;
 mod error;
+mod events;
 mod fairness;
 mod history;
 mod ids;
@@ -53,6 +54,10 @@ pub use distribution::{
     Candidate, Decision, Exclusion, Pick, Verdict, choose, choose_avoiding, exclusion, pick, queued,
 };
 pub use error::{BoxError, Entity, StoreError, error_chain};
+pub use events::{
+    ContactState, Event, EventCursor, EventPage, EventType, NewEvent, OperatorFields, Snapshot,
+    SourceFields, UnknownEventType,
+};
 pub use fairness::{Distribution, FLAG_Z, Fairness, Share, distribution};
 pub use history::{DecisionEntry, DecisionPath};
 pub use ids::{ApiKeyId, ContactId, LeadId, OperatorId, SourceId, SourceKeyId};

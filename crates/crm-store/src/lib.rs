@@ -12,6 +12,7 @@ mod conn;
 mod drain;
 mod entity;
 mod error;
+mod events;
 mod insight;
 mod keys;
 mod migrate;
@@ -27,15 +28,14 @@ mod url;
 use std::time::Duration;
 
 use crm_core::{
-    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, DecisionEntry, IdempotencyKey,
-    Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact, NewOperator, NewSource,
-    NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats,
-    PoolStatus, Registration, Source, SourceDecision, SourceId, SourceKey, SourceKeyId,
-    SourcePatch, SourceQueue, Store, StoreError, WeightSet, Window, register_contact,
-    register_contact_once,
+    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, DecisionEntry, EventCursor,
+    EventPage, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact,
+    NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad,
+    OperatorPatch, OperatorStats, PoolStatus, Registration, Source, SourceDecision, SourceId,
+    SourceKey, SourceKeyId, SourcePatch, SourceQueue, Store, StoreError, WeightSet, Window,
+    register_contact, register_contact_once,
 };
 use drain::Scope;
-use sea_orm::DatabaseConnection;
 
 pub use clock::Clock;
 pub use config::{ConnectError, StoreConfig};
@@ -54,6 +54,8 @@ macro_rules! either {
         }
     };
 }
+
+mod maintenance;
 
 /// A generator of its own for each registration or drain: replicas share nothing.
 pub(crate) fn fresh_rng() -> rand_chacha::ChaCha8Rng {
@@ -77,54 +79,6 @@ pub async fn connect(config: &StoreConfig) -> Result<DbStore, ConnectError> {
         DatabaseUrl::Sqlite(url) => DbStore::Sqlite(sqlite::open(url, config).await?),
         DatabaseUrl::Postgres(url) => DbStore::Postgres(pg::open(url, config).await?),
     })
-}
-
-impl DbStore {
-    /// Forgets idempotency keys older than [`IdempotencyKey::LIFETIME`]; returns how many.
-    /// Expired keys are ignored (and taken over) anyway; this only keeps the table small,
-    /// so run it now and then (the server does, hourly).
-    ///
-    /// # Errors
-    /// Driver failures.
-    pub async fn expire_idempotency_keys(&self) -> Result<usize, StoreError> {
-        either!(self, |db| db
-            .write(async |conn| crate::keys::expire_keys(conn).await)
-            .await)
-    }
-
-    /// Resolves when a drain is owed because an operator's pace bucket refills (a drain or
-    /// registration left contacts waiting while someone was rate-limited); pending while
-    /// none is. The server then runs [`Store::drain_queue`], which owes the next one if
-    /// someone is still rate-limited, so the queue is served as soon as a bucket allows.
-    pub async fn paced_drain_due(&self) {
-        either!(self, |db| db.drain_log.timer.due(&db.clock).await);
-    }
-
-    /// When a drain is owed to a refilling pace bucket ([`DbStore::paced_drain_due`]), if one
-    /// is.
-    #[must_use]
-    pub fn next_paced_drain(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        either!(self, |db| db.drain_log.timer.next())
-    }
-
-    /// Stops taking writes, commits what is queued and answers it, then returns.
-    pub async fn shutdown(&self) {
-        either!(self, |db| db.shutdown().await);
-    }
-
-    /// After a registration stored `contact` waiting, on PostgreSQL: a drain of its source,
-    /// for capacity another replica freed since that replica's own drain. (The SQLite
-    /// writer is alone, and every job that frees capacity drains: nobody could take it.)
-    async fn drain_after(&self, contact: &Contact) {
-        if let (Self::Postgres(db), None) = (self, &contact.operator) {
-            db.drain_source(contact.source_id).await;
-        }
-    }
-
-    /// The read pool (on PostgreSQL also the write pool).
-    fn reader(&self) -> &DatabaseConnection {
-        either!(self, |db| &db.reader)
-    }
 }
 
 /// Every use case runs in a `debug` span named after it (the request span is its parent);
@@ -478,6 +432,42 @@ impl Store for DbStore {
                 .await)?;
         }
         Ok(Some(key))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn read_events(
+        &self,
+        cursor: EventCursor,
+        limit: u32,
+    ) -> Result<(EventCursor, EventPage), StoreError> {
+        events::read(self.reader(), cursor, limit).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn settled_event_head(&self) -> Result<u64, StoreError> {
+        events::settled_head(self.reader()).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn events_between(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
+        events::between(self.reader(), after, upto, limit).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn prune_events(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        keep: u64,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        either!(self, |db| db
+            .write(async move |conn| events::prune(conn, before, keep, batch).await)
+            .await)
     }
 
     fn pool_status(&self) -> PoolStatus {

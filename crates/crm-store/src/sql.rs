@@ -17,7 +17,7 @@ pub const INSERT_OPERATOR: &str = "INSERT INTO operators \
 pub const UPDATE_OPERATOR: &str = "UPDATE operators SET name = COALESCE($1, name), \
      is_active = COALESCE($2, is_active), max_active_contacts = COALESCE($3, max_active_contacts), \
      max_assignments_per_minute = CASE WHEN $4 THEN $5 ELSE max_assignments_per_minute END \
-     WHERE id = $6 RETURNING id";
+     WHERE id = $6 RETURNING id, name, is_active, max_active_contacts, max_assignments_per_minute";
 pub const OPERATOR_EXISTS: &str = "SELECT id FROM operators WHERE id = $1";
 /// [`OPERATOR_EXISTS`] that also keeps the operator from being deleted until the end of
 /// the transaction (PostgreSQL; the lock a foreign key to it takes).
@@ -31,7 +31,7 @@ pub const INSERT_SOURCE: &str = "INSERT INTO sources (name, code, created_at, st
      VALUES ($1, $2, $3, $4, $5) RETURNING id";
 pub const UPDATE_SOURCE: &str = "UPDATE sources SET name = COALESCE($1, name), code = COALESCE($2, code), \
      strategy = COALESCE($3, strategy), sticky_owner = COALESCE($4, sticky_owner) \
-     WHERE id = $5 RETURNING id";
+     WHERE id = $5 RETURNING id, name, code, strategy, sticky_owner";
 /// A source's rule: its strategy and stickiness.
 pub const SOURCE_RULE: &str = "SELECT strategy, sticky_owner FROM sources WHERE id = $1";
 /// The operator of lead `$1`'s latest contact from source `$2` that has one (the sticky
@@ -98,9 +98,13 @@ pub const CLAIM_PACED: &str = "UPDATE operators SET open_contacts = open_contact
      AND max_assignments_per_minute = $4 AND pace_tat_us - $1 <= $5 RETURNING id";
 pub const RELEASE_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts - 1 \
      WHERE id = $1 AND open_contacts > 0 RETURNING id";
-/// Closes an open contact; returns its operator (no row when it was closed already).
+/// Closes an open contact; returns its operator and source (no row when it was closed
+/// already).
 pub const CLOSE_CONTACT: &str = "UPDATE contacts SET status = 'closed', closed_at = $1 \
-     WHERE id = $2 AND status = 'open' RETURNING operator_id";
+     WHERE id = $2 AND status = 'open' RETURNING operator_id, source_id";
+/// Stores an event (`crm_core::NewEvent`) at `$2`; its `seq` is the table's default.
+pub const INSERT_EVENT: &str =
+    "INSERT INTO events (type, at, contact_id, data) VALUES ($1, $2, $3, $4)";
 /// Reads a contact's state; on PostgreSQL the no-op update also locks the row, so the
 /// contact is locked before any operator row (see `ops`).
 pub const LOCK_CONTACT: &str =

@@ -90,10 +90,10 @@ async fn contacts_stored_before_the_history_get_their_entries(backend: Backend) 
         ..StoreConfig::default()
     };
     migrate(&config, MigrateAction::Up).await.expect("up");
-    // Back to before the history: it and the five migrations after it.
-    let before = migrate(&config, MigrateAction::Down(6))
+    // Back to before the history: it and the six migrations after it.
+    let before = migrate(&config, MigrateAction::Down(7))
         .await
-        .expect("down six");
+        .expect("down seven");
     assert_eq!(
         before.iter().find(|m| !m.applied).map(|m| m.name.as_str()),
         Some("m20261206_000006_contact_decisions")

@@ -3,6 +3,7 @@
 mod api_keys;
 mod contacts;
 mod decisions;
+mod events;
 mod health;
 mod insight;
 mod keys;
@@ -39,6 +40,8 @@ enum ApiTags {
     Stats,
     /// Viewer keys: read-only access for screens and reports
     Keys,
+    /// Every committed change, as a resumable stream
+    Events,
     /// Liveness of the service and its database
     Health,
 }
@@ -56,13 +59,16 @@ pub(crate) type Apis<S> = (
     keys::KeysApi<S>,
     api_keys::ApiKeysApi<S>,
     stats::StatsApi<S>,
+    events::EventsApi<S>,
 );
 
 /// The OpenAPI service of all operations over `store`.
 pub(crate) fn service<S: Store>(
     store: Arc<S>,
     queue: crate::QueueSettings,
+    events: crate::EventSettings,
 ) -> OpenApiService<Apis<S>, ()> {
+    let hub = Arc::new(crate::events::Hub::new(Arc::clone(&store), events));
     let apis = (
         health::HealthApi(Arc::clone(&store)),
         operators::OperatorsApi(Arc::clone(&store)),
@@ -75,6 +81,7 @@ pub(crate) fn service<S: Store>(
         keys::KeysApi(Arc::clone(&store)),
         api_keys::ApiKeysApi(Arc::clone(&store)),
         stats::StatsApi(store),
+        events::EventsApi(hub),
     );
     OpenApiService::new(apis, "mini-crm", env!("CARGO_PKG_VERSION")).description(
         "Distributes incoming customer contacts among operators by weight, within each \

@@ -20,7 +20,7 @@ pub struct TestApp {
     /// The store the app runs on, for checking state directly.
     pub store: Arc<DbStore>,
     pub client: reqwest::Client,
-    db: TestDatabase,
+    db: Arc<TestDatabase>,
 }
 
 /// A fresh store on a temporary SQLite file, exactly as the server opens one.
@@ -47,6 +47,27 @@ pub async fn spawn_app_on(backend: Backend) -> TestApp {
 /// Starts [`crm_api::app_with`] `security` on a fresh database of `backend`.
 pub async fn spawn_app_with(backend: Backend, security: crm_api::Security) -> TestApp {
     let (store, db) = test_store(backend).await;
+    serve(store, Arc::new(db), security).await
+}
+
+/// Starts [`crm_api::app`] over `store`, a second replica on the database of `of`.
+pub async fn spawn_replica(of: &TestApp) -> TestApp {
+    let config = StoreConfig {
+        database_url: of.db.database_url(),
+        ..StoreConfig::default()
+    };
+    let store = crm_store::connect(&config)
+        .await
+        .expect("second replica opens");
+    serve(
+        Arc::new(store),
+        Arc::clone(&of.db),
+        crm_api::Security::default(),
+    )
+    .await
+}
+
+async fn serve(store: Arc<DbStore>, db: Arc<TestDatabase>, security: crm_api::Security) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a free port");

@@ -14,11 +14,11 @@ mod registration;
 pub use registration::{Inserted, KeyClaim, KeyedRegistrationTx, Prepared, RegistrationTx};
 
 use crate::{
-    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, DecisionEntry, IdempotencyKey,
-    Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact, NewOperator, NewSource,
-    NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad, OperatorPatch, OperatorStats,
-    Registration, Source, SourceId, SourceKey, SourceKeyId, SourcePatch, SourceQueue, StoreError,
-    WeightSet,
+    ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, DecisionEntry, EventCursor,
+    EventPage, IdempotencyKey, Lead, LeadFilter, LeadId, LeadWithContacts, NewApiKey, NewContact,
+    NewOperator, NewSource, NewSourceKey, Operator, OperatorFilter, OperatorId, OperatorLoad,
+    OperatorPatch, OperatorStats, Registration, Source, SourceId, SourceKey, SourceKeyId,
+    SourcePatch, SourceQueue, StoreError, WeightSet,
     insight::{SourceDecision, Window},
 };
 
@@ -325,6 +325,52 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Only driver failures; what was assigned before one stays assigned.
     fn drain_queue(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// The events after `cursor` that may be delivered now, in order, at most `limit`, with
+    /// the cursor moved past them. Events are written by the unit of work of the change
+    /// they report; where units of work commit out of sequence order (PostgreSQL), the read
+    /// stops at the first gap that may still be filled ([`EventCursor`]), so no event is
+    /// ever passed over. A cursor below the retention mark is moved up to it (the page
+    /// says how far retention pruned).
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn read_events(
+        &self,
+        cursor: EventCursor,
+        limit: u32,
+    ) -> impl Future<Output = Result<(EventCursor, EventPage), StoreError>> + Send;
+
+    /// The newest event's number, once no event up to it can still commit: where a
+    /// reader that wants only what comes next starts its cursor.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn settled_event_head(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The events with `after < seq <= upto`, in order, at most `limit`: only for numbers
+    /// a [`Store::read_events`] cursor has passed, among which no gap can still be filled.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn events_between(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<EventPage, StoreError>> + Send;
+
+    /// Deletes up to `batch` of the oldest events written before `before` that are not
+    /// among the newest `keep`, moving the retention mark past them; returns how many.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn prune_events(
+        &self,
+        before: DateTime<Utc>,
+        keep: u64,
+        batch: u32,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// How busy the connections are; cheap, no I/O.
     fn pool_status(&self) -> PoolStatus;

@@ -171,8 +171,9 @@ macro_rules! upsert_lead {
 }
 
 /// The contact's insert, for the lead `l`, with the first entry of its decision history on
-/// its row (migration `m20261206_000011`); parameters `$2` to `$6` are the source, the
-/// operator, the payload, the decision's record and the time.
+/// its row (migration `m20261206_000011`) and its `contact.created` event; parameters `$2`
+/// to `$7` are the source, the operator, the payload, the decision's record, the time and
+/// the event's data.
 macro_rules! insert_contact {
     ($operator:literal, $from:literal) => {
         concat!(
@@ -185,7 +186,9 @@ macro_rules! insert_contact {
             $operator,
             " ",
             $from,
-            " RETURNING id, lead_id) \
+            " RETURNING id, lead_id), \
+             e AS (INSERT INTO events (type, at, contact_id, data) \
+             SELECT 'contact.created', $6, id, $7 FROM c) \
              SELECT id, lead_id FROM c"
         )
     };
@@ -212,11 +215,11 @@ macro_rules! claim_and_insert {
 /// An unpaced operator's claim (as [`sql::CLAIM_UNPACED`]), the lead and the insert.
 const CLAIM_AND_INSERT: &str = claim_and_insert!("", " AND max_assignments_per_minute IS NULL");
 
-/// A paced operator's, as [`sql::CLAIM_PACED`]: `$7` now, `$8` the interval, `$9` the rate
-/// and `$10` the tolerance.
+/// A paced operator's, as [`sql::CLAIM_PACED`]: `$8` now, `$9` the interval, `$10` the rate
+/// and `$11` the tolerance.
 const CLAIM_PACED_AND_INSERT: &str = claim_and_insert!(
-    ", pace_tat_us = CASE WHEN pace_tat_us > $7 THEN pace_tat_us ELSE $7 END + $8",
-    " AND max_assignments_per_minute = $9 AND pace_tat_us - $7 <= $10"
+    ", pace_tat_us = CASE WHEN pace_tat_us > $8 THEN pace_tat_us ELSE $8 END + $9",
+    " AND max_assignments_per_minute = $10 AND pace_tat_us - $8 <= $11"
 );
 
 /// The lead and an unassigned contact (`$3` is `NULL`) in one statement.
@@ -360,6 +363,9 @@ impl<C: Session> RegistrationTx for PgRegistration<C> {
             payload.as_json().into(),
             decision.record().into(),
             self.conn.timestamp(self.now),
+            crate::events::created(prepared.source_id, operator, decision)
+                .data
+                .into(),
         ];
         let pace = operator.and_then(|id| {
             self.paces

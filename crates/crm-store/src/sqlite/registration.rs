@@ -75,6 +75,7 @@ pub struct HotStatements<'c> {
     insert_lead: Option<Statement<'c>>,
     claim_operator: Option<Statement<'c>>,
     insert_contact: Option<Statement<'c>>,
+    insert_event: Option<Statement<'c>>,
     latest_owner: Option<Statement<'c>>,
 }
 
@@ -88,6 +89,7 @@ impl<'c> HotStatements<'c> {
             insert_lead: None,
             claim_operator: None,
             insert_contact: None,
+            insert_event: None,
             latest_owner: None,
         }
     }
@@ -379,6 +381,10 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
             ))
             .map_err(db)?;
         let id = self.conn.last_insert_rowid();
+        let event = crate::events::created(prepared.source_id, operator, decision);
+        held(&mut self.hot.insert_event, self.conn, sql::INSERT_EVENT)?
+            .execute((event.kind.as_str(), &self.created_at, id, &event.data))
+            .map_err(db)?;
         if let Some(credit) = &decision.credit {
             self.store_credit(prepared.source_id, &prepared.candidates, credit)
                 .await?;

@@ -3,7 +3,8 @@
 //! the idempotency keys (`keys`).
 //! Each runs inside a unit of work the backend opened for it (a job of the SQLite writer's
 //! group, undone alone if it fails, or a PostgreSQL transaction), so an error leaves
-//! nothing behind.
+//! nothing behind. Each write that changes something stores its event in that unit of
+//! work ([`crate::events::append_event`]); contacts' writes are in `contacts`.
 //!
 //! Lock order on PostgreSQL, to rule out deadlocks: a contact row before a source row
 //! (taken by a smooth source's drains and registrations, and by weight replacements), a
@@ -12,12 +13,17 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use crm_core::{
-    ContactId, ContactStatus, DecisionPath, Entity, NewOperator, NewSource, NewSourceKey,
-    OperatorId, OperatorPatch, SourceId, SourceKeyId, SourcePatch, StoreError, WeightSet,
+    Entity, EventType, NewEvent, NewOperator, NewSource, NewSourceKey, OperatorFields, OperatorId,
+    OperatorPatch, SourceFields, SourceId, SourceKeyId, SourcePatch, StoreError, WeightSet,
 };
+
+mod contacts;
+
+pub use contacts::{append_decision, assign_contact, close_contact, unassign_contact};
 
 use crate::{
     conn::{Conn, DbError, Row},
+    events::append_event,
     sql,
 };
 
@@ -53,7 +59,20 @@ pub async fn create_operator(
         conn.timestamp(now()),
     ];
     let row = returned(conn.one(sql::INSERT_OPERATOR, values).await?)?;
-    Ok(OperatorId(row.get(0)?))
+    let id = OperatorId(row.get(0)?);
+    let fields = OperatorFields {
+        id,
+        name: new.name.as_str(),
+        is_active: new.is_active,
+        max_active_contacts: new.max_active_contacts.get(),
+        max_assignments_per_minute: new.max_assignments_per_minute.map(|r| i64::from(r.get())),
+    };
+    append_event(
+        conn,
+        &NewEvent::operator(EventType::OperatorCreated, &fields),
+    )
+    .await?;
+    Ok(id)
 }
 
 /// Changes the given fields.
@@ -74,10 +93,23 @@ pub async fn update_operator(
             .into(),
         id.get().into(),
     ];
-    conn.one(sql::UPDATE_OPERATOR, values)
+    let row = conn
+        .one(sql::UPDATE_OPERATOR, values)
         .await?
-        .map(drop)
-        .ok_or(StoreError::NotFound(Entity::Operator))
+        .ok_or(StoreError::NotFound(Entity::Operator))?;
+    let name: String = row.get(1)?;
+    let fields = OperatorFields {
+        id,
+        name: &name,
+        is_active: row.get(2)?,
+        max_active_contacts: row.get(3)?,
+        max_assignments_per_minute: row.get(4)?,
+    };
+    append_event(
+        conn,
+        &NewEvent::operator(EventType::OperatorUpdated, &fields),
+    )
+    .await
 }
 
 /// Deletes an operator that never had contacts.
@@ -115,7 +147,7 @@ pub async fn delete_operator(conn: &impl Conn, id: OperatorId) -> Result<(), Sto
     for source in sources {
         conn.all(sql::RESET_CREDITS, vec![source.into()]).await?;
     }
-    Ok(())
+    append_event(conn, &NewEvent::operator_deleted(id)).await
 }
 
 /// Inserts a source; returns its id.
@@ -132,7 +164,15 @@ pub async fn create_source(conn: &impl Conn, new: &NewSource) -> Result<SourceId
             .await
             .map_err(code_taken)?,
     )?;
-    Ok(SourceId(row.get(0)?))
+    let id = SourceId(row.get(0)?);
+    let fields = SourceFields {
+        id,
+        name: new.name.as_str(),
+        code: new.code.as_str(),
+        rule: new.rule,
+    };
+    append_event(conn, &NewEvent::source(EventType::SourceCreated, &fields)).await?;
+    Ok(id)
 }
 
 /// Changes the given fields.
@@ -148,11 +188,19 @@ pub async fn update_source(
         patch.sticky_owner.into(),
         id.get().into(),
     ];
-    conn.one(sql::UPDATE_SOURCE, values)
+    let row = conn
+        .one(sql::UPDATE_SOURCE, values)
         .await
         .map_err(code_taken)?
-        .map(drop)
-        .ok_or(StoreError::NotFound(Entity::Source))
+        .ok_or(StoreError::NotFound(Entity::Source))?;
+    let (name, code): (String, String) = (row.get(1)?, row.get(2)?);
+    let fields = SourceFields {
+        id,
+        name: &name,
+        code: &code,
+        rule: sql::stored_rule(&row.get::<String>(3)?, row.get(4)?)?,
+    };
+    append_event(conn, &NewEvent::source(EventType::SourceUpdated, &fields)).await
 }
 
 /// Deletes a source that never had contacts.
@@ -177,7 +225,7 @@ pub async fn delete_source(conn: &impl Conn, id: SourceId) -> Result<(), StoreEr
             DbError::ForeignKey => StoreError::SourceHasContacts,
             other => other.into(),
         })?;
-    Ok(())
+    append_event(conn, &NewEvent::source_deleted(id)).await
 }
 
 /// Replaces a source's weights.
@@ -230,170 +278,7 @@ pub async fn replace_weights<C: Conn>(
         ];
         conn.one(sql::INSERT_WEIGHT, values).await?;
     }
-    Ok(())
-}
-
-/// Closes an open contact and releases its operator; a closed one stays as it is.
-/// Returns the operator released, if any.
-pub async fn close_contact(
-    conn: &impl Conn,
-    id: ContactId,
-) -> Result<Option<OperatorId>, StoreError> {
-    let closed = conn
-        .one(
-            sql::CLOSE_CONTACT,
-            vec![conn.timestamp(now()), id.get().into()],
-        )
-        .await?;
-    match closed {
-        Some(row) => {
-            let operator = row.get::<Option<i64>>(0)?;
-            if let Some(operator_id) = operator {
-                release(conn, operator_id).await?;
-            }
-            Ok(operator.map(OperatorId))
-        }
-        None if conn
-            .one(sql::CONTACT_STATE, vec![id.get().into()])
-            .await?
-            .is_some() =>
-        {
-            Ok(None)
-        }
-        None => Err(StoreError::NotFound(Entity::Contact)),
-    }
-}
-
-async fn release(conn: &impl Conn, operator_id: i64) -> Result<(), StoreError> {
-    conn.one(sql::RELEASE_OPERATOR, vec![operator_id.into()])
-        .await?
-        .map(drop)
-        .ok_or_else(|| StoreError::Internal("an operator's counter would go below zero".into()))
-}
-
-/// Locks contact `id` (see `LOCKS.contact`) and returns its operator id and source.
-///
-/// # Errors
-/// [`StoreError::NotFound`] when it does not exist, [`StoreError::ContactClosed`] when it is
-/// closed.
-async fn lock_open_contact<C: Conn>(
-    conn: &C,
-    id: ContactId,
-) -> Result<(Option<i64>, SourceId), StoreError> {
-    let contact = conn
-        .one(C::LOCKS.contact, vec![id.get().into()])
-        .await?
-        .ok_or(StoreError::NotFound(Entity::Contact))?;
-    let status: String = contact.get(0)?;
-    if status != ContactStatus::Open.as_str() {
-        return Err(StoreError::ContactClosed);
-    }
-    Ok((contact.get(1)?, SourceId(contact.get(2)?)))
-}
-
-/// Assigns an open contact to an operator by hand, moving the load from its previous
-/// operator.
-pub async fn assign_contact<C: Conn>(
-    conn: &C,
-    id: ContactId,
-    operator_id: OperatorId,
-) -> Result<(), StoreError> {
-    let (current, source) = lock_open_contact(conn, id).await?;
-    let operator = conn
-        .one(sql::OPERATOR_LOAD, vec![operator_id.get().into()])
-        .await?
-        .ok_or(StoreError::UnknownOperator {
-            index: None,
-            operator_id,
-        })?;
-    if current == Some(operator_id.get()) {
-        return Ok(());
-    }
-    if !operator.get::<bool>(0)? {
-        return Err(StoreError::OperatorInactive);
-    }
-    // Refused before anything is written. Exact on SQLite; on PostgreSQL the row is not
-    // locked yet, so the claim below still decides.
-    if operator.get::<i64>(1)? >= operator.get::<i64>(2)? {
-        return Err(StoreError::OperatorAtCapacity);
-    }
-    // Operator rows are locked in ascending id order; a failed claim rolls the whole
-    // unit of work back, so releasing first is safe.
-    if let Some(previous) = current.filter(|&p| p < operator_id.get()) {
-        release(conn, previous).await?;
-    }
-    if conn
-        .one(sql::CLAIM_OPERATOR, vec![operator_id.get().into()])
-        .await?
-        .is_none()
-    {
-        return Err(StoreError::OperatorAtCapacity);
-    }
-    if let Some(previous) = current.filter(|&p| p > operator_id.get()) {
-        release(conn, previous).await?;
-    }
-    conn.one(
-        sql::SET_CONTACT_OPERATOR,
-        vec![operator_id.get().into(), id.get().into()],
-    )
-    .await?;
-    let entry = (DecisionPath::Manual, Some(operator_id), None);
-    append_decision(conn, id, source, entry, now()).await
-}
-
-/// Takes an open contact from its operator by hand and puts it back in the queue, at its
-/// place (the queue is in id order), releasing the operator's counter; returns the
-/// operator it was taken from and its source, or `None` when it was waiting already.
-pub async fn unassign_contact<C: Conn>(
-    conn: &C,
-    id: ContactId,
-) -> Result<Option<(OperatorId, SourceId)>, StoreError> {
-    let (current, source) = lock_open_contact(conn, id).await?;
-    let Some(from) = current else {
-        return Ok(None);
-    };
-    returned(
-        conn.one(
-            sql::SET_CONTACT_OPERATOR,
-            vec![None::<i64>.into(), id.get().into()],
-        )
-        .await?,
-    )?;
-    release(conn, from).await?;
-    let from = OperatorId(from);
-    let entry = (DecisionPath::Unassigned, Some(from), None);
-    append_decision(conn, id, source, entry, now()).await?;
-    Ok(Some((from, source)))
-}
-
-/// Appends `(path, operator, record)` to contact `id`'s decision history, at `at`.
-pub async fn append_decision(
-    conn: &impl Conn,
-    id: ContactId,
-    source: SourceId,
-    (path, operator, record): (DecisionPath, Option<OperatorId>, Option<String>),
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let values = vec![
-        id.get().into(),
-        path.as_str().into(),
-        source.get().into(),
-        operator.map(OperatorId::get).into(),
-        record.into(),
-        conn.timestamp(at),
-    ];
-    conn.one(sql::APPEND_DECISION, values)
-        .await?
-        .map(drop)
-        .ok_or_else(|| {
-            StoreError::Internal(
-                format!(
-                    "contact {id} has {} decision entries, the most its history holds",
-                    sql::MAX_DECISIONS
-                )
-                .into(),
-            )
-        })
+    append_event(conn, &NewEvent::weights_replaced(id, weights)).await
 }
 
 /// Stores a source's key; returns its id.
