@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::{Bytes, BytesMut};
 use crm_core::{Event, EventCursor, EventType, Store};
 use tokio::sync::{mpsc, watch};
 
@@ -47,35 +48,40 @@ impl Default for EventSettings {
     }
 }
 
-/// One event, rendered once for every stream.
+/// One event, rendered once, as the SSE message every stream sends.
 #[derive(Debug)]
 pub(crate) struct Frame {
     pub(crate) seq: u64,
     pub(crate) kind: EventType,
-    /// The envelope ([`Event::envelope`]).
-    pub(crate) envelope: String,
+    /// `id:`, `event:` and `data:` (the envelope, [`Event::envelope`]), and the blank line.
+    pub(crate) message: Bytes,
 }
 
 impl From<&Event> for Frame {
     fn from(event: &Event) -> Self {
+        let message = format!(
+            "id: {}\nevent: {}\ndata: {}\n\n",
+            event.seq,
+            event.kind,
+            event.envelope()
+        );
         Self {
             seq: event.seq,
             kind: event.kind,
-            envelope: event.envelope(),
+            message: Bytes::from(message),
         }
     }
 }
 
-/// What a stream sends.
-#[derive(Debug, Clone)]
-pub(crate) enum Item {
-    /// The reconnection delay, first.
-    Retry(Duration),
-    /// Events after the client's position were pruned: it must read the state again, and
-    /// goes on from this number.
-    Reset(u64),
-    /// An event.
-    Event(Arc<Frame>),
+/// The comment line a quiet stream sends.
+const HEARTBEAT: &[u8] = b":\n\n";
+
+/// Events after the client's position were pruned: it must read the state again, and the
+/// stream goes on after `mark`.
+fn reset(mark: u64) -> Bytes {
+    Bytes::from(format!(
+        "id: {mark}\nevent: reset\ndata: {{\"pruned_through\":{mark}}}\n\n"
+    ))
 }
 
 struct Ring {
@@ -119,7 +125,7 @@ impl<S: Store> Hub<S> {
         self: &Arc<Self>,
         last: Option<u64>,
         types: Option<BTreeSet<EventType>>,
-    ) -> mpsc::Receiver<Item> {
+    ) -> mpsc::Receiver<Bytes> {
         let head = {
             let mut ring = self.ring();
             let head = self.head.subscribe();
@@ -129,7 +135,7 @@ impl<S: Store> Hub<S> {
             }
             head
         };
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(16);
         tokio::spawn(Arc::clone(self).feed(head, last, types, tx));
         rx
     }
@@ -211,14 +217,15 @@ impl<S: Store> Hub<S> {
         Some(ring.frames.range(start..).cloned().collect())
     }
 
-    /// One stream's task: sends what follows `last`, until the client goes or the server
-    /// shuts down.
+    /// One stream's task: sends what follows `last`, many messages per write, and a
+    /// comment line when it has been quiet for a heartbeat, until the client goes or the
+    /// server shuts down.
     async fn feed(
         self: Arc<Self>,
         mut head: watch::Receiver<Option<u64>>,
         last: Option<u64>,
         types: Option<BTreeSet<EventType>>,
-        tx: mpsc::Sender<Item>,
+        tx: mpsc::Sender<Bytes>,
     ) {
         let closing = self.settings.closing.clone();
         let closed = async move {
@@ -229,18 +236,29 @@ impl<S: Store> Hub<S> {
         };
         tokio::pin!(closed);
         let wanted = |kind: EventType| types.as_ref().is_none_or(|t| t.contains(&kind));
-        if tx.send(Item::Retry(self.settings.retry)).await.is_err() {
+        let retry = self.settings.retry.as_millis();
+        if tx
+            .send(Bytes::from(format!("retry: {retry}\n\n")))
+            .await
+            .is_err()
+        {
             return;
         }
+        let beat = self.settings.heartbeat;
+        let mut next_beat = tokio::time::Instant::now() + beat;
         let mut last = last;
         loop {
             let horizon = *head.borrow_and_update();
             if let Some(horizon) = horizon {
                 let position = *last.get_or_insert(horizon);
                 if position < horizon {
-                    let Some(moved) = self.catch_up(position, horizon, &wanted, &tx).await else {
+                    let Some((moved, sent)) = self.catch_up(position, horizon, &wanted, &tx).await
+                    else {
                         return;
                     };
+                    if sent {
+                        next_beat = tokio::time::Instant::now() + beat;
+                    }
                     last = Some(moved);
                     continue;
                 }
@@ -249,50 +267,60 @@ impl<S: Store> Hub<S> {
                 changed = head.changed() => if changed.is_err() { return },
                 () = tx.closed() => return,
                 () = &mut closed => return,
+                () = tokio::time::sleep_until(next_beat) => {
+                    if tx.send(Bytes::from_static(HEARTBEAT)).await.is_err() {
+                        return;
+                    }
+                    next_beat = tokio::time::Instant::now() + beat;
+                }
             }
         }
     }
 
     /// Sends what follows `position` up to `horizon` (from the ring, or else from the
-    /// store); returns the new position, or `None` when the stream is over.
+    /// store), as one write; returns the new position and whether anything was sent, or
+    /// `None` when the stream is over.
     async fn catch_up(
         &self,
         position: u64,
         horizon: u64,
         wanted: &impl Fn(EventType) -> bool,
-        tx: &mpsc::Sender<Item>,
-    ) -> Option<u64> {
-        if let Some(frames) = self.recent(position) {
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Option<(u64, bool)> {
+        let mut chunk = BytesMut::new();
+        let last = if let Some(frames) = self.recent(position) {
             let mut last = position;
             for frame in frames {
                 last = frame.seq;
                 if wanted(frame.kind) {
-                    tx.send(Item::Event(frame)).await.ok()?;
+                    chunk.extend_from_slice(&frame.message);
                 }
             }
-            return Some(last.max(horizon));
-        }
-        let page = match self.store.events_between(position, horizon, BATCH).await {
-            Ok(page) => page,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read events for a stream");
-                tokio::time::sleep(self.settings.poll.max(Duration::from_millis(100))).await;
-                return Some(position);
+            last.max(horizon)
+        } else {
+            let page = match self.store.events_between(position, horizon, BATCH).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read events for a stream");
+                    let pause = self.settings.poll.max(Duration::from_millis(100));
+                    tokio::time::sleep(pause).await;
+                    return Some((position, false));
+                }
+            };
+            if page.pruned_through > position {
+                tx.send(reset(page.pruned_through)).await.ok()?;
+                return Some((page.pruned_through, true));
             }
+            for event in page.events.iter().filter(|e| wanted(e.kind)) {
+                chunk.extend_from_slice(&Frame::from(event).message);
+            }
+            // Past the page; up to the horizon when only final gaps were left.
+            page.events.last().map_or(horizon, |e| e.seq)
         };
-        if page.pruned_through > position {
-            tx.send(Item::Reset(page.pruned_through)).await.ok()?;
-            return Some(page.pruned_through);
+        let sent = !chunk.is_empty();
+        if sent {
+            tx.send(chunk.freeze()).await.ok()?;
         }
-        let Some(newest) = page.events.last().map(|e| e.seq) else {
-            // Only gaps that will never be filled up to the horizon.
-            return Some(horizon);
-        };
-        for event in page.events.iter().filter(|e| wanted(e.kind)) {
-            tx.send(Item::Event(Arc::new(Frame::from(event))))
-                .await
-                .ok()?;
-        }
-        Some(newest)
+        Some((last, sent))
     }
 }

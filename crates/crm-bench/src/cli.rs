@@ -102,6 +102,11 @@ pub struct Options {
     /// sticky hit rate (how many returning leads with an owner went back to it).
     #[arg(long)]
     pub sticky: bool,
+
+    /// Hold this many `GET /api/events` streams open on the first server while the load
+    /// runs, and report how long events took to reach them.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub subscribers: u16,
 }
 
 /// A source's strategy, as the API names it.
@@ -215,6 +220,7 @@ pub struct Settings {
     pub reports: bool,
     pub strategy: SourceStrategy,
     pub sticky: bool,
+    pub subscribers: usize,
     pub server_exe: Option<PathBuf>,
     /// `None`: a temporary file (the smoke run's default).
     pub out: Option<PathBuf>,
@@ -285,6 +291,7 @@ fn resolve(o: Options, command: String) -> Result<Settings> {
         reports: o.reports,
         strategy: o.strategy,
         sticky: o.sticky,
+        subscribers: usize::from(o.subscribers),
         release: !o.smoke,
         smoke: o.smoke,
         server_exe: o.server_exe,
@@ -337,6 +344,9 @@ impl Settings {
         }
         if self.sticky {
             parts.push("sticky".to_owned());
+        }
+        if self.subscribers > 0 {
+            parts.push(format!("subscribers={}", self.subscribers));
         }
         parts.join(" ")
     }

@@ -26,6 +26,7 @@ mod reports;
 mod scenario;
 mod server;
 mod stats;
+mod subscribers;
 
 use std::{
     path::Path,
@@ -251,6 +252,7 @@ async fn fire(
             Arc::clone(&shared.stop),
         ))
     });
+    let streams = subscribers::start(targets[0], settings.subscribers, &shared.stop).await?;
     let load_before = cpu::load_average();
     let pids: Vec<u32> = servers.iter().map(Server::pid).collect::<Result<_>>()?;
     let before = cpu::Sample::take(&pids, postgres_pid)?;
@@ -279,6 +281,9 @@ async fn fire(
         .map(Server::peak_rss_kib)
         .collect::<Result<_>>()?;
     let mut figures = Figures::new(&outcome, &rss, closed, load_before, cpu);
+    figures.events = subscribers::finish(streams)
+        .await?
+        .map(|delivery| delivery.summary());
     figures.counters = backlog;
     figures.largest_backlog = largest_backlog;
     Ok(figures)

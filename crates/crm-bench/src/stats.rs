@@ -33,6 +33,8 @@ pub struct Figures {
     pub counters: Option<String>,
     /// The most contacts waiting at once while the load ran (realistic scenario).
     pub largest_backlog: Option<i64>,
+    /// What the event streams received (`--subscribers`).
+    pub events: Option<String>,
     /// The 1-minute load average just before the load started.
     pub load_before: String,
     /// The bare HTTP server's rate before and after the run (`--calibrate`).
@@ -73,6 +75,7 @@ impl Figures {
             rss_sum_kib: rss_kib.iter().sum(),
             counters: None,
             largest_backlog: None,
+            events: None,
             load_before,
             calibration: None,
             cpu,
@@ -132,6 +135,9 @@ impl Figures {
                 "closer:    {} closed, {} failed (whole run)",
                 closed.ok, closed.failed
             );
+        }
+        if let Some(events) = &self.events {
+            println!("events:    {events} (whole run)");
         }
         println!(
             "server:    peak RSS {:.1} MiB{}",
