@@ -15,6 +15,7 @@ mod m20261206_000009_api_keys;
 mod m20261206_000010_source_strategy;
 mod m20261206_000011_first_entry_on_contact;
 mod m20261206_000012_events;
+mod m20261206_000013_webhooks;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_source_strategy::Migration),
             Box::new(m20261206_000011_first_entry_on_contact::Migration),
             Box::new(m20261206_000012_events::Migration),
+            Box::new(m20261206_000013_webhooks::Migration),
         ]
     }
 }

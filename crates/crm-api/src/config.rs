@@ -82,6 +82,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000_000), global = true)]
     pub event_retention_events: u64,
 
+    /// Seconds between a webhook delivery's attempts, comma-separated: after the first
+    /// (immediate) attempt, one retry after each delay, then the delivery fails.
+    #[arg(long, env = "CRM_WEBHOOK_RETRY_SCHEDULE",
+          default_value = "5,300,1800,7200,18000,36000,50400,72000,86400",
+          value_parser = crm_core::RetrySchedule::parse, global = true)]
+    pub webhook_retry_schedule: crm_core::RetrySchedule,
+
+    /// Allow webhook endpoints in loopback and private address ranges (off: the service
+    /// refuses them, so it cannot be made to call into its own network).
+    #[arg(long, env = "CRM_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
+          action = clap::ArgAction::Set, global = true)]
+    pub webhook_allow_private: bool,
+
     /// SQLite: writes waiting for the writer before new ones get 503 overloaded.
     #[arg(long, env = "CRM_WRITE_QUEUE", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
@@ -201,6 +214,16 @@ impl Config {
     pub fn event_retention(&self) -> (chrono::Duration, u64) {
         let hours = i64::try_from(self.event_retention_hours).unwrap_or(i64::MAX);
         (chrono::Duration::hours(hours), self.event_retention_events)
+    }
+
+    /// How webhooks are sent.
+    #[must_use]
+    pub fn webhooks(&self) -> crate::WebhookSettings {
+        crate::WebhookSettings {
+            allow_private: self.webhook_allow_private,
+            schedule: self.webhook_retry_schedule.clone(),
+            ..crate::WebhookSettings::default()
+        }
     }
 
     /// The app's security settings.

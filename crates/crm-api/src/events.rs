@@ -32,9 +32,11 @@ pub struct EventSettings {
     pub heartbeat: Duration,
     /// The reconnection delay a stream asks its client for, once, at its start.
     pub retry: Duration,
-    /// Turns `true` (or is dropped) when the server shuts down: every stream then ends.
-    /// `None`: streams end only when their clients go.
+    /// Turns `true` (or is dropped) when the server shuts down: every stream then ends,
+    /// and webhooks are no longer sent. `None`: streams end only when their clients go.
     pub closing: Option<watch::Receiver<bool>>,
+    /// How webhooks are sent.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl Default for EventSettings {
@@ -44,6 +46,7 @@ impl Default for EventSettings {
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(2),
             closing: None,
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
     }
 }

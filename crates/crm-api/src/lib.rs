@@ -17,6 +17,7 @@ mod gate;
 mod metrics;
 pub mod server;
 mod spec;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use poem::{Endpoint, IntoEndpoint, Response, Route, http::Method};
 pub use crate::config::Config;
 pub use crate::events::EventSettings;
 use crate::metrics::{Metrics, MetricsEndpoint};
+pub use crate::webhooks::WebhookSettings;
 
 /// The pages outside the OpenAPI document (Swagger UI and its OAuth receiver, the document
 /// itself, the metrics): open to anyone, `GET` and `HEAD` only. One list, read by the
@@ -110,6 +112,12 @@ pub fn app_with_events<S: Store>(
         metrics: Arc::clone(&metrics),
         queue,
     };
+    // The webhook sender runs as long as the app's runtime (the document has none).
+    let _sender = webhooks::spawn(
+        Arc::clone(&store),
+        events.webhooks.clone(),
+        events.closing.clone(),
+    );
     let api = api::service(store, queue, events);
     let allowed = Arc::new(
         PAGES

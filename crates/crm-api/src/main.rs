@@ -237,6 +237,7 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let events = crm_api::EventSettings {
         closing: Some(closing_rx),
+        webhooks: config.webhooks(),
         ..crm_api::EventSettings::default()
     };
     let shutdown = async move {

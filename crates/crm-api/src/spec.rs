@@ -7,6 +7,10 @@ use crm_core::{
     OperatorStats, PoolStatus, Registration, Source, SourceDecision, SourceId, SourceKey,
     SourceKeyId, SourcePatch, Store, StoreError, WeightSet, Window,
 };
+use crm_core::{
+    Attempted, Delivery, DeliveryId, DueDelivery, NewWebhook, Webhook, WebhookId, WebhookLease,
+    WebhookPatch, WebhookStore,
+};
 
 /// Answers every call with [`StoreError::Unavailable`]; only its type matters.
 pub(crate) struct NoStore;
@@ -175,5 +179,68 @@ impl Store for NoStore {
     }
     fn pool_status(&self) -> PoolStatus {
         PoolStatus::default()
+    }
+}
+
+impl WebhookStore for NoStore {
+    async fn create_webhook(&self, _: NewWebhook) -> Result<Webhook, StoreError> {
+        none()
+    }
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        none()
+    }
+    async fn get_webhook(&self, _: WebhookId) -> Result<Webhook, StoreError> {
+        none()
+    }
+    async fn update_webhook(&self, _: WebhookId, _: WebhookPatch) -> Result<Webhook, StoreError> {
+        none()
+    }
+    async fn delete_webhook(&self, _: WebhookId) -> Result<(), StoreError> {
+        none()
+    }
+    async fn rotate_webhook_secret(
+        &self,
+        _: WebhookId,
+        _: String,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Webhook, StoreError> {
+        none()
+    }
+    async fn webhook_deliveries(
+        &self,
+        _: WebhookId,
+        _: Option<DeliveryId>,
+        _: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        none()
+    }
+    async fn retry_delivery(&self, _: WebhookId, _: DeliveryId) -> Result<Delivery, StoreError> {
+        none()
+    }
+    async fn lease_webhook(
+        &self,
+        _: WebhookId,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<WebhookLease>, StoreError> {
+        none()
+    }
+    async fn settle_webhook(
+        &self,
+        _: WebhookId,
+        _: u64,
+        _: Vec<Attempted>,
+        _: bool,
+    ) -> Result<(), StoreError> {
+        none()
+    }
+    async fn claim_due_deliveries(
+        &self,
+        _: chrono::DateTime<chrono::Utc>,
+        _: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        none()
+    }
+    async fn record_attempt(&self, _: DeliveryId, _: Attempted, _: bool) -> Result<(), StoreError> {
+        none()
     }
 }

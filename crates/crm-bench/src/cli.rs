@@ -107,6 +107,11 @@ pub struct Options {
     /// runs, and report how long events took to reach them.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1000))]
     pub subscribers: u16,
+
+    /// Register a webhook endpoint (every event type) on the first server, served by this
+    /// process, and report how many deliveries it received.
+    #[arg(long)]
+    pub webhook: bool,
 }
 
 /// A source's strategy, as the API names it.
@@ -221,6 +226,7 @@ pub struct Settings {
     pub strategy: SourceStrategy,
     pub sticky: bool,
     pub subscribers: usize,
+    pub webhook: bool,
     pub server_exe: Option<PathBuf>,
     /// `None`: a temporary file (the smoke run's default).
     pub out: Option<PathBuf>,
@@ -292,6 +298,7 @@ fn resolve(o: Options, command: String) -> Result<Settings> {
         strategy: o.strategy,
         sticky: o.sticky,
         subscribers: usize::from(o.subscribers),
+        webhook: o.webhook,
         release: !o.smoke,
         smoke: o.smoke,
         server_exe: o.server_exe,
@@ -347,6 +354,9 @@ impl Settings {
         }
         if self.subscribers > 0 {
             parts.push(format!("subscribers={}", self.subscribers));
+        }
+        if self.webhook {
+            parts.push("webhook".to_owned());
         }
         parts.join(" ")
     }

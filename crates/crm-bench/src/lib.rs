@@ -253,6 +253,11 @@ async fn fire(
         ))
     });
     let streams = subscribers::start(targets[0], settings.subscribers, &shared.stop).await?;
+    let webhook = if settings.webhook {
+        Some(subscribers::WebhookReceiver::start(targets[0]).await?)
+    } else {
+        None
+    };
     let load_before = cpu::load_average();
     let pids: Vec<u32> = servers.iter().map(Server::pid).collect::<Result<_>>()?;
     let before = cpu::Sample::take(&pids, postgres_pid)?;
@@ -284,6 +289,11 @@ async fn fire(
     figures.events = subscribers::finish(streams)
         .await?
         .map(|delivery| delivery.summary());
+    if let Some(webhook) = webhook {
+        let streams = figures.events.take();
+        let hook = webhook.summary();
+        figures.events = Some(streams.map_or_else(|| hook.clone(), |s| format!("{s}; {hook}")));
+    }
     figures.counters = backlog;
     figures.largest_backlog = largest_backlog;
     Ok(figures)

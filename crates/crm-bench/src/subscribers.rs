@@ -138,3 +138,46 @@ fn timestamp(message: &[u8]) -> Option<DateTime<Utc>> {
         .parse()
         .ok()
 }
+
+/// `--webhook`: a receiver in this process that answers every delivery 204 and counts
+/// them, registered as a webhook endpoint (all types) of the first server before the load.
+pub struct WebhookReceiver {
+    received: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl WebhookReceiver {
+    /// Starts the receiver and registers it with the server at `target` (which must allow
+    /// loopback endpoints: the bench starts servers with `CRM_WEBHOOK_ALLOW_PRIVATE`).
+    pub async fn start(target: SocketAddr) -> Result<Self> {
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let port = crate::server::free_port()?;
+        let counter = Arc::clone(&received);
+        let endpoint = poem::endpoint::make(move |_req: poem::Request| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                poem::http::StatusCode::NO_CONTENT
+            }
+        });
+        let listener = poem::listener::TcpListener::bind(format!("127.0.0.1:{port}"));
+        tokio::spawn(poem::Server::new(listener).run(endpoint));
+        let url = format!("http://127.0.0.1:{port}/hook");
+        crate::http::Connection::new(target)
+            .call(
+                hyper::Method::POST,
+                "/api/webhooks",
+                Some(&serde_json::json!({ "url": url })),
+            )
+            .await
+            .context("register the webhook endpoint (a server from before webhooks?)")?;
+        Ok(Self { received })
+    }
+
+    /// One line for the report.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} deliveries received by one endpoint",
+            self.received.load(Ordering::Relaxed)
+        )
+    }
+}

@@ -23,6 +23,10 @@ pub enum Entity {
     Contact,
     /// A key of `/api/keys`.
     Key,
+    /// A webhook endpoint.
+    Webhook,
+    /// A webhook delivery.
+    Delivery,
 }
 
 impl Entity {
@@ -35,6 +39,8 @@ impl Entity {
             Self::Lead => "lead",
             Self::Contact => "contact",
             Self::Key => "key",
+            Self::Webhook => "webhook",
+            Self::Delivery => "delivery",
         }
     }
 }

@@ -51,3 +51,11 @@ id_type!(
     /// Identifies a key of `/api/keys` (a viewer key).
     ApiKeyId
 );
+id_type!(
+    /// Identifies a webhook endpoint.
+    WebhookId
+);
+id_type!(
+    /// Identifies one event's delivery to one webhook endpoint.
+    DeliveryId
+);

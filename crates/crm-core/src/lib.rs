@@ -49,6 +49,7 @@ mod smooth;
 mod sticky;
 mod strategy;
 mod values;
+mod webhooks;
 
 pub use distribution::{
     Candidate, Decision, Exclusion, Pick, Verdict, choose, choose_avoiding, exclusion, pick, queued,
@@ -60,7 +61,9 @@ pub use events::{
 };
 pub use fairness::{Distribution, FLAG_Z, Fairness, Share, distribution};
 pub use history::{DecisionEntry, DecisionPath};
-pub use ids::{ApiKeyId, ContactId, LeadId, OperatorId, SourceId, SourceKeyId};
+pub use ids::{
+    ApiKeyId, ContactId, DeliveryId, LeadId, OperatorId, SourceId, SourceKeyId, WebhookId,
+};
 pub use insight::{
     SimulatedOperator, Simulation, SimulationRequest, SourceDecision, Window, WindowError,
     simulate, source_distribution,
@@ -74,6 +77,7 @@ pub use model::{
 pub use pacing::{AssignmentsPerMinute, Pace, next_eligible, rate_limited};
 pub use ports::{
     Inserted, KeyClaim, KeyedRegistrationTx, PoolStatus, Prepared, RegistrationTx, Store,
+    WebhookStore,
 };
 pub use queue::DrainOrder;
 pub use register::{Registered, Registration, register_contact, register_contact_once};
@@ -84,4 +88,9 @@ pub use strategy::{Credit, SourceRule, SourceState, StickyNote, Strategy, decide
 pub use values::{
     ExternalLeadId, IdempotencyKey, MaxActiveContacts, Name, Payload, SourceCode, ValueError,
     Weight, is_control, reject_controls,
+};
+pub use webhooks::{
+    Attempt, Attempted, Delivery, DeliveryState, DueDelivery, NewWebhook, RetrySchedule,
+    UrlRefused, Webhook, WebhookLease, WebhookPatch, WebhookSecrets, WebhookUrl, is_internal,
+    subscribed,
 };

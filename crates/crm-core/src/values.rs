@@ -44,6 +44,9 @@ pub enum ValueError {
         /// The allowed names, comma-separated.
         expected: &'static str,
     },
+    /// A webhook URL the service will not call.
+    #[error("{0}")]
+    Url(#[from] crate::UrlRefused),
 }
 
 /// Whether `c` is a control character that no identifier, name, code or label may

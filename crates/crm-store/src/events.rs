@@ -189,10 +189,17 @@ const NEWEST: &str = "SELECT MAX(seq) FROM events";
 /// The oldest `$2` events, each with whether it was written before `$1`.
 const OLDEST: &str = "SELECT seq, at < $1 FROM events ORDER BY seq LIMIT $2";
 const DELETE_THROUGH: &str = "DELETE FROM events WHERE seq <= $1";
+const DELETE_DELIVERIES: &str = "DELETE FROM webhook_deliveries WHERE event_seq <= $1";
+/// The oldest event a webhook endpoint still needs: one with a delivery due, or the first
+/// after an endpoint's cursor.
+const WEBHOOK_FLOOR: &str = "SELECT MIN(seq) FROM (\
+     SELECT MIN(event_seq) AS seq FROM webhook_deliveries WHERE state = 'pending' \
+     UNION ALL SELECT MIN(cursor) + 1 FROM webhooks WHERE enabled) f";
 const MARK: &str = "UPDATE event_log SET pruned_through = $1 WHERE id = 1 RETURNING id";
 
 /// Deletes, of the oldest `batch` events, those written before `before` that are not among
-/// the newest `keep`, and moves the retention mark past them; returns how many. The mark's
+/// the newest `keep` and that no webhook endpoint still needs, with their deliveries, and
+/// moves the retention mark past them; returns how many. The mark's
 /// row is locked first, so replicas prune one at a time.
 pub async fn prune(
     conn: &impl Conn,
@@ -209,7 +216,15 @@ pub async fn prune(
         return Ok(0);
     };
     // The newest event always stays: SQLite's next number follows the largest one left.
-    let keep_from = newest.saturating_sub(keep.max(1));
+    let mut keep_from = newest.saturating_sub(keep.max(1));
+    let floor = conn.one(WEBHOOK_FLOOR, vec![]).await?;
+    if let Some(floor) = floor
+        .map(|row| row.get::<Option<i64>>(0))
+        .transpose()?
+        .flatten()
+    {
+        keep_from = keep_from.min(floor.unsigned_abs().saturating_sub(1));
+    }
     let mut through = marked;
     let mut count = 0;
     let values = vec![conn.timestamp(before), i64::from(batch).into()];
@@ -225,6 +240,7 @@ pub async fn prune(
         return Ok(0);
     }
     let through = i64::try_from(through).unwrap_or(i64::MAX);
+    conn.all(DELETE_DELIVERIES, vec![through.into()]).await?;
     conn.all(DELETE_THROUGH, vec![through.into()]).await?;
     conn.one(MARK, vec![through.into()]).await?;
     Ok(count)

@@ -56,6 +56,7 @@ macro_rules! either {
 }
 
 mod maintenance;
+mod webhooks;
 
 /// A generator of its own for each registration or drain: replicas share nothing.
 pub(crate) fn fresh_rng() -> rand_chacha::ChaCha8Rng {

@@ -218,6 +218,8 @@ pub struct Locks {
     pub contact: &'static str,
     /// A source's oldest waiting contact, for a drain.
     pub waiting: &'static str,
+    /// Webhook deliveries that are due, claimed.
+    pub due_deliveries: &'static str,
 }
 
 /// The lone SQLite writer's: plain reads.
@@ -226,6 +228,7 @@ pub const PLAIN_READS: Locks = Locks {
     operator: OPERATOR_EXISTS,
     contact: CONTACT_STATE,
     waiting: OLDEST_WAITING,
+    due_deliveries: crate::webhooks::CLAIM_DUE,
 };
 
 /// PostgreSQL's: row locks, taken in the order `ops` documents.
@@ -234,6 +237,7 @@ pub const ROW_LOCKS: Locks = Locks {
     operator: OPERATOR_KEPT,
     contact: LOCK_CONTACT,
     waiting: TAKE_OLDEST_WAITING,
+    due_deliveries: crate::webhooks::CLAIM_DUE_LOCKED,
 };
 
 /// A source's rule as its row stores it: `strategy` and `sticky_owner`.

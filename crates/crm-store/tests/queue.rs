@@ -626,10 +626,18 @@ async fn the_first_entries_move_onto_their_contacts_and_back(backend: Backend) {
         database_url: db.database_url(),
         ..crm_store::StoreConfig::default()
     };
-    // Migration 11, and the one after it.
-    crm_store::migrate(&config, crm_store::MigrateAction::Down(2))
+    // Migration 11, and every one after it.
+    let all = crm_store::migrate(&config, crm_store::MigrateAction::Up)
         .await
-        .expect("down two");
+        .expect("up");
+    let eleventh = all
+        .iter()
+        .position(|m| m.name == "m20261206_000011_first_entry_on_contact")
+        .expect("migration 11");
+    let steps = u32::try_from(all.len() - eleventh).expect("a few");
+    crm_store::migrate(&config, crm_store::MigrateAction::Down(steps))
+        .await
+        .expect("down to before migration 11");
     let raw = sea_orm::Database::connect(&db.url).await.expect("connect");
     let firsts = raw
         .query_one_raw(sea_orm::Statement::from_string(

@@ -13,6 +13,7 @@ mod path_id;
 mod queue;
 mod sources;
 mod stats;
+mod webhooks;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -42,6 +43,8 @@ enum ApiTags {
     Keys,
     /// Every committed change, as a resumable stream
     Events,
+    /// Endpoints that receive events, signed
+    Webhooks,
     /// Liveness of the service and its database
     Health,
 }
@@ -60,6 +63,7 @@ pub(crate) type Apis<S> = (
     api_keys::ApiKeysApi<S>,
     stats::StatsApi<S>,
     events::EventsApi<S>,
+    webhooks::WebhooksApi<S>,
 );
 
 /// The OpenAPI service of all operations over `store`.
@@ -68,6 +72,7 @@ pub(crate) fn service<S: Store>(
     queue: crate::QueueSettings,
     events: crate::EventSettings,
 ) -> OpenApiService<Apis<S>, ()> {
+    let webhook_settings = events.webhooks.clone();
     let hub = Arc::new(crate::events::Hub::new(Arc::clone(&store), events));
     let apis = (
         health::HealthApi(Arc::clone(&store)),
@@ -80,8 +85,9 @@ pub(crate) fn service<S: Store>(
         queue::QueueApi(Arc::clone(&store), queue),
         keys::KeysApi(Arc::clone(&store)),
         api_keys::ApiKeysApi(Arc::clone(&store)),
-        stats::StatsApi(store),
+        stats::StatsApi(Arc::clone(&store)),
         events::EventsApi(hub),
+        webhooks::WebhooksApi(store, webhook_settings),
     );
     OpenApiService::new(apis, "mini-crm", env!("CARGO_PKG_VERSION")).description(
         "Distributes incoming customer contacts among operators by weight, within each \

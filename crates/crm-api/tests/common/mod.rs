@@ -4,6 +4,8 @@
 // Each test binary uses a different subset of the helpers.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::sync::Arc;
 
 use crm_store::{
@@ -47,11 +49,29 @@ pub async fn spawn_app_on(backend: Backend) -> TestApp {
 /// Starts [`crm_api::app_with`] `security` on a fresh database of `backend`.
 pub async fn spawn_app_with(backend: Backend, security: crm_api::Security) -> TestApp {
     let (store, db) = test_store(backend).await;
-    serve(store, Arc::new(db), security).await
+    serve(
+        store,
+        Arc::new(db),
+        security,
+        crm_api::EventSettings::default(),
+    )
+    .await
+}
+
+/// Starts [`crm_api::app_with_events`] on a fresh database of `backend`, streaming and
+/// sending webhooks by `events`.
+pub async fn spawn_app_with_events(backend: Backend, events: crm_api::EventSettings) -> TestApp {
+    let (store, db) = test_store(backend).await;
+    serve(store, Arc::new(db), crm_api::Security::default(), events).await
 }
 
 /// Starts [`crm_api::app`] over `store`, a second replica on the database of `of`.
 pub async fn spawn_replica(of: &TestApp) -> TestApp {
+    spawn_replica_with(of, crm_api::EventSettings::default()).await
+}
+
+/// [`spawn_replica`], streaming and sending webhooks by `events`.
+pub async fn spawn_replica_with(of: &TestApp, events: crm_api::EventSettings) -> TestApp {
     let config = StoreConfig {
         database_url: of.db.database_url(),
         ..StoreConfig::default()
@@ -63,16 +83,27 @@ pub async fn spawn_replica(of: &TestApp) -> TestApp {
         Arc::new(store),
         Arc::clone(&of.db),
         crm_api::Security::default(),
+        events,
     )
     .await
 }
 
-async fn serve(store: Arc<DbStore>, db: Arc<TestDatabase>, security: crm_api::Security) -> TestApp {
+async fn serve(
+    store: Arc<DbStore>,
+    db: Arc<TestDatabase>,
+    security: crm_api::Security,
+    events: crm_api::EventSettings,
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a free port");
     let addr = listener.local_addr().expect("a TCP address");
-    let app = crm_api::app_with(Arc::clone(&store), security);
+    let app = crm_api::app_with_events(
+        Arc::clone(&store),
+        security,
+        crm_api::QueueSettings::default(),
+        events,
+    );
     // The binary's server loop with its default limits, never told to stop.
     tokio::spawn(crm_api::server::serve(
         listener,

@@ -10,8 +10,10 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 mod registration;
+mod webhooks;
 
 pub use registration::{Inserted, KeyClaim, KeyedRegistrationTx, Prepared, RegistrationTx};
+pub use webhooks::WebhookStore;
 
 use crate::{
     ApiKey, ApiKeyId, Candidate, Contact, ContactFilter, ContactId, DecisionEntry, EventCursor,
@@ -39,7 +41,7 @@ pub struct PoolStatus {
 }
 
 /// The whole service as storage offers it: what the HTTP layer calls.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     /// Checks that the database answers and, where the adapter can tell without writing,
     /// that writes commit (the SQLite writer: running, its last commit succeeded).
     ///

@@ -1,0 +1,422 @@
+//! Sending events to webhook endpoints, the Standard Webhooks way: every delivery carries
+//! `webhook-id` (the event's id, the same on every attempt), `webhook-timestamp` and
+//! `webhook-signature` (`v1,` and the base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`
+//! under each live secret, space-separated), signed by the `standardwebhooks` crate.
+//!
+//! One task per process ([`spawn`]). Every `poll` it takes, for each endpoint that is on
+//! and that no other process holds, a lease over its new events (up to the newest one no
+//! unit of work can still commit before), sends them, a bounded number at once, and
+//! stores every first attempt with the endpoint's new cursor in one unit of work. A
+//! failed attempt is due again on the retry schedule (with jitter, or later when the
+//! answer's `Retry-After` asks); those are claimed, each by one process, and sent the
+//! same way. Only 2xx is success; 410 switches the endpoint off. Everything it knows is
+//! in the database, so a restart loses nothing: a batch cut short is sent again
+//! (receivers deduplicate by `webhook-id`). The order of deliveries to an endpoint is not
+//! promised: attempts run concurrently, and retries come later.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use crm_core::{
+    Attempt, Attempted, Event, RetrySchedule, Store, WebhookId, WebhookSecrets, is_internal,
+    subscribed,
+};
+use futures_util::{StreamExt, stream};
+use rand::RngExt as _;
+use tokio::sync::watch;
+
+/// How webhooks are sent.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Whether endpoints may be loopback or private addresses (`CRM_WEBHOOK_ALLOW_PRIVATE`).
+    pub allow_private: bool,
+    /// The delays between attempts (`CRM_WEBHOOK_RETRY_SCHEDULE`).
+    pub schedule: RetrySchedule,
+    /// How long an attempt may take.
+    pub timeout: Duration,
+    /// How often new events and due retries are looked for.
+    pub poll: Duration,
+    /// Attempts in flight at once, per endpoint and for retries.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            schedule: RetrySchedule::default(),
+            timeout: Duration::from_secs(15),
+            poll: Duration::from_millis(200),
+            concurrency: 16,
+        }
+    }
+}
+
+/// Events one lease covers: at most `BATCH / concurrency` rounds of the timeout, well
+/// within [`LEASE`].
+const BATCH: u32 = 64;
+/// How long a lease or a claim holds before another process may take it over.
+const LEASE: Duration = Duration::from_secs(120);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// A new secret: `whsec_` and 24 random bytes, base64 (what Standard Webhooks' libraries
+/// take).
+pub(crate) fn new_secret() -> String {
+    let key: [u8; 24] = rand::random();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// The `webhook-signature` header: one `v1,…` per live secret, space-separated.
+pub(crate) fn signature(secrets: &WebhookSecrets, id: &str, timestamp: i64, body: &[u8]) -> String {
+    [Some(&secrets.current), secrets.previous.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|secret| {
+            standardwebhooks::Webhook::new(secret)
+                .and_then(|key| key.sign(id, timestamp, body))
+                .ok()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Resolves an endpoint's name to its public addresses only (unless private ones are
+/// allowed), so a name cannot lead the service into its own network.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|addr| !is_internal(addr.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Starts the sender over `store`, until `closing` turns true; `None` outside a runtime
+/// (rendering the document) or when the HTTP client cannot be built.
+pub(crate) fn spawn<S: Store>(
+    store: Arc<S>,
+    settings: WebhookSettings,
+    closing: Option<watch::Receiver<bool>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let mut client = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("mini-crm/", env!("CARGO_PKG_VERSION")));
+    if !settings.allow_private {
+        client = client.dns_resolver(Arc::new(PublicOnly));
+    }
+    let client = match client.build() {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build the webhook client; no webhook is sent");
+            return None;
+        }
+    };
+    let sender = Arc::new(Sender {
+        store,
+        settings,
+        client,
+    });
+    Some(runtime.spawn(async move {
+        let closed = async move {
+            match closing {
+                Some(mut closing) => drop(closing.wait_for(|closing| *closing).await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sender.run() => {}
+            () = closed => {}
+        }
+    }))
+}
+
+struct Sender<S> {
+    store: Arc<S>,
+    settings: WebhookSettings,
+    client: reqwest::Client,
+}
+
+impl<S: Store> Sender<S> {
+    async fn run(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.settings.poll).await;
+            if let Err(err) = self.round().await {
+                tracing::warn!(error = %err, "webhooks: a round failed");
+            }
+        }
+    }
+
+    async fn round(&self) -> Result<(), crm_core::StoreError> {
+        let endpoints = self.store.list_webhooks().await?;
+        if endpoints.iter().any(|w| w.enabled) {
+            let horizon = self.store.settled_event_head().await?;
+            let batches = endpoints
+                .iter()
+                .filter(|w| w.enabled)
+                .map(|w| self.batch(w.id, horizon));
+            for result in futures_util::future::join_all(batches).await {
+                if let Err(err) = result {
+                    tracing::warn!(error = %err, "webhooks: a batch failed");
+                }
+            }
+        }
+        self.retries().await
+    }
+
+    fn lease_end(&self) -> DateTime<Utc> {
+        self.store.now() + chrono::Duration::from_std(LEASE).unwrap_or_default()
+    }
+
+    /// Sends endpoint `id`'s events up to `horizon`, if this process gets its lease.
+    async fn batch(&self, id: WebhookId, horizon: u64) -> Result<(), crm_core::StoreError> {
+        let Some(lease) = self.store.lease_webhook(id, self.lease_end()).await? else {
+            return Ok(());
+        };
+        let from = lease.cursor;
+        let page = if from < horizon {
+            self.store.events_between(from, horizon, BATCH).await?
+        } else {
+            crm_core::EventPage::default()
+        };
+        let full = page.events.len() == BATCH as usize;
+        let cursor = match page.events.last() {
+            Some(last) if full => last.seq,
+            _ => horizon.max(from),
+        };
+        let wanted: Vec<Event> = page
+            .events
+            .into_iter()
+            .filter(|e| subscribed(lease.event_types.as_ref(), e.kind))
+            .collect();
+        let (url, secrets) = (lease.url.as_str(), &lease.secrets);
+        let sent: Vec<(u64, Attempt)> = stream::iter(wanted)
+            .map(move |event| async move {
+                let attempt = self.send(url, secrets, &event).await;
+                (event.seq, attempt)
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        let gone = sent.iter().any(|(_, a)| a.gone());
+        let attempts = sent
+            .into_iter()
+            .map(|(seq, attempt)| self.outcome(seq, 1, &attempt))
+            .collect();
+        self.store.settle_webhook(id, cursor, attempts, gone).await
+    }
+
+    /// Sends the retries that are due.
+    async fn retries(&self) -> Result<(), crm_core::StoreError> {
+        let due = self
+            .store
+            .claim_due_deliveries(self.lease_end(), 64)
+            .await?;
+        let results = stream::iter(due)
+            .map(|due| async move {
+                let seq = due.event_seq;
+                let page = self
+                    .store
+                    .events_between(seq.saturating_sub(1), seq, 1)
+                    .await?;
+                let attempt = match page.events.first() {
+                    Some(event) => self.send(due.url.as_str(), &due.secrets, event).await,
+                    None => Attempt::Failed {
+                        status: None,
+                        error: "the event was pruned".into(),
+                        retry_after: None,
+                    },
+                };
+                let gone = attempt.gone();
+                let outcome = self.outcome(seq, due.attempts, &attempt);
+                self.store.record_attempt(due.id, outcome, gone).await
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Where a delivery stands after its `attempts`-th attempt went as `attempt`.
+    fn outcome(&self, seq: u64, attempts: u32, attempt: &Attempt) -> Attempted {
+        let now = self.store.now();
+        let jitter = rand::rng().random_range(0.0..1.0);
+        let (state, next_attempt_at) = self.settings.schedule.after(attempts, attempt, now, jitter);
+        let (status, error) = match attempt {
+            Attempt::Delivered { status } => (Some(*status), None),
+            Attempt::Failed { status, error, .. } => (*status, Some(error.clone())),
+        };
+        Attempted {
+            event_seq: seq,
+            state,
+            next_attempt_at,
+            status,
+            error,
+            at: now,
+        }
+    }
+
+    /// One attempt: the envelope, signed.
+    async fn send(&self, url: &str, secrets: &WebhookSecrets, event: &Event) -> Attempt {
+        let body = event.envelope();
+        let id = event.id();
+        let timestamp = Utc::now().timestamp();
+        let signature = signature(secrets, &id, timestamp, body.as_bytes());
+        let request = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body);
+        match request.send().await {
+            Ok(response) => {
+                let retry_after = retry_after(response.headers());
+                Attempt::answered(response.status().as_u16(), retry_after)
+            }
+            Err(err) => Attempt::Failed {
+                status: None,
+                error: describe(&err),
+                retry_after: None,
+            },
+        }
+    }
+}
+
+/// What went wrong, without the URL (it may carry credentials).
+fn describe(err: &reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut cause = std::error::Error::source(err);
+    let mut detail = String::new();
+    while let Some(err) = cause {
+        detail = err.to_string();
+        cause = err.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// The answer's `Retry-After`: seconds or an HTTP date, at most a day.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = DateTime::parse_from_rfc2822(value)
+                .ok()?
+                .with_timezone(&Utc);
+            (at - Utc::now()).to_std().unwrap_or_default()
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The specification's example (standard-webhooks, `spec/standard-webhooks.md`, and
+    /// the reference libraries' tests): our header for one secret is exactly theirs.
+    #[test]
+    fn signs_as_the_specification_does() {
+        let secrets = WebhookSecrets {
+            current: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            previous: None,
+        };
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            signature(
+                &secrets,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                body
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    /// The `standardwebhooks` crate's own vector.
+    #[test]
+    fn signs_as_the_reference_library_does() {
+        let secrets = WebhookSecrets {
+            current: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+            previous: None,
+        };
+        let body = br#"{"email":"test@example.com","username":"test_user"}"#;
+        assert_eq!(
+            signature(
+                &secrets,
+                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+                1_649_367_553,
+                body
+            ),
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
+    }
+
+    #[test]
+    fn two_live_secrets_sign_twice_and_either_verifies() {
+        let secrets = WebhookSecrets {
+            current: new_secret(),
+            previous: Some(new_secret()),
+        };
+        let now = Utc::now().timestamp();
+        let header = signature(&secrets, "evt_1", now, b"{}");
+        assert_eq!(header.split(' ').count(), 2);
+        for secret in [&secrets.current, secrets.previous.as_ref().expect("two")] {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("webhook-id", "evt_1".parse().expect("header"));
+            headers.insert(
+                "webhook-timestamp",
+                now.to_string().parse().expect("header"),
+            );
+            headers.insert("webhook-signature", header.parse().expect("header"));
+            standardwebhooks::Webhook::new(secret)
+                .expect("a secret")
+                .verify(b"{}", &headers)
+                .expect("verifies");
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after", "120".parse().expect("header"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(120)));
+        headers.insert("retry-after", "999999999".parse().expect("header"));
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        let later = (Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
+        headers.insert("retry-after", later.parse().expect("header"));
+        let wait = retry_after(&headers).expect("a date");
+        assert!(wait <= Duration::from_secs(90) && wait >= Duration::from_secs(85));
+    }
+}

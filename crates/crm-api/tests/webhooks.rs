@@ -1,0 +1,397 @@
+//! Webhooks through the real server: a receiver in this test verifies every delivery with
+//! the Standard Webhooks reference verifier (the `standardwebhooks` crate, whose signing
+//! crm-api's unit tests check against the specification's vectors), fails each event's
+//! first three attempts and, deduplicating by `webhook-id`, receives exactly the events the
+//! outbox holds, each once (both backends); the deliveries list shows the attempts; a
+//! rotation signs with both secrets; 410 switches the endpoint off; internal addresses,
+//! other schemes and viewers are refused.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use common::{
+    TestApp,
+    receiver::{receiver, wait_for},
+    spawn_app_with_events,
+};
+use crm_core::{EventCursor, RetrySchedule, Store};
+use crm_store::testing::Backend;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+crm_store::on_every_backend!(
+    every_event_arrives_once_verified_after_three_failures,
+    a_rotation_signs_with_both_secrets_and_gone_switches_off,
+    bad_endpoints_are_refused,
+);
+
+/// An app that may call loopback receivers and retries after one second.
+async fn app(backend: Backend) -> TestApp {
+    spawn_app_with_events(backend, settings()).await
+}
+
+fn settings() -> crm_api::EventSettings {
+    crm_api::EventSettings {
+        webhooks: crm_api::WebhookSettings {
+            allow_private: true,
+            schedule: RetrySchedule::parse("1,1,1,1").expect("a schedule"),
+            poll: Duration::from_millis(50),
+            ..crm_api::WebhookSettings::default()
+        },
+        ..crm_api::EventSettings::default()
+    }
+}
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = app.client.request(method, format!("{}{path}", app.address));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("answered");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Events in the outbox after `after`, as `(webhook-id, envelope)`.
+async fn outbox_after(store: &crm_store::DbStore, after: u64) -> BTreeMap<String, Value> {
+    let (mut cursor, mut all) = (EventCursor::at(after), BTreeMap::new());
+    loop {
+        let (next, page) = store.read_events(cursor, 500).await.expect("read events");
+        if page.events.is_empty() {
+            return all;
+        }
+        cursor = next;
+        for e in page.events {
+            all.insert(e.id(), serde_json::from_str(&e.envelope()).expect("JSON"));
+        }
+    }
+}
+
+async fn every_event_arrives_once_verified_after_three_failures(backend: Backend) {
+    let app = app(backend).await;
+    let before = app.store.settled_event_head().await.expect("head");
+    let receiver = receiver(3, 503).await;
+    let (status, created) = call(
+        &app,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"url": receiver.url})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["secret"]
+        .as_str()
+        .expect("the secret, once")
+        .to_owned();
+    assert!(secret.starts_with("whsec_"));
+    receiver.secrets.lock().expect("lock").push(secret);
+    let (status, listed) = call(&app, Method::GET, "/api/webhooks", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        listed[0].get("secret").is_none(),
+        "the secret is shown once only"
+    );
+
+    // Writes of every kind.
+    let (_, op) = call(
+        &app,
+        Method::POST,
+        "/api/operators",
+        Some(json!({"name": "Anna", "max_active_contacts": 1})),
+    )
+    .await;
+    let (_, source) = call(
+        &app,
+        Method::POST,
+        "/api/sources",
+        Some(json!({"name": "Bot", "code": "bot"})),
+    )
+    .await;
+    let weights = json!({"operators": [{"operator_id": op["id"], "weight": 1}]});
+    call(
+        &app,
+        Method::PUT,
+        &format!("/api/sources/{}/operators", source["id"]),
+        Some(weights),
+    )
+    .await;
+    let mut contacts = Vec::new();
+    for i in 0..3 {
+        let body = json!({"external_lead_id": format!("l{i}"), "source_id": source["id"]});
+        contacts.push(
+            call(&app, Method::POST, "/api/contacts", Some(body))
+                .await
+                .1,
+        );
+    }
+    call(
+        &app,
+        Method::POST,
+        &format!("/api/contacts/{}/close", contacts[0]["id"]),
+        None,
+    )
+    .await;
+
+    let outbox = outbox_after(&app.store, before).await;
+    assert_eq!(outbox.len(), 3 + 3 + 2, "{outbox:?}");
+    wait_for(&receiver.seen, "every event", |seen| {
+        seen.accepted.len() == outbox.len()
+    })
+    .await;
+    {
+        let seen = receiver.seen.lock().expect("lock");
+        assert!(
+            seen.unverified.is_empty(),
+            "unverified: {:?}",
+            seen.unverified
+        );
+        assert!(seen.signatures.iter().all(|&n| n == 1));
+        let got: BTreeMap<String, Value> = seen
+            .accepted
+            .iter()
+            .map(|(id, body)| (id.clone(), serde_json::from_str(body).expect("JSON")))
+            .collect();
+        assert_eq!(got, outbox);
+        assert!(
+            seen.attempts.values().all(|&n| n == 4),
+            "{:?}",
+            seen.attempts
+        );
+    }
+
+    // The deliveries say so too.
+    let path = format!("/api/webhooks/{}/deliveries?limit=5", created["id"]);
+    let resp = app
+        .client
+        .get(format!("{}{path}", app.address))
+        .send()
+        .await
+        .expect("answered");
+    assert!(
+        resp.headers().get("link").is_some(),
+        "a full page links to the next"
+    );
+    let page: Value = resp.json().await.expect("JSON");
+    let (_, rest) = call(
+        &app,
+        Method::GET,
+        &format!("{path}&after={}", page[4]["id"]),
+        None,
+    )
+    .await;
+    let all: Vec<&Value> = page
+        .as_array()
+        .expect("a page")
+        .iter()
+        .chain(rest.as_array().expect("a page"))
+        .collect();
+    assert_eq!(all.len(), outbox.len());
+    for d in &all {
+        assert_eq!(d["state"], "succeeded", "{d}");
+        assert_eq!(d["attempts"], 4);
+        assert_eq!(d["last_status"], 204);
+        assert!(outbox.contains_key(d["event_id"].as_str().expect("an id")));
+    }
+    // A delivery sent again by hand keeps its webhook-id.
+    let retry = format!(
+        "/api/webhooks/{}/deliveries/{}/retry",
+        created["id"], all[0]["id"]
+    );
+    let (status, again) = call(&app, Method::POST, &retry, None).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["state"], "pending");
+    let event_id = all[0]["event_id"].as_str().expect("an id").to_owned();
+    wait_for(&receiver.seen, "the redelivery", |seen| {
+        seen.attempts[&event_id] == 5
+    })
+    .await;
+}
+
+async fn a_rotation_signs_with_both_secrets_and_gone_switches_off(backend: Backend) {
+    let app = app(backend).await;
+    let hooked = receiver(0, 500).await;
+    let (_, created) = call(
+        &app,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"url": hooked.url, "event_types": ["operator.created"]})),
+    )
+    .await;
+    let first = created["secret"].as_str().expect("a secret").to_owned();
+    assert_eq!(created["event_types"], json!(["operator.created"]));
+    let rotate = format!("/api/webhooks/{}/rotate-secret", created["id"]);
+    let (status, rotated) = call(&app, Method::POST, &rotate, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let second = rotated["secret"].as_str().expect("a secret").to_owned();
+    assert_ne!(first, second);
+    assert!(rotated["previous_secret_valid_until"].is_string());
+    // Only the old secret known: still verifies, as the old signature is sent too.
+    hooked.secrets.lock().expect("lock").push(first);
+    call(
+        &app,
+        Method::POST,
+        "/api/sources",
+        Some(json!({"name": "Not sent", "code": "x"})),
+    )
+    .await;
+    call(
+        &app,
+        Method::POST,
+        "/api/operators",
+        Some(json!({"name": "Sent", "max_active_contacts": 1})),
+    )
+    .await;
+    wait_for(&hooked.seen, "the operator", |seen| {
+        seen.accepted.len() == 1
+    })
+    .await;
+    {
+        let seen = hooked.seen.lock().expect("lock");
+        assert_eq!(seen.signatures, [2]);
+        let body: Value =
+            serde_json::from_str(seen.accepted.values().next().expect("one")).expect("JSON");
+        assert_eq!(body["type"], "operator.created");
+    }
+
+    // An endpoint that answers 410 is switched off and its delivery failed for good.
+    let gone = receiver(u32::MAX, 410).await;
+    let (_, hook) = call(
+        &app,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"url": gone.url})),
+    )
+    .await;
+    gone.secrets
+        .lock()
+        .expect("lock")
+        .push(hook["secret"].as_str().expect("a secret").to_owned());
+    call(
+        &app,
+        Method::POST,
+        "/api/operators",
+        Some(json!({"name": "Gone", "max_active_contacts": 1})),
+    )
+    .await;
+    let path = format!("/api/webhooks/{}", hook["id"]);
+    for _ in 0..200 {
+        if call(&app, Method::GET, &path, None).await.1["enabled"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, off) = call(&app, Method::GET, &path, None).await;
+    assert_eq!(off["enabled"], false);
+    assert_eq!(off["disabled_reason"], "gone");
+    let (_, deliveries) = call(&app, Method::GET, &format!("{path}/deliveries"), None).await;
+    assert_eq!(deliveries[0]["state"], "failed");
+    assert_eq!(deliveries[0]["last_status"], 410);
+    // Switched on again by hand, and deleted.
+    let (_, on) = call(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(json!({"enabled": true, "event_types": null})),
+    )
+    .await;
+    assert_eq!(on["enabled"], true);
+    assert_eq!(on["disabled_reason"], Value::Null);
+    assert_eq!(on["event_types"], Value::Null);
+    let (status, _) = call(&app, Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&app, Method::GET, &path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn bad_endpoints_are_refused(backend: Backend) {
+    // The default settings: internal addresses refused.
+    let app = common::spawn_app_on(backend).await;
+    for (url, field) in [
+        ("http://127.0.0.1:9/hook", "url"),
+        ("http://10.1.2.3/hook", "url"),
+        ("http://[::1]/hook", "url"),
+        ("http://localhost:8000/", "url"),
+        ("http://169.254.169.254/latest/meta-data", "url"),
+        ("ftp://example.com/hook", "url"),
+        ("not a url", "url"),
+    ] {
+        let (status, problem) = call(
+            &app,
+            Method::POST,
+            "/api/webhooks",
+            Some(json!({"url": url})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{url}");
+    }
+    let body = json!({"url": "https://example.com/hook", "event_types": ["contact.created", "contact.opened", 3]});
+    let (status, problem) = call(&app, Method::POST, "/api/webhooks", Some(body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().expect("a field"))
+        .collect();
+    assert_eq!(fields, ["event_types[1]", "event_types[2]"]);
+    assert!(
+        app.row_counts()
+            .await
+            .get("webhooks")
+            .is_none_or(|&n| n == 0)
+    );
+    // A public URL is taken (it is only called once events come).
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"url": "https://example.com/hook"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+/// Two replicas on one PostgreSQL database send one endpoint's events: each attempt is
+/// made by one of them (the batch lease and `SKIP LOCKED` claims), so every event is tried
+/// exactly four times (three failures and the success), never twice at once.
+#[cfg(feature = "postgres-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_attempt_each_delivery_once() {
+    let a = app(Backend::Postgres).await;
+    let b = common::spawn_replica_with(&a, settings()).await;
+    let hook = receiver(3, 500).await;
+    let (_, created) = call(
+        &a,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"url": hook.url})),
+    )
+    .await;
+    hook.secrets
+        .lock()
+        .expect("lock")
+        .push(created["secret"].as_str().expect("a secret").to_owned());
+    for i in 0..20 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let body = json!({"name": format!("op{i}"), "max_active_contacts": 1});
+        call(app, Method::POST, "/api/operators", Some(body)).await;
+    }
+    wait_for(&hook.seen, "every event", |seen| seen.accepted.len() == 20).await;
+    // Let any extra attempt that might be on its way arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = hook.seen.lock().expect("lock");
+    assert!(
+        seen.attempts.values().all(|&n| n == 4),
+        "{:?}",
+        seen.attempts
+    );
+}
