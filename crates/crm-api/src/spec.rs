@@ -227,6 +227,7 @@ impl WebhookStore for NoStore {
     async fn settle_webhook(
         &self,
         _: WebhookId,
+        _: chrono::DateTime<chrono::Utc>,
         _: u64,
         _: Vec<Attempted>,
         _: bool,
@@ -240,7 +241,13 @@ impl WebhookStore for NoStore {
     ) -> Result<Vec<DueDelivery>, StoreError> {
         none()
     }
-    async fn record_attempt(&self, _: DeliveryId, _: Attempted, _: bool) -> Result<(), StoreError> {
+    async fn record_attempt(
+        &self,
+        _: DeliveryId,
+        _: chrono::DateTime<chrono::Utc>,
+        _: Attempted,
+        _: bool,
+    ) -> Result<(), StoreError> {
         none()
     }
 }

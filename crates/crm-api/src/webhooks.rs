@@ -17,7 +17,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use crm_core::{
     Attempt, Attempted, Event, RetrySchedule, Store, WebhookId, WebhookSecrets, is_internal,
     subscribed,
@@ -164,8 +164,19 @@ impl<S: Store> Sender<S> {
 
     async fn round(&self) -> Result<(), crm_core::StoreError> {
         let endpoints = self.store.list_webhooks().await?;
-        if endpoints.iter().any(|w| w.enabled) {
-            let horizon = self.store.settled_event_head().await?;
+        // New events up to where none can still commit before; held back (a long
+        // transaction on PostgreSQL), the retries still go.
+        let horizon = match endpoints.iter().any(|w| w.enabled) {
+            false => None,
+            true => match self.store.settled_event_head().await {
+                Ok(horizon) => Some(horizon),
+                Err(err) => {
+                    tracing::debug!(error = %err, "webhooks: no new events this round");
+                    None
+                }
+            },
+        };
+        if let Some(horizon) = horizon {
             let batches = endpoints
                 .iter()
                 .filter(|w| w.enabled)
@@ -179,13 +190,15 @@ impl<S: Store> Sender<S> {
         self.retries().await
     }
 
+    /// When a lease or claim taken now ends (at the precision stored: settling compares it).
     fn lease_end(&self) -> DateTime<Utc> {
-        self.store.now() + chrono::Duration::from_std(LEASE).unwrap_or_default()
+        (self.store.now() + chrono::Duration::from_std(LEASE).unwrap_or_default()).trunc_subsecs(6)
     }
 
     /// Sends endpoint `id`'s events up to `horizon`, if this process gets its lease.
     async fn batch(&self, id: WebhookId, horizon: u64) -> Result<(), crm_core::StoreError> {
-        let Some(lease) = self.store.lease_webhook(id, self.lease_end()).await? else {
+        let until = self.lease_end();
+        let Some(lease) = self.store.lease_webhook(id, until).await? else {
             return Ok(());
         };
         let from = lease.cursor;
@@ -194,6 +207,14 @@ impl<S: Store> Sender<S> {
         } else {
             crm_core::EventPage::default()
         };
+        if page.pruned_through > from {
+            tracing::warn!(
+                webhook = id.get(),
+                from,
+                pruned_through = page.pruned_through,
+                "webhooks: events this endpoint had not received were pruned (it was off)"
+            );
+        }
         let full = page.events.len() == BATCH as usize;
         let cursor = match page.events.last() {
             Some(last) if full => last.seq,
@@ -218,15 +239,15 @@ impl<S: Store> Sender<S> {
             .into_iter()
             .map(|(seq, attempt)| self.outcome(seq, 1, &attempt))
             .collect();
-        self.store.settle_webhook(id, cursor, attempts, gone).await
+        self.store
+            .settle_webhook(id, until, cursor, attempts, gone)
+            .await
     }
 
     /// Sends the retries that are due.
     async fn retries(&self) -> Result<(), crm_core::StoreError> {
-        let due = self
-            .store
-            .claim_due_deliveries(self.lease_end(), 64)
-            .await?;
+        let until = self.lease_end();
+        let due = self.store.claim_due_deliveries(until, 64).await?;
         let results = stream::iter(due)
             .map(|due| async move {
                 let seq = due.event_seq;
@@ -244,7 +265,9 @@ impl<S: Store> Sender<S> {
                 };
                 let gone = attempt.gone();
                 let outcome = self.outcome(seq, due.attempts, &attempt);
-                self.store.record_attempt(due.id, outcome, gone).await
+                self.store
+                    .record_attempt(due.id, until, outcome, gone)
+                    .await
             })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect::<Vec<_>>()
@@ -271,8 +294,16 @@ impl<S: Store> Sender<S> {
         }
     }
 
-    /// One attempt: the envelope, signed.
+    /// One attempt: the envelope, signed; never to a URL the settings refuse now (one
+    /// stored while internal addresses were allowed).
     async fn send(&self, url: &str, secrets: &WebhookSecrets, event: &Event) -> Attempt {
+        if let Err(refused) = crm_core::WebhookUrl::parse(url, self.settings.allow_private) {
+            return Attempt::Failed {
+                status: None,
+                error: refused.to_string(),
+                retry_after: None,
+            };
+        }
         let body = event.envelope();
         let id = event.id();
         let timestamp = Utc::now().timestamp();

@@ -327,7 +327,7 @@ pub struct EventPage {
     pub events: Vec<Event>,
 }
 
-/// Where a reader of the outbox stands, and what it knows of the holes after it.
+/// Where a reader of the outbox stands, and what it knows of the gaps after it.
 ///
 /// Sequence numbers are taken when an event is written and become visible when its unit
 /// of work commits. With one writer (SQLite) that is in order. With several (PostgreSQL)
@@ -337,25 +337,23 @@ pub struct EventPage {
 /// position only while they follow on without a gap, and passes a gap only once it knows
 /// the gap is final: every unit of work that could still fill it has ended.
 ///
-/// What it knows is the database's snapshot (`xmin`, `xmax` of PostgreSQL's
-/// `pg_current_snapshot()`): every transaction with an id below `xmin` has ended, every
-/// one at or above `xmax` began after the snapshot. When a read sees a gap below a
-/// visible event, the unit of work holding the missing number took it before the visible
-/// one's, and had its transaction id by then (the store takes the id before the number),
-/// so that id is below this snapshot's `xmax`. Once a later snapshot's `xmin` reaches that
-/// `xmax`, the holder has ended: the gap is filled in that read, or it never will be.
+/// When a read sees a gap below a visible event, the unit of work holding the missing
+/// number took it before the visible one's was taken, and had its transaction id by then
+/// (the store takes the id before the number). So every transaction id assigned after that
+/// read, such as a fresh one the reader asks for ([`EventCursor::bound_gap`]), is above the
+/// holder's. Once a later snapshot's `xmin` (PostgreSQL's `pg_snapshot_xmin`: no
+/// transaction below it is still running) reaches that bound, the holder has ended: the
+/// gap is filled in that read, or it never will be. (The snapshot's own `xmax` is no such
+/// bound: PostgreSQL sets it one past the newest *finished* transaction, so a transaction
+/// that got its id later and is still running can be above it and below nothing.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventCursor {
     /// The last sequence number delivered (0: none).
     pub after: u64,
-    /// A gap seen after `after`: the highest number visible when it was seen, and that
-    /// snapshot's `xmax`.
-    gap: Option<(u64, u64)>,
+    /// A gap seen after `after`: the highest number visible when it was seen, and a
+    /// transaction id assigned after that read (`None` until the reader asked for one).
+    gap: Option<(u64, Option<u64>)>,
 }
-
-/// What one read of the outbox saw: the snapshot it read in, where units of work may
-/// commit out of order (`None`: they commit in sequence order, as SQLite's one writer does).
-pub type Snapshot = Option<(u64, u64)>;
 
 impl EventCursor {
     /// A reader that has delivered everything up to `after`.
@@ -365,14 +363,16 @@ impl EventCursor {
     }
 
     /// Given the events after [`Self::after`] that one read saw, in sequence order, and the
-    /// snapshot it read them in, returns how many of them (a prefix) may be delivered now,
-    /// and moves past them.
-    pub fn advance(&mut self, seen: &[u64], snapshot: Snapshot) -> usize {
+    /// `xmin` of the snapshot it read them in (`None` where units of work commit in
+    /// sequence order, as SQLite's one writer does), returns how many of them (a prefix)
+    /// may be delivered now, and moves past them. When it stops at a gap it has no bound
+    /// for yet, [`Self::needs_bound`] says so.
+    pub fn advance(&mut self, seen: &[u64], xmin: Option<u64>) -> usize {
         // Gaps up to `settled` are final: their holders have all ended (with one writer,
         // every gap is: a number it took and rolled back is taken again).
-        let settled = match (snapshot, self.gap) {
+        let settled = match (xmin, self.gap) {
             (None, _) => u64::MAX,
-            (Some((xmin, _)), Some((below, gap_xmax))) if xmin >= gap_xmax => below,
+            (Some(xmin), Some((below, Some(bound)))) if xmin >= bound => below,
             (Some(_), _) => self.after,
         };
         let mut delivered = 0;
@@ -387,10 +387,25 @@ impl EventCursor {
         if self.gap.is_some_and(|(below, _)| self.after >= below) {
             self.gap = None;
         }
-        if let (Some((_, xmax)), true, None) = (snapshot, delivered < seen.len(), self.gap) {
+        if xmin.is_some() && delivered < seen.len() && self.gap.is_none() {
             let highest = seen.last().copied().unwrap_or(self.after);
-            self.gap = Some((highest, xmax));
+            self.gap = Some((highest, None));
         }
         delivered
+    }
+
+    /// Whether the reader stopped at a gap and must give it a bound: a transaction id
+    /// assigned after the read that saw the gap ([`Self::bound_gap`]).
+    #[must_use]
+    pub const fn needs_bound(&self) -> bool {
+        matches!(self.gap, Some((_, None)))
+    }
+
+    /// Bounds the gap the last read stopped at by `xid`, a transaction id assigned after
+    /// that read.
+    pub fn bound_gap(&mut self, xid: u64) {
+        if let Some((below, None)) = self.gap {
+            self.gap = Some((below, Some(xid)));
+        }
     }
 }

@@ -56,8 +56,8 @@ pub use distribution::{
 };
 pub use error::{BoxError, Entity, StoreError, error_chain};
 pub use events::{
-    ContactState, Event, EventCursor, EventPage, EventType, NewEvent, OperatorFields, Snapshot,
-    SourceFields, UnknownEventType,
+    ContactState, Event, EventCursor, EventPage, EventType, NewEvent, OperatorFields, SourceFields,
+    UnknownEventType,
 };
 pub use fairness::{Distribution, FLAG_Z, Fairness, Share, distribution};
 pub use history::{DecisionEntry, DecisionPath};

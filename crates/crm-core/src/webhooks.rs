@@ -84,7 +84,8 @@ impl WebhookUrl {
 
 /// Whether `ip` is in a range a webhook may not reach: loopback, private (RFC 1918, unique
 /// local), link-local, shared (RFC 6598), unspecified, broadcast, documentation,
-/// benchmarking, multicast, or an IPv4 address mapped into IPv6 that is any of those.
+/// benchmarking, multicast, an IPv4 address mapped into IPv6 that is any of those, or an
+/// IPv6 address that carries an IPv4 one for a gateway (NAT64, 6to4).
 #[must_use]
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
@@ -112,13 +113,17 @@ fn internal_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn internal_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let [first, second, ..] = ip.segments();
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
-        || first == 0x2001 && ip.segments()[1] == 0x0db8
+        || (first == 0x2001 && second == 0x0db8)
+        // NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4 (2002::/16) carry an IPv4
+        // address a gateway would reach: judged as internal, whatever it is.
+        || (first == 0x0064 && second == 0xff9b)
+        || first == 0x2002
 }
 
 /// An endpoint as stored (never its secret).

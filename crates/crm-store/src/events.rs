@@ -51,7 +51,7 @@ pub async fn append_event_at(
 
 /// The retention mark, then the events after `$1` (up to `$2`), at most `$3`: one
 /// statement, so the mark and the rows are of one snapshot. PostgreSQL adds that
-/// snapshot's `xmin` and `xmax` ([`EventCursor`]).
+/// snapshot's `xmin` ([`EventCursor`]).
 macro_rules! page_sql {
     ($snapshot:literal) => {
         concat!(
@@ -65,10 +65,13 @@ macro_rules! page_sql {
 }
 
 const PAGE: &str = page_sql!("");
-const PAGE_WITH_SNAPSHOT: &str = page_sql!(
-    ", pg_snapshot_xmin(pg_current_snapshot())::text::bigint, \
-     pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
-);
+const PAGE_WITH_SNAPSHOT: &str =
+    page_sql!(", pg_snapshot_xmin(pg_current_snapshot())::text::bigint");
+/// A transaction id assigned now, in a transaction (this statement) that ends at once: a
+/// bound above every id assigned before ([`EventCursor::bound_gap`]).
+const FRESH_XID: &str = "SELECT pg_current_xact_id()::text::bigint";
+/// The `xmin` of a snapshot taken now.
+const XMIN: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
 async fn page(
     db: &DatabaseConnection,
@@ -76,7 +79,7 @@ async fn page(
     upto: u64,
     limit: u32,
     snapshot: bool,
-) -> Result<(EventPage, Option<(u64, u64)>), StoreError> {
+) -> Result<(EventPage, Option<u64>), StoreError> {
     let backend = db.get_database_backend();
     let sql = if snapshot { PAGE_WITH_SNAPSHOT } else { PAGE };
     let values = [
@@ -89,7 +92,7 @@ async fn page(
         .await
         .map_err(db_err)?;
     let mut page = EventPage::default();
-    let mut seen_snapshot = None;
+    let mut seen_xmin = None;
     for row in &rows {
         page.pruned_through = get::<i64>(row, 0)?.unsigned_abs();
         let Some(seq) = get::<Option<i64>>(row, 1)? else {
@@ -109,12 +112,10 @@ async fn page(
             &data,
         ));
         if snapshot {
-            let xmin: i64 = get(row, 6)?;
-            let xmax: i64 = get(row, 7)?;
-            seen_snapshot = Some((xmin.unsigned_abs(), xmax.unsigned_abs()));
+            seen_xmin = Some(get::<i64>(row, 6)?.unsigned_abs());
         }
     }
-    Ok((page, seen_snapshot))
+    Ok((page, seen_xmin))
 }
 
 fn get<T: sea_orm::TryGetable>(row: &QueryResult, index: usize) -> Result<T, StoreError> {
@@ -130,13 +131,16 @@ pub async fn read(
     limit: u32,
 ) -> Result<(EventCursor, EventPage), StoreError> {
     let postgres = db.get_database_backend() == DbBackend::Postgres;
-    let (mut page, snapshot) = page(db, cursor.after, u64::MAX, limit, postgres).await?;
+    let (mut page, xmin) = page(db, cursor.after, u64::MAX, limit, postgres).await?;
     if page.pruned_through > cursor.after {
         cursor = EventCursor::at(page.pruned_through);
         page.events.retain(|e| e.seq > cursor.after);
     }
     let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
-    let deliver = cursor.advance(&seqs, snapshot.filter(|_| postgres));
+    let deliver = cursor.advance(&seqs, xmin.filter(|_| postgres));
+    if cursor.needs_bound() {
+        cursor.bound_gap(scalar(db, FRESH_XID).await?);
+    }
     page.events.truncate(deliver);
     Ok((cursor, page))
 }
@@ -154,33 +158,47 @@ pub async fn between(
         .map(|(page, _)| page)
 }
 
-const HEAD: &str = "SELECT COALESCE(MAX(seq), 0), \
-     pg_snapshot_xmin(pg_current_snapshot())::text::bigint, \
-     pg_snapshot_xmax(pg_current_snapshot())::text::bigint FROM events";
+/// The newest event, and a transaction id assigned after the snapshot that read it.
+const HEAD: &str = "SELECT COALESCE(MAX(seq), 0), pg_current_xact_id()::text::bigint FROM events";
 const HEAD_SQLITE: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
+/// How long [`settled_head`] waits for the transactions before it to end.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn row(db: &DatabaseConnection, sql: &str) -> Result<QueryResult, StoreError> {
+    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::Internal("a statement returned no row".into()))
+}
+
+async fn scalar(db: &DatabaseConnection, sql: &str) -> Result<u64, StoreError> {
+    Ok(get::<i64>(&row(db, sql).await?, 0)?.unsigned_abs())
+}
 
 /// The newest event's number `n`, once no event up to `n` can still commit: on SQLite at
-/// once (one writer commits in order); on PostgreSQL once every transaction that was
-/// running when `n` was read has ended (see [`EventCursor`]), usually milliseconds.
+/// once (one writer commits in order); on PostgreSQL once every transaction that had its
+/// id when `n` was read has ended (see [`EventCursor`]), usually milliseconds.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] when a transaction holds that back for longer than five
+/// seconds (a long-running writing transaction anywhere on the PostgreSQL cluster).
 pub async fn settled_head(db: &DatabaseConnection) -> Result<u64, StoreError> {
-    let backend = db.get_database_backend();
-    let read = async |sql: &str| {
-        db.query_one_raw(Statement::from_string(backend, sql))
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| StoreError::Internal("no row".into()))
-    };
-    if backend != DbBackend::Postgres {
-        return Ok(get::<i64>(&read(HEAD_SQLITE).await?, 0)?.unsigned_abs());
+    if db.get_database_backend() != DbBackend::Postgres {
+        return scalar(db, HEAD_SQLITE).await;
     }
-    let first = read(HEAD).await?;
-    let (head, xmax) = (get::<i64>(&first, 0)?, get::<i64>(&first, 2)?);
-    loop {
-        if get::<i64>(&read(HEAD).await?, 1)? >= xmax {
-            return Ok(head.unsigned_abs());
+    let first = row(db, HEAD).await?;
+    let head = get::<i64>(&first, 0)?.unsigned_abs();
+    let bound = get::<i64>(&first, 1)?.unsigned_abs();
+    let started = std::time::Instant::now();
+    while scalar(db, XMIN).await? < bound {
+        if started.elapsed() > SETTLE_WAIT {
+            return Err(StoreError::Unavailable(
+                "a long-running transaction holds the newest events back".into(),
+            ));
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
+    Ok(head)
 }
 
 const LOCK_LOG: &str = "UPDATE event_log SET pruned_through = pruned_through WHERE id = 1 \
@@ -190,10 +208,12 @@ const NEWEST: &str = "SELECT MAX(seq) FROM events";
 const OLDEST: &str = "SELECT seq, at < $1 FROM events ORDER BY seq LIMIT $2";
 const DELETE_THROUGH: &str = "DELETE FROM events WHERE seq <= $1";
 const DELETE_DELIVERIES: &str = "DELETE FROM webhook_deliveries WHERE event_seq <= $1";
-/// The oldest event a webhook endpoint still needs: one with a delivery due, or the first
-/// after an endpoint's cursor.
+/// The oldest event an endpoint that is on still needs: one with a delivery due, or the
+/// first after its cursor. (An endpoint that is off holds nothing back: switched on after
+/// longer than retention, it misses what was pruned meanwhile.)
 const WEBHOOK_FLOOR: &str = "SELECT MIN(seq) FROM (\
-     SELECT MIN(event_seq) AS seq FROM webhook_deliveries WHERE state = 'pending' \
+     SELECT MIN(d.event_seq) AS seq FROM webhook_deliveries d \
+     JOIN webhooks w ON w.id = d.webhook_id WHERE d.state = 'pending' AND w.enabled \
      UNION ALL SELECT MIN(cursor) + 1 FROM webhooks WHERE enabled) f";
 const MARK: &str = "UPDATE event_log SET pruned_through = $1 WHERE id = 1 RETURNING id";
 

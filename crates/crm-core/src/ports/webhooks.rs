@@ -96,13 +96,16 @@ pub trait WebhookStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<WebhookLease>, StoreError>> + Send;
 
     /// Stores the first attempts of a leased batch and moves the endpoint's cursor to
-    /// `cursor`, in one unit of work, releasing the lease; `gone` switches it off.
+    /// `cursor`, in one unit of work, releasing the lease (the one that ends at `lease`);
+    /// `gone` switches it off.
     ///
     /// # Errors
-    /// Only driver failures.
+    /// MUST return [`StoreError::Unavailable`], having stored nothing, when that lease
+    /// was taken over (it ran out).
     fn settle_webhook(
         &self,
         id: WebhookId,
+        lease: DateTime<Utc>,
         cursor: u64,
         attempts: Vec<Attempted>,
         gone: bool,
@@ -119,13 +122,16 @@ pub trait WebhookStore: Send + Sync {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<DueDelivery>, StoreError>> + Send;
 
-    /// Stores a claimed delivery's outcome; `gone` switches its endpoint off.
+    /// Stores a claimed delivery's outcome (claimed until `claim`); `gone` switches its
+    /// endpoint off.
     ///
     /// # Errors
-    /// Only driver failures.
+    /// MUST return [`StoreError::Unavailable`], having stored nothing, when the claim was
+    /// taken over (it ran out).
     fn record_attempt(
         &self,
         id: DeliveryId,
+        claim: DateTime<Utc>,
         attempt: Attempted,
         gone: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -277,10 +277,17 @@ pub async fn lease(
 const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries \
      (webhook_id, event_seq, state, attempts, next_attempt_at, last_attempt_at, last_status, \
      last_error) VALUES ($1, $2, $3, 1, $4, $5, $6, $7)";
+/// Only while this process still holds the lease it took (`$4`, its end): a batch that
+/// outlived it may have been taken over, and its outcome is then dropped.
 const SETTLE: &str = "UPDATE webhooks SET cursor = $1, lease_until = NULL, \
      enabled = CASE WHEN $2 THEN FALSE ELSE enabled END, \
      disabled_reason = CASE WHEN $2 THEN 'gone' ELSE disabled_reason END \
-     WHERE id = $3 RETURNING id";
+     WHERE id = $3 AND lease_until = $4 RETURNING id";
+
+/// A lease or claim that another process took over meanwhile.
+fn lost() -> StoreError {
+    StoreError::Unavailable("the lease was taken over by another process".into())
+}
 
 /// A `NULL` of the type this backend stores times as.
 fn null_time(conn: &impl Conn) -> sea_orm::Value {
@@ -302,10 +309,12 @@ fn outcome_values(conn: &impl Conn, a: &Attempted) -> [sea_orm::Value; 5] {
 }
 
 /// Stores a batch's first attempts and moves the endpoint's cursor past it, releasing its
-/// lease; `gone` switches the endpoint off (it answered 410).
+/// lease (which ends at `lease`); `gone` switches the endpoint off (it answered 410). When
+/// the lease was taken over, nothing is stored ([`StoreError::Unavailable`]).
 pub async fn settle(
     conn: &impl Conn,
     id: WebhookId,
+    lease: DateTime<Utc>,
     cursor: u64,
     attempts: &[Attempted],
     gone: bool,
@@ -317,10 +326,13 @@ pub async fn settle(
         conn.all(INSERT_DELIVERY, values).await?;
     }
     let cursor = i64::try_from(cursor).unwrap_or(i64::MAX);
-    conn.one(SETTLE, vec![cursor.into(), gone.into(), id.get().into()])
-        .await?
-        .map(drop)
-        .ok_or(StoreError::NotFound(Entity::Webhook))
+    let values = vec![
+        cursor.into(),
+        gone.into(),
+        id.get().into(),
+        conn.timestamp(lease),
+    ];
+    conn.one(SETTLE, values).await?.map(drop).ok_or_else(lost)
 }
 
 /// Claims up to `$3` due deliveries of endpoints that are on until `$1` (due at `$2`),
@@ -380,25 +392,33 @@ pub async fn claim_due<C: Conn>(
     Ok(due)
 }
 
+/// Only while this process still holds its claim (`$7`, its end).
 const RECORD: &str = "UPDATE webhook_deliveries SET state = $1, next_attempt_at = $2, \
      last_attempt_at = $3, last_status = $4, last_error = $5, claimed_until = NULL \
-     WHERE id = $6 RETURNING webhook_id";
+     WHERE id = $6 AND claimed_until = $7 RETURNING webhook_id";
 const GONE: &str =
     "UPDATE webhooks SET enabled = FALSE, disabled_reason = 'gone' WHERE id = $1 RETURNING id";
 
-/// Stores a retry's outcome; `gone` switches its endpoint off.
+/// Stores a retry's outcome while this process's claim (ending at `claim`) holds; `gone`
+/// switches its endpoint off.
 pub async fn record(
     conn: &impl Conn,
     id: DeliveryId,
+    claim: DateTime<Utc>,
     attempt: &Attempted,
     gone: bool,
 ) -> Result<(), StoreError> {
     let [state, next, at, status, error] = outcome_values(conn, attempt);
-    let values = vec![state, next, at, status, error, id.get().into()];
-    let row = conn
-        .one(RECORD, values)
-        .await?
-        .ok_or(StoreError::NotFound(Entity::Delivery))?;
+    let values = vec![
+        state,
+        next,
+        at,
+        status,
+        error,
+        id.get().into(),
+        conn.timestamp(claim),
+    ];
+    let row = conn.one(RECORD, values).await?.ok_or_else(lost)?;
     if gone {
         let webhook: i64 = row.get(0)?;
         conn.one(GONE, vec![webhook.into()]).await?;

@@ -97,12 +97,15 @@ impl WebhookStore for DbStore {
     async fn settle_webhook(
         &self,
         id: WebhookId,
+        lease: DateTime<Utc>,
         cursor: u64,
         attempts: Vec<Attempted>,
         gone: bool,
     ) -> Result<(), StoreError> {
         either!(self, |db| db
-            .write(async move |conn| super::settle(conn, id, cursor, &attempts, gone).await)
+            .write(async move |conn| {
+                super::settle(conn, id, lease, cursor, &attempts, gone).await
+            })
             .await)
     }
 
@@ -120,11 +123,12 @@ impl WebhookStore for DbStore {
     async fn record_attempt(
         &self,
         id: DeliveryId,
+        claim: DateTime<Utc>,
         attempt: Attempted,
         gone: bool,
     ) -> Result<(), StoreError> {
         either!(self, |db| db
-            .write(async move |conn| super::record(conn, id, &attempt, gone).await)
+            .write(async move |conn| super::record(conn, id, claim, &attempt, gone).await)
             .await)
     }
 }
