@@ -2,9 +2,10 @@
 //!
 //! Installs a pinned schemathesis once into `target/fuzz-venv`, builds `crm-api`, starts it
 //! on a fresh SQLite database on a free port with a random admin token, seeds one operator,
-//! one source with a weight and one contact (so id 1 exists for each), then runs
-//! schemathesis over every operation but the event stream (which never ends) with that
-//! token, a fixed seed and a bounded number of examples. Any failure fails the task; the server is stopped in every case.
+//! one source with a weight, one contact and one webhook endpoint (so id 1 exists for
+//! each), then runs schemathesis over every operation but the event stream (which never
+//! ends) with that token, a fixed seed and a bounded number of examples. Any failure fails
+//! the task; the server is stopped in every case.
 
 use std::{
     fs,
@@ -307,6 +308,12 @@ fn seed_data(server: &Server) -> Result<()> {
             "POST",
             "/api/contacts",
             json!({"external_lead_id": "fuzz-lead", "source_id": 1, "payload": {"seed": true}}),
+        ),
+        // `.invalid` never resolves (RFC 2606): its deliveries fail at once and wait.
+        (
+            "POST",
+            "/api/webhooks",
+            json!({"url": "https://fuzz.invalid/hook"}),
         ),
     ];
     let api = server.api();
