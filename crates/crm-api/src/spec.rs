@@ -236,6 +236,7 @@ impl WebhookStore for NoStore {
     }
     async fn claim_due_deliveries(
         &self,
+        _: WebhookId,
         _: chrono::DateTime<chrono::Utc>,
         _: u32,
     ) -> Result<Vec<DueDelivery>, StoreError> {

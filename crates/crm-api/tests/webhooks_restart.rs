@@ -14,7 +14,8 @@ use serde_json::json;
 
 const ENV: [(&str, &str); 2] = [
     ("CRM_WEBHOOK_ALLOW_PRIVATE", "true"),
-    ("CRM_WEBHOOK_RETRY_SCHEDULE", "2,2,2,2"),
+    // The first retry 4 s on: time to kill the server between the first attempts and it.
+    ("CRM_WEBHOOK_RETRY_SCHEDULE", "4,2,2,2"),
 ];
 
 crm_store::on_every_backend!(deliveries_survive_a_restart_between_attempts);
@@ -54,11 +55,21 @@ async fn deliveries_survive_a_restart_between_attempts(backend: Backend) {
         )
         .await;
     }
-    // Five events; once each has failed once, the server dies before any retry is due.
+    // Five events; once each has failed once and the failures are stored (the deliveries
+    // list shows them), the server dies before any retry is due (4 s later). A kill before
+    // that commit would leave the endpoint's lease to run out first (two minutes).
     wait_for(&hook.seen, "every first attempt", |seen| {
         seen.attempts.len() == 5
     })
     .await;
+    let deliveries = format!("{base}/api/webhooks/{}/deliveries", created["id"]);
+    for _ in 0..200 {
+        let stored = get_json(&client, deliveries.clone()).await;
+        if stored.as_array().is_some_and(|d| d.len() == 5) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     server.sigkill();
     let restarted = ServerProcess::start(dir.path(), "second.log", &db.url, &ENV, &client).await;
     wait_for(&hook.seen, "every event", |seen| seen.accepted.len() == 5).await;

@@ -111,13 +111,14 @@ pub trait WebhookStore: Send + Sync {
         gone: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Claims up to `limit` deliveries that are due, until `until`, each for this
-    /// process alone, counting the attempt about to be made.
+    /// Claims up to `limit` of endpoint `id`'s deliveries that are due, until `until`,
+    /// each for this process alone, counting the attempt about to be made.
     ///
     /// # Errors
     /// Only driver failures.
     fn claim_due_deliveries(
         &self,
+        id: WebhookId,
         until: DateTime<Utc>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<DueDelivery>, StoreError>> + Send;

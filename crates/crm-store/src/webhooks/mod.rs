@@ -335,8 +335,8 @@ pub async fn settle(
     conn.one(SETTLE, values).await?.map(drop).ok_or_else(lost)
 }
 
-/// Claims up to `$3` due deliveries of endpoints that are on until `$1` (due at `$2`),
-/// counting the attempt about to be made.
+/// Claims up to `$4` due deliveries of endpoint `$3`, while it is on, until `$1` (due at
+/// `$2`), counting the attempt about to be made.
 macro_rules! claim_due {
     ($lock:literal) => {
         concat!(
@@ -345,7 +345,7 @@ macro_rules! claim_due {
              JOIN webhooks w ON w.id = d.webhook_id \
              WHERE d.state = 'pending' AND d.next_attempt_at <= $2 \
              AND (d.claimed_until IS NULL OR d.claimed_until < $2) AND w.enabled \
-             ORDER BY d.next_attempt_at LIMIT $3",
+             AND d.webhook_id = $3 ORDER BY d.next_attempt_at LIMIT $4",
             $lock,
             ") RETURNING id, webhook_id, event_seq, attempts"
         )
@@ -360,9 +360,10 @@ pub const CLAIM_DUE_LOCKED: &str = claim_due!(" FOR UPDATE OF d SKIP LOCKED");
 const ENDPOINT: &str = "SELECT url, secret, \
      CASE WHEN previous_secret_until > $1 THEN previous_secret END FROM webhooks WHERE id = $2";
 
-/// Claims due deliveries until `until`.
+/// Claims endpoint `id`'s due deliveries until `until`.
 pub async fn claim_due<C: Conn>(
     conn: &C,
+    id: WebhookId,
     now: DateTime<Utc>,
     until: DateTime<Utc>,
     limit: u32,
@@ -370,6 +371,7 @@ pub async fn claim_due<C: Conn>(
     let values = vec![
         conn.timestamp(until),
         conn.timestamp(now),
+        id.get().into(),
         i64::from(limit).into(),
     ];
     let rows = conn.all(C::LOCKS.due_deliveries, values).await?;

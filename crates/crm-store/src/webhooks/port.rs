@@ -111,12 +111,13 @@ impl WebhookStore for DbStore {
 
     async fn claim_due_deliveries(
         &self,
+        id: WebhookId,
         until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let now = self.now();
         either!(self, |db| db
-            .write(async move |conn| super::claim_due(conn, now, until, limit).await)
+            .write(async move |conn| super::claim_due(conn, id, now, until, limit).await)
             .await)
     }
 

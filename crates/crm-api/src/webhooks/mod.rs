@@ -3,18 +3,19 @@
 //! `webhook-signature` (`v1,` and the base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`
 //! under each live secret, space-separated), signed by the `standardwebhooks` crate.
 //!
-//! One task per process ([`spawn`]). Every `poll` it takes, for each endpoint that is on
-//! and that no other process holds, a lease over its new events (up to the newest one no
-//! unit of work can still commit before), sends them, a bounded number at once, and
-//! stores every first attempt with the endpoint's new cursor in one unit of work. A
-//! failed attempt is due again on the retry schedule (with jitter, or later when the
-//! answer's `Retry-After` asks); those are claimed, each by one process, and sent the
-//! same way. Only 2xx is success; 410 switches the endpoint off. Everything it knows is
+//! One task per endpoint that is on, in each process ([`spawn`] starts the one that starts
+//! them). Each round an endpoint's task takes, unless another process holds it, a lease
+//! over the endpoint's new events (up to the newest one no unit of work can still commit
+//! before), sends them, a bounded number at once, and stores every first attempt with the
+//! endpoint's new cursor in one unit of work. A failed attempt is due again on the retry
+//! schedule (with jitter, or later when the answer's `Retry-After` asks); those are
+//! claimed, each by one process, and sent by the endpoint's task the same way. A slow or
+//! dead endpoint holds up only its own task. Only 2xx is success; 410 switches the endpoint off. Everything it knows is
 //! in the database, so a restart loses nothing: a batch cut short is sent again
 //! (receivers deduplicate by `webhook-id`). The order of deliveries to an endpoint is not
 //! promised: attempts run concurrently, and retries come later.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use chrono::{DateTime, SubsecRound as _, Utc};
@@ -56,6 +57,8 @@ impl Default for WebhookSettings {
 /// Events one lease covers: at most `BATCH / concurrency` rounds of the timeout, well
 /// within [`LEASE`].
 const BATCH: u32 = 64;
+/// Due retries claimed at once.
+const RETRIES: u32 = 64;
 /// How long a lease or a claim holds before another process may take it over.
 const LEASE: Duration = Duration::from_secs(120);
 /// The longest `Retry-After` honoured.
@@ -146,6 +149,18 @@ pub(crate) fn spawn<S: Store>(
     }))
 }
 
+/// The endpoints' tasks, stopped with the sender (at shutdown).
+#[derive(Default)]
+struct Tasks(HashMap<WebhookId, tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in self.0.values() {
+            task.abort();
+        }
+    }
+}
+
 struct Sender<S> {
     store: Arc<S>,
     settings: WebhookSettings,
@@ -153,41 +168,75 @@ struct Sender<S> {
 }
 
 impl<S: Store> Sender<S> {
+    /// Keeps one task per endpoint that is on: every poll it looks for endpoints without
+    /// one (new, or switched on again), so that a slow or dead endpoint holds up nobody else.
     async fn run(self: Arc<Self>) {
+        let mut tasks = Tasks::default();
         loop {
+            tasks.0.retain(|_, task| !task.is_finished());
+            match self.store.list_webhooks().await {
+                Ok(endpoints) => {
+                    for endpoint in endpoints.iter().filter(|w| w.enabled) {
+                        tasks.0.entry(endpoint.id).or_insert_with(|| {
+                            tokio::spawn(Arc::clone(&self).endpoint(endpoint.id))
+                        });
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "webhooks: cannot list endpoints"),
+            }
             tokio::time::sleep(self.settings.poll).await;
-            if let Err(err) = self.round().await {
-                tracing::warn!(error = %err, "webhooks: a round failed");
+        }
+    }
+
+    /// One endpoint's task, until it is switched off or deleted: rounds at once again
+    /// while a round left work (a full batch or a full claim), a poll later otherwise.
+    async fn endpoint(self: Arc<Self>, id: WebhookId) {
+        // The horizon is looked for again only once a round has caught up with it (on
+        // PostgreSQL each look takes a transaction id).
+        let mut horizon = None;
+        loop {
+            match self.store.get_webhook(id).await {
+                Ok(endpoint) if endpoint.enabled => {}
+                Ok(_) | Err(crm_core::StoreError::NotFound(_)) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, webhook = id.get(), "webhooks: cannot read")
+                }
+            }
+            match self.round(id, &mut horizon).await {
+                Ok(true) => tokio::task::yield_now().await,
+                Ok(false) => {
+                    horizon = None;
+                    tokio::time::sleep(self.settings.poll).await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, webhook = id.get(), "webhooks: a round failed");
+                    horizon = None;
+                    tokio::time::sleep(self.settings.poll).await;
+                }
             }
         }
     }
 
-    async fn round(&self) -> Result<(), crm_core::StoreError> {
-        let endpoints = self.store.list_webhooks().await?;
+    /// One round of endpoint `id`: its next batch up to `horizon` (looked for when
+    /// `None`), then its retries that are due; whether either left more to do.
+    async fn round(
+        &self,
+        id: WebhookId,
+        horizon: &mut Option<u64>,
+    ) -> Result<bool, crm_core::StoreError> {
         // New events up to where none can still commit before; held back (a long
         // transaction on PostgreSQL), the retries still go.
-        let horizon = match endpoints.iter().any(|w| w.enabled) {
-            false => None,
-            true => match self.store.settled_event_head().await {
-                Ok(horizon) => Some(horizon),
-                Err(err) => {
-                    tracing::debug!(error = %err, "webhooks: no new events this round");
-                    None
-                }
-            },
-        };
-        if let Some(horizon) = horizon {
-            let batches = endpoints
-                .iter()
-                .filter(|w| w.enabled)
-                .map(|w| self.batch(w.id, horizon));
-            for result in futures_util::future::join_all(batches).await {
-                if let Err(err) = result {
-                    tracing::warn!(error = %err, "webhooks: a batch failed");
-                }
+        if horizon.is_none() {
+            match self.store.settled_event_head().await {
+                Ok(head) => *horizon = Some(head),
+                Err(err) => tracing::debug!(error = %err, "webhooks: no new events this round"),
             }
         }
-        self.retries().await
+        let full = match *horizon {
+            Some(horizon) => self.batch(id, horizon).await?,
+            None => false,
+        };
+        Ok(self.retries(id).await? || full)
     }
 
     /// When a lease or claim taken now ends (at the precision stored: settling compares it).
@@ -195,11 +244,12 @@ impl<S: Store> Sender<S> {
         (self.store.now() + chrono::Duration::from_std(LEASE).unwrap_or_default()).trunc_subsecs(6)
     }
 
-    /// Sends endpoint `id`'s events up to `horizon`, if this process gets its lease.
-    async fn batch(&self, id: WebhookId, horizon: u64) -> Result<(), crm_core::StoreError> {
+    /// Sends endpoint `id`'s events up to `horizon`, if this process gets its lease;
+    /// whether the batch was full (more events wait).
+    async fn batch(&self, id: WebhookId, horizon: u64) -> Result<bool, crm_core::StoreError> {
         let until = self.lease_end();
         let Some(lease) = self.store.lease_webhook(id, until).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let from = lease.cursor;
         let page = if from < horizon {
@@ -241,13 +291,16 @@ impl<S: Store> Sender<S> {
             .collect();
         self.store
             .settle_webhook(id, until, cursor, attempts, gone)
-            .await
+            .await?;
+        Ok(full)
     }
 
-    /// Sends the retries that are due.
-    async fn retries(&self) -> Result<(), crm_core::StoreError> {
+    /// Sends endpoint `id`'s retries that are due; whether it claimed as many as it could
+    /// (more may be due).
+    async fn retries(&self, id: WebhookId) -> Result<bool, crm_core::StoreError> {
         let until = self.lease_end();
-        let due = self.store.claim_due_deliveries(until, 64).await?;
+        let due = self.store.claim_due_deliveries(id, until, RETRIES).await?;
+        let full = due.len() == RETRIES as usize;
         let results = stream::iter(due)
             .map(|due| async move {
                 let seq = due.event_seq;
@@ -272,7 +325,10 @@ impl<S: Store> Sender<S> {
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
-        results.into_iter().collect()
+        results
+            .into_iter()
+            .collect::<Result<(), _>>()
+            .map(|()| full)
     }
 
     /// Where a delivery stands after its `attempts`-th attempt went as `attempt`.
@@ -372,82 +428,4 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The specification's example (standard-webhooks, `spec/standard-webhooks.md`, and
-    /// the reference libraries' tests): our header for one secret is exactly theirs.
-    #[test]
-    fn signs_as_the_specification_does() {
-        let secrets = WebhookSecrets {
-            current: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-            previous: None,
-        };
-        let body = br#"{"test": 2432232314}"#;
-        assert_eq!(
-            signature(
-                &secrets,
-                "msg_p5jXN8AQM9LWM0D4loKWxJek",
-                1_614_265_330,
-                body
-            ),
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
-    }
-
-    /// The `standardwebhooks` crate's own vector.
-    #[test]
-    fn signs_as_the_reference_library_does() {
-        let secrets = WebhookSecrets {
-            current: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
-            previous: None,
-        };
-        let body = br#"{"email":"test@example.com","username":"test_user"}"#;
-        assert_eq!(
-            signature(
-                &secrets,
-                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
-                1_649_367_553,
-                body
-            ),
-            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
-        );
-    }
-
-    #[test]
-    fn two_live_secrets_sign_twice_and_either_verifies() {
-        let secrets = WebhookSecrets {
-            current: new_secret(),
-            previous: Some(new_secret()),
-        };
-        let now = Utc::now().timestamp();
-        let header = signature(&secrets, "evt_1", now, b"{}");
-        assert_eq!(header.split(' ').count(), 2);
-        for secret in [&secrets.current, secrets.previous.as_ref().expect("two")] {
-            let mut headers = reqwest::header::HeaderMap::new();
-            headers.insert("webhook-id", "evt_1".parse().expect("header"));
-            headers.insert(
-                "webhook-timestamp",
-                now.to_string().parse().expect("header"),
-            );
-            headers.insert("webhook-signature", header.parse().expect("header"));
-            standardwebhooks::Webhook::new(secret)
-                .expect("a secret")
-                .verify(b"{}", &headers)
-                .expect("verifies");
-        }
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_or_a_date() {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert("retry-after", "120".parse().expect("header"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(120)));
-        headers.insert("retry-after", "999999999".parse().expect("header"));
-        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
-        let later = (Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
-        headers.insert("retry-after", later.parse().expect("header"));
-        let wait = retry_after(&headers).expect("a date");
-        assert!(wait <= Duration::from_secs(90) && wait >= Duration::from_secs(85));
-    }
-}
+mod tests;
