@@ -209,9 +209,18 @@ pub async fn open(url: &SqliteUrl, config: &StoreConfig) -> Result<SqliteStore, 
     let writer = Writer::start(connect, config.write_queue, config.seed, Some(checkpointer))
         .map_err(|err| ConnectError::Database(Box::new(err)))?;
 
+    // Every read connection is opened now and kept for the life of the process: SQLite
+    // 3.51.1 (the bundled one) can deadlock when one connection to a WAL file closes while
+    // another to the same file opens in the same process (`unixLock` holds the file's inode
+    // mutex and asks for the VFS mutex, `findReusableFd` the other way round; a hung test
+    // run showed it). sqlx's pool otherwise opens connections on demand and closes them
+    // after ten idle minutes.
     let reader = sea_orm::Database::connect(
         ConnectOptions::new(url.with_mode("ro"))
             .max_connections(config.max_connections)
+            .min_connections(config.max_connections)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(config.acquire_timeout)
             // A file does not hang up: sqlx's ping on every checkout would only cost
             // each read a trip to the connection's thread.
@@ -221,6 +230,16 @@ pub async fn open(url: &SqliteUrl, config: &StoreConfig) -> Result<SqliteStore, 
     )
     .await
     .map_err(|err| ConnectError::Database(Box::new(err)))?;
+    let pool = reader.get_sqlite_connection_pool();
+    let mut held = Vec::new();
+    for _ in 0..config.max_connections {
+        held.push(
+            pool.acquire()
+                .await
+                .map_err(|err| ConnectError::Database(Box::new(err)))?,
+        );
+    }
+    drop(held);
 
     let handle = writer.handle.clone();
     Ok(SqliteStore {
