@@ -57,7 +57,7 @@ async fn deliveries_survive_a_restart_between_attempts(backend: Backend) {
     }
     // Five events; once each has failed once and the failures are stored (the deliveries
     // list shows them), the server dies before any retry is due (4 s later). A kill before
-    // that commit would leave the endpoint's lease to run out first (two minutes).
+    // that commit would leave the endpoint's lease to run out first (45 s).
     wait_for(&hook.seen, "every first attempt", |seen| {
         seen.attempts.len() == 5
     })

@@ -54,13 +54,14 @@ impl Default for WebhookSettings {
     }
 }
 
-/// Events one lease covers: at most `BATCH / concurrency` rounds of the timeout, well
-/// within [`LEASE`].
-const BATCH: u32 = 64;
-/// Due retries claimed at once.
-const RETRIES: u32 = 64;
-/// How long a lease or a claim holds before another process may take it over.
-const LEASE: Duration = Duration::from_secs(120);
+/// Events one lease covers: at most `BATCH / concurrency` rounds of the timeout (two of
+/// 15 s at the defaults), within [`LEASE`].
+const BATCH: u32 = 32;
+/// Due retries claimed at once, on the same reckoning.
+const RETRIES: u32 = 32;
+/// How long a lease or a claim holds before another process may take it over: also how
+/// long an endpoint waits after a server died holding it.
+const LEASE: Duration = Duration::from_secs(45);
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
