@@ -79,11 +79,13 @@ impl From<&Event> for Frame {
 /// The comment line a quiet stream sends.
 const HEARTBEAT: &[u8] = b":\n\n";
 
-/// Events after the client's position were pruned: it must read the state again, and the
-/// stream goes on after `mark`.
-fn reset(mark: u64) -> Bytes {
+/// The client's position cannot be resumed from: events after it were pruned (`pruned`),
+/// or no event with that number was ever committed (`unknown`: an id from another
+/// database, say one restored from a backup). It must read the state again; the stream
+/// goes on after `mark`.
+fn reset(reason: &str, mark: u64) -> Bytes {
     Bytes::from(format!(
-        "id: {mark}\nevent: reset\ndata: {{\"pruned_through\":{mark}}}\n\n"
+        "id: {mark}\nevent: reset\ndata: {{\"reason\":\"{reason}\",\"resume_after\":{mark}}}\n\n"
     ))
 }
 
@@ -239,6 +241,15 @@ impl<S: Store> Hub<S> {
         };
         tokio::pin!(closed);
         let wanted = |kind: EventType| types.as_ref().is_none_or(|t| t.contains(&kind));
+        // "From now on" is from the hub's position once it has one (a hub that was idle
+        // finds it first): a client that has read `retry:` misses no later event.
+        let last = match last {
+            Some(last) => Some(last),
+            None => match head.wait_for(Option::is_some).await {
+                Ok(position) => *position,
+                Err(_) => return,
+            },
+        };
         let retry = self.settings.retry.as_millis();
         if tx
             .send(Bytes::from(format!("retry: {retry}\n\n")))
@@ -250,6 +261,22 @@ impl<S: Store> Hub<S> {
         let beat = self.settings.heartbeat;
         let mut next_beat = tokio::time::Instant::now() + beat;
         let mut last = last;
+        // A position past every committed event was never given out by this database.
+        if let Some(position) = last {
+            let ahead = head.borrow().is_none_or(|horizon| position > horizon);
+            if ahead {
+                match self.store.settled_event_head().await {
+                    Ok(newest) if position > newest => {
+                        if tx.send(reset("unknown", newest)).await.is_err() {
+                            return;
+                        }
+                        last = Some(newest);
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "cannot read the newest event"),
+                }
+            }
+        }
         loop {
             let horizon = *head.borrow_and_update();
             if let Some(horizon) = horizon {
@@ -311,7 +338,7 @@ impl<S: Store> Hub<S> {
                 }
             };
             if page.pruned_through > position {
-                tx.send(reset(page.pruned_through)).await.ok()?;
+                tx.send(reset("pruned", page.pruned_through)).await.ok()?;
                 return Some((page.pruned_through, true));
             }
             for event in page.events.iter().filter(|e| wanted(e.kind)) {

@@ -261,7 +261,7 @@ async fn a_stream_filters_by_type_and_resets_after_pruning(backend: Backend) {
     assert_eq!(messages[0].id, mark.to_string());
     assert_eq!(
         serde_json::from_str::<Value>(&messages[0].data).expect("JSON"),
-        json!({"pruned_through": mark})
+        json!({"reason": "pruned", "resume_after": mark})
     );
     let rest: Vec<u64> = messages[1..]
         .iter()
@@ -276,6 +276,17 @@ async fn a_stream_filters_by_type_and_resets_after_pruning(backend: Backend) {
     )
     .await;
     assert_eq!(messages.len(), 2);
+    // A position no event of this database ever had: reset to the newest, then live.
+    let newest = all[8].0;
+    let resp = open(&app, None, Some(newest + 1_000), "").await;
+    let (messages, _) = read_cut(resp, usize::MAX, Duration::from_millis(500)).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].event, "reset");
+    assert_eq!(messages[0].id, newest.to_string());
+    assert_eq!(
+        serde_json::from_str::<Value>(&messages[0].data).expect("JSON"),
+        json!({"reason": "unknown", "resume_after": newest})
+    );
     // Unknown types and ids that are no numbers are the client's mistake.
     for (last, query) in [
         (None, "?types=contact.created,contact.opened"),
