@@ -40,6 +40,8 @@ pub(crate) struct Metrics {
     pool_max: IntGauge,
     queued_writes: IntGauge,
     write_group_reruns: IntCounter,
+    webhook_pending: IntGaugeVec,
+    webhook_behind: IntGaugeVec,
     /// The store's rerun total at the last scrape: scrapes may run at once, so the
     /// counter is raised by what each one newly saw, never twice for the same reruns.
     reruns_seen: AtomicU64,
@@ -198,6 +200,24 @@ impl Metrics {
         .expect("valid metric");
         reg(Box::new(queued_writes.clone()));
         reg(Box::new(write_group_reruns.clone()));
+        let webhook_pending = IntGaugeVec::new(
+            Opts::new(
+                "crm_webhook_pending_deliveries",
+                "Deliveries waiting for a retry, per webhook endpoint that is on",
+            ),
+            &["webhook_id"],
+        )
+        .expect("valid metric");
+        let webhook_behind = IntGaugeVec::new(
+            Opts::new(
+                "crm_webhook_events_behind",
+                "Events not attempted yet, per webhook endpoint that is on",
+            ),
+            &["webhook_id"],
+        )
+        .expect("valid metric");
+        reg(Box::new(webhook_pending.clone()));
+        reg(Box::new(webhook_behind.clone()));
         Self {
             registry,
             registrations,
@@ -214,6 +234,8 @@ impl Metrics {
             pool_max,
             queued_writes,
             write_group_reruns,
+            webhook_pending,
+            webhook_behind,
             reruns_seen: AtomicU64::new(0),
         }
     }
@@ -281,6 +303,18 @@ impl Metrics {
             if settings.max_wait.is_some() {
                 self.stale.with_label_values(&[&source]).set(q.stale);
             }
+        }
+        // A partial index and one row per endpoint: cheap, as the rest.
+        self.webhook_pending.reset();
+        self.webhook_behind.reset();
+        for hook in store.webhook_backlog().await? {
+            let id = hook.webhook_id.to_string();
+            self.webhook_pending
+                .with_label_values(&[&id])
+                .set(hook.pending);
+            self.webhook_behind
+                .with_label_values(&[&id])
+                .set(hook.behind);
         }
         // Noted by the store as drains ran, taken here once.
         for latency in store.take_drain_latencies() {

@@ -251,4 +251,7 @@ impl WebhookStore for NoStore {
     ) -> Result<(), StoreError> {
         none()
     }
+    async fn webhook_backlog(&self) -> Result<Vec<crm_core::WebhookBacklog>, StoreError> {
+        none()
+    }
 }

@@ -21,6 +21,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 crm_store::on_every_backend!(
+    a_failing_endpoint_shows_in_the_metrics,
     every_event_arrives_once_verified_after_three_failures,
     a_rotation_signs_with_both_secrets_and_gone_switches_off,
     bad_endpoints_are_refused,
@@ -394,4 +395,47 @@ async fn two_replicas_attempt_each_delivery_once() {
         "{:?}",
         seen.attempts
     );
+}
+
+/// `/metrics` shows an endpoint's deliveries waiting for a retry.
+async fn a_failing_endpoint_shows_in_the_metrics(backend: Backend) {
+    let app = app(backend).await;
+    let down = receiver(u32::MAX, 500).await;
+    let (_, hook) = call(
+        &app,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"url": down.url})),
+    )
+    .await;
+    down.secrets
+        .lock()
+        .expect("lock")
+        .push(hook["secret"].as_str().expect("a secret").to_owned());
+    let before = app.get("/metrics").await.text().await.expect("text");
+    let line = format!(
+        "crm_webhook_pending_deliveries{{webhook_id=\"{}\"}}",
+        hook["id"]
+    );
+    assert!(before.contains(&format!("{line} 0")), "{before}");
+    call(
+        &app,
+        Method::POST,
+        "/api/operators",
+        Some(json!({"name": "A", "max_active_contacts": 1})),
+    )
+    .await;
+    wait_for(&down.seen, "a first attempt", |seen| {
+        !seen.attempts.is_empty()
+    })
+    .await;
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = app.get("/metrics").await.text().await.expect("text");
+        if text.contains(&format!("{line} 1")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(text.contains(&format!("{line} 1")), "{text}");
 }

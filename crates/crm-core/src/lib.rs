@@ -91,6 +91,6 @@ pub use values::{
 };
 pub use webhooks::{
     Attempt, Attempted, Delivery, DeliveryState, DueDelivery, NewWebhook, RetrySchedule,
-    UrlRefused, Webhook, WebhookLease, WebhookPatch, WebhookSecrets, WebhookUrl, is_internal,
-    subscribed,
+    UrlRefused, Webhook, WebhookBacklog, WebhookLease, WebhookPatch, WebhookSecrets, WebhookUrl,
+    is_internal, subscribed,
 };

@@ -420,3 +420,14 @@ pub struct Attempted {
     /// When it was made.
     pub at: DateTime<Utc>,
 }
+
+/// How far an endpoint that is on is behind, for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookBacklog {
+    /// The endpoint.
+    pub webhook_id: WebhookId,
+    /// Its deliveries due again (failed, waiting for a retry).
+    pub pending: i64,
+    /// Events committed after its cursor: not attempted yet.
+    pub behind: i64,
+}

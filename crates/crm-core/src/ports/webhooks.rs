@@ -6,8 +6,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    Attempted, Delivery, DeliveryId, DueDelivery, NewWebhook, StoreError, Webhook, WebhookId,
-    WebhookLease, WebhookPatch,
+    Attempted, Delivery, DeliveryId, DueDelivery, NewWebhook, StoreError, Webhook, WebhookBacklog,
+    WebhookId, WebhookLease, WebhookPatch,
 };
 
 /// Webhook endpoints and deliveries; part of every [`crate::Store`].
@@ -136,4 +136,14 @@ pub trait WebhookStore: Send + Sync {
         attempt: Attempted,
         gone: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Each endpoint that is on, by id, with its deliveries due again and the events not
+    /// attempted yet. Read on every metrics scrape: it MUST cost in proportion to the
+    /// endpoints and their pending deliveries, never to all deliveries.
+    ///
+    /// # Errors
+    /// Only driver failures.
+    fn webhook_backlog(
+        &self,
+    ) -> impl Future<Output = Result<Vec<WebhookBacklog>, StoreError>> + Send;
 }

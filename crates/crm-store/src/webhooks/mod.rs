@@ -427,3 +427,26 @@ pub async fn record(
     }
     Ok(())
 }
+
+/// Each endpoint that is on, with its pending deliveries (through the partial index of due
+/// ones) and how many events are after its cursor.
+const BACKLOG: &str = "SELECT w.id, \
+     (SELECT COUNT(*) FROM webhook_deliveries d \
+      WHERE d.state = 'pending' AND d.webhook_id = w.id), \
+     (SELECT COALESCE(MAX(seq), 0) FROM events) - w.cursor \
+     FROM webhooks w WHERE w.enabled ORDER BY w.id";
+
+/// See [`BACKLOG`].
+pub async fn backlog(db: &DatabaseConnection) -> Result<Vec<crm_core::WebhookBacklog>, StoreError> {
+    let statement = Statement::from_string(db.get_database_backend(), BACKLOG);
+    let rows = db.query_all_raw(statement).await.map_err(db_err)?;
+    rows.iter()
+        .map(|row| {
+            Ok(crm_core::WebhookBacklog {
+                webhook_id: WebhookId(row.try_get_by_index(0).map_err(db_err)?),
+                pending: row.try_get_by_index(1).map_err(db_err)?,
+                behind: row.try_get_by_index::<i64>(2).map_err(db_err)?.max(0),
+            })
+        })
+        .collect()
+}

@@ -132,4 +132,8 @@ impl WebhookStore for DbStore {
             .write(async move |conn| super::record(conn, id, claim, &attempt, gone).await)
             .await)
     }
+
+    async fn webhook_backlog(&self) -> Result<Vec<crm_core::WebhookBacklog>, StoreError> {
+        super::backlog(self.reader()).await
+    }
 }
