@@ -76,6 +76,15 @@ impl From<&Event> for Frame {
     }
 }
 
+/// Resolves when the server starts shutting down (`closing` turns `true` or is dropped);
+/// never when there is no `closing` to watch.
+pub(crate) async fn shutdown(closing: Option<watch::Receiver<bool>>) {
+    match closing {
+        Some(mut closing) => drop(closing.wait_for(|closing| *closing).await),
+        None => std::future::pending().await,
+    }
+}
+
 /// The comment line a quiet stream sends.
 const HEARTBEAT: &[u8] = b":\n\n";
 
@@ -232,15 +241,9 @@ impl<S: Store> Hub<S> {
         types: Option<BTreeSet<EventType>>,
         tx: mpsc::Sender<Bytes>,
     ) {
-        let closing = self.settings.closing.clone();
-        let closed = async move {
-            match closing {
-                Some(mut closing) => drop(closing.wait_for(|closing| *closing).await),
-                None => std::future::pending().await,
-            }
-        };
+        let closed = shutdown(self.settings.closing.clone());
         tokio::pin!(closed);
-        let wanted = |kind: EventType| types.as_ref().is_none_or(|t| t.contains(&kind));
+        let wanted = |kind: EventType| crm_core::subscribed(types.as_ref(), kind);
         // "From now on" is from the hub's position once it has one (a hub that was idle
         // finds it first): a client that has read `retry:` misses no later event.
         let last = match last {

@@ -18,9 +18,7 @@ use std::{fmt, str::FromStr};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
-use crate::{
-    ContactId, ContactStatus, DecisionPath, Operator, OperatorId, SourceId, SourceRule, WeightSet,
-};
+use crate::{ContactId, ContactStatus, DecisionPath, OperatorId, SourceId, SourceRule, WeightSet};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -233,18 +231,6 @@ pub struct OperatorFields<'a> {
     pub max_active_contacts: i64,
     /// Its pace, if any.
     pub max_assignments_per_minute: Option<i64>,
-}
-
-impl<'a> From<&'a Operator> for OperatorFields<'a> {
-    fn from(o: &'a Operator) -> Self {
-        Self {
-            id: o.id,
-            name: &o.name,
-            is_active: o.is_active,
-            max_active_contacts: o.max_active_contacts.get(),
-            max_assignments_per_minute: o.max_assignments_per_minute.map(|r| i64::from(r.get())),
-        }
-    }
 }
 
 /// A source's fields as its events report them.

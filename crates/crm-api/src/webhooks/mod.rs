@@ -137,15 +137,9 @@ pub(crate) fn spawn<S: Store>(
         client,
     });
     Some(runtime.spawn(async move {
-        let closed = async move {
-            match closing {
-                Some(mut closing) => drop(closing.wait_for(|closing| *closing).await),
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             () = sender.run() => {}
-            () = closed => {}
+            () = crate::events::shutdown(closing) => {}
         }
     }))
 }
