@@ -10,13 +10,19 @@
 //! on two sources, is often full: `GET /api/sources/{id}/distribution` shows it, and the
 //! closing lines say where. The plan is fixed by a seed; which operator gets
 //! a contact is the server's draw.
+//!
+//! Then, unless `--once`, it goes on as a live day (`live.rs`) until Ctrl-C, so the
+//! supervisor's page at `/` shows contacts arrive, wait and be drained.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
 use crate::api_client::Api;
 
+mod live;
+mod rng;
 mod smoke;
+use rng::SplitMix64;
 pub use smoke::smoke;
 
 /// Where `cargo xtask serve` listens.
@@ -27,6 +33,9 @@ pub struct Options {
     /// The server to fill.
     #[arg(long, default_value = DEFAULT_URL)]
     url: String,
+    /// Seed and stop; without it, contacts keep arriving and closing until Ctrl-C.
+    #[arg(long)]
+    once: bool,
 }
 
 /// The seed of the plan: the same leads, sources and messages on every run.
@@ -145,8 +154,28 @@ pub fn run(options: &Options) -> Result<()> {
     let token = std::env::var("CRM_ADMIN_TOKEN").ok();
     let api = Api::new(options.url.trim_end_matches('/').to_owned(), token);
     api.check_reachable()?;
-    seed(&api)
+    match seed(&api) {
+        Err(err) if options.once || err.downcast_ref::<AlreadySeeded>().is_none() => {
+            return Err(err);
+        }
+        Err(already) => println!("{already}; going on with the live day"),
+        Ok(()) if options.once => return Ok(()),
+        Ok(()) => {}
+    }
+    live::run(&api)
 }
+
+/// The database already holds the demo's sources: the server and the codes found.
+#[derive(Debug)]
+struct AlreadySeeded(String, String);
+
+impl std::fmt::Display for AlreadySeeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} already has the demo sources ({})", self.0, self.1)
+    }
+}
+
+impl std::error::Error for AlreadySeeded {}
 
 /// Creates the operators and sources, then registers, closes and assigns contacts.
 fn seed(api: &Api) -> Result<()> {
@@ -159,11 +188,7 @@ fn seed(api: &Api) -> Result<()> {
         .filter(|code| SOURCES.iter().any(|s| s.code == code))
         .collect();
     if !taken.is_empty() {
-        bail!(
-            "{} already has demo sources ({}): seed an empty database",
-            api.base,
-            taken.join(", ")
-        );
+        return Err(AlreadySeeded(api.base.clone(), taken.join(", ")).into());
     }
 
     let mut operators = Vec::new();
@@ -194,7 +219,7 @@ fn seed(api: &Api) -> Result<()> {
     }
 
     let mut rng = SplitMix64(SEED);
-    let plan = plan(&mut rng);
+    let plan = plan(&mut rng, REGISTRATIONS);
     let mut tally = Tally::default();
     // Open contacts that got an operator when they came: the ones operators close (those
     // the queue hands out later stay open, as a backlog's do on a busy day).
@@ -353,10 +378,10 @@ struct Tally {
 
 /// The registrations of the demo day, in order: new leads with identifiers in their
 /// channel's style, and returning leads who write again, through any source.
-fn plan(rng: &mut SplitMix64) -> Vec<Registration> {
+fn plan(rng: &mut SplitMix64, count: usize) -> Vec<Registration> {
     let mut leads: Vec<Value> = Vec::new();
-    let mut plan = Vec::with_capacity(REGISTRATIONS);
-    for n in 0..REGISTRATIONS {
+    let mut plan = Vec::with_capacity(count);
+    for n in 0..count {
         let source = pick_source(rng.below(100));
         let returning = !leads.is_empty() && rng.below(100) < 35;
         let external_lead_id = if returning {
@@ -416,43 +441,21 @@ fn id(entity: &Value) -> Result<i64> {
         .with_context(|| format!("no id in the answer {entity}"))
 }
 
-/// A tiny deterministic generator (SplitMix64), enough for a demo plan; keeps `rand`
-/// out of xtask.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n > 0`; the modulo bias is irrelevant here).
-    fn below(&mut self, n: usize) -> usize {
-        // Truncating to usize keeps the low bits, which are as random as the rest.
-        (self.next() as usize) % n.max(1)
-    }
-
-    /// One of `items` (not empty).
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_plan_is_fixed_by_the_seed() {
-        assert_eq!(plan(&mut SplitMix64(SEED)), plan(&mut SplitMix64(SEED)));
+        assert_eq!(
+            plan(&mut SplitMix64(SEED), REGISTRATIONS),
+            plan(&mut SplitMix64(SEED), REGISTRATIONS)
+        );
     }
 
     #[test]
     fn the_plan_mixes_sources_and_new_and_returning_leads() {
-        let plan = plan(&mut SplitMix64(SEED));
+        let plan = plan(&mut SplitMix64(SEED), REGISTRATIONS);
         assert_eq!(plan.len(), REGISTRATIONS);
         let returning = plan.iter().filter(|r| r.returning).count();
         assert!((70..=150).contains(&returning), "{returning} returning");
