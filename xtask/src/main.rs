@@ -2,6 +2,7 @@
 //! `cargo xtask --help` lists them.
 
 mod api_client;
+mod browser;
 mod docker;
 mod fuzz_api;
 mod lint;
@@ -28,8 +29,8 @@ enum Task {
     /// Run the API on the embedded SQLite default (crm.db); ARGS go to crm-api.
     Serve(Passed),
     /// Run every test, on SQLite and on a throwaway PostgreSQL 15 (unless
-    /// CRM_TEST_POSTGRES_URL is set), then the bench smoke, a generated Python client and
-    /// fuzz-api.
+    /// CRM_TEST_POSTGRES_URL is set) and in a headless Chromium (installed as root with
+    /// apt-get if missing), then the bench smoke, a generated Python client and fuzz-api.
     Test(test::Options),
     /// cargo fmt --check, clippy -D warnings and crm-core's dependency rule.
     Lint,

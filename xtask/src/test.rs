@@ -14,6 +14,9 @@ pub struct Options {
     /// Skip the schemathesis run.
     #[arg(long)]
     no_fuzz: bool,
+    /// Skip the browser tests (the page in a headless Chromium), even where one is installed.
+    #[arg(long)]
+    no_browser: bool,
 }
 
 pub fn run(options: &Options) -> Result<()> {
@@ -46,6 +49,12 @@ pub fn run(options: &Options) -> Result<()> {
         eprintln!("xtask: PostgreSQL tests use {url}");
         sh.set_var("CRM_TEST_POSTGRES_URL", url);
         features.push("--features=crm-store/postgres-tests,crm-api/postgres-tests");
+    }
+    // The page's tests need Chromium; found or installed here, they run rather than skip.
+    if options.no_browser {
+        crate::browser::skip(&sh);
+    } else {
+        phases.time("browser", || crate::browser::provide(&sh))?;
     }
     // The bench smoke run builds its server as the tests did (nothing to rebuild).
     let mut no_run: Vec<String> = ["test", "--workspace", "--locked", "--no-run"]

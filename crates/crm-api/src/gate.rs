@@ -215,7 +215,7 @@ fn new_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use poem::{
-        EndpointExt, Route,
+        EndpointExt,
         endpoint::make_sync,
         http::Method,
         middleware::{NormalizePath, TrailingSlash},
@@ -225,10 +225,12 @@ mod tests {
     use super::*;
     use crate::spec::NoStore;
 
-    fn gate<E: Endpoint>(api: E) -> Gate<E, Route, NoStore> {
+    /// The gate over `ep`, which answers for the operations and the pages alike.
+    fn gate<E: Endpoint>(ep: E) -> Gate<Arc<E>, Arc<E>, NoStore> {
+        let ep = Arc::new(ep);
         Gate {
-            api,
-            pages: Route::new(),
+            api: Arc::clone(&ep),
+            pages: ep,
             store: Arc::new(NoStore),
             admin_token: None,
             allowed: Arc::new(AllowedMethods::of_api::<NoStore>()),
@@ -353,9 +355,10 @@ mod tests {
                 path.push('/');
             }
             let routed: Vec<&str> = segments.clone();
+            // `[]` is `/`, the supervisor's page.
             let open = matches!(
                 routed.as_slice(),
-                ["health"] | ["metrics"] | ["openapi.json"] | ["docs", ..]
+                [] | ["health"] | ["metrics"] | ["openapi.json"] | ["docs", ..]
             );
             let app = &*SECURED;
             let rt = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");

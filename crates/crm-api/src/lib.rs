@@ -1,7 +1,7 @@
 //! HTTP API of mini-crm: poem + poem-openapi over any [`crm_core::Store`].
 //!
-//! [`app`] builds the whole service — `/api/…`, `/health`, `/docs` (Swagger UI) and
-//! `/openapi.json` — so the server binary and the integration tests run the same thing.
+//! [`app`] builds the whole service — `/api/…`, `/health`, the supervisor's page at `/`,
+//! `/docs` (Swagger UI) and `/openapi.json` — so the server binary and the integration tests run the same thing.
 //! Every path is served with and without a trailing slash, and every error, including
 //! poem's own (unknown path, wrong method, wrong content type, bad parameters) and a panic
 //! in a handler, is answered as `application/problem+json`.
@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod gate;
 mod metrics;
+mod page;
 pub mod server;
 mod spec;
 mod webhooks;
@@ -30,7 +31,7 @@ use crate::metrics::{Metrics, MetricsEndpoint};
 pub use crate::webhooks::WebhookSettings;
 
 /// The pages outside the OpenAPI document (Swagger UI and its OAuth receiver, the document
-/// itself, the metrics): open to anyone, `GET` and `HEAD` only. One list, read by the
+/// itself, the metrics; the supervisor's page has its own list, `page::PATHS`): open to anyone, `GET` and `HEAD` only. One list, read by the
 /// router, the authentication and the `Allow` header of a 405.
 const PAGES: [&str; 4] = [
     "/docs",
@@ -39,9 +40,10 @@ const PAGES: [&str; 4] = [
     "/metrics",
 ];
 
-/// Whether `path` (normalised: merged slashes, no trailing one) is one of the [`PAGES`].
+/// Whether `path` (normalised: merged slashes, no trailing one) is one of the [`PAGES`] or
+/// a path of the supervisor's page, which are as open.
 fn is_page(path: &str) -> bool {
-    PAGES.contains(&path)
+    PAGES.contains(&path) || page::serves(path)
 }
 
 /// The header that carries a request's id, accepted from the client or generated.
@@ -122,16 +124,19 @@ pub fn app_with_events<S: Store>(
     let allowed = Arc::new(
         PAGES
             .iter()
+            .chain(page::PATHS.iter().map(|(at, _)| at))
             .fold(api::AllowedMethods::of_api::<S>(), |allowed, page| {
                 allowed.with(page, &[Method::GET, Method::HEAD])
             }),
     );
     // `get` answers HEAD too, and 405 to any other method (Swagger UI's own endpoints
     // answer every method).
-    let pages = Route::new()
-        .nest("/docs", poem::get(api.swagger_ui()))
-        .at("/openapi.json", poem::get(api.spec_endpoint()))
-        .at("/metrics", poem::get(scrape));
+    let pages = page::routes(
+        Route::new()
+            .nest("/docs", poem::get(api.swagger_ui()))
+            .at("/openapi.json", poem::get(api.spec_endpoint()))
+            .at("/metrics", poem::get(scrape)),
+    );
     gate::Gate {
         api: api.into_endpoint(),
         pages,

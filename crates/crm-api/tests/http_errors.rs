@@ -129,10 +129,11 @@ async fn patch_rejects_explicit_null() {
 #[tokio::test]
 async fn unknown_paths_are_404_problems() {
     let app = spawn_app().await;
+    // `/` is the supervisor's page (tests/page_http.rs).
     for path in [
-        "/",
         "/api",
         "/api/nope",
+        "/assets/nope.js",
         "/api/operators/1/nope",
         "/docs/nope",
     ] {

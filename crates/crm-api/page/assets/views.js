@@ -1,0 +1,188 @@
+// The board's three sections, rendered from the state `app.js` keeps. Each render
+// replaces its section's content; inputs keep their focus (`fill`) and drafts live in
+// the state, so a live refresh never loses what a supervisor is typing.
+
+import { bar, duration, fill, h, percent } from "./dom.js";
+
+/** The queue: a tile per source with waiting contacts, then the waiting contacts. */
+export function renderQueue(state, act) {
+  const names = sourceNames(state);
+  const total = state.queue.reduce((sum, q) => sum + q.waiting, 0);
+  document.getElementById("queue-total").textContent = total === 0 ? "empty" : `${total} waiting`;
+  const tiles = state.queue.map((q) =>
+    h("div", { class: `tile${q.stale > 0 ? " stale" : ""}`, id: `queue-source-${q.source_id}` },
+      h("div", { class: "tile-name" }, names.get(q.source_id) || `source ${q.source_id}`),
+      h("div", { class: "tile-count" }, String(q.waiting)),
+      h("div", { class: "tile-wait" }, "oldest ",
+        h("span", { class: "ticking", dataset: { since: q.oldest_since } }, ticking(state, q.oldest_since))),
+      q.stale > 0 ? h("div", { class: "tile-stale" }, `${q.stale} waited too long`) : null),
+  );
+  fill("queue-sources", tiles.length ? tiles : h("p", { class: "empty" }, "Nobody is waiting."));
+  const active = state.operators.filter((o) => o.is_active);
+  fill("waiting", state.waiting.map((c) =>
+    h("li", { class: "row", id: `waiting-${c.id}` },
+      h("button", { class: "link contact-link", type: "button", onclick: () => act.openContact(c.id) },
+        h("span", { class: "cid" }, `#${c.id}`), " ", snippet(c.payload)),
+      h("span", { class: "muted small" }, names.get(c.source_id) || `source ${c.source_id}`, " · waiting ",
+        h("span", { class: "ticking", dataset: { since: c.created_at } }, ticking(state, c.created_at))),
+      h("span", { class: "actions" },
+        h("select", { id: `assign-to-${c.id}`, "aria-label": `Operator for contact ${c.id}`, disabled: !state.canWrite },
+          h("option", { value: "" }, "Assign to…"),
+          active.map((o) => h("option", { value: String(o.id),
+            disabled: o.active_contacts >= o.max_active_contacts },
+          `${o.name} (${o.active_contacts}/${o.max_active_contacts})`))),
+        h("button", { class: "assign", type: "button", disabled: !state.canWrite,
+          onclick: () => {
+            const to = document.getElementById(`assign-to-${c.id}`).value;
+            if (to) act.assign(c.id, Number(to));
+          } }, "Assign"))),
+  ));
+}
+
+/** Operators: active switch, load against the limit, the last hour, shares per source. */
+export function renderOperators(state, act) {
+  const names = sourceNames(state);
+  const cards = state.operators.map((o) => {
+    const stats = state.stats.get(o.id);
+    const shares = [];
+    for (const s of state.sources) {
+      const mine = (s.operators || []).find((w) => w.operator_id === o.id);
+      if (!mine) continue;
+      const dist = state.distribution.get(s.id);
+      const row = dist && dist.operators.find((r) => r.operator_id === o.id);
+      const realised = row && dist.draws > 0 ? row.assigned / dist.draws : null;
+      const expected = row && dist.draws > 0 ? row.expected / dist.draws : row && row.configured_share;
+      shares.push(h("li", { class: `share${row && row.flag ? " flag" : ""}`,
+        title: row && row.z !== null ? `z = ${row.z.toFixed(2)} over ${dist.draws} draws` : "too few draws to judge" },
+      h("span", { class: "share-source" }, names.get(s.id)),
+      h("span", {}, realised === null ? "no draws" : percent(realised)),
+      h("span", { class: "muted" }, ` / ${percent(expected)} expected`),
+      row && row.flag ? h("span", { class: "flag-mark", "aria-label": "off its expected share" }, " ⚑") : null));
+    }
+    const open = state.openContacts.get(o.id);
+    return h("article", { class: `op${o.is_active ? "" : " inactive"}`, id: `op-${o.id}` },
+      h("div", { class: "op-head" },
+        h("label", { class: "switch", title: o.is_active ? "Active: takes contacts" : "Inactive: takes none" },
+          h("input", { type: "checkbox", role: "switch", id: `active-${o.id}`, checked: o.is_active,
+            disabled: !state.canWrite, "aria-label": `${o.name} active`,
+            onchange: (e) => act.patchOperator(o.id, { is_active: e.target.checked }) }),
+          h("span", { class: "knob" })),
+        h("div", { class: "op-name" }, o.name, h("span", { class: "muted small" }, ` #${o.id}`)),
+        h("div", { class: "op-hour", title: "assignments in the last hour" },
+          h("b", {}, String(stats ? stats.assigned_last_hour : 0)), h("span", { class: "muted small" }, " last hour"))),
+      h("div", { class: "op-load" },
+        bar(o.active_contacts, o.max_active_contacts, `${o.name}: open contacts against the limit`),
+        h("span", { class: "load-text" }, h("b", { class: "load" }, String(o.active_contacts)), " / "),
+        h("input", { type: "number", class: "limit", id: `limit-${o.id}`, min: "0", max: "100000",
+          value: String(o.max_active_contacts), disabled: !state.canWrite, "aria-label": `${o.name} limit`,
+          onchange: (e) => act.patchOperator(o.id, { max_active_contacts: Number(e.target.value) }) })),
+      shares.length ? h("ul", { class: "shares" }, shares) : h("p", { class: "muted small" }, "No source sends to this operator."),
+      h("details", { open: state.expanded.has(o.id),
+        ontoggle: (e) => act.expand(o.id, e.target.open) },
+      h("summary", {}, `Open contacts (${o.active_contacts})`),
+      open === undefined ? h("p", { class: "muted small" }, "Loading…")
+        : open.length === 0 ? h("p", { class: "muted small" }, "None.")
+          : h("ol", { class: "rows" }, open.map((c) =>
+            h("li", { class: "row", id: `contact-row-${c.id}` },
+              h("button", { class: "link contact-link", type: "button", onclick: () => act.openContact(c.id) },
+                h("span", { class: "cid" }, `#${c.id}`), " ", snippet(c.payload)),
+              h("span", { class: "muted small" }, names.get(c.source_id) || ""),
+              h("span", { class: "actions" },
+                h("button", { class: "close", type: "button", disabled: !state.canWrite,
+                  onclick: () => act.close(c.id) }, "Close"),
+                h("button", { class: "unassign ghost", type: "button", disabled: !state.canWrite,
+                  onclick: () => act.unassign(c.id) }, "Unassign")))))));
+  });
+  fill("operator-list", cards.length ? cards : h("p", { class: "empty" }, "No operators yet."));
+}
+
+/** Sources: strategy, sticky owner, and the weights editor with its dry run. */
+export function renderSources(state, act) {
+  const cards = state.sources.map((s) => {
+    const draft = state.drafts.get(s.id);
+    const current = new Map((s.operators || []).map((w) => [w.operator_id, w.weight]));
+    const preview = state.previews.get(s.id);
+    const simulated = new Map(preview ? preview.operators.map((p) => [p.operator_id, p]) : []);
+    const changed = draft !== undefined;
+    const rows = state.operators.map((o) => {
+      const value = draft && draft.has(o.id) ? draft.get(o.id) : String(current.get(o.id) || 0);
+      const sim = simulated.get(o.id);
+      return h("tr", {},
+        h("th", { scope: "row" }, o.name, o.is_active ? null : h("span", { class: "muted small" }, " (inactive)")),
+        h("td", { class: "num" }, String(current.get(o.id) || 0)),
+        h("td", {}, h("input", { type: "number", min: "0", max: "1000000", class: "weight",
+          id: `weight-${s.id}-${o.id}`, value, "aria-label": `${o.name} weight for ${s.name}`,
+          oninput: (e) => act.draftWeight(s.id, o.id, e.target.value) })),
+        h("td", { class: "compare" }, sim ? [
+          h("div", { class: "cmp" }, h("span", { class: "cmp-label" }, "now"),
+            bar(sim.current_configured_share, 1, "share now"), h("span", {}, percent(sim.current_configured_share))),
+          h("div", { class: "cmp after" }, h("span", { class: "cmp-label" }, "after"),
+            bar(sim.configured_share, 1, "share after"), h("span", {}, percent(sim.configured_share))),
+          sim.excluded ? h("div", { class: "muted small" }, `now ${label(sim.excluded)}`) : null,
+        ] : null));
+    });
+    return h("article", { class: "source", id: `source-${s.id}` },
+      h("div", { class: "source-head" },
+        h("h3", {}, s.name, h("span", { class: "muted small" }, ` ${s.code}`)),
+        h("label", { class: "inline" }, "Strategy ",
+          h("select", { id: `strategy-${s.id}`, disabled: !state.canWrite,
+            onchange: (e) => act.patchSource(s.id, { strategy: e.target.value }) },
+          [["weighted_random", "Weighted random"], ["smooth_weighted", "Smooth round robin"]].map(([v, t]) =>
+            h("option", { value: v, selected: s.strategy === v }, t)))),
+        h("label", { class: "inline switch-label" },
+          h("span", { class: "switch" }, h("input", { type: "checkbox", role: "switch", id: `sticky-${s.id}`,
+            checked: s.sticky_owner, disabled: !state.canWrite,
+            onchange: (e) => act.patchSource(s.id, { sticky_owner: e.target.checked }) }), h("span", { class: "knob" })),
+          " Sticky owner")),
+      h("table", { class: "weights" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Operator"), h("th", { class: "num" }, "Now"),
+          h("th", {}, "Weight"), h("th", {}, preview ? "Share of the weights" : ""))),
+        h("tbody", {}, rows)),
+      h("div", { class: "source-foot" },
+        preview ? h("p", { class: "preview-result", id: `preview-result-${s.id}` },
+          h("b", {}, `would assign ${preview.would_assign} waiting contact${preview.would_assign === 1 ? "" : "s"} now`),
+          preview.still_waiting > 0 ? `, ${preview.still_waiting} would still wait` : "") : null,
+        h("span", { class: "actions" },
+          changed ? h("button", { type: "button", class: "ghost", onclick: () => act.discard(s.id) }, "Discard") : null,
+          h("button", { type: "button", id: `preview-${s.id}`, onclick: () => act.preview(s.id) }, "Preview"),
+          h("button", { type: "button", class: "primary", id: `apply-${s.id}`,
+            disabled: !state.canWrite || !changed, onclick: () => act.apply(s.id) }, "Apply"))));
+  });
+  fill("source-list", cards.length ? cards : h("p", { class: "empty" }, "No sources yet."));
+}
+
+/** How long ago `since` was, on the server's clock. */
+export function ticking(state, since) {
+  return duration((Date.now() - state.skew - Date.parse(since)) / 1000);
+}
+
+/** Moves every ticking wait on the page on to now. */
+export function tick(state) {
+  for (const el of document.querySelectorAll(".ticking[data-since]")) {
+    el.textContent = ticking(state, el.dataset.since);
+  }
+}
+
+/** A reason a candidate was left out, as a person says it. */
+export function label(exclusion) {
+  return {
+    at_capacity: "at capacity",
+    inactive: "inactive",
+    rate_limited: "rate limited",
+    zero_weight: "weight 0",
+    unassigned_from: "just unassigned from it",
+  }[exclusion] || exclusion;
+}
+
+/** The first words of a contact's payload. */
+export function snippet(payload) {
+  if (payload === null || payload === undefined) return "";
+  const text = typeof payload === "object"
+    ? payload.text || payload.message || JSON.stringify(payload) : String(payload);
+  return text.length > 80 ? `${text.slice(0, 79)}…` : text;
+}
+
+/** Source names by id. */
+export function sourceNames(state) {
+  return new Map(state.sources.map((s) => [s.id, s.name]));
+}

@@ -1,0 +1,419 @@
+//! The supervisor's page in a real browser (headless Chromium through chromedriver): it
+//! signs in, follows the event stream, and its controls change what they say. Every wait
+//! has a ceiling (10 s) and asserts arrival, never a latency. Skipped, saying why, where
+//! no browser is installed, unless `cargo xtask test` (or `CI=true`) requires one.
+
+mod common;
+
+use common::{TestApp, browser::Browser, id_of, json, spawn_app, spawn_app_with};
+use crm_store::testing::Backend;
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-for-the-page-0123456789";
+
+/// An app with the admin token set, whose test client sends it.
+async fn secured() -> TestApp {
+    let mut app = spawn_app_with(
+        Backend::Sqlite,
+        crm_api::Security {
+            admin_token: Some(ADMIN.to_owned()),
+        },
+    )
+    .await;
+    let mut headers = header::HeaderMap::new();
+    headers.insert(
+        header::AUTHORIZATION,
+        format!("Bearer {ADMIN}").parse().expect("a header value"),
+    );
+    app.client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client");
+    app
+}
+
+/// Signs in on the page with `token`, and waits for the board and its stream.
+async fn sign_in(browser: &Browser, app: &TestApp, token: &str) {
+    browser.goto(&format!("{}/", app.address)).await;
+    browser.fill("#token", token).await;
+    browser.click("#signin-form button[type=submit]").await;
+    browser.wait_for("#board:not([hidden])").await;
+    live(browser).await;
+}
+
+/// Opens the page of an app without an admin token (no sign-in), and waits for the stream.
+async fn open(browser: &Browser, app: &TestApp) {
+    browser.goto(&format!("{}/", app.address)).await;
+    browser.wait_for("#board:not([hidden])").await;
+    live(browser).await;
+}
+
+async fn live(browser: &Browser) {
+    browser
+        .wait_text("#live", |t| t == "Live", "the event stream to be followed")
+        .await;
+}
+
+/// The browser's console errors, without the one the page causes on purpose: on a first
+/// visit it asks, without a credential, whether the API is open, which answers 401 when
+/// an admin token is set (docs/dashboard.md, "Signing in").
+async fn assert_no_console_errors(browser: &Browser) {
+    let errors: Vec<String> = browser
+        .console_errors()
+        .await
+        .into_iter()
+        .filter(|e| !(e.contains("/api/sources") && e.contains("401")))
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_in_an_assignment_through_the_api_shows_in_the_load_without_reload() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = secured().await;
+    let anna = app.operator("Anna Petrova", 3).await;
+    app.source("tg", &[(anna, 10)]).await;
+    sign_in(&browser, &app, ADMIN).await;
+    let load = format!("#op-{anna} .load");
+    browser.wait_text(&load, |t| t == "0", "no load yet").await;
+    assert_eq!(
+        browser
+            .wait_text("#role", |t| !t.is_empty(), "the role")
+            .await,
+        "Admin"
+    );
+
+    app.contact("lead-1", "tg").await;
+    browser
+        .wait_text(&load, |t| t == "1", "the assignment in Anna's load")
+        .await;
+    app.contact("lead-2", "tg").await;
+    browser
+        .wait_text(&load, |t| t == "2", "the second assignment")
+        .await;
+    // The credential stays in the tab across a reload, and nowhere in the URL.
+    browser.client().refresh().await.expect("reloaded");
+    browser.wait_for("#board:not([hidden])").await;
+    assert!(
+        !browser
+            .client()
+            .current_url()
+            .await
+            .expect("a URL")
+            .as_str()
+            .contains(ADMIN)
+    );
+    assert_no_console_errors(&browser).await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_a_contact_from_the_page_frees_capacity_and_the_drained_contact_appears() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let anna = app.operator("Anna Petrova", 1).await;
+    app.source("tg", &[(anna, 10)]).await;
+    let first = id_of(app.contact("lead-1", "tg").await);
+    let second = id_of(app.contact("lead-2", "tg").await);
+    open(&browser, &app).await;
+    browser.wait_for(&format!("#waiting-{second}")).await;
+    browser.click(&format!("#op-{anna} details summary")).await;
+    browser
+        .click(&format!("#contact-row-{first} button.close"))
+        .await;
+    // The drain hands the waiting contact to Anna: it leaves the queue, joins her list.
+    browser.wait_for(&format!("#contact-row-{second}")).await;
+    browser.wait_gone(&format!("#waiting-{second}")).await;
+    browser.wait_gone(&format!("#contact-row-{first}")).await;
+    let closed = json(app.get_contact(first).await, StatusCode::OK).await;
+    assert_eq!(closed["status"], "closed");
+    let drained = json(app.get_contact(second).await, StatusCode::OK).await;
+    assert_eq!(drained["operator_id"], anna);
+    assert_no_console_errors(&browser).await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drawer_tells_why_a_contact_went_where_it_went() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let anna = app.operator("Anna Petrova", 1).await;
+    let boris = app.operator("Boris Ivanov", 5).await;
+    app.source("tg", &[(anna, 30), (boris, 10)]).await;
+    // Anna is full when the second contact comes: Boris takes it.
+    app.source("web", &[(anna, 1)]).await;
+    app.contact("lead-1", "web").await;
+    let contact = app.contact("lead-2", "tg").await;
+    assert_eq!(contact["operator_id"], boris);
+    let id = id_of(contact);
+    open(&browser, &app).await;
+    browser.click(&format!("#op-{boris} details summary")).await;
+    browser
+        .click(&format!("#contact-row-{id} .contact-link"))
+        .await;
+    browser.wait_for("#drawer:not([hidden])").await;
+    let line = browser
+        .wait_text(".decision-line", |t| !t.is_empty(), "the decision")
+        .await;
+    assert!(
+        line.starts_with("2 candidates, 1 at capacity; drew ")
+            && line.ends_with("of 10 → Boris Ivanov"),
+        "{line}"
+    );
+    let rows = browser.js(
+        "return [...document.querySelectorAll('.candidates tbody tr')].map(r => r.innerText.replace(/\\s+/g, ' ').trim())",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        rows,
+        json!([
+            "Anna Petrova 30 1 / 1 at capacity",
+            "Boris Ivanov 10 0 / 5 chosen"
+        ])
+    );
+    assert_eq!(
+        browser
+            .wait_text("#drawer-operator", |t| !t.is_empty(), "the operator")
+            .await,
+        "Boris Ivanov"
+    );
+    assert!(
+        browser
+            .wait_text(".payload", |_| true, "the payload")
+            .await
+            .contains("null"),
+        "a contact registered without a payload shows null"
+    );
+    assert_no_console_errors(&browser).await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_weights_editor_previews_the_change_then_applies_it() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let anna = app.operator("Anna Petrova", 1).await;
+    let boris = app.operator("Boris Ivanov", 5).await;
+    let source = app.source("tg", &[(anna, 10)]).await;
+    app.contact("lead-1", "tg").await;
+    let waiting = [
+        id_of(app.contact("lead-2", "tg").await),
+        id_of(app.contact("lead-3", "tg").await),
+    ];
+    open(&browser, &app).await;
+    browser
+        .fill(&format!("#weight-{source}-{boris}"), "30")
+        .await;
+    browser.click(&format!("#preview-{source}")).await;
+    let preview = browser
+        .wait_text(
+            &format!("#preview-result-{source}"),
+            |t| !t.is_empty(),
+            "the dry run",
+        )
+        .await;
+    assert!(
+        preview.contains("would assign 2 waiting contacts now"),
+        "{preview}"
+    );
+    // Nothing changed yet: the dry run writes nothing.
+    let before = json(app.get_source(source).await, StatusCode::OK).await;
+    assert_eq!(before["operators"].as_array().map(Vec::len), Some(1));
+
+    browser.click(&format!("#apply-{source}")).await;
+    for id in waiting {
+        browser.wait_gone(&format!("#waiting-{id}")).await;
+    }
+    let after = json(app.get_source(source).await, StatusCode::OK).await;
+    let weights: Vec<(i64, i64)> = after["operators"]
+        .as_array()
+        .expect("weights")
+        .iter()
+        .map(|w| {
+            (
+                w["operator_id"].as_i64().unwrap_or(0),
+                w["weight"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(weights, vec![(anna, 10), (boris, 30)]);
+    for id in waiting {
+        let contact = json(app.get_contact(id).await, StatusCode::OK).await;
+        assert_eq!(
+            contact["operator_id"], boris,
+            "contact {id} drained to Boris"
+        );
+    }
+    assert_no_console_errors(&browser).await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_sees_the_board_but_every_write_is_disabled_and_refused() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = secured().await;
+    let anna = app.operator("Anna Petrova", 3).await;
+    let source = app.source("tg", &[(anna, 10)]).await;
+    let contact = id_of(app.contact("lead-1", "tg").await);
+    let key = json(
+        app.send(
+            reqwest::Method::POST,
+            "/api/keys",
+            Some(&json!({"scope": "viewer", "label": "wall screen"})),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let secret = key["key"].as_str().expect("the key's secret").to_owned();
+    sign_in(&browser, &app, &secret).await;
+    assert_eq!(
+        browser
+            .wait_text("#role", |t| !t.is_empty(), "the role")
+            .await,
+        "Viewer · read only"
+    );
+    browser.click(&format!("#op-{anna} details summary")).await;
+    browser.wait_for(&format!("#contact-row-{contact}")).await;
+    for control in [
+        format!("#active-{anna}"),
+        format!("#limit-{anna}"),
+        format!("#contact-row-{contact} button.close"),
+        format!("#contact-row-{contact} button.unassign"),
+        format!("#strategy-{source}"),
+        format!("#sticky-{source}"),
+        format!("#apply-{source}"),
+    ] {
+        let enabled = browser
+            .wait_for(&control)
+            .await
+            .is_enabled()
+            .await
+            .expect("asked");
+        assert!(!enabled, "{control} is enabled for a viewer");
+    }
+    // The dry run writes nothing: a viewer may use it.
+    browser
+        .fill(&format!("#weight-{source}-{anna}"), "20")
+        .await;
+    browser.click(&format!("#preview-{source}")).await;
+    browser.wait_for(&format!("#preview-result-{source}")).await;
+    // A request forged in the page with the viewer's key is refused by the server.
+    let status = browser
+        .js_async(
+            "const done = arguments[arguments.length - 1];
+             const token = sessionStorage.getItem('mini-crm.token');
+             fetch('/api/operators/' + arguments[0], {method: 'PATCH',
+               headers: {'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json'},
+               body: JSON.stringify({is_active: false})}).then(r => done(r.status), e => done(String(e)));",
+            vec![json!(anna)],
+        )
+        .await;
+    assert_eq!(status, json!(403));
+    let unchanged = json(app.get_operator(anna).await, StatusCode::OK).await;
+    assert_eq!(unchanged["is_active"], true);
+    browser.close().await;
+}
+
+/// Screenshots of the main views at a laptop's and a phone's width, for people to look
+/// at (one of each is in docs/img/ and README): the board, and the contact drawer.
+#[tokio::test(flavor = "multi_thread")]
+async fn screenshots_of_the_main_views() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let names = [
+        ("Anna Petrova", 4),
+        ("Boris Ivanov", 3),
+        ("Chen Wei", 2),
+        ("Daria Kowalska", 2),
+    ];
+    let mut ops = Vec::new();
+    for (name, limit) in names {
+        ops.push(app.operator(name, limit).await);
+    }
+    for (name, code, weights) in [
+        (
+            "Telegram bot",
+            "tg",
+            [(ops[0], 40), (ops[1], 30), (ops[2], 20)],
+        ),
+        (
+            "Website chat",
+            "web",
+            [(ops[1], 50), (ops[3], 20), (ops[0], 10)],
+        ),
+    ] {
+        let body = json!({"name": name, "code": code});
+        let source = id_of(json(app.create_source(&body).await, StatusCode::CREATED).await);
+        let weights: Vec<Value> = weights
+            .iter()
+            .map(|(operator_id, weight)| json!({"operator_id": operator_id, "weight": weight}))
+            .collect();
+        let body = json!({ "operators": weights });
+        json(app.put_weights(source, &body).await, StatusCode::OK).await;
+    }
+    let texts = [
+        "Hi! Is the annual plan still discounted?",
+        "My order #104512 has not arrived yet",
+        "Can I change the delivery address?",
+        "How do I reset my password?",
+        "Do you ship to Kazakhstan?",
+        "I was charged twice for order #381145",
+        "Can someone call me back today?",
+    ];
+    let mut contacts = Vec::new();
+    for n in 0..14 {
+        let body = json!({
+            "external_lead_id": format!("+4915{:09}", 7_340_000 + n % 9),
+            "source_code": if n % 3 == 0 { "web" } else { "tg" },
+            "payload": {"text": texts[n % texts.len()], "message_id": 5000 + n},
+        });
+        contacts.push(json(app.create_contact(&body).await, StatusCode::CREATED).await);
+    }
+    json(
+        app.update_operator(ops[3], &json!({"is_active": false}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    open(&browser, &app).await;
+    browser.wait_for(&format!("#op-{}", ops[3])).await;
+    browser.screenshot("board", 1280, 800).await;
+    browser.screenshot("board", 390, 844).await;
+    browser
+        .client()
+        .set_window_size(1280, 800)
+        .await
+        .expect("resized");
+    // A contact that was drawn for, with an operator at capacity among its candidates.
+    let drawn = contacts
+        .iter()
+        .rev()
+        .find(|c| c["operator_id"] == ops[1])
+        .expect("Boris took one");
+    let id = id_of(drawn.clone());
+    browser
+        .click(&format!("#op-{} details summary", ops[1]))
+        .await;
+    browser
+        .click(&format!("#contact-row-{id} .contact-link"))
+        .await;
+    browser.wait_for(".decision-line").await;
+    browser.screenshot("drawer", 1280, 800).await;
+    assert_no_console_errors(&browser).await;
+    browser.close().await;
+}
