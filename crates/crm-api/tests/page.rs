@@ -417,3 +417,161 @@ async fn screenshots_of_the_main_views() {
     assert_no_console_errors(&browser).await;
     browser.close().await;
 }
+
+/// A proxy between the browser and the app that can cut the connections carrying an
+/// event stream (as a network drop would) and can make the next stream ask for a
+/// position the database never had. It notes the `Last-Event-ID` of each request.
+struct StreamCutter {
+    address: String,
+    state: std::sync::Arc<std::sync::Mutex<CutterState>>,
+}
+
+#[derive(Default)]
+struct CutterState {
+    /// The connections that carried `GET /api/events`, to cut.
+    streams: Vec<tokio::task::AbortHandle>,
+    /// Every `Last-Event-ID` sent, in order.
+    last_event_ids: Vec<String>,
+    /// Rewrite the next `Last-Event-ID` to this.
+    rewrite: Option<String>,
+}
+
+impl StreamCutter {
+    async fn start(upstream: &str) -> Self {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let address = format!("http://{}", listener.local_addr().expect("an address"));
+        let state = std::sync::Arc::new(std::sync::Mutex::new(CutterState::default()));
+        let shared = std::sync::Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let state = std::sync::Arc::clone(&shared);
+                let (tx, rx) = tokio::sync::oneshot::channel::<tokio::task::AbortHandle>();
+                let task = tokio::spawn(async move {
+                    let Ok(handle) = rx.await else { return };
+                    let server = tokio::net::TcpStream::connect(upstream)
+                        .await
+                        .expect("the app accepts");
+                    relay(client, server, state, handle).await;
+                });
+                let _ = tx.send(task.abort_handle());
+            }
+        });
+        Self { address, state }
+    }
+
+    /// Cuts every connection that carried an event stream.
+    fn cut(&self) {
+        for stream in self.state.lock().expect("a lock").streams.drain(..) {
+            stream.abort();
+        }
+    }
+
+    fn last_event_ids(&self) -> Vec<String> {
+        self.state.lock().expect("a lock").last_event_ids.clone()
+    }
+
+    fn rewrite_next_last_event_id(&self, to: &str) {
+        self.state.lock().expect("a lock").rewrite = Some(to.to_owned());
+    }
+}
+
+/// Copies both ways; a request head from the browser is read for its path and
+/// `Last-Event-ID` (and that header rewritten when asked) on the way.
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    state: std::sync::Arc<std::sync::Mutex<CutterState>>,
+    me: tokio::task::AbortHandle,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let down = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+    });
+    let mut buf = vec![0_u8; 64 * 1024];
+    loop {
+        let n = match client_read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut chunk = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if chunk.starts_with("GET /api/events") {
+            let mut state = state.lock().expect("a lock");
+            state.streams.push(me.clone());
+            if let Some(line) = chunk
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("last-event-id:"))
+                .map(str::to_owned)
+            {
+                let value = line["last-event-id:".len()..].trim().to_owned();
+                state.last_event_ids.push(value);
+                if let Some(to) = state.rewrite.take() {
+                    chunk = chunk.replace(&line, &format!("Last-Event-ID: {to}"));
+                }
+            }
+        }
+        if server_write.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    down.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_dropped_stream_the_page_resumes_from_its_last_event_and_reloads_on_reset() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let cutter = StreamCutter::start(&app.address).await;
+    let anna = app.operator("Anna Petrova", 5).await;
+    app.source("tg", &[(anna, 10)]).await;
+    browser.goto(&format!("{}/", cutter.address)).await;
+    browser.wait_for("#board:not([hidden])").await;
+    live(&browser).await;
+    let load = format!("#op-{anna} .load");
+    app.contact("lead-1", "tg").await;
+    browser
+        .wait_text(&load, |t| t == "1", "the first assignment")
+        .await;
+
+    // The stream drops; a contact comes while the page is away. Only resuming after the
+    // last event it saw brings that contact's event, and so the new load, to the page.
+    cutter.cut();
+    app.contact("lead-2", "tg").await;
+    browser
+        .wait_text(&load, |t| t == "2", "the assignment made while cut off")
+        .await;
+    let resumed = cutter.last_event_ids();
+    let seen: u64 = resumed
+        .first()
+        .unwrap_or_else(|| panic!("the page reconnected without Last-Event-ID"))
+        .parse()
+        .expect("a sequence number");
+    assert!(
+        seen >= 4,
+        "resumed after event {seen}: three writes and a contact came first"
+    );
+
+    // Dropped again, and this time its position is one the database never had: the
+    // server answers `reset`, and the page reads everything again.
+    cutter.rewrite_next_last_event_id("999999999");
+    cutter.cut();
+    app.contact("lead-3", "tg").await;
+    browser
+        .wait_text(&load, |t| t == "3", "the state read again after the reset")
+        .await;
+    assert_eq!(
+        cutter.last_event_ids().len(),
+        2,
+        "{:?}",
+        cutter.last_event_ids()
+    );
+    live(&browser).await;
+    browser.close().await;
+}
