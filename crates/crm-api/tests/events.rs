@@ -15,7 +15,7 @@ use std::{
 };
 
 use common::{TestApp, spawn_app_on, spawn_app_with};
-use crm_core::{EventCursor, Store};
+use crm_core::Store;
 use crm_store::testing::Backend;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
@@ -93,18 +93,14 @@ async fn read_cut(
 
 /// Every event in the outbox, as `(seq, type, envelope)`.
 async fn outbox(store: &crm_store::DbStore) -> Vec<(u64, String, Value)> {
-    let (mut cursor, mut all) = (EventCursor::default(), Vec::new());
-    loop {
-        let (next, page) = store.read_events(cursor, 500).await.expect("read events");
-        if page.events.is_empty() {
-            return all;
-        }
-        cursor = next;
-        for e in page.events {
+    crm_store::testing::events_after(store, 0, 500)
+        .await
+        .into_iter()
+        .map(|e| {
             let envelope = serde_json::from_str(&e.envelope()).expect("JSON");
-            all.push((e.seq, e.kind.as_str().to_owned(), envelope));
-        }
-    }
+            (e.seq, e.kind.as_str().to_owned(), envelope)
+        })
+        .collect()
 }
 
 async fn post(app: &TestApp, path: &str, body: Value) -> Value {

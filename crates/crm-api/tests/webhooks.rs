@@ -15,7 +15,7 @@ use common::{
     receiver::{receiver, wait_for},
     spawn_app_with_events,
 };
-use crm_core::{EventCursor, RetrySchedule, Store};
+use crm_core::{RetrySchedule, Store};
 use crm_store::testing::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -61,17 +61,11 @@ async fn call(
 
 /// Events in the outbox after `after`, as `(webhook-id, envelope)`.
 async fn outbox_after(store: &crm_store::DbStore, after: u64) -> BTreeMap<String, Value> {
-    let (mut cursor, mut all) = (EventCursor::at(after), BTreeMap::new());
-    loop {
-        let (next, page) = store.read_events(cursor, 500).await.expect("read events");
-        if page.events.is_empty() {
-            return all;
-        }
-        cursor = next;
-        for e in page.events {
-            all.insert(e.id(), serde_json::from_str(&e.envelope()).expect("JSON"));
-        }
-    }
+    crm_store::testing::events_after(store, after, 500)
+        .await
+        .into_iter()
+        .map(|e| (e.id(), serde_json::from_str(&e.envelope()).expect("JSON")))
+        .collect()
 }
 
 async fn every_event_arrives_once_verified_after_three_failures(backend: Backend) {

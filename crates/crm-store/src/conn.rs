@@ -85,6 +85,9 @@ pub trait Conn {
     /// A timestamp as this backend stores it.
     fn timestamp(&self, t: DateTime<Utc>) -> Value;
 
+    /// A timestamp that may be absent, as this backend stores it (`NULL` of its type).
+    fn timestamp_or_null(&self, t: Option<DateTime<Utc>>) -> Value;
+
     /// How a write reads rows it goes on to change. Other units of work write at the same
     /// time on PostgreSQL, so it locks them; the SQLite writer is the only writer and runs
     /// one unit of work at a time: a plain read is exact there, and a write that fails must
@@ -194,6 +197,10 @@ impl Conn for SqliteConn<'_> {
     fn timestamp(&self, t: DateTime<Utc>) -> Value {
         sqlite_timestamp(t).into()
     }
+
+    fn timestamp_or_null(&self, t: Option<DateTime<Utc>>) -> Value {
+        t.map(sqlite_timestamp).into()
+    }
 }
 
 /// A timestamp in the text form the async driver reads back on the read side.
@@ -251,6 +258,10 @@ impl Conn for PgConn<'_> {
     }
 
     fn timestamp(&self, t: DateTime<Utc>) -> Value {
+        t.into()
+    }
+
+    fn timestamp_or_null(&self, t: Option<DateTime<Utc>>) -> Value {
         t.into()
     }
 }
@@ -360,6 +371,10 @@ impl Conn for PgHeld {
     }
 
     fn timestamp(&self, t: DateTime<Utc>) -> Value {
+        t.into()
+    }
+
+    fn timestamp_or_null(&self, t: Option<DateTime<Utc>>) -> Value {
         t.into()
     }
 }

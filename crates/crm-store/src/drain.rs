@@ -252,11 +252,7 @@ pub async fn drain_step<C: Conn>(
     if let Some(moved) = &decision.credit {
         store_credit(conn, source, &candidates, moved).await?;
     }
-    let entry = (
-        DecisionPath::Drained,
-        Some(operator),
-        Some(decision.record()),
-    );
+    let entry = (DecisionPath::Drained, Some(operator), Some(&decision));
     append_decision(conn, contact, source, entry, now).await?;
     Ok(Step::Assigned {
         contact,

@@ -202,3 +202,25 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// Every event of `store`'s outbox after `after` that may be delivered now, read in pages
+/// of `page` as a stream reader reads them (through the gaps rule of
+/// [`crm_core::EventCursor`]).
+///
+/// # Panics
+/// When a read fails: this is for tests.
+pub async fn events_after(
+    store: &impl crm_core::Store,
+    after: u64,
+    page: u32,
+) -> Vec<crm_core::Event> {
+    let (mut cursor, mut all) = (crm_core::EventCursor::at(after), Vec::new());
+    loop {
+        let (next, read) = store.read_events(cursor, page).await.expect("read events");
+        if read.events.is_empty() {
+            return all;
+        }
+        cursor = next;
+        all.extend(read.events);
+    }
+}

@@ -20,16 +20,9 @@ crm_store::on_every_backend!(
     retention_prunes_the_oldest_and_moves_its_mark,
 );
 
+/// The whole outbox, read three at a time.
 async fn all_events(store: &crm_store::DbStore) -> Vec<Event> {
-    let (mut cursor, mut all) = (EventCursor::default(), Vec::new());
-    loop {
-        let (next, page) = store.read_events(cursor, 3).await.expect("read events");
-        if page.events.is_empty() {
-            return all;
-        }
-        cursor = next;
-        all.extend(page.events);
-    }
+    crm_store::testing::events_after(store, 0, 3).await
 }
 
 /// Reads from `cursor` until `n` events came (or 10 s passed), then once more: what a

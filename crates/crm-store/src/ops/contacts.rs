@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    ContactId, ContactState, ContactStatus, DecisionEntry, DecisionPath, Entity, EventType,
-    NewEvent, OperatorId, SourceId, StoreError,
+    ContactId, ContactState, ContactStatus, Decision, DecisionEntry, DecisionPath, Entity,
+    EventType, NewEvent, OperatorId, SourceId, StoreError,
 };
 
 use super::{now, returned};
@@ -155,21 +155,26 @@ pub async fn unassign_contact<C: Conn>(
     Ok(Some((from, source)))
 }
 
-/// Appends `(path, operator, record)` to contact `id`'s decision history, at `at`, with the
+/// Appends `(path, operator, decision)` to contact `id`'s decision history, at `at`, with the
 /// event that reports it (`contact.assigned` or `contact.unassigned`).
 pub async fn append_decision(
     conn: &impl Conn,
     id: ContactId,
     source: SourceId,
-    (path, operator, record): (DecisionPath, Option<OperatorId>, Option<String>),
+    (path, operator, decision): (DecisionPath, Option<OperatorId>, Option<&Decision>),
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let entry = DecisionEntry {
-        seq: 0,
-        path,
-        at,
-        operator_id: operator,
-        record,
+    // The event's summary from the decision in hand, not from its record read back.
+    let summary = match decision {
+        Some(decision) => decision.summary(path),
+        None => DecisionEntry {
+            seq: 0,
+            path,
+            at,
+            operator_id: operator,
+            record: None,
+        }
+        .summary(),
     };
     let (kind, now_with) = match path {
         DecisionPath::Unassigned => (EventType::ContactUnassigned, None),
@@ -180,14 +185,14 @@ pub async fn append_decision(
         source_id: source,
         operator_id: now_with,
         status: ContactStatus::Open,
-        decision: Some((path, entry.summary())),
+        decision: Some((path, summary)),
     };
     let values = vec![
         id.get().into(),
         path.as_str().into(),
         source.get().into(),
         operator.map(OperatorId::get).into(),
-        entry.record.into(),
+        decision.map(Decision::record).into(),
         conn.timestamp(at),
     ];
     conn.one(sql::APPEND_DECISION, values)

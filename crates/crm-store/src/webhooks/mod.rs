@@ -289,19 +289,10 @@ fn lost() -> StoreError {
     StoreError::Unavailable("the lease was taken over by another process".into())
 }
 
-/// A `NULL` of the type this backend stores times as.
-fn null_time(conn: &impl Conn) -> sea_orm::Value {
-    match conn.timestamp(now()) {
-        sea_orm::Value::String(_) => sea_orm::Value::String(None),
-        _ => sea_orm::Value::ChronoDateTimeUtc(None),
-    }
-}
-
 fn outcome_values(conn: &impl Conn, a: &Attempted) -> [sea_orm::Value; 5] {
     [
         a.state.as_str().into(),
-        a.next_attempt_at
-            .map_or_else(|| null_time(conn), |t| conn.timestamp(t)),
+        conn.timestamp_or_null(a.next_attempt_at),
         conn.timestamp(a.at),
         a.status.map(i32::from).into(),
         a.error.clone().into(),
