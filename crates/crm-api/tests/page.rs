@@ -36,6 +36,14 @@ async fn secured() -> TestApp {
 /// Signs in on the page with `token`, and waits for the board and its stream.
 async fn sign_in(browser: &Browser, app: &TestApp, token: &str) {
     browser.goto(&format!("{}/", app.address)).await;
+    browser.wait_for("#signin:not([hidden])").await;
+    // The one error a first visit shows, on purpose: the page asks without a credential
+    // whether the API is open, and is answered 401 (docs/dashboard.md, "Signing in").
+    let errors = browser.console_errors().await;
+    assert!(
+        errors.len() == 1 && errors[0].contains("/api/sources") && errors[0].contains("401"),
+        "{errors:#?}"
+    );
     browser.fill("#token", token).await;
     browser.click("#signin-form button[type=submit]").await;
     browser.wait_for("#board:not([hidden])").await;
@@ -55,16 +63,9 @@ async fn live(browser: &Browser) {
         .await;
 }
 
-/// The browser's console errors, without the one the page causes on purpose: on a first
-/// visit it asks, without a credential, whether the API is open, which answers 401 when
-/// an admin token is set (docs/dashboard.md, "Signing in").
+/// No console errors since the last look (the page also logs every error it shows).
 async fn assert_no_console_errors(browser: &Browser) {
-    let errors: Vec<String> = browser
-        .console_errors()
-        .await
-        .into_iter()
-        .filter(|e| !(e.contains("/api/sources") && e.contains("401")))
-        .collect();
+    let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
@@ -86,10 +87,20 @@ async fn signed_in_an_assignment_through_the_api_shows_in_the_load_without_reloa
         "Admin"
     );
 
+    browser
+        .js("window.notReloaded = true; return null", vec![])
+        .await;
     app.contact("lead-1", "tg").await;
     browser
         .wait_text(&load, |t| t == "1", "the assignment in Anna's load")
         .await;
+    assert_eq!(
+        browser
+            .js("return window.notReloaded === true", vec![])
+            .await,
+        json!(true),
+        "the page was reloaded"
+    );
     app.contact("lead-2", "tg").await;
     browser
         .wait_text(&load, |t| t == "2", "the second assignment")
@@ -134,6 +145,12 @@ async fn closing_a_contact_from_the_page_frees_capacity_and_the_drained_contact_
     assert_eq!(closed["status"], "closed");
     let drained = json(app.get_contact(second).await, StatusCode::OK).await;
     assert_eq!(drained["operator_id"], anna);
+    browser
+        .wait_text(&format!("#op-{anna} .load"), |t| t == "1", "Anna's load")
+        .await;
+    browser
+        .wait_text("#queue-total", |t| t == "empty", "the queue")
+        .await;
     assert_no_console_errors(&browser).await;
     browser.close().await;
 }
@@ -211,6 +228,10 @@ async fn the_weights_editor_previews_the_change_then_applies_it() {
         id_of(app.contact("lead-3", "tg").await),
     ];
     open(&browser, &app).await;
+    // Boris has no weight on the source: he is added from the list, then given one.
+    browser
+        .select(&format!("#add-{source}"), &boris.to_string())
+        .await;
     browser
         .fill(&format!("#weight-{source}-{boris}"), "30")
         .await;
@@ -225,6 +246,20 @@ async fn the_weights_editor_previews_the_change_then_applies_it() {
     assert!(
         preview.contains("would assign 2 waiting contacts now"),
         "{preview}"
+    );
+    let bars = browser
+        .js(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText.replace(/\\s+/g, ' ').trim())",
+            vec![json!(format!("#source-{source} td.compare"))],
+        )
+        .await;
+    assert_eq!(
+        bars,
+        json!([
+            "now 100 % after 0 % now at capacity",
+            "now 0 % after 100 % takes 2 waiting"
+        ]),
+        "the dry run's shares, last day against predicted, per operator"
     );
     // Nothing changed yet: the dry run writes nothing.
     let before = json(app.get_source(source).await, StatusCode::OK).await;
@@ -254,6 +289,16 @@ async fn the_weights_editor_previews_the_change_then_applies_it() {
             "contact {id} drained to Boris"
         );
     }
+    browser
+        .wait_gone(&format!("#preview-result-{source}"))
+        .await;
+    let inputs = browser
+        .js(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.value)",
+            vec![json!(format!("#source-{source} input.weight"))],
+        )
+        .await;
+    assert_eq!(inputs, json!(["10", "30"]));
     assert_no_console_errors(&browser).await;
     browser.close().await;
 }
@@ -267,6 +312,13 @@ async fn a_viewer_sees_the_board_but_every_write_is_disabled_and_refused() {
     let anna = app.operator("Anna Petrova", 3).await;
     let source = app.source("tg", &[(anna, 10)]).await;
     let contact = id_of(app.contact("lead-1", "tg").await);
+    json(
+        app.update_operator(anna, &json!({"max_active_contacts": 1}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let waiting = id_of(app.contact("lead-2", "tg").await);
     let key = json(
         app.send(
             reqwest::Method::POST,
@@ -295,6 +347,8 @@ async fn a_viewer_sees_the_board_but_every_write_is_disabled_and_refused() {
         format!("#strategy-{source}"),
         format!("#sticky-{source}"),
         format!("#apply-{source}"),
+        format!("#assign-to-{waiting}"),
+        format!("#waiting-{waiting} button.assign"),
     ] {
         let enabled = browser
             .wait_for(&control)
@@ -310,6 +364,7 @@ async fn a_viewer_sees_the_board_but_every_write_is_disabled_and_refused() {
         .await;
     browser.click(&format!("#preview-{source}")).await;
     browser.wait_for(&format!("#preview-result-{source}")).await;
+    assert_no_console_errors(&browser).await;
     // A request forged in the page with the viewer's key is refused by the server.
     let status = browser
         .js_async(
@@ -573,5 +628,63 @@ async fn after_a_dropped_stream_the_page_resumes_from_its_last_event_and_reloads
         cutter.last_event_ids()
     );
     live(&browser).await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_typed_while_events_flow_is_saved_as_typed_once() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let anna = app.operator("Anna Petrova", 50).await;
+    app.source("tg", &[(anna, 10)]).await;
+    open(&browser, &app).await;
+    let field = format!("#limit-{anna}");
+    browser.wait_for(&field).await;
+    // The field is focused first (a WebDriver click needs the element to stay put), then
+    // stays focused as the board is rendered around it.
+    browser.click(&field).await;
+    // Contacts keep coming while the supervisor types, so the board is rendered anew
+    // between keystrokes.
+    let busy = {
+        let (address, client) = (app.address.clone(), app.client.clone());
+        tokio::spawn(async move {
+            for n in 0.. {
+                let body = json!({"external_lead_id": format!("busy-{n}"), "source_code": "tg"});
+                let _ = client
+                    .post(format!("{address}/api/contacts"))
+                    .json(&body)
+                    .send()
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+            }
+        })
+    };
+    let before = crm_store::testing::events_after(app.store.as_ref(), 0, 500)
+        .await
+        .len();
+    // Select what is there, then type over it: 1, 2, 0 and Enter, a keystroke every 150 ms.
+    browser.select_all().await;
+    browser
+        .type_keys("120\u{e007}", std::time::Duration::from_millis(150))
+        .await;
+    browser
+        .wait_text("#toast", |t| t == "Limit saved", "the limit saved")
+        .await;
+    busy.abort();
+    let saved = json(app.get_operator(anna).await, StatusCode::OK).await;
+    assert_eq!(saved["max_active_contacts"], 120);
+    // One change, with the whole number: nothing half-typed was sent on the way.
+    let updates: Vec<Value> = crm_store::testing::events_after(app.store.as_ref(), 0, 500)
+        .await
+        .into_iter()
+        .skip(before)
+        .filter(|e| e.kind.as_str() == "operator.updated")
+        .map(|e| serde_json::from_str(&e.envelope()).expect("JSON"))
+        .collect();
+    assert_eq!(updates.len(), 1, "{updates:#?}");
+    assert_eq!(updates[0]["data"]["max_active_contacts"], 120);
+    assert_no_console_errors(&browser).await;
     browser.close().await;
 }

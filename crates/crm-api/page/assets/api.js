@@ -11,6 +11,13 @@ export class ApiError extends Error {
   }
 }
 
+/** How long a request may take before it counts as failed (ms). */
+const REQUEST_TIMEOUT = 15000;
+
+/** Silence on the stream after which it counts as dead (ms): the server sends a comment
+ * every 15 s, so a connection silent for this long was dropped somewhere on the way. */
+const SILENCE = 45000;
+
 export class Api {
   /** `token`: the admin token or a viewer key; `null` when the API is open. */
   constructor(token) {
@@ -24,7 +31,8 @@ export class Api {
   }
 
   async request(method, path, body) {
-    const init = { method, headers: this.headers(), cache: "no-store" };
+    // A request that hangs must not hold every later refresh behind it.
+    const init = { method, headers: this.headers(), cache: "no-store", signal: AbortSignal.timeout(REQUEST_TIMEOUT) };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -62,46 +70,72 @@ export class Api {
 
 /**
  * Reads `GET /api/events` until `signal` aborts, reconnecting with `Last-Event-ID` after
- * the last event it saw, after the server's `retry:` delay. Calls `onEvent(type, data, id)`
- * for each event (`reset` included) and `onState("live" | "reconnecting" | "off")`.
+ * the last event it saw, after the server's `retry:` delay.
+ * - `onEvent(type, data, id)` for each event (`reset` included);
+ * - `onState("live" | "reconnecting" | "off", fresh)`: "live" once the server has fixed the
+ *   stream's position (its `retry:` line comes after that), with `fresh` true when the
+ *   stream did not resume after a seen event, so the caller must read the state again to
+ *   miss nothing from before;
+ * - `onUnauthorized(error)` when the credential is refused (401/403); the stream stops.
  */
-export async function follow(api, { onEvent, onState, signal }) {
+export async function follow(api, { onEvent, onState, onUnauthorized, signal }) {
   let lastId = null;
   let retry = 2000;
   while (!signal.aborted) {
+    const connection = new AbortController();
+    const stop = () => connection.abort();
+    signal.addEventListener("abort", stop);
+    let watchdog = null;
+    const heard = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => connection.abort(), SILENCE);
+    };
     try {
       const headers = api.headers({ Accept: "text/event-stream" });
-      if (lastId !== null) headers["Last-Event-ID"] = lastId;
-      const resp = await fetch("/api/events", { headers, signal, cache: "no-store" });
+      const resumed = lastId !== null;
+      if (resumed) headers["Last-Event-ID"] = lastId;
+      heard();
+      const resp = await fetch("/api/events", { headers, signal: connection.signal, cache: "no-store" });
       if (resp.status === 401 || resp.status === 403) {
-        onState("off");
-        throw new ApiError(resp.status, await resp.json().catch(() => null));
+        onState("off", false);
+        onUnauthorized(new ApiError(resp.status, await resp.json().catch(() => null)));
+        return;
       }
       if (!resp.ok || !resp.body) throw new ApiError(resp.status, null);
-      onState("live");
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let announced = false;
+      const announce = () => {
+        if (!announced) {
+          announced = true;
+          onState("live", !resumed);
+        }
+      };
       let buffer = "";
       let event = { data: [] };
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        heard();
         buffer += value;
-        let nl;
-        while ((nl = buffer.search(/\r\n|\r|\n/)) >= 0) {
-          const line = buffer.slice(0, nl);
-          buffer = buffer.slice(nl + (buffer.startsWith("\r\n", nl) ? 2 : 1));
+        // Whole lines only; a `\r` at the end may be the first half of `\r\n`.
+        const lines = buffer.split(/\r\n|\r(?!$)|\n/);
+        buffer = lines.pop();
+        for (const line of lines) {
           if (line === "") {
+            if (event.id !== undefined) lastId = event.id;
             if (event.data.length > 0) {
-              if (event.id !== undefined) lastId = event.id;
+              announce();
               let data = null;
               try {
                 data = JSON.parse(event.data.join("\n"));
               } catch {
                 data = null;
               }
-              onEvent(event.type || "message", data, event.id);
-            } else if (event.id !== undefined) {
-              lastId = event.id;
+              try {
+                onEvent(event.type || "message", data, event.id);
+              } catch (err) {
+                console.error("mini-crm: an event could not be handled", err);
+              }
             }
             event = { data: [] };
             continue;
@@ -114,15 +148,20 @@ export async function follow(api, { onEvent, onState, signal }) {
           if (field === "data") event.data.push(val);
           else if (field === "event") event.type = val;
           else if (field === "id" && !val.includes("\0")) event.id = val;
-          else if (field === "retry" && /^\d+$/.test(val)) retry = Number(val);
+          else if (field === "retry" && /^\d+$/.test(val)) {
+            retry = Number(val);
+            announce();
+          }
         }
       }
-    } catch (err) {
-      if (signal.aborted) return;
-      if (err instanceof ApiError && (err.status === 401 || err.status === 403)) return;
+    } catch {
+      // Dropped, refused, timed out by the watchdog, or aborted: reconnect unless stopped.
+    } finally {
+      clearTimeout(watchdog);
+      signal.removeEventListener("abort", stop);
     }
     if (signal.aborted) return;
-    onState("reconnecting");
+    onState("reconnecting", false);
     await new Promise((resolve) => setTimeout(resolve, retry));
   }
 }

@@ -23,34 +23,41 @@ function append(el, children) {
   }
 }
 
+/** What renders the board again (set by app.js): a section left as it was while a field
+ * in it was being typed in is brought up to date when that field loses the focus. */
+let rerender = () => {};
+
+export function onSettled(render) {
+  rerender = render;
+}
+
 /**
- * Replaces the children of the element with id `id`, keeping the focus (and the caret) of
- * an input inside it that has an id, so a live refresh never takes a field from under
- * the supervisor's fingers.
+ * Replaces the children of the element with id `id`, except while the supervisor is typing
+ * in a field inside it (its value differs from what was rendered): that section stays as
+ * it is until the field loses the focus, so no keystroke, caret or half-typed value is
+ * lost and nothing is saved before Enter. Otherwise a control that had the focus keeps it
+ * (found again by its `data-key`), with its selection, without scrolling.
  */
 export function fill(id, ...children) {
   const el = document.getElementById(id);
   const focused = el.contains(document.activeElement) ? document.activeElement : null;
-  const focusId = focused && focused.id;
-  let caret = null;
-  try {
-    caret = focused && focused.selectionStart;
-  } catch {
-    caret = null;
+  if (focused && "defaultValue" in focused && focused.value !== focused.defaultValue) {
+    if (!focused.dataset.waiting) {
+      focused.dataset.waiting = "1";
+      focused.addEventListener("blur", () => setTimeout(rerender), { once: true });
+    }
+    return el;
   }
+  const key = focused && focused.dataset ? focused.dataset.key : undefined;
+  const selection = focused && typeof focused.selectionStart === "number"
+    ? [focused.selectionStart, focused.selectionEnd, focused.selectionDirection] : null;
   el.replaceChildren();
   append(el, children);
-  if (focusId) {
-    const again = document.getElementById(focusId);
+  if (key !== undefined) {
+    const again = el.querySelector(`[data-key="${CSS.escape(key)}"]`);
     if (again) {
-      again.focus();
-      if (caret !== null && typeof again.setSelectionRange === "function") {
-        try {
-          again.setSelectionRange(caret, caret);
-        } catch {
-          // Number inputs have no selection.
-        }
-      }
+      again.focus({ preventScroll: true });
+      if (selection && typeof again.setSelectionRange === "function") again.setSelectionRange(...selection);
     }
   }
   return el;
@@ -81,11 +88,12 @@ export function percent(share) {
 
 /** A horizontal bar: `value` of `max`, with a class when it is full. */
 export function bar(value, max, label) {
-  const ratio = max > 0 ? Math.min(1, value / max) : 1;
+  const v = Number(value) || 0;
+  const ratio = max > 0 ? Math.min(1, v / max) : 1;
   return h(
     "div",
     { class: `bar${ratio >= 1 ? " full" : ratio >= 0.8 ? " high" : ""}`, role: "meter",
-      "aria-valuemin": "0", "aria-valuemax": String(max), "aria-valuenow": String(value),
+      "aria-valuemin": "0", "aria-valuemax": String(max), "aria-valuenow": String(v),
       "aria-label": label },
     h("span", { style: `width:${(ratio * 100).toFixed(1)}%` }),
   );
@@ -93,8 +101,9 @@ export function bar(value, max, label) {
 
 let toastTimer = null;
 
-/** A short message at the bottom of the screen; `error` colours it. */
+/** A short message at the bottom of the screen; `error` colours it (and logs it). */
 export function toast(message, error = false) {
+  if (error) console.error(`mini-crm: ${message}`);
   const el = document.getElementById("toast");
   el.textContent = message;
   el.classList.toggle("error", error);

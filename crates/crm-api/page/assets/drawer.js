@@ -13,32 +13,50 @@ const PATHS = {
   unassigned: "Unassigned",
 };
 
+/** The control that opened the drawer, given the focus back when it closes. */
+let opener = null;
+/** Counts the drawer's reads: only the latest is shown. */
+let reads = 0;
+
 /** Opens the drawer on contact `id`, reading it, its lead and its history. */
-export async function openDrawer(state, id) {
+export async function openDrawer(state, id, from = null) {
+  opener = from;
   state.drawer = id;
   document.getElementById("drawer").hidden = false;
   document.getElementById("scrim").hidden = false;
   document.getElementById("drawer-title").textContent = `Contact #${id}`;
-  await refreshDrawer(state);
+  fill("drawer-body", h("p", { class: "muted" }, "Loading…"));
   document.getElementById("drawer-close").focus();
+  try {
+    await refreshDrawer(state);
+  } catch (err) {
+    if (state.drawer === id) fill("drawer-body", h("p", { class: "error" }, `Could not read contact #${id}: ${err.message}`));
+    throw err;
+  }
 }
 
 export function closeDrawer(state) {
+  const wasOpen = state.drawer !== null;
   state.drawer = null;
+  reads += 1;
   document.getElementById("drawer").hidden = true;
   document.getElementById("scrim").hidden = true;
+  if (wasOpen && opener && opener.isConnected) opener.focus({ preventScroll: true });
+  opener = null;
 }
 
 /** Reads the open drawer's contact again (a live event touched it). */
 export async function refreshDrawer(state) {
   const id = state.drawer;
   if (id === null) return;
+  reads += 1;
+  const mine = reads;
   const [contact, decisions] = await Promise.all([
     state.api.get(`/api/contacts/${id}`),
     state.api.get(`/api/contacts/${id}/decisions`),
   ]);
   const lead = await state.api.get(`/api/leads/${contact.lead_id}`);
-  if (state.drawer !== id) return;
+  if (state.drawer !== id || mine !== reads) return;
   const names = operatorNames(state);
   const sources = sourceNames(state);
   const operator = contact.operator ? contact.operator.name : "nobody (waiting)";

@@ -19,24 +19,27 @@ export function renderQueue(state, act) {
   );
   fill("queue-sources", tiles.length ? tiles : h("p", { class: "empty" }, "Nobody is waiting."));
   const active = state.operators.filter((o) => o.is_active);
-  fill("waiting", state.waiting.map((c) =>
-    h("li", { class: "row", id: `waiting-${c.id}` },
-      h("button", { class: "link contact-link", type: "button", onclick: () => act.openContact(c.id) },
-        h("span", { class: "cid" }, `#${c.id}`), " ", snippet(c.payload)),
+  const roomy = active.filter((o) => o.active_contacts < o.max_active_contacts);
+  const shown = state.waiting.length;
+  fill("waiting", state.waiting.map((c) => {
+    const chosen = state.assignTo.get(c.id);
+    return h("li", { class: "row", id: `waiting-${c.id}` },
+      h("button", { class: "link contact-link", type: "button", dataset: { key: `link-${c.id}` },
+        onclick: (e) => act.openContact(c.id, e.currentTarget) },
+      h("span", { class: "cid" }, `#${c.id}`), " ", snippet(c.payload)),
       h("span", { class: "muted small" }, names.get(c.source_id) || `source ${c.source_id}`, " · waiting ",
         h("span", { class: "ticking", dataset: { since: c.created_at } }, ticking(state, c.created_at))),
       h("span", { class: "actions" },
-        h("select", { id: `assign-to-${c.id}`, "aria-label": `Operator for contact ${c.id}`, disabled: !state.canWrite },
-          h("option", { value: "" }, "Assign to…"),
-          active.map((o) => h("option", { value: String(o.id),
-            disabled: o.active_contacts >= o.max_active_contacts },
-          `${o.name} (${o.active_contacts}/${o.max_active_contacts})`))),
-        h("button", { class: "assign", type: "button", disabled: !state.canWrite,
-          onclick: () => {
-            const to = document.getElementById(`assign-to-${c.id}`).value;
-            if (to) act.assign(c.id, Number(to));
-          } }, "Assign"))),
-  ));
+        h("select", { id: `assign-to-${c.id}`, dataset: { key: `assign-to-${c.id}` },
+          "aria-label": `Operator for contact ${c.id}`, disabled: !state.canWrite || roomy.length === 0,
+          onchange: (e) => act.chooseAssignee(c.id, Number(e.target.value) || null) },
+        h("option", { value: "" }, roomy.length === 0 ? "All full" : "Assign to…"),
+        active.map((o) => h("option", { value: String(o.id), selected: chosen === o.id,
+          disabled: o.active_contacts >= o.max_active_contacts },
+        `${o.name} (${o.active_contacts}/${o.max_active_contacts})`))),
+        h("button", { class: "assign", type: "button", dataset: { key: `assign-${c.id}` },
+          disabled: !state.canWrite || roomy.length === 0, onclick: () => act.assign(c.id) }, "Assign")));
+  }), total > shown ? h("li", { class: "more muted small" }, `The oldest ${shown} of ${total} waiting.`) : null);
 }
 
 /** Operators: active switch, load against the limit, the last hour, shares per source. */
@@ -64,8 +67,8 @@ export function renderOperators(state, act) {
       h("div", { class: "op-head" },
         h("label", { class: "switch", title: o.is_active ? "Active: takes contacts" : "Inactive: takes none" },
           h("input", { type: "checkbox", role: "switch", id: `active-${o.id}`, checked: o.is_active,
-            disabled: !state.canWrite, "aria-label": `${o.name} active`,
-            onchange: (e) => act.patchOperator(o.id, { is_active: e.target.checked }) }),
+            dataset: { key: `active-${o.id}` }, disabled: !state.canWrite, "aria-label": `${o.name} active`,
+            onchange: (e) => act.setActive(o.id, e.target.checked) }),
           h("span", { class: "knob" })),
         h("div", { class: "op-name" }, o.name, h("span", { class: "muted small" }, ` #${o.id}`)),
         h("div", { class: "op-hour", title: "assignments in the last hour" },
@@ -73,25 +76,31 @@ export function renderOperators(state, act) {
       h("div", { class: "op-load" },
         bar(o.active_contacts, o.max_active_contacts, `${o.name}: open contacts against the limit`),
         h("span", { class: "load-text" }, h("b", { class: "load" }, String(o.active_contacts)), " / "),
-        h("input", { type: "number", class: "limit", id: `limit-${o.id}`, min: "0", max: "100000",
-          value: String(o.max_active_contacts), disabled: !state.canWrite, "aria-label": `${o.name} limit`,
-          onchange: (e) => act.patchOperator(o.id, { max_active_contacts: Number(e.target.value) }) })),
+        h("input", { type: "text", inputmode: "numeric", class: "limit", id: `limit-${o.id}`,
+          dataset: { key: `limit-${o.id}` }, autocomplete: "off",
+          value: state.limitDrafts.has(o.id) ? state.limitDrafts.get(o.id) : String(o.max_active_contacts),
+          disabled: !state.canWrite, "aria-label": `${o.name} limit`, title: "Enter saves",
+          oninput: (e) => act.draftLimit(o.id, e.target.value),
+          onchange: (e) => act.saveLimit(o.id, e.target) })),
       shares.length ? h("ul", { class: "shares" }, shares) : h("p", { class: "muted small" }, "No source sends to this operator."),
       h("details", { open: state.expanded.has(o.id),
         ontoggle: (e) => act.expand(o.id, e.target.open) },
-      h("summary", {}, `Open contacts (${o.active_contacts})`),
+      h("summary", { dataset: { key: `summary-${o.id}` } }, `Open contacts (${o.active_contacts})`),
       open === undefined ? h("p", { class: "muted small" }, "Loading…")
         : open.length === 0 ? h("p", { class: "muted small" }, "None.")
           : h("ol", { class: "rows" }, open.map((c) =>
             h("li", { class: "row", id: `contact-row-${c.id}` },
-              h("button", { class: "link contact-link", type: "button", onclick: () => act.openContact(c.id) },
-                h("span", { class: "cid" }, `#${c.id}`), " ", snippet(c.payload)),
+              h("button", { class: "link contact-link", type: "button", dataset: { key: `link-${c.id}` },
+                onclick: (e) => act.openContact(c.id, e.currentTarget) },
+              h("span", { class: "cid" }, `#${c.id}`), " ", snippet(c.payload)),
               h("span", { class: "muted small" }, names.get(c.source_id) || ""),
               h("span", { class: "actions" },
                 h("button", { class: "close", type: "button", disabled: !state.canWrite,
-                  onclick: () => act.close(c.id) }, "Close"),
+                  dataset: { key: `close-${c.id}` }, onclick: () => act.close(c.id) }, "Close"),
                 h("button", { class: "unassign ghost", type: "button", disabled: !state.canWrite,
-                  onclick: () => act.unassign(c.id) }, "Unassign")))))));
+                  dataset: { key: `unassign-${c.id}` }, onclick: () => act.unassign(c.id) }, "Unassign")))),
+          open && o.active_contacts > open.length
+            ? h("p", { class: "more muted small" }, `The first ${open.length} of ${o.active_contacts}.`) : null)));
   });
   fill("operator-list", cards.length ? cards : h("p", { class: "empty" }, "No operators yet."));
 }
@@ -104,20 +113,25 @@ export function renderSources(state, act) {
     const preview = state.previews.get(s.id);
     const simulated = new Map(preview ? preview.operators.map((p) => [p.operator_id, p]) : []);
     const changed = draft !== undefined;
-    const rows = state.operators.map((o) => {
+    // The operators the source has, and those the draft adds; the rest can be added.
+    const listed = state.operators.filter((o) => current.has(o.id) || (draft && draft.has(o.id)));
+    const others = state.operators.filter((o) => !listed.includes(o));
+    const rows = listed.map((o) => {
       const value = draft && draft.has(o.id) ? draft.get(o.id) : String(current.get(o.id) || 0);
       const sim = simulated.get(o.id);
       return h("tr", {},
         h("th", { scope: "row" }, o.name, o.is_active ? null : h("span", { class: "muted small" }, " (inactive)")),
         h("td", { class: "num" }, String(current.get(o.id) || 0)),
-        h("td", {}, h("input", { type: "number", min: "0", max: "1000000", class: "weight",
-          id: `weight-${s.id}-${o.id}`, value, "aria-label": `${o.name} weight for ${s.name}`,
+        h("td", {}, h("input", { type: "text", inputmode: "numeric", class: "weight", autocomplete: "off",
+          id: `weight-${s.id}-${o.id}`, dataset: { key: `weight-${s.id}-${o.id}` }, value,
+          "aria-label": `${o.name} weight for ${s.name}`,
           oninput: (e) => act.draftWeight(s.id, o.id, e.target.value) })),
         h("td", { class: "compare" }, sim ? [
           h("div", { class: "cmp" }, h("span", { class: "cmp-label" }, "now"),
-            bar(sim.current_configured_share, 1, "share now"), h("span", {}, percent(sim.current_configured_share))),
+            bar(sim.realised_share, 1, "share of the last day"), h("span", {}, percent(sim.realised_share))),
           h("div", { class: "cmp after" }, h("span", { class: "cmp-label" }, "after"),
-            bar(sim.configured_share, 1, "share after"), h("span", {}, percent(sim.configured_share))),
+            bar(sim.predicted_share, 1, "predicted share"), h("span", {}, percent(sim.predicted_share))),
+          sim.would_take > 0 ? h("div", { class: "small" }, `takes ${sim.would_take} waiting`) : null,
           sim.excluded ? h("div", { class: "muted small" }, `now ${label(sim.excluded)}`) : null,
         ] : null));
     });
@@ -125,27 +139,37 @@ export function renderSources(state, act) {
       h("div", { class: "source-head" },
         h("h3", {}, s.name, h("span", { class: "muted small" }, ` ${s.code}`)),
         h("label", { class: "inline" }, "Strategy ",
-          h("select", { id: `strategy-${s.id}`, disabled: !state.canWrite,
+          h("select", { id: `strategy-${s.id}`, dataset: { key: `strategy-${s.id}` }, disabled: !state.canWrite,
             onchange: (e) => act.patchSource(s.id, { strategy: e.target.value }) },
           [["weighted_random", "Weighted random"], ["smooth_weighted", "Smooth round robin"]].map(([v, t]) =>
             h("option", { value: v, selected: s.strategy === v }, t)))),
         h("label", { class: "inline switch-label" },
           h("span", { class: "switch" }, h("input", { type: "checkbox", role: "switch", id: `sticky-${s.id}`,
-            checked: s.sticky_owner, disabled: !state.canWrite,
+            dataset: { key: `sticky-${s.id}` }, checked: s.sticky_owner, disabled: !state.canWrite,
             onchange: (e) => act.patchSource(s.id, { sticky_owner: e.target.checked }) }), h("span", { class: "knob" })),
           " Sticky owner")),
-      h("table", { class: "weights" },
+      h("div", { class: "table-wrap" }, h("table", { class: "weights" },
         h("thead", {}, h("tr", {}, h("th", {}, "Operator"), h("th", { class: "num" }, "Now"),
-          h("th", {}, "Weight"), h("th", {}, preview ? "Share of the weights" : ""))),
-        h("tbody", {}, rows)),
+          h("th", {}, "Weight"), h("th", {}, preview ? "Share: last day → predicted" : ""))),
+        h("tbody", {}, rows.length ? rows
+          : h("tr", {}, h("td", { colspan: "4", class: "muted" }, "No operator takes this source's contacts."))))),
       h("div", { class: "source-foot" },
+        others.length ? h("select", { id: `add-${s.id}`, dataset: { key: `add-${s.id}` }, class: "add",
+          "aria-label": `Add an operator to ${s.name}`,
+          onchange: (e) => {
+            if (e.target.value) act.draftWeight(s.id, Number(e.target.value), "1");
+          } },
+        h("option", { value: "" }, "Add operator…"),
+        others.map((o) => h("option", { value: String(o.id) }, o.name))) : null,
         preview ? h("p", { class: "preview-result", id: `preview-result-${s.id}` },
           h("b", {}, `would assign ${preview.would_assign} waiting contact${preview.would_assign === 1 ? "" : "s"} now`),
           preview.still_waiting > 0 ? `, ${preview.still_waiting} would still wait` : "") : null,
         h("span", { class: "actions" },
-          changed ? h("button", { type: "button", class: "ghost", onclick: () => act.discard(s.id) }, "Discard") : null,
-          h("button", { type: "button", id: `preview-${s.id}`, onclick: () => act.preview(s.id) }, "Preview"),
-          h("button", { type: "button", class: "primary", id: `apply-${s.id}`,
+          changed ? h("button", { type: "button", class: "ghost", dataset: { key: `discard-${s.id}` },
+            onclick: () => act.discard(s.id) }, "Discard") : null,
+          h("button", { type: "button", id: `preview-${s.id}`, dataset: { key: `preview-${s.id}` },
+            onclick: () => act.preview(s.id) }, "Preview"),
+          h("button", { type: "button", class: "primary", id: `apply-${s.id}`, dataset: { key: `apply-${s.id}` },
             disabled: !state.canWrite || !changed, onclick: () => act.apply(s.id) }, "Apply"))));
   });
   fill("source-list", cards.length ? cards : h("p", { class: "empty" }, "No sources yet."));

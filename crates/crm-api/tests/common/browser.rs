@@ -170,24 +170,74 @@ impl Browser {
 
     /// Clicks the first element matching `css`, once there is one.
     pub async fn click(&self, css: &str) {
-        self.wait_for(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("cannot click `{css}`: {e}"));
+        self.on_fresh(css, "click", async |e| e.click().await).await;
     }
 
     /// Replaces the value of the first field matching `css` with `text`, typed as keys.
     pub async fn fill(&self, css: &str, text: &str) {
-        let field = self.wait_for(css).await;
-        field
-            .clear()
+        self.on_fresh(css, "type into", async |e| {
+            e.clear().await?;
+            e.send_keys(text).await
+        })
+        .await;
+    }
+
+    /// Types `keys` into whatever has the focus, as a keyboard does, pausing `gap` between
+    /// keys: unlike typing into an element, it goes on into a field the page rendered anew
+    /// and focused again.
+    pub async fn type_keys(&self, keys: &str, gap: Duration) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let mut actions = KeyActions::new("keyboard".to_owned());
+        for key in keys.chars() {
+            actions = actions
+                .then(KeyAction::Down { value: key })
+                .then(KeyAction::Up { value: key })
+                .pause(gap);
+        }
+        self.client
+            .perform_actions(actions)
             .await
-            .unwrap_or_else(|e| panic!("cannot clear `{css}`: {e}"));
-        field
-            .send_keys(text)
+            .unwrap_or_else(|e| panic!("cannot type {keys:?}: {e}"));
+    }
+
+    /// Selects all of the focused field's text (Ctrl+A), to type over it.
+    pub async fn select_all(&self) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        const CONTROL: char = '\u{e009}';
+        let actions = KeyActions::new("keyboard".to_owned())
+            .then(KeyAction::Down { value: CONTROL })
+            .then(KeyAction::Down { value: 'a' })
+            .then(KeyAction::Up { value: 'a' })
+            .then(KeyAction::Up { value: CONTROL });
+        self.client
+            .perform_actions(actions)
             .await
-            .unwrap_or_else(|e| panic!("cannot type into `{css}`: {e}"));
+            .unwrap_or_else(|e| panic!("cannot select all: {e}"));
+    }
+
+    /// Chooses the option with `value` in the first `<select>` matching `css`.
+    pub async fn select(&self, css: &str, value: &str) {
+        self.on_fresh(css, "choose in", async |e| e.select_by_value(value).await)
+            .await;
+    }
+
+    /// Does `act` on the first element matching `css`, finding it again when the page
+    /// replaced it meanwhile (a live refresh renders its sections anew).
+    async fn on_fresh(
+        &self,
+        css: &str,
+        what: &str,
+        act: impl AsyncFn(Element) -> Result<(), fantoccini::error::CmdError>,
+    ) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let element = self.wait_for(css).await;
+            match act(element).await {
+                Ok(()) => return,
+                Err(e) if is_stale(&e) && Instant::now() < deadline => {}
+                Err(e) => panic!("cannot {what} `{css}`: {e}"),
+            }
+        }
     }
 
     /// Runs `script` as a function body with `args` as `arguments`, and returns what it returns.
@@ -430,4 +480,13 @@ async fn wait_for_driver(driver: &mut Child, path: &Path, port: u16) {
             path.display()
         );
     }
+}
+
+/// Whether `err` says the element is gone from the page (it was rendered anew).
+fn is_stale(err: &fantoccini::error::CmdError) -> bool {
+    matches!(
+        err,
+        fantoccini::error::CmdError::Standard(e)
+            if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+    )
 }
