@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use crm_core::{Event, EventCursor, EventType, Store};
+use crm_core::{ApiKeyId, Event, EventCursor, EventType, Store};
 use tokio::sync::{mpsc, watch};
 
 /// Events kept in memory for streams that are a little behind.
@@ -135,10 +135,13 @@ impl<S: Store> Hub<S> {
 
     /// Starts a stream for a client at `last` (its `Last-Event-ID`; `None`: from now on),
     /// sending only `types` when given.
+    /// A new stream after `last` (from now on when `None`), of `types` (all when `None`);
+    /// one read with viewer key `key` ends once the key is revoked.
     pub(crate) fn stream(
         self: &Arc<Self>,
         last: Option<u64>,
         types: Option<BTreeSet<EventType>>,
+        key: Option<ApiKeyId>,
     ) -> mpsc::Receiver<Bytes> {
         let head = {
             let mut ring = self.ring();
@@ -150,7 +153,7 @@ impl<S: Store> Hub<S> {
             head
         };
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(Arc::clone(self).feed(head, last, types, tx));
+        tokio::spawn(Arc::clone(self).feed(head, last, types, key, tx));
         rx
     }
 
@@ -239,10 +242,13 @@ impl<S: Store> Hub<S> {
         mut head: watch::Receiver<Option<u64>>,
         last: Option<u64>,
         types: Option<BTreeSet<EventType>>,
+        key: Option<ApiKeyId>,
         tx: mpsc::Sender<Bytes>,
     ) {
         let closed = shutdown(self.settings.closing.clone());
         tokio::pin!(closed);
+        let revoked = self.revoked(key);
+        tokio::pin!(revoked);
         let wanted = |kind: EventType| crm_core::subscribed(types.as_ref(), kind);
         // "From now on" is from the hub's position once it has one (a hub that was idle
         // finds it first): a client that has read `retry:` misses no later event.
@@ -300,12 +306,30 @@ impl<S: Store> Hub<S> {
                 changed = head.changed() => if changed.is_err() { return },
                 () = tx.closed() => return,
                 () = &mut closed => return,
+                () = &mut revoked => return,
                 () = tokio::time::sleep_until(next_beat) => {
                     if tx.send(Bytes::from_static(HEARTBEAT)).await.is_err() {
                         return;
                     }
                     next_beat = tokio::time::Instant::now() + beat;
                 }
+            }
+        }
+    }
+
+    /// Resolves once viewer key `key` is no longer issued (looked for every heartbeat), so
+    /// a revoked key stops reading a stream it opened before; never for `None` (the admin
+    /// token, or no authentication: they change only with a restart, which ends streams).
+    async fn revoked(&self, key: Option<ApiKeyId>) {
+        let Some(key) = key else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(self.settings.heartbeat).await;
+            match self.store.list_api_keys().await {
+                Ok(keys) if !keys.iter().any(|k| k.id == key) => return,
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot check a stream's viewer key"),
             }
         }
     }

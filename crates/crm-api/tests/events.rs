@@ -27,6 +27,7 @@ crm_store::on_every_backend!(
     a_stream_cut_at_random_points_resumes_without_gap_or_duplicate,
     a_stream_filters_by_type_and_resets_after_pruning,
     only_the_admin_and_viewers_may_subscribe,
+    a_revoked_viewer_keys_stream_ends_and_the_admins_goes_on,
 );
 
 /// A complete SSE message.
@@ -354,6 +355,66 @@ async fn only_the_admin_and_viewers_may_subscribe(backend: Backend) {
         let (messages, _) = read_cut(resp, usize::MAX, Duration::from_millis(500)).await;
         assert_eq!(messages[0].event, "source.created", "{token}");
     }
+}
+
+/// Revoking a viewer key ends the streams it opened (checked every heartbeat), so a key
+/// taken away stops reading at once, not at its next reconnect; the admin's stays.
+async fn a_revoked_viewer_keys_stream_ends_and_the_admins_goes_on(backend: Backend) {
+    let admin = "events-admin-token";
+    let app = common::spawn_app_secured_with_events(
+        backend,
+        crm_api::Security {
+            admin_token: Some(admin.into()),
+        },
+        crm_api::EventSettings {
+            heartbeat: Duration::from_millis(100),
+            ..crm_api::EventSettings::default()
+        },
+    )
+    .await;
+    let issued: Value = app
+        .client
+        .post(format!("{}/api/keys", app.address))
+        .bearer_auth(admin)
+        .json(&json!({"scope": "viewer", "label": "wall"}))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON");
+    let key = issued["key"].as_str().expect("a key");
+    let mut viewers = open(&app, Some(key), Some(0), "").await;
+    assert_eq!(viewers.status(), StatusCode::OK);
+    let mut admins = open(&app, Some(admin), Some(0), "").await;
+    assert_eq!(admins.status(), StatusCode::OK);
+    // Still issued: the viewer's stream goes on past several heartbeats.
+    let beats = tokio::time::timeout(Duration::from_millis(450), async {
+        while let Ok(Some(_)) = viewers.chunk().await {}
+    })
+    .await;
+    assert!(beats.is_err(), "the stream of a valid key ended");
+    let revoked = app
+        .client
+        .delete(format!("{}/api/keys/{}", app.address, issued["id"]))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = viewers.chunk().await {}
+    })
+    .await
+    .expect("the revoked key's stream ends");
+    let beat = tokio::time::timeout(Duration::from_secs(10), admins.chunk())
+        .await
+        .expect("the admin's stream goes on");
+    assert!(matches!(beat, Ok(Some(_))), "{beat:?}");
+    assert_eq!(
+        open(&app, Some(key), None, "").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 /// A quiet stream sends a comment line at each heartbeat, and ends when the server

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use crm_core::{EventType, Store};
 use futures_util::stream::{self, BoxStream, StreamExt};
-use poem::{Body, IntoResponse, Response};
+use poem::{Body, IntoResponse, Response, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Query},
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::ApiTags;
 use crate::{
-    auth::Credentials,
+    auth::{Credentials, Principal},
     error::{
         ApiError, ApiResult, FieldError,
         declare::{API, QUERY},
@@ -49,9 +49,14 @@ impl<S: Store> EventsApi<S> {
         /// Only these types, comma-separated (e.g. `contact.created,contact.closed`).
         types: Query<Option<String>>,
         _auth: Credentials,
+        principal: Data<&Principal>,
     ) -> ApiResult<SseBody, { API | QUERY }> {
         let types = types.0.as_deref().map(parse_types).transpose()?;
-        Ok(SseBody(self.0.stream(last_event_id.0, types)))
+        let key = match *principal.0 {
+            Principal::Viewer { key_id } => Some(key_id),
+            _ => None,
+        };
+        Ok(SseBody(self.0.stream(last_event_id.0, types, key)))
     }
 }
 

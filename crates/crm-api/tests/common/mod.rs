@@ -66,6 +66,16 @@ pub async fn spawn_app_with_events(backend: Backend, events: crm_api::EventSetti
     serve(store, Arc::new(db), crm_api::Security::default(), events).await
 }
 
+/// Starts [`crm_api::app_with_events`] with `security` on a fresh database of `backend`.
+pub async fn spawn_app_secured_with_events(
+    backend: Backend,
+    security: crm_api::Security,
+    events: crm_api::EventSettings,
+) -> TestApp {
+    let (store, db) = test_store(backend).await;
+    serve(store, Arc::new(db), security, events).await
+}
+
 /// Starts [`crm_api::app`] over `store`, a second replica on the database of `of`.
 pub async fn spawn_replica(of: &TestApp) -> TestApp {
     spawn_replica_with(of, crm_api::EventSettings::default()).await
