@@ -449,6 +449,21 @@ async fn screenshots_of_the_main_views() {
     browser.wait_for(&format!("#op-{}", ops[3])).await;
     browser.screenshot("board", 1280, 800).await;
     browser.screenshot("board", 390, 844).await;
+    // At a phone's width a long name wraps: nothing pushes the page sideways.
+    let long = app
+        .operator(
+            "Maximiliana-Konstantinopolitanska Wolkenkratzerbauerin-Oberhausen",
+            3,
+        )
+        .await;
+    browser.wait_for(&format!("#op-{long}")).await;
+    let widths = browser
+        .js(
+            "return [document.documentElement.scrollWidth, window.innerWidth]",
+            vec![],
+        )
+        .await;
+    assert_eq!(widths[0], widths[1], "the page scrolls sideways at 390 px");
     browser
         .client()
         .set_window_size(1280, 800)
