@@ -484,6 +484,7 @@ async fn screenshots_of_the_main_views() {
         .await;
     browser.wait_for(".decision-line").await;
     browser.screenshot("drawer", 1280, 800).await;
+    browser.screenshot("drawer", 390, 844).await;
     assert_no_console_errors(&browser).await;
     browser.close().await;
 }

@@ -79,6 +79,8 @@ async function boot() {
 
 function showSignIn(message = "") {
   $("board").hidden = true;
+  $("jump").hidden = true;
+  $("live").hidden = true;
   $("signin").hidden = false;
   $("sign-out").hidden = true;
   $("role").hidden = true;
@@ -116,6 +118,8 @@ async function start(token, quiet = false) {
   state.canWrite = state.role !== "viewer";
   $("signin").hidden = true;
   $("board").hidden = false;
+  $("jump").hidden = false;
+  $("live").hidden = false;
   $("role").hidden = false;
   $("role").textContent = { open: "Open access", admin: "Admin", viewer: "Viewer · read only" }[state.role];
   $("role").dataset.role = state.role;
