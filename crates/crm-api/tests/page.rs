@@ -209,6 +209,27 @@ async fn the_drawer_tells_why_a_contact_went_where_it_went() {
             .contains("null"),
         "a contact registered without a payload shows null"
     );
+    // A modal: the page behind is inert; Escape closes it and gives the focus back to the
+    // link that opened it.
+    assert_eq!(
+        browser
+            .js("return document.getElementById('board').inert", vec![])
+            .await,
+        json!(true)
+    );
+    browser
+        .type_keys("\u{e00c}", std::time::Duration::ZERO)
+        .await;
+    browser.wait_for("#drawer[hidden]").await;
+    assert_eq!(
+        browser
+            .js(
+                "return [document.getElementById('board').inert, document.activeElement.dataset.key]",
+                vec![],
+            )
+            .await,
+        json!([false, format!("link-{id}")])
+    );
     assert_no_console_errors(&browser).await;
     browser.close().await;
 }

@@ -24,6 +24,7 @@ export async function openDrawer(state, id, from = null) {
   state.drawer = id;
   document.getElementById("drawer").hidden = false;
   document.getElementById("scrim").hidden = false;
+  behind(true);
   document.getElementById("drawer-title").textContent = `Contact #${id}`;
   fill("drawer-body", h("p", { class: "muted" }, "Loading…"));
   document.getElementById("drawer-close").focus();
@@ -41,8 +42,19 @@ export function closeDrawer(state) {
   reads += 1;
   document.getElementById("drawer").hidden = true;
   document.getElementById("scrim").hidden = true;
-  if (wasOpen && opener && opener.isConnected) opener.focus({ preventScroll: true });
+  behind(false);
+  // The opener itself, or the control that took its place in a refresh meanwhile.
+  const key = opener && opener.dataset.key;
+  const back = opener && opener.isConnected ? opener
+    : key && document.querySelector(`[data-key="${CSS.escape(key)}"]`);
+  if (wasOpen && back) back.focus({ preventScroll: true });
   opener = null;
+}
+
+/** Makes the page behind the drawer inert while it is open: focus and clicks stay in the
+ * drawer, as in a modal dialog. */
+function behind(inert) {
+  for (const el of document.querySelectorAll("header.top, #board")) el.inert = inert;
 }
 
 /** Reads the open drawer's contact again (a live event touched it). */
