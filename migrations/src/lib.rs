@@ -16,6 +16,7 @@ mod m20261206_000010_source_strategy;
 mod m20261206_000011_first_entry_on_contact;
 mod m20261206_000012_events;
 mod m20261206_000013_webhooks;
+mod m20261206_000014_index_due_deliveries;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000011_first_entry_on_contact::Migration),
             Box::new(m20261206_000012_events::Migration),
             Box::new(m20261206_000013_webhooks::Migration),
+            Box::new(m20261206_000014_index_due_deliveries::Migration),
         ]
     }
 }

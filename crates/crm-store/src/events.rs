@@ -211,7 +211,7 @@ const DELETE_DELIVERIES: &str = "DELETE FROM webhook_deliveries WHERE event_seq 
 /// The oldest event an endpoint that is on still needs: one with a delivery due, or the
 /// first after its cursor. (An endpoint that is off holds nothing back: switched on after
 /// longer than retention, it misses what was pruned meanwhile.)
-const WEBHOOK_FLOOR: &str = "SELECT MIN(seq) FROM (\
+pub const WEBHOOK_FLOOR: &str = "SELECT MIN(seq) FROM (\
      SELECT MIN(d.event_seq) AS seq FROM webhook_deliveries d \
      JOIN webhooks w ON w.id = d.webhook_id WHERE d.state = 'pending' AND w.enabled \
      UNION ALL SELECT MIN(cursor) + 1 FROM webhooks WHERE enabled) f";

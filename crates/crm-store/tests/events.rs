@@ -393,3 +393,58 @@ async fn a_gap_held_by_a_younger_transaction_is_not_passed() {
     raw.close().await.expect("close");
     t.finish().await;
 }
+
+/// The webhook sender's claim of due retries, the scrape's count of pending deliveries and
+/// retention's floor read only the deliveries still due. SQLite's plans search the partial
+/// indexes of pending rows (migration 14), never the index of every delivery an endpoint
+/// had: the claim did, several times a second, once deliveries piled up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_queries_read_only_the_deliveries_still_due() {
+    let t = store(Backend::Sqlite).await;
+    t.store.shutdown().await;
+    let raw = sea_orm::Database::connect(&t.db.url)
+        .await
+        .expect("connect");
+    let claim = crm_store::testing::CLAIM_DUE
+        .replace("$1", "'2026-12-06T00:00:00Z'")
+        .replace("$2", "'2026-12-06T00:00:00Z'")
+        .replace("$3", "1")
+        .replace("$4", "32");
+    for (name, sql, wanted) in [
+        ("claim", claim.as_str(), "ix_webhook_deliveries_due"),
+        (
+            "backlog",
+            crm_store::testing::WEBHOOK_BACKLOG,
+            "ix_webhook_deliveries_due",
+        ),
+        (
+            "floor",
+            crm_store::testing::WEBHOOK_FLOOR,
+            "ix_webhook_deliveries_pending_event",
+        ),
+    ] {
+        let rows = sea_orm::ConnectionTrait::query_all_raw(
+            &raw,
+            sea_orm::Statement::from_string(
+                raw.get_database_backend(),
+                format!("EXPLAIN QUERY PLAN {sql}"),
+            ),
+        )
+        .await
+        .expect("explain");
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|row| row.try_get("", "detail").expect("detail"))
+            .collect();
+        assert!(
+            plan.iter().any(|step| step.contains(wanted))
+                && plan
+                    .iter()
+                    .all(|step| !step.contains("ix_webhook_deliveries_webhook")
+                        && !step.contains("TEMP B-TREE")),
+            "{name}: {plan:?}"
+        );
+    }
+    raw.close().await.expect("close");
+    t.finish().await;
+}

@@ -421,7 +421,7 @@ pub async fn record(
 
 /// Each endpoint that is on, with its pending deliveries (through the partial index of due
 /// ones) and how many events are after its cursor.
-const BACKLOG: &str = "SELECT w.id, \
+pub const BACKLOG: &str = "SELECT w.id, \
      (SELECT COUNT(*) FROM webhook_deliveries d \
       WHERE d.state = 'pending' AND d.webhook_id = w.id), \
      (SELECT COALESCE(MAX(seq), 0) FROM events) - w.cursor \
