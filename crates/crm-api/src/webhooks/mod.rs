@@ -54,9 +54,14 @@ impl Default for WebhookSettings {
     }
 }
 
-/// Events one lease covers: at most `BATCH / concurrency` rounds of the timeout (two of
-/// 15 s at the defaults), within [`LEASE`].
-const BATCH: u32 = 32;
+/// Events one lease reads. A fast endpoint gets them all per lease (two writer round trips,
+/// lease and settle, for this many events: with 32 one endpoint could not take more than
+/// ~3,000 a second, docs/benchmarks.md); a slow one gets what can be sent before the lease
+/// runs out (see [`LAUNCH_MARGIN`]), and the rest in the next.
+const BATCH: u32 = 256;
+/// No send of a batch starts later than this before its lease ends, beyond the request
+/// timeout: time to settle what was sent while the lease still holds.
+const LAUNCH_MARGIN: Duration = Duration::from_secs(5);
 /// Due retries claimed at once, on the same reckoning.
 const RETRIES: u32 = 32;
 /// How long a lease or a claim holds before another process may take it over: also how
@@ -261,7 +266,7 @@ impl<S: Store> Sender<S> {
             );
         }
         let full = page.events.len() == BATCH as usize;
-        let cursor = match page.events.last() {
+        let read_through = match page.events.last() {
             Some(last) if full => last.seq,
             _ => horizon.max(from),
         };
@@ -271,14 +276,30 @@ impl<S: Store> Sender<S> {
             .filter(|e| subscribed(lease.event_types.as_ref(), e.kind))
             .collect();
         let (url, secrets) = (lease.url.as_str(), &lease.secrets);
-        let sent: Vec<(u64, Attempt)> = stream::iter(wanted)
-            .map(move |event| async move {
+        let concurrency = self.settings.concurrency.max(1);
+        // A send that starts after this might still run when the lease ends; the first
+        // `concurrency` always start, so every batch gets somewhere.
+        let last_start = tokio::time::Instant::now()
+            + LEASE.saturating_sub(self.settings.timeout + LAUNCH_MARGIN);
+        let seqs: Vec<u64> = wanted.iter().map(|e| e.seq).collect();
+        let sent: Vec<(u64, Attempt)> = stream::iter(wanted.into_iter().enumerate())
+            .take_while(move |item: &(usize, Event)| {
+                let may = item.0 < concurrency || tokio::time::Instant::now() <= last_start;
+                std::future::ready(may)
+            })
+            .map(move |(_, event)| async move {
                 let attempt = self.send(url, secrets, &event).await;
                 (event.seq, attempt)
             })
-            .buffer_unordered(self.settings.concurrency.max(1))
+            .buffer_unordered(concurrency)
             .collect()
             .await;
+        // The sends started in order: those not started are the batch's tail, which the
+        // cursor stays before, and the next lease goes on from.
+        let (cursor, full) = match seqs.get(sent.len()) {
+            Some(first_left) => (first_left - 1, true),
+            None => (read_through, full),
+        };
         let gone = sent.iter().any(|(_, a)| a.gone());
         let attempts = sent
             .into_iter()
