@@ -95,6 +95,13 @@ pub struct Config {
           action = clap::ArgAction::Set, global = true)]
     pub webhook_allow_private: bool,
 
+    /// New events one endpoint's sender reads per lease of the endpoint: more delivers
+    /// faster to a fast endpoint, at the cost of server CPU the registrations could use
+    /// (docs/events.md, "Throughput").
+    #[arg(long, env = "CRM_WEBHOOK_BATCH", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub webhook_batch: u32,
+
     /// SQLite: writes waiting for the writer before new ones get 503 overloaded.
     #[arg(long, env = "CRM_WRITE_QUEUE", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
@@ -222,6 +229,7 @@ impl Config {
         crate::WebhookSettings {
             allow_private: self.webhook_allow_private,
             schedule: self.webhook_retry_schedule.clone(),
+            batch: self.webhook_batch,
             ..crate::WebhookSettings::default()
         }
     }

@@ -25,6 +25,7 @@ crm_store::on_every_backend!(
     every_event_arrives_once_verified_after_three_failures,
     a_rotation_signs_with_both_secrets_and_gone_switches_off,
     bad_endpoints_are_refused,
+    a_batch_cut_short_by_its_lease_goes_on_in_the_next,
 );
 
 /// An app that may call loopback receivers and retries after one second.
@@ -432,4 +433,71 @@ async fn a_failing_endpoint_shows_in_the_metrics(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(text.contains(&format!("{line} 1")), "{text}");
+}
+
+/// A batch sends only what can finish before its lease ends; the rest stays after the
+/// cursor for the next lease. Here the request timeout leaves no time in any lease beyond
+/// the first `concurrency` sends, so each lease of a batch of 10 sends 2. Every event still
+/// arrives exactly once, and nothing is sent twice.
+async fn a_batch_cut_short_by_its_lease_goes_on_in_the_next(backend: Backend) {
+    let app = spawn_app_with_events(
+        backend,
+        crm_api::EventSettings {
+            webhooks: crm_api::WebhookSettings {
+                allow_private: true,
+                poll: Duration::from_millis(20),
+                // The lease is 45 s: with this timeout no send may start after the first.
+                timeout: Duration::from_secs(44),
+                concurrency: 2,
+                batch: 10,
+                ..crm_api::WebhookSettings::default()
+            },
+            ..crm_api::EventSettings::default()
+        },
+    )
+    .await;
+    let before = app.store.settled_event_head().await.expect("head");
+    let receiver = receiver(0, 204).await;
+    let (status, created) = call(
+        &app,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"url": receiver.url})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    receiver
+        .secrets
+        .lock()
+        .expect("lock")
+        .push(created["secret"].as_str().expect("a secret").to_owned());
+    for i in 0..25 {
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            "/api/operators",
+            Some(json!({"name": format!("Operator {i}"), "max_active_contacts": 1})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let expected = outbox_after(&app.store, before).await;
+    assert_eq!(expected.len(), 25, "one event per operator created");
+    wait_for(&receiver.seen, "every event", |seen| {
+        seen.accepted.len() >= expected.len()
+    })
+    .await;
+    let seen = receiver.seen.lock().expect("lock");
+    assert!(seen.unverified.is_empty(), "{:?}", seen.unverified);
+    let accepted: BTreeMap<String, Value> = seen
+        .accepted
+        .iter()
+        .map(|(id, body)| (id.clone(), serde_json::from_str(body).expect("JSON")))
+        .collect();
+    assert_eq!(accepted, expected);
+    assert!(
+        seen.attempts.values().all(|&n| n == 1),
+        "an event was sent twice: {:?}",
+        seen.attempts
+    );
 }

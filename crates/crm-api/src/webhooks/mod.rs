@@ -40,6 +40,8 @@ pub struct WebhookSettings {
     pub poll: Duration,
     /// Attempts in flight at once, per endpoint and for retries.
     pub concurrency: usize,
+    /// New events read per lease of an endpoint (`CRM_WEBHOOK_BATCH`).
+    pub batch: u32,
 }
 
 impl Default for WebhookSettings {
@@ -50,17 +52,15 @@ impl Default for WebhookSettings {
             timeout: Duration::from_secs(15),
             poll: Duration::from_millis(200),
             concurrency: 16,
+            batch: 32,
         }
     }
 }
 
-/// Events one lease reads. A fast endpoint gets them all per lease (two writer round trips,
-/// lease and settle, for this many events: with 32 one endpoint could not take more than
-/// ~3,000 a second, docs/benchmarks.md); a slow one gets what can be sent before the lease
-/// runs out (see [`LAUNCH_MARGIN`]), and the rest in the next.
-const BATCH: u32 = 256;
-/// No send of a batch starts later than this before its lease ends, beyond the request
-/// timeout: time to settle what was sent while the lease still holds.
+/// No send of a batch (`WebhookSettings::batch` events read per lease) starts later than this
+/// before its lease ends, beyond the request timeout: time to settle what was sent while the
+/// lease still holds. A fast endpoint gets the whole batch per lease (two writer round
+/// trips); a slow one what can be sent in time, and the rest in the next lease.
 const LAUNCH_MARGIN: Duration = Duration::from_secs(5);
 /// Due retries claimed at once, on the same reckoning.
 const RETRIES: u32 = 32;
@@ -253,7 +253,9 @@ impl<S: Store> Sender<S> {
         };
         let from = lease.cursor;
         let page = if from < horizon {
-            self.store.events_between(from, horizon, BATCH).await?
+            self.store
+                .events_between(from, horizon, self.settings.batch.max(1))
+                .await?
         } else {
             crm_core::EventPage::default()
         };
@@ -265,7 +267,7 @@ impl<S: Store> Sender<S> {
                 "webhooks: events this endpoint had not received were pruned (it was off)"
             );
         }
-        let full = page.events.len() == BATCH as usize;
+        let full = page.events.len() == self.settings.batch.max(1) as usize;
         let read_through = match page.events.last() {
             Some(last) if full => last.seq,
             _ => horizon.max(from),
