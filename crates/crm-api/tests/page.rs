@@ -725,3 +725,59 @@ async fn a_limit_typed_while_events_flow_is_saved_as_typed_once() {
     assert_no_console_errors(&browser).await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_contact_is_assigned_by_hand_while_contacts_flow() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let anna = app.operator("Anna Petrova", 1).await;
+    let boris = app.operator("Boris Ivanov", 5).await;
+    let chen = app.operator("Chen Wei", 100_000).await;
+    app.source("tg", &[(anna, 10)]).await;
+    app.source("web", &[(chen, 10)]).await;
+    app.contact("lead-1", "tg").await;
+    // Anna is full and nobody else takes tg: this one waits, for a person to decide.
+    let waiting = id_of(app.contact("lead-2", "tg").await);
+    open(&browser, &app).await;
+    browser.wait_for(&format!("#waiting-{waiting}")).await;
+    let busy = {
+        let (address, client) = (app.address.clone(), app.client.clone());
+        tokio::spawn(async move {
+            for n in 0.. {
+                let body = json!({"external_lead_id": format!("busy-{n}"), "source_code": "web"});
+                let _ = client
+                    .post(format!("{address}/api/contacts"))
+                    .json(&body)
+                    .send()
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+            }
+        })
+    };
+    browser
+        .select(&format!("#assign-to-{waiting}"), &boris.to_string())
+        .await;
+    browser
+        .click(&format!("#waiting-{waiting} button.assign"))
+        .await;
+    browser.wait_gone(&format!("#waiting-{waiting}")).await;
+    busy.abort();
+    let assigned = json(app.get_contact(waiting).await, StatusCode::OK).await;
+    assert_eq!(assigned["operator_id"], boris);
+    let history = json(
+        app.get(&format!("/api/contacts/{waiting}/decisions")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        history
+            .as_array()
+            .and_then(|h| h.last())
+            .map(|e| e["path"].clone()),
+        Some(json!("manual"))
+    );
+    assert_no_console_errors(&browser).await;
+    browser.close().await;
+}

@@ -33,18 +33,22 @@ export function onSettled(render) {
 
 /**
  * Replaces the children of the element with id `id`, except while the supervisor is typing
- * in a field inside it (its value differs from what was rendered): that section stays as
- * it is until the field loses the focus, so no keystroke, caret or half-typed value is
+ * in a field inside it (its value differs from what was rendered) or has a `data-hold` list
+ * open: that section stays as it is until the control loses the focus, so no keystroke, caret or half-typed value is
  * lost and nothing is saved before Enter. Otherwise a control that had the focus keeps it
  * (found again by its `data-key`), with its selection, without scrolling.
  */
 export function fill(id, ...children) {
   const el = document.getElementById(id);
   const focused = el.contains(document.activeElement) ? document.activeElement : null;
-  if (focused && "defaultValue" in focused && focused.value !== focused.defaultValue) {
+  const typing = focused && "defaultValue" in focused && focused.value !== focused.defaultValue;
+  // A list marked `data-hold` (choose an operator) stays open while it has the focus.
+  if (focused && (typing || focused.dataset.hold === "1")) {
     if (!focused.dataset.waiting) {
       focused.dataset.waiting = "1";
-      focused.addEventListener("blur", () => setTimeout(rerender), { once: true });
+      // A moment after the focus leaves, so that a click it left for (Assign) lands on
+      // the button it pressed, not on one rendered in its place.
+      focused.addEventListener("blur", () => setTimeout(rerender, 250), { once: true });
     }
     return el;
   }

@@ -30,7 +30,7 @@ export function renderQueue(state, act) {
       h("span", { class: "muted small" }, names.get(c.source_id) || `source ${c.source_id}`, " · waiting ",
         h("span", { class: "ticking", dataset: { since: c.created_at } }, ticking(state, c.created_at))),
       h("span", { class: "actions" },
-        h("select", { id: `assign-to-${c.id}`, dataset: { key: `assign-to-${c.id}` },
+        h("select", { id: `assign-to-${c.id}`, dataset: { key: `assign-to-${c.id}`, hold: "1" },
           "aria-label": `Operator for contact ${c.id}`, disabled: !state.canWrite || roomy.length === 0,
           onchange: (e) => act.chooseAssignee(c.id, Number(e.target.value) || null) },
         h("option", { value: "" }, roomy.length === 0 ? "All full" : "Assign to…"),
