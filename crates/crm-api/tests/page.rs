@@ -69,6 +69,23 @@ async fn assert_no_console_errors(browser: &Browser) {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
+/// Registers a contact through source `code` every 40 ms until aborted, so the board keeps
+/// being rendered anew while a test works the page.
+fn keep_registering(app: &TestApp, code: &str) -> tokio::task::JoinHandle<()> {
+    let (address, client, code) = (app.address.clone(), app.client.clone(), code.to_owned());
+    tokio::spawn(async move {
+        for n in 0.. {
+            let body = json!({"external_lead_id": format!("busy-{n}"), "source_code": code});
+            let _ = client
+                .post(format!("{address}/api/contacts"))
+                .json(&body)
+                .send()
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_in_an_assignment_through_the_api_shows_in_the_load_without_reload() {
     let Some(browser) = Browser::start().await else {
@@ -684,20 +701,7 @@ async fn a_limit_typed_while_events_flow_is_saved_as_typed_once() {
     browser.click(&field).await;
     // Contacts keep coming while the supervisor types, so the board is rendered anew
     // between keystrokes.
-    let busy = {
-        let (address, client) = (app.address.clone(), app.client.clone());
-        tokio::spawn(async move {
-            for n in 0.. {
-                let body = json!({"external_lead_id": format!("busy-{n}"), "source_code": "tg"});
-                let _ = client
-                    .post(format!("{address}/api/contacts"))
-                    .json(&body)
-                    .send()
-                    .await;
-                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
-            }
-        })
-    };
+    let busy = keep_registering(&app, "tg");
     let before = crm_store::testing::events_after(app.store.as_ref(), 0, 500)
         .await
         .len();
@@ -742,20 +746,7 @@ async fn a_waiting_contact_is_assigned_by_hand_while_contacts_flow() {
     let waiting = id_of(app.contact("lead-2", "tg").await);
     open(&browser, &app).await;
     browser.wait_for(&format!("#waiting-{waiting}")).await;
-    let busy = {
-        let (address, client) = (app.address.clone(), app.client.clone());
-        tokio::spawn(async move {
-            for n in 0.. {
-                let body = json!({"external_lead_id": format!("busy-{n}"), "source_code": "web"});
-                let _ = client
-                    .post(format!("{address}/api/contacts"))
-                    .json(&body)
-                    .send()
-                    .await;
-                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
-            }
-        })
-    };
+    let busy = keep_registering(&app, "web");
     browser
         .select(&format!("#assign-to-{waiting}"), &boris.to_string())
         .await;

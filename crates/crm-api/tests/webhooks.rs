@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use common::{
     TestApp,
-    receiver::{receiver, wait_for},
+    receiver::{Receiver, receiver, wait_for},
     spawn_app_with_events,
 };
 use crm_core::{RetrySchedule, Store};
@@ -60,6 +60,26 @@ async fn call(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Registers `receiver` as an endpoint of every event type, and gives it the secret to
+/// verify with; returns the endpoint as created (its secret included, shown this once).
+async fn subscribe(app: &TestApp, receiver: &Receiver) -> Value {
+    let (status, created) = call(
+        app,
+        Method::POST,
+        "/api/webhooks",
+        Some(json!({"url": receiver.url})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["secret"].as_str().expect("the secret, once");
+    receiver
+        .secrets
+        .lock()
+        .expect("lock")
+        .push(secret.to_owned());
+    created
+}
+
 /// Events in the outbox after `after`, as `(webhook-id, envelope)`.
 async fn outbox_after(store: &crm_store::DbStore, after: u64) -> BTreeMap<String, Value> {
     crm_store::testing::events_after(store, after, 500)
@@ -73,20 +93,12 @@ async fn every_event_arrives_once_verified_after_three_failures(backend: Backend
     let app = app(backend).await;
     let before = app.store.settled_event_head().await.expect("head");
     let receiver = receiver(3, 503).await;
-    let (status, created) = call(
-        &app,
-        Method::POST,
-        "/api/webhooks",
-        Some(json!({"url": receiver.url})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let secret = created["secret"]
-        .as_str()
-        .expect("the secret, once")
-        .to_owned();
-    assert!(secret.starts_with("whsec_"));
-    receiver.secrets.lock().expect("lock").push(secret);
+    let created = subscribe(&app, &receiver).await;
+    assert!(
+        created["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_"))
+    );
     let (status, listed) = call(&app, Method::GET, "/api/webhooks", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -257,17 +269,7 @@ async fn a_rotation_signs_with_both_secrets_and_gone_switches_off(backend: Backe
 
     // An endpoint that answers 410 is switched off and its delivery failed for good.
     let gone = receiver(u32::MAX, 410).await;
-    let (_, hook) = call(
-        &app,
-        Method::POST,
-        "/api/webhooks",
-        Some(json!({"url": gone.url})),
-    )
-    .await;
-    gone.secrets
-        .lock()
-        .expect("lock")
-        .push(hook["secret"].as_str().expect("a secret").to_owned());
+    let hook = subscribe(&app, &gone).await;
     call(
         &app,
         Method::POST,
@@ -365,17 +367,7 @@ async fn two_replicas_attempt_each_delivery_once() {
     let a = app(Backend::Postgres).await;
     let b = common::spawn_replica_with(&a, settings()).await;
     let hook = receiver(3, 500).await;
-    let (_, created) = call(
-        &a,
-        Method::POST,
-        "/api/webhooks",
-        Some(json!({"url": hook.url})),
-    )
-    .await;
-    hook.secrets
-        .lock()
-        .expect("lock")
-        .push(created["secret"].as_str().expect("a secret").to_owned());
+    subscribe(&a, &hook).await;
     for i in 0..20 {
         let app = if i % 2 == 0 { &a } else { &b };
         let body = json!({"name": format!("op{i}"), "max_active_contacts": 1});
@@ -396,17 +388,7 @@ async fn two_replicas_attempt_each_delivery_once() {
 async fn a_failing_endpoint_shows_in_the_metrics(backend: Backend) {
     let app = app(backend).await;
     let down = receiver(u32::MAX, 500).await;
-    let (_, hook) = call(
-        &app,
-        Method::POST,
-        "/api/webhooks",
-        Some(json!({"url": down.url})),
-    )
-    .await;
-    down.secrets
-        .lock()
-        .expect("lock")
-        .push(hook["secret"].as_str().expect("a secret").to_owned());
+    let hook = subscribe(&app, &down).await;
     let before = app.get("/metrics").await.text().await.expect("text");
     let line = format!(
         "crm_webhook_pending_deliveries{{webhook_id=\"{}\"}}",
@@ -458,19 +440,7 @@ async fn a_batch_cut_short_by_its_lease_goes_on_in_the_next(backend: Backend) {
     .await;
     let before = app.store.settled_event_head().await.expect("head");
     let receiver = receiver(0, 204).await;
-    let (status, created) = call(
-        &app,
-        Method::POST,
-        "/api/webhooks",
-        Some(json!({"url": receiver.url})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    receiver
-        .secrets
-        .lock()
-        .expect("lock")
-        .push(created["secret"].as_str().expect("a secret").to_owned());
+    subscribe(&app, &receiver).await;
     for i in 0..25 {
         let (status, _) = call(
             &app,
