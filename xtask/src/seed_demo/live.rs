@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::json;
 
-use super::{SOURCES, SplitMix64, plan};
+use super::{SplitMix64, plan, waiting};
 use crate::api_client::Api;
 
 /// One step of the live day.
@@ -35,12 +34,7 @@ pub(super) fn run(api: &Api) -> Result<()> {
         let (arrive, close) = if busy { (70, 30) } else { (20, 75) };
         if rng.below(100) < arrive {
             let reg = plan(&mut rng, 1).remove(0);
-            let body = json!({
-                "external_lead_id": reg.external_lead_id,
-                "source_code": SOURCES[reg.source].code,
-                "payload": reg.payload,
-            });
-            api.send("POST", "/api/contacts", Some(&body))?;
+            api.send("POST", "/api/contacts", Some(&reg.body()))?;
             arrived += 1;
         }
         if rng.below(100) < close
@@ -50,14 +44,7 @@ pub(super) fn run(api: &Api) -> Result<()> {
             closed += 1;
         }
         if step % SPELL == SPELL - 1 {
-            let waiting = api
-                .send(
-                    "GET",
-                    "/api/contacts?status=open&unassigned=true&limit=1000",
-                    None,
-                )?
-                .as_array()
-                .map_or(0, Vec::len);
+            let waiting = waiting(api)?.len();
             println!(
                 "live: {arrived} arrived, {closed} closed so far; {waiting} waiting; a {} spell \
                  begins",

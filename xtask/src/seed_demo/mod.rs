@@ -225,12 +225,7 @@ fn seed(api: &Api) -> Result<()> {
     // the queue hands out later stay open, as a backlog's do on a busy day).
     let mut open: Vec<i64> = Vec::new();
     for (i, reg) in plan.iter().enumerate() {
-        let body = json!({
-            "external_lead_id": reg.external_lead_id,
-            "source_code": SOURCES[reg.source].code,
-            "payload": reg.payload,
-        });
-        let contact = api.send("POST", "/api/contacts", Some(&body))?;
+        let contact = api.send("POST", "/api/contacts", Some(&reg.body()))?;
         let contact_id = id(&contact)?;
         tally.registered += 1;
         tally.returning += usize::from(reg.returning);
@@ -366,6 +361,17 @@ fn busiest(api: &Api, sources: &[i64], operators: &[i64]) -> Result<String> {
         "who was full most often, per source:\n{}",
         lines.join("\n")
     ))
+}
+
+impl Registration {
+    /// Its `POST /api/contacts` body.
+    fn body(&self) -> Value {
+        json!({
+            "external_lead_id": self.external_lead_id,
+            "source_code": SOURCES[self.source].code,
+            "payload": self.payload,
+        })
+    }
 }
 
 /// What was done, for the closing line.
