@@ -124,7 +124,6 @@ async function start(token, quiet = false) {
   $("role").textContent = { open: "Open access", admin: "Admin", viewer: "Viewer · read only" }[state.role];
   $("role").dataset.role = state.role;
   $("sign-out").hidden = !token;
-  document.body.dataset.role = state.role;
   live();
   await refresh();
   reports();

@@ -24,9 +24,7 @@ export function renderQueue(state, act) {
   fill("waiting", state.waiting.map((c) => {
     const chosen = state.assignTo.get(c.id);
     return h("li", { class: "row", id: `waiting-${c.id}` },
-      h("button", { class: "link contact-link", type: "button", dataset: { key: `link-${c.id}` },
-        onclick: (e) => act.openContact(c.id, e.currentTarget) },
-      h("span", { class: "cid" }, `#${c.id}`), " ", snippet(c.payload)),
+      contactLink(c, act),
       h("span", { class: "muted small" }, names.get(c.source_id) || `source ${c.source_id}`, " · waiting ",
         h("span", { class: "ticking", dataset: { since: c.created_at } }, ticking(state, c.created_at))),
       h("span", { class: "actions" },
@@ -90,9 +88,7 @@ export function renderOperators(state, act) {
         : open.length === 0 ? h("p", { class: "muted small" }, "None.")
           : h("ol", { class: "rows" }, open.map((c) =>
             h("li", { class: "row", id: `contact-row-${c.id}` },
-              h("button", { class: "link contact-link", type: "button", dataset: { key: `link-${c.id}` },
-                onclick: (e) => act.openContact(c.id, e.currentTarget) },
-              h("span", { class: "cid" }, `#${c.id}`), " ", snippet(c.payload)),
+              contactLink(c, act),
               h("span", { class: "muted small" }, names.get(c.source_id) || ""),
               h("span", { class: "actions" },
                 h("button", { class: "close", type: "button", disabled: !state.canWrite,
@@ -173,6 +169,13 @@ export function renderSources(state, act) {
             disabled: !state.canWrite || !changed, onclick: () => act.apply(s.id) }, "Apply"))));
   });
   fill("source-list", cards.length ? cards : h("p", { class: "empty" }, "No sources yet."));
+}
+
+/** A contact's number and first words, opening its drawer. */
+function contactLink(c, act) {
+  return h("button", { class: "link contact-link", type: "button", dataset: { key: `link-${c.id}` },
+    onclick: (e) => act.openContact(c.id, e.currentTarget) },
+  h("span", { class: "cid" }, `#${c.id}`), " ", snippet(c.payload));
 }
 
 /** How long ago `since` was, on the server's clock. */
