@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{json, problem, spawn_app_with};
+use common::{json, problem, spawn_app_secured};
 use crm_store::testing::Backend;
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
@@ -24,13 +24,7 @@ fn bearer(req: RequestBuilder, token: &str) -> RequestBuilder {
 }
 
 async fn secured(backend: Backend) -> common::TestApp {
-    spawn_app_with(
-        backend,
-        crm_api::Security {
-            admin_token: Some(ADMIN.to_owned()),
-        },
-    )
-    .await
+    spawn_app_secured(backend, ADMIN).await
 }
 
 async fn post_as(

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{TestApp, spawn_app_on, spawn_app_with};
+use common::{TestApp, spawn_app_on, spawn_app_secured};
 use crm_core::Store;
 use crm_store::testing::Backend;
 use eventsource_stream::Eventsource;
@@ -307,10 +307,7 @@ async fn a_stream_filters_by_type_and_resets_after_pruning(backend: Backend) {
 
 async fn only_the_admin_and_viewers_may_subscribe(backend: Backend) {
     let admin = "events-admin-token";
-    let security = crm_api::Security {
-        admin_token: Some(admin.into()),
-    };
-    let app = spawn_app_with(backend, security).await;
+    let app = spawn_app_secured(backend, admin).await;
     let auth = |req: reqwest::RequestBuilder| req.bearer_auth(admin);
     let issue = |path: String, body: Value| {
         let req = auth(

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{json, spawn_app_on, spawn_app_with};
+use common::{json, spawn_app_on, spawn_app_secured};
 use crm_store::testing::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -175,13 +175,7 @@ async fn made_up_request(app: &common::TestApp, i: usize) -> StatusCode {
 /// once was a label, and 25,000 such requests (all 401) grew `/metrics` from 54 KB to
 /// 49 MB.
 async fn no_request_adds_a_series(backend: Backend) {
-    let app = spawn_app_with(
-        backend,
-        crm_api::Security {
-            admin_token: Some(ADMIN.to_owned()),
-        },
-    )
-    .await;
+    let app = spawn_app_secured(backend, ADMIN).await;
     // The scrape's own series first, then one request of each kind.
     series(&app).await;
     let mut statuses = BTreeSet::new();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestApp, browser::Browser, id_of, json, spawn_app, spawn_app_with};
+use common::{TestApp, browser::Browser, id_of, json, spawn_app, spawn_app_secured};
 use crm_store::testing::Backend;
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
@@ -14,13 +14,7 @@ const ADMIN: &str = "admin-token-for-the-page-0123456789";
 
 /// An app with the admin token set, whose test client sends it.
 async fn secured() -> TestApp {
-    let mut app = spawn_app_with(
-        Backend::Sqlite,
-        crm_api::Security {
-            admin_token: Some(ADMIN.to_owned()),
-        },
-    )
-    .await;
+    let mut app = spawn_app_secured(Backend::Sqlite, ADMIN).await;
     let mut headers = header::HeaderMap::new();
     headers.insert(
         header::AUTHORIZATION,

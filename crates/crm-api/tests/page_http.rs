@@ -4,20 +4,14 @@
 
 mod common;
 
-use common::spawn_app_with;
+use common::spawn_app_secured;
 use crm_store::testing::Backend;
 use reqwest::{Method, StatusCode, header};
 
 const ADMIN: &str = "admin-token-for-page-tests-0123456789";
 
 async fn secured() -> common::TestApp {
-    spawn_app_with(
-        Backend::Sqlite,
-        crm_api::Security {
-            admin_token: Some(ADMIN.to_owned()),
-        },
-    )
-    .await
+    spawn_app_secured(Backend::Sqlite, ADMIN).await
 }
 
 async fn fetch(app: &common::TestApp, method: Method, path: &str) -> reqwest::Response {

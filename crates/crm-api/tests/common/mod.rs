@@ -59,6 +59,14 @@ pub async fn spawn_app_with(backend: Backend, security: crm_api::Security) -> Te
     .await
 }
 
+/// Starts [`crm_api::app_with`] with admin token `token` on a fresh database of `backend`.
+pub async fn spawn_app_secured(backend: Backend, token: &str) -> TestApp {
+    let security = crm_api::Security {
+        admin_token: Some(token.to_owned()),
+    };
+    spawn_app_with(backend, security).await
+}
+
 /// Starts [`crm_api::app_with_events`] on a fresh database of `backend`, streaming and
 /// sending webhooks by `events`.
 pub async fn spawn_app_with_events(backend: Backend, events: crm_api::EventSettings) -> TestApp {
