@@ -218,3 +218,27 @@ fn a_contact_event_carries_its_id_first_and_its_state() {
     );
     assert_eq!(event.id(), "evt_12");
 }
+
+#[test]
+fn a_contact_event_keeps_its_fields_in_the_documented_order() {
+    let waiting = ContactState {
+        source_id: SourceId(3),
+        operator_id: None,
+        status: ContactStatus::Open,
+        decision: Some((DecisionPath::Queued, "queued \"behind\" 2".into())),
+    };
+    let closed = ContactState {
+        operator_id: Some(OperatorId(7)),
+        status: ContactStatus::Closed,
+        decision: None,
+        ..waiting.clone()
+    };
+    assert_eq!(
+        NewEvent::contact(EventType::ContactCreated, None, &waiting).data,
+        r#"{"source_id":3,"operator_id":null,"status":"open","decision":{"path":"queued","summary":"queued \"behind\" 2"}}"#
+    );
+    assert_eq!(
+        NewEvent::contact(EventType::ContactClosed, Some(ContactId(40)), &closed).data,
+        r#"{"source_id":3,"operator_id":7,"status":"closed","decision":null}"#
+    );
+}
