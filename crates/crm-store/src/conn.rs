@@ -67,6 +67,20 @@ impl Row {
             }
         }
     }
+
+    /// The timestamp at `index`: SQLite's text ([`sqlite_timestamp`]), PostgreSQL's
+    /// `timestamptz`.
+    pub fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
+        match self {
+            Self::Sqlite(_) => {
+                let text: String = self.get(index)?;
+                DateTime::parse_from_rfc3339(&text)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|err| StoreError::Internal(Box::new(err)))
+            }
+            Self::Postgres(row) => row.try_get_by_index(index).map_err(db_err),
+        }
+    }
 }
 
 /// Runs the shared statements.

@@ -253,17 +253,22 @@ impl Store for DbStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn close_contact(&self, id: ContactId) -> Result<Contact, StoreError> {
         // The freed place goes to the oldest waiting contact the operator may take.
-        match self {
+        let closed = match self {
             Self::Sqlite(db) => db.close_contact(id).await?,
-            Self::Postgres(db) => db
-                .write_draining(
+            Self::Postgres(db) => {
+                db.write_draining(
                     async |conn| ops::close_contact(conn, id).await,
-                    |released| released.map(Scope::Operator),
+                    |closed| closed.released().map(Scope::Operator),
                 )
-                .await
-                .map(drop)?,
+                .await?
+            }
+        };
+        // The close's own unit of work returned the contact as it left it (a drain after it
+        // does not change it); only one closed before is read.
+        match closed {
+            ops::Closed::Now(contact) => Ok(contact),
+            ops::Closed::Already => read::contact(self.reader(), id).await,
         }
-        read::contact(self.reader(), id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

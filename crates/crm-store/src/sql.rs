@@ -96,12 +96,15 @@ pub const CLAIM_PACED: &str = "UPDATE operators SET open_contacts = open_contact
      pace_tat_us = CASE WHEN pace_tat_us > $1 THEN pace_tat_us ELSE $1 END + $2 \
      WHERE id = $3 AND is_active AND open_contacts < max_active_contacts \
      AND max_assignments_per_minute = $4 AND pace_tat_us - $1 <= $5 RETURNING id";
+/// Releases a place of operator `$1`; returns its name and whether it is active (what a
+/// contact shows of its operator).
 pub const RELEASE_OPERATOR: &str = "UPDATE operators SET open_contacts = open_contacts - 1 \
-     WHERE id = $1 AND open_contacts > 0 RETURNING id";
-/// Closes an open contact; returns its operator and source (no row when it was closed
-/// already).
+     WHERE id = $1 AND open_contacts > 0 RETURNING name, is_active";
+/// Closes an open contact; returns its operator, source, lead, payload and creation time
+/// (no row when it was closed already): with the operator's row from [`RELEASE_OPERATOR`],
+/// the whole contact the close answers, without reading it again.
 pub const CLOSE_CONTACT: &str = "UPDATE contacts SET status = 'closed', closed_at = $1 \
-     WHERE id = $2 AND status = 'open' RETURNING operator_id, source_id";
+     WHERE id = $2 AND status = 'open' RETURNING operator_id, source_id, lead_id, payload, created_at";
 /// Stores an event (`crm_core::NewEvent`) at `$2`; its `seq` is the table's default.
 pub const INSERT_EVENT: &str =
     "INSERT INTO events (type, at, contact_id, data) VALUES ($1, $2, $3, $4)";

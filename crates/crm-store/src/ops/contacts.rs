@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use crm_core::{
-    ContactId, ContactState, ContactStatus, Decision, DecisionEntry, DecisionPath, Entity,
-    EventType, NewEvent, OperatorId, SourceId, StoreError,
+    Contact, ContactId, ContactState, ContactStatus, Decision, DecisionEntry, DecisionPath, Entity,
+    EventType, LeadId, NewEvent, OperatorId, OperatorSummary, Payload, SourceId, StoreError,
 };
 
 use super::{now, returned};
@@ -14,50 +14,78 @@ use crate::{
     sql,
 };
 
-/// Closes an open contact and releases its operator; a closed one stays as it is.
-/// Returns the operator released, if any.
-pub async fn close_contact(
-    conn: &impl Conn,
-    id: ContactId,
-) -> Result<Option<OperatorId>, StoreError> {
-    let closed = conn
-        .one(
-            sql::CLOSE_CONTACT,
-            vec![conn.timestamp(now()), id.get().into()],
-        )
-        .await?;
-    match closed {
-        Some(row) => {
-            let operator = row.get::<Option<i64>>(0)?;
-            if let Some(operator_id) = operator {
-                release(conn, operator_id).await?;
-            }
-            let state = ContactState {
-                source_id: SourceId(row.get(1)?),
-                operator_id: operator.map(OperatorId),
-                status: ContactStatus::Closed,
-                decision: None,
-            };
-            let event = NewEvent::contact(EventType::ContactClosed, Some(id), &state);
-            append_event(conn, &event).await?;
-            Ok(operator.map(OperatorId))
+/// What a close did.
+#[derive(Debug)]
+pub enum Closed {
+    /// The contact was open: it is closed now, as it is answered (its operator, if it had
+    /// one, released).
+    Now(Contact),
+    /// It was closed already; nothing was written.
+    Already,
+}
+
+impl Closed {
+    /// The operator whose place the close freed.
+    pub fn released(&self) -> Option<OperatorId> {
+        match self {
+            Self::Now(contact) => contact.operator.as_ref().map(|operator| operator.id),
+            Self::Already => None,
         }
-        None if conn
-            .one(sql::CONTACT_STATE, vec![id.get().into()])
-            .await?
-            .is_some() =>
-        {
-            Ok(None)
-        }
-        None => Err(StoreError::NotFound(Entity::Contact)),
     }
 }
 
-async fn release(conn: &impl Conn, operator_id: i64) -> Result<(), StoreError> {
-    conn.one(sql::RELEASE_OPERATOR, vec![operator_id.into()])
+/// Closes an open contact and releases its operator; a closed one stays as it is.
+pub async fn close_contact(conn: &impl Conn, id: ContactId) -> Result<Closed, StoreError> {
+    let at = now();
+    let closed = conn
+        .one(
+            sql::CLOSE_CONTACT,
+            vec![conn.timestamp(at), id.get().into()],
+        )
+        .await?;
+    let Some(row) = closed else {
+        return match conn.one(sql::CONTACT_STATE, vec![id.get().into()]).await? {
+            Some(_) => Ok(Closed::Already),
+            None => Err(StoreError::NotFound(Entity::Contact)),
+        };
+    };
+    let operator = match row.get::<Option<i64>>(0)? {
+        Some(operator_id) => Some(release(conn, operator_id).await?),
+        None => None,
+    };
+    let contact = Contact {
+        id,
+        lead_id: LeadId(row.get(2)?),
+        source_id: SourceId(row.get(1)?),
+        operator,
+        status: ContactStatus::Closed,
+        payload: Payload::from_stored(row.get(3)?),
+        created_at: row.time(4)?,
+        closed_at: Some(at),
+        waiting_ahead: None,
+    };
+    let state = ContactState {
+        source_id: contact.source_id,
+        operator_id: contact.operator.as_ref().map(|operator| operator.id),
+        status: ContactStatus::Closed,
+        decision: None,
+    };
+    let event = NewEvent::contact(EventType::ContactClosed, Some(id), &state);
+    append_event(conn, &event).await?;
+    Ok(Closed::Now(contact))
+}
+
+/// Releases a place of `operator_id`; returns the operator as a contact shows it.
+async fn release(conn: &impl Conn, operator_id: i64) -> Result<OperatorSummary, StoreError> {
+    let row = conn
+        .one(sql::RELEASE_OPERATOR, vec![operator_id.into()])
         .await?
-        .map(drop)
-        .ok_or_else(|| StoreError::Internal("an operator's counter would go below zero".into()))
+        .ok_or_else(|| StoreError::Internal("an operator's counter would go below zero".into()))?;
+    Ok(OperatorSummary {
+        id: OperatorId(operator_id),
+        name: row.get(0)?,
+        is_active: row.get(1)?,
+    })
 }
 
 /// Locks contact `id` (see `LOCKS.contact`) and returns its operator id and source.

@@ -19,7 +19,7 @@ use crm_core::{
 
 mod contacts;
 
-pub use contacts::{append_decision, assign_contact, close_contact, unassign_contact};
+pub use contacts::{Closed, append_decision, assign_contact, close_contact, unassign_contact};
 
 use crate::{
     conn::{Conn, DbError, Row},

@@ -332,30 +332,34 @@ impl SqliteStore {
 
     /// Closes a contact and drains the queue of the sources its operator serves. The source
     /// cache follows: one counter released, then what the drain claimed and saw.
-    pub(crate) async fn close_contact(&self, id: ContactId) -> Result<(), StoreError> {
-        // The operator released, with what the drain of its sources did.
+    pub(crate) async fn close_contact(&self, id: ContactId) -> Result<ops::Closed, StoreError> {
         let drainer = self.drainer();
         let job = drainer.clone();
+        // The close, with what the drain of its operator's sources did.
         let close = async move |conn: &SqliteConn<'_>| {
             job.begin();
-            let Some(operator) = ops::close_contact(conn, id).await? else {
-                return Ok(None);
+            let closed = ops::close_contact(conn, id).await?;
+            let drained = match closed.released() {
+                Some(operator) => Some(job.drain(conn, Scope::Operator(operator)).await?),
+                None => None,
             };
-            let drained = job.drain(conn, Scope::Operator(operator)).await?;
-            Ok(Some((operator, drained)))
+            Ok((closed, drained))
         };
-        self.write_then(close, |cache, released| match released {
-            Some((operator, drained)) => {
-                cache.released(*operator);
-                cache.drained(drained);
-            }
-            // A waiting contact closed (or one closed already): its source's queue may be
-            // empty now.
-            None => cache.clear(),
-        })
-        .await?;
+        let (closed, _) = self
+            .write_then(close, |cache, (closed, drained)| {
+                match (closed.released(), drained) {
+                    (Some(operator), Some(drained)) => {
+                        cache.released(operator);
+                        cache.drained(drained);
+                    }
+                    // A waiting contact closed (or one closed already): its source's queue
+                    // may be empty now.
+                    _ => cache.clear(),
+                }
+            })
+            .await?;
         drainer.committed();
-        Ok(())
+        Ok(closed)
     }
 
     /// Runs a registration (with or without a key: the writer runs one unit of work at a
