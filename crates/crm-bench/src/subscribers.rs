@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, header};
 use hyper_util::rt::TokioIo;
+use memchr::memmem;
 use tokio::net::TcpStream;
 
 /// What the streams received.
@@ -114,7 +115,7 @@ async fn read(mut body: hyper::body::Incoming, stop: Arc<AtomicBool>) -> Result<
         let received = Utc::now();
         pending.extend_from_slice(&data);
         let mut start = 0;
-        while let Some(end) = pending[start..].windows(2).position(|w| w == b"\n\n") {
+        while let Some(end) = memmem::find(&pending[start..], b"\n\n") {
             let message = &pending[start..start + end];
             if let Some(written) = timestamp(message) {
                 let us = (received - written).num_microseconds().unwrap_or(0).max(0);
@@ -131,8 +132,8 @@ async fn read(mut body: hyper::body::Incoming, stop: Arc<AtomicBool>) -> Result<
 /// JSON: the streams carry tens of thousands of events a second into this process).
 fn timestamp(message: &[u8]) -> Option<DateTime<Utc>> {
     const KEY: &[u8] = b"\"timestamp\":\"";
-    let at = message.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let len = message[at..].iter().position(|&b| b == b'"')?;
+    let at = memmem::find(message, KEY)? + KEY.len();
+    let len = memchr::memchr(b'"', &message[at..])?;
     std::str::from_utf8(&message[at..at + len])
         .ok()?
         .parse()
