@@ -163,8 +163,9 @@ impl NewEvent {
         Self {
             kind,
             contact_id: id,
-            // Plain fields and no map: serialising cannot fail.
-            data: serde_json::to_string(&data).unwrap_or_default(),
+            // Plain fields and no map: serialising cannot fail (and an empty data would
+            // break every envelope made of it).
+            data: serde_json::to_string(&data).expect("plain fields serialise"),
         }
     }
 

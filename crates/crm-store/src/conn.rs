@@ -6,7 +6,7 @@
 
 use std::future::{Future, ready};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use crm_core::StoreError;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use sea_orm::sea_query::Value;
@@ -68,14 +68,19 @@ impl Row {
         }
     }
 
-    /// The timestamp at `index`: SQLite's text ([`sqlite_timestamp`]), PostgreSQL's
-    /// `timestamptz`.
+    /// The timestamp at `index`: SQLite's text ([`sqlite_timestamp`], or a time without an
+    /// offset, taken as UTC, as the read side's driver takes it), PostgreSQL's `timestamptz`.
     pub fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
         match self {
             Self::Sqlite(_) => {
                 let text: String = self.get(index)?;
                 DateTime::parse_from_rfc3339(&text)
                     .map(|t| t.with_timezone(&Utc))
+                    .or_else(|_| text.parse::<NaiveDateTime>().map(|t| t.and_utc()))
+                    .or_else(|_| {
+                        NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f")
+                            .map(|t| t.and_utc())
+                    })
                     .map_err(|err| StoreError::Internal(Box::new(err)))
             }
             Self::Postgres(row) => row.try_get_by_index(index).map_err(db_err),
@@ -390,5 +395,29 @@ impl Conn for PgHeld {
 
     fn timestamp_or_null(&self, t: Option<DateTime<Utc>>) -> Value {
         t.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::{Row, sqlite_timestamp};
+
+    #[test]
+    fn a_sqlite_time_reads_back_as_written_or_as_utc_without_an_offset() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 7, 1, 2, 3)
+            .single()
+            .expect("a time")
+            + chrono::Duration::microseconds(456_789);
+        let row = |text: &str| Row::Sqlite(vec![rusqlite::types::Value::Text(text.into())]);
+        assert_eq!(row(&sqlite_timestamp(at)).time(0).expect("ours"), at);
+        assert_eq!(row("2026-12-07T01:02:03.456789").time(0).expect("T"), at);
+        assert_eq!(
+            row("2026-12-07 01:02:03.456789").time(0).expect("space"),
+            at
+        );
+        assert!(row("yesterday").time(0).is_err());
     }
 }
