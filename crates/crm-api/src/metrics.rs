@@ -82,142 +82,120 @@ impl Metrics {
     #[allow(clippy::expect_used)]
     pub(crate) fn new() -> Self {
         let registry = Registry::new();
-        let reg = |c: Box<dyn prometheus::core::Collector>| {
-            registry.register(c).expect("unique metric names");
-        };
-        let registrations = IntCounterVec::new(
+        // Each series is registered where it is made.
+        macro_rules! registered {
+            ($metric:expr) => {{
+                let metric = $metric.expect("valid metric");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("unique metric names");
+                metric
+            }};
+        }
+        let registrations = registered!(IntCounterVec::new(
             Opts::new(
                 "crm_registrations_total",
                 "Contacts registered, by source and outcome",
             ),
             &["source_id", "outcome"],
-        )
-        .expect("valid metric");
-        let registration_seconds = HistogramVec::new(
+        ));
+        let registration_seconds = registered!(HistogramVec::new(
             HistogramOpts::new(
                 "crm_registration_duration_seconds",
                 "Time to register a contact, until it is durably stored",
             )
             .buckets(BUCKETS.to_vec()),
             &[],
-        )
-        .expect("valid metric");
-        let http_requests = IntCounterVec::new(
+        ));
+        let http_requests = registered!(IntCounterVec::new(
             Opts::new(
                 "crm_http_requests_total",
                 "HTTP requests, by method (`other` for an unknown one), route template \
                  (`unmatched` when no route matched) and status",
             ),
             &["method", "route", "status"],
-        )
-        .expect("valid metric");
-        let http_seconds = HistogramVec::new(
+        ));
+        let http_seconds = registered!(HistogramVec::new(
             HistogramOpts::new("crm_http_request_duration_seconds", "HTTP request latency")
                 .buckets(BUCKETS.to_vec()),
             &["method", "route"],
-        )
-        .expect("valid metric");
-        let operator_open = IntGaugeVec::new(
+        ));
+        let operator_open = registered!(IntGaugeVec::new(
             Opts::new(
                 "crm_operator_open_contacts",
                 "Open contacts assigned to each operator",
             ),
             &["operator_id"],
-        )
-        .expect("valid metric");
-        let operator_capacity = IntGaugeVec::new(
+        ));
+        let operator_capacity = registered!(IntGaugeVec::new(
             Opts::new(
                 "crm_operator_capacity",
                 "Each operator's limit of open contacts",
             ),
             &["operator_id"],
-        )
-        .expect("valid metric");
-        let backlog = IntGaugeVec::new(
+        ));
+        let backlog = registered!(IntGaugeVec::new(
             Opts::new(
                 "crm_unassigned_backlog",
                 "Contacts waiting for an operator (open, none assigned), per source",
             ),
             &["source_id"],
-        )
-        .expect("valid metric");
-        let stale = IntGaugeVec::new(
+        ));
+        let stale = registered!(IntGaugeVec::new(
             Opts::new(
                 "crm_queue_stale_contacts",
                 "Contacts waiting longer than CRM_QUEUE_MAX_WAIT, per source (set when it is)",
             ),
             &["source_id"],
-        )
-        .expect("valid metric");
-        let oldest_wait = GaugeVec::new(
+        ));
+        let oldest_wait = registered!(GaugeVec::new(
             Opts::new(
                 "crm_queue_oldest_wait_seconds",
                 "How long the oldest waiting contact has waited, per source with any",
             ),
             &["source_id"],
-        )
-        .expect("valid metric");
-        let drain_seconds = Histogram::with_opts(
+        ));
+        let drain_seconds = registered!(Histogram::with_opts(
             HistogramOpts::new(
                 "crm_queue_drain_latency_seconds",
                 "For each waiting contact a drain assigned: from the commit that freed \
                  capacity (or the start of a sweep) until its assignment was written",
             )
             .buckets(BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        let pool_connections = IntGaugeVec::new(
+        ));
+        let pool_connections = registered!(IntGaugeVec::new(
             Opts::new(
                 "crm_db_pool_connections",
                 "Database pool connections by state",
             ),
             &["state"],
-        )
-        .expect("valid metric");
-        let pool_max = IntGauge::new("crm_db_pool_max_connections", "Database pool limit")
-            .expect("valid metric");
-        let queued_writes = IntGauge::new(
+        ));
+        let pool_max = registered!(IntGauge::new(
+            "crm_db_pool_max_connections",
+            "Database pool limit"
+        ));
+        let queued_writes = registered!(IntGauge::new(
             "crm_db_queued_writes",
             "Writes waiting for the SQLite writer (0 on PostgreSQL)",
-        )
-        .expect("valid metric");
-        reg(Box::new(registrations.clone()));
-        reg(Box::new(registration_seconds.clone()));
-        reg(Box::new(http_requests.clone()));
-        reg(Box::new(http_seconds.clone()));
-        reg(Box::new(operator_open.clone()));
-        reg(Box::new(operator_capacity.clone()));
-        reg(Box::new(backlog.clone()));
-        reg(Box::new(oldest_wait.clone()));
-        reg(Box::new(stale.clone()));
-        reg(Box::new(drain_seconds.clone()));
-        reg(Box::new(pool_connections.clone()));
-        reg(Box::new(pool_max.clone()));
-        let write_group_reruns = IntCounter::new(
+        ));
+        let write_group_reruns = registered!(IntCounter::new(
             "crm_db_write_group_reruns_total",
             "Groups of writes the SQLite writer ran twice because one failed after writing",
-        )
-        .expect("valid metric");
-        reg(Box::new(queued_writes.clone()));
-        reg(Box::new(write_group_reruns.clone()));
-        let webhook_pending = IntGaugeVec::new(
+        ));
+        let webhook_pending = registered!(IntGaugeVec::new(
             Opts::new(
                 "crm_webhook_pending_deliveries",
                 "Deliveries waiting for a retry, per webhook endpoint that is on",
             ),
             &["webhook_id"],
-        )
-        .expect("valid metric");
-        let webhook_behind = IntGaugeVec::new(
+        ));
+        let webhook_behind = registered!(IntGaugeVec::new(
             Opts::new(
                 "crm_webhook_events_behind",
                 "Events not attempted yet, per webhook endpoint that is on",
             ),
             &["webhook_id"],
-        )
-        .expect("valid metric");
-        reg(Box::new(webhook_pending.clone()));
-        reg(Box::new(webhook_behind.clone()));
+        ));
         Self {
             registry,
             registrations,
