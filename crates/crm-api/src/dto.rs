@@ -92,7 +92,7 @@ pub(crate) struct SourceOperator {
 /// An end customer, known by the identifier its channel gave it.
 #[derive(Debug, Object)]
 pub(crate) struct Lead {
-    id: i64,
+    pub(crate) id: i64,
     /// The channel's identifier, exactly as sent.
     external_id: String,
     created_at: DateTime<Utc>,
@@ -122,7 +122,7 @@ pub(crate) enum ContactStatus {
 /// One appeal of a lead through a source.
 #[derive(Debug, Object)]
 pub(crate) struct Contact {
-    id: i64,
+    pub(crate) id: i64,
     lead_id: i64,
     source_id: i64,
     /// The assigned operator; `null` when no operator could take it.
@@ -291,6 +291,35 @@ pub(crate) enum Listed<T: ToJSON> {
     ),
 }
 
+impl<T: ToJSON> Listed<T> {
+    /// `items` as the page at `path`, with the `Link` header while the page is full: the
+    /// same query with `after` set to the last item's `id`. `params` are the filters as
+    /// given, already in their query spelling.
+    pub(crate) fn page(
+        path: &str,
+        params: &[(&str, Option<String>)],
+        limit: u32,
+        items: Vec<T>,
+        id: impl Fn(&T) -> i64,
+    ) -> Self {
+        let full = items.len() >= limit as usize;
+        let link = items.last().filter(|_| full).map(|last| {
+            let mut query = String::new();
+            for (name, value) in params {
+                if let Some(value) = value {
+                    query.push_str(name);
+                    query.push('=');
+                    query.extend(utf8_percent_encode(value, RESERVED));
+                    query.push('&');
+                }
+            }
+            let after = id(last);
+            format!("<{path}?{query}limit={limit}&after={after}>; rel=\"next\"")
+        });
+        Self::Page(Json(items), link)
+    }
+}
+
 impl From<crm_core::Operator> for Operator {
     fn from(o: crm_core::Operator) -> Self {
         Self {
@@ -429,45 +458,6 @@ pub(crate) fn list<T, U: From<T>>(items: Vec<T>) -> Vec<U> {
     items.into_iter().map(U::from).collect()
 }
 
-/// One page of a list the store returns whole (the queue, a contact's history): the items
-/// whose `key` is above `after`, at most `limit` of them, in the order given.
-pub(crate) fn page_after<T>(
-    items: Vec<T>,
-    key: impl Fn(&T) -> i64,
-    after: Option<i64>,
-    limit: u32,
-) -> Vec<T> {
-    items
-        .into_iter()
-        .filter(|item| after.is_none_or(|after| key(item) > after))
-        .take(limit as usize)
-        .collect()
-}
-
-/// The `Link` header of a full page: the same query with `after` set to the last id.
-/// `params` are the filters as given, already in their query spelling.
-pub(crate) fn next_link(
-    path: &str,
-    params: &[(&str, Option<String>)],
-    limit: u32,
-    returned: usize,
-    last_id: Option<i64>,
-) -> Option<String> {
-    let last_id = last_id.filter(|_| returned >= limit as usize)?;
-    let mut query = String::new();
-    for (name, value) in params {
-        if let Some(value) = value {
-            query.push_str(name);
-            query.push('=');
-            query.extend(utf8_percent_encode(value, RESERVED));
-            query.push('&');
-        }
-    }
-    Some(format!(
-        "<{path}?{query}limit={limit}&after={last_id}>; rel=\"next\""
-    ))
-}
-
 /// Everything but RFC 3986's unreserved characters is escaped.
 const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -486,12 +476,16 @@ mod tests {
             ("lead_id", None),
             ("external_id", Some("a b&c".to_owned())),
         ];
+        let link =
+            |limit| match Listed::page("/api/contacts", &params, limit, vec![7, 41], |id| *id) {
+                Listed::Page(_, link) => link,
+            };
         assert_eq!(
-            next_link("/api/contacts", &params, 2, 2, Some(41)).as_deref(),
+            link(2).as_deref(),
             Some(
                 "</api/contacts?status=open&external_id=a%20b%26c&limit=2&after=41>; rel=\"next\""
             )
         );
-        assert_eq!(next_link("/api/contacts", &params, 3, 2, Some(41)), None);
+        assert_eq!(link(3), None);
     }
 }

@@ -7,15 +7,14 @@ use crm_core::{ContactId, Store};
 use poem_openapi::{
     Enum, Object, OpenApi,
     param::{Path, Query},
-    payload::Json,
     types::Any,
 };
 use serde_json::Value;
 
-use super::{ApiTags, default_page_limit, path_id::PathId};
+use super::{ApiTags, default_page_limit, page_after, path_id::PathId};
 use crate::{
     auth::Credentials,
-    dto::{Listed, next_link, page_after},
+    dto::Listed,
     error::{
         ApiResult,
         declare::{API, PATH, QUERY},
@@ -54,8 +53,7 @@ impl<S: Store> DecisionsApi<S> {
             .into_iter()
             .map(DecisionEntry::from)
             .collect();
-        let link = next_link(&path, &[], limit.0, page.len(), page.last().map(|e| e.seq));
-        Ok(Listed::Page(Json(page), link))
+        Ok(Listed::page(&path, &[], limit.0, page, |e| e.seq))
     }
 }
 

@@ -12,7 +12,7 @@ use poem_openapi::{
 use super::{ApiTags, default_page_limit, path_id::PathId};
 use crate::{
     auth::Credentials,
-    dto::{Lead, LeadDetail, Listed, list, next_link},
+    dto::{Lead, LeadDetail, Listed, list},
     error::{
         ApiResult,
         declare::{API, PATH, QUERY},
@@ -50,15 +50,14 @@ impl<S: Store> LeadsApi<S> {
             },
         };
         let params = [("external_id", filter.external_id.clone())];
-        let leads = self.0.list_leads(filter).await?;
-        let link = next_link(
+        let leads = list(self.0.list_leads(filter).await?);
+        Ok(Listed::page(
             "/api/leads",
             &params,
             limit.0,
-            leads.len(),
-            leads.last().map(|l| l.id.get()),
-        );
-        Ok(Listed::Page(Json(list(leads)), link))
+            leads,
+            |l: &Lead| l.id,
+        ))
     }
 
     /// Read a lead with all its contacts, oldest first

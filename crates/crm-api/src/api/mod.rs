@@ -101,6 +101,16 @@ fn default_page_limit() -> u32 {
     Page::DEFAULT_LIMIT
 }
 
+/// One page of a list the store returns whole (the queue, a contact's history): the items
+/// whose `key` is above `after`, at most `limit` of them, in the order given.
+fn page_after<T>(items: Vec<T>, key: impl Fn(&T) -> i64, after: Option<i64>, limit: u32) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|item| after.is_none_or(|after| key(item) > after))
+        .take(limit as usize)
+        .collect()
+}
+
 /// The methods each path answers, for the `Allow` header every 405 must carry (RFC 9110).
 pub(crate) struct AllowedMethods {
     /// Each path template split into segments (`None` for a `{variable}`), with its header.

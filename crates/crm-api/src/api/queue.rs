@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use crm_core::Store;
-use poem_openapi::{OpenApi, param::Query, payload::Json};
+use poem_openapi::{OpenApi, param::Query};
 
-use super::{ApiTags, default_page_limit};
+use super::{ApiTags, default_page_limit, page_after};
 use crate::{
     auth::Credentials,
-    dto::{Listed, SourceQueue, next_link, page_after},
+    dto::{Listed, SourceQueue},
     error::{
         ApiResult,
         declare::{API, QUERY},
@@ -44,13 +44,8 @@ impl<S: Store> QueueApi<S> {
             .into_iter()
             .map(|q| SourceQueue::at(q, now))
             .collect();
-        let link = next_link(
-            "/api/queue",
-            &[],
-            limit.0,
-            page.len(),
-            page.last().map(|q| q.source_id),
-        );
-        Ok(Listed::Page(Json(page), link))
+        Ok(Listed::page("/api/queue", &[], limit.0, page, |q| {
+            q.source_id
+        }))
     }
 }

@@ -15,11 +15,11 @@ use poem_openapi::{
     payload::Json,
 };
 
-use super::{ApiTags, default_page_limit, path_id::PathId};
+use super::{ApiTags, default_page_limit, page_after, path_id::PathId};
 use crate::{
     auth::Credentials,
     body::{Body, Check, DefaultTrue, Field, Optional, Plain, wire_object},
-    dto::{Created, Deleted, Listed, next_link, page_after},
+    dto::{Created, Deleted, Listed},
     error::{
         ApiError, ApiResult,
         declare::{API, BODY, PATH, QUERY},
@@ -216,14 +216,7 @@ impl<S: Store> WebhooksApi<S> {
             .into_iter()
             .map(Webhook::from)
             .collect();
-        let link = next_link(
-            "/api/webhooks",
-            &[],
-            limit.0,
-            page.len(),
-            page.last().map(|w| w.id),
-        );
-        Ok(Listed::Page(Json(page), link))
+        Ok(Listed::page("/api/webhooks", &[], limit.0, page, |w| w.id))
     }
 
     /// Read a webhook endpoint
@@ -335,8 +328,7 @@ impl<S: Store> WebhooksApi<S> {
             .map(Delivery::from)
             .collect();
         let path = format!("/api/webhooks/{}/deliveries", id.get());
-        let link = next_link(&path, &[], limit.0, page.len(), page.last().map(|d| d.id));
-        Ok(Listed::Page(Json(page), link))
+        Ok(Listed::page(&path, &[], limit.0, page, |d| d.id))
     }
 
     /// Deliver again

@@ -21,7 +21,7 @@ use super::{ApiTags, default_page_limit, path_id::PathId};
 use crate::{
     auth::{Credentials, Principal},
     body::{Body, Check, CodeRule, Field, Optional, Wire, verbatim_pattern, wire_object},
-    dto::{Contact, ContactStatus, Listed, contacts, next_link},
+    dto::{Contact, ContactStatus, Listed, contacts},
     error::{
         ApiError, ApiResult,
         declare::{API, BODY, CONFLICT, MISSING, PATH, QUERY},
@@ -249,10 +249,14 @@ impl<S: Store> ContactsApi<S> {
             ("lead_id", text(lead_id.0)),
             ("unassigned", filter.unassigned.then(|| "true".to_owned())),
         ];
-        let found = self.0.list_contacts(filter).await?;
-        let last = found.last().map(|c| c.id.get());
-        let link = next_link("/api/contacts", &params, limit.0, found.len(), last);
-        Ok(Listed::Page(Json(contacts(found)?), link))
+        let found = contacts(self.0.list_contacts(filter).await?)?;
+        Ok(Listed::page(
+            "/api/contacts",
+            &params,
+            limit.0,
+            found,
+            |c| c.id,
+        ))
     }
 
     /// Read a contact
