@@ -93,6 +93,38 @@ async fn first_created_at_or_after(
     Ok(found)
 }
 
+/// A source's two reads of `window`: `on_contacts` through the primary key's range of
+/// the contacts created in it ([`contact_ids`]; `$1..$5` are that range, the window's ends
+/// and the source), then `on_decisions` over the later entries of their histories (`$1..$3`
+/// are the window's ends and the source).
+async fn window_statements(
+    db: &DatabaseConnection,
+    source: SourceId,
+    window: Window,
+    on_contacts: &str,
+    on_decisions: &str,
+) -> Result<[Statement; 2], StoreError> {
+    let backend = db.get_database_backend();
+    let (lo, hi) = contact_ids(db, window).await?;
+    let since = read_side_time(backend, window.since);
+    let until = read_side_time(backend, window.until);
+    let source = sea_orm::Value::from(source.get());
+    Ok([
+        Statement::from_sql_and_values(
+            backend,
+            on_contacts,
+            [
+                lo.into(),
+                hi.into(),
+                since.clone(),
+                until.clone(),
+                source.clone(),
+            ],
+        ),
+        Statement::from_sql_and_values(backend, on_decisions, [since, until, source]),
+    ])
+}
+
 /// A source's registrations in a window (the first entry of each contact's history, on
 /// its row, whose path its registered operator gives, as `DecisionPath::of_registration`
 /// does): a range of the primary key ([`contact_ids`]).
@@ -119,30 +151,11 @@ pub async fn source_decisions(
     window: Window,
     sink: &mut (dyn FnMut(SourceDecision) + Send),
 ) -> Result<u64, StoreError> {
-    let backend = db.get_database_backend();
-    let (lo, hi) = contact_ids(db, window).await?;
-    let since = read_side_time(backend, window.since);
-    let until = read_side_time(backend, window.until);
     let mut read = 0;
     // Both give `(path, operator_id, record, at)`.
-    for statement in [
-        Statement::from_sql_and_values(
-            backend,
-            SOURCE_REGISTRATIONS,
-            [
-                lo.into(),
-                hi.into(),
-                since.clone(),
-                until.clone(),
-                source.get().into(),
-            ],
-        ),
-        Statement::from_sql_and_values(
-            backend,
-            SOURCE_DECISIONS,
-            [since, until, source.get().into()],
-        ),
-    ] {
+    let statements =
+        window_statements(db, source, window, SOURCE_REGISTRATIONS, SOURCE_DECISIONS).await?;
+    for statement in statements {
         let mut rows = db.stream_raw(statement).await.map_err(db_err)?;
         while let Some(row) = rows.try_next().await.map_err(db_err)? {
             let path: String = row.try_get_by_index(0).map_err(db_err)?;
@@ -178,29 +191,10 @@ pub async fn source_assignments(
     source: SourceId,
     window: Window,
 ) -> Result<Vec<(OperatorId, u64)>, StoreError> {
-    let backend = db.get_database_backend();
-    let (lo, hi) = contact_ids(db, window).await?;
-    let since = read_side_time(backend, window.since);
-    let until = read_side_time(backend, window.until);
     let mut counts: HashMap<i64, u64> = HashMap::new();
-    for statement in [
-        Statement::from_sql_and_values(
-            backend,
-            SOURCE_REGISTERED,
-            [
-                lo.into(),
-                hi.into(),
-                since.clone(),
-                until.clone(),
-                source.get().into(),
-            ],
-        ),
-        Statement::from_sql_and_values(
-            backend,
-            SOURCE_DRAINED,
-            [since, until, source.get().into()],
-        ),
-    ] {
+    let statements =
+        window_statements(db, source, window, SOURCE_REGISTERED, SOURCE_DRAINED).await?;
+    for statement in statements {
         for row in db.query_all_raw(statement).await.map_err(db_err)? {
             let count: i64 = row.try_get_by_index(1).map_err(db_err)?;
             *counts
