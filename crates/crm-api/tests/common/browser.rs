@@ -70,34 +70,31 @@ impl Browser {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let port = free_port();
-        let mut driver = Command::new(&driver_path)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_path.display()));
-        wait_for_driver(&mut driver, &driver_path, port).await;
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities(&chromium))
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await;
-        // No `Browser` yet whose Drop would stop the driver.
-        let client = match client {
-            Ok(client) => client,
-            Err(e) => {
-                let _ = driver.kill();
-                let _ = driver.wait();
-                panic!("chromedriver cannot start {}: {e}", chromium.display());
+        // Starting a browser on a loaded two-core machine now and then fails outright (the
+        // driver closes the first connection, or loses its port to another process between
+        // `free_port` and its bind): such a start is tried again, from a new driver.
+        let mut failures = Vec::new();
+        for _ in 0..STARTS {
+            match launch(&driver_path, &chromium).await {
+                Ok((client, driver, port)) => {
+                    return Some(Browser {
+                        client,
+                        _slot: slot,
+                        driver,
+                        port,
+                    });
+                }
+                Err(why) => {
+                    eprintln!("a browser did not start: {why}");
+                    failures.push(why);
+                }
             }
-        };
-        Some(Browser {
-            client,
-            _slot: slot,
-            driver,
-            port,
-        })
+        }
+        panic!(
+            "chromedriver cannot start {} ({STARTS} tries): {}",
+            chromium.display(),
+            failures.join("; ")
+        );
     }
 
     /// The WebDriver client, for what the helpers below do not cover.
@@ -462,23 +459,58 @@ fn free_port() -> u16 {
     listener.local_addr().expect("a TCP address").port()
 }
 
-/// Waits until chromedriver accepts connections on `port`, failing if it exits first.
-async fn wait_for_driver(driver: &mut Child, path: &Path, port: u16) {
+/// How many times a browser's start is tried before its test fails.
+const STARTS: usize = 3;
+
+/// Starts chromedriver on a free port and a Chromium session through it.
+async fn launch(driver_path: &Path, chromium: &Path) -> Result<(Client, Child, u16), String> {
+    let port = free_port();
+    let mut driver = Command::new(driver_path)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", driver_path.display()))?;
+    let client = match wait_for_driver(&mut driver, driver_path, port).await {
+        Ok(()) => ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities(chromium))
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(why) => Err(why),
+    };
+    match client {
+        Ok(client) => Ok((client, driver, port)),
+        // No `Browser` whose Drop would stop the driver.
+        Err(why) => {
+            let _ = driver.kill();
+            let _ = driver.wait();
+            Err(why)
+        }
+    }
+}
+
+/// Waits until chromedriver accepts connections on `port`; an error if it exits first or
+/// does not listen within [`PATIENCE`].
+async fn wait_for_driver(driver: &mut Child, path: &Path, port: u16) -> Result<(), String> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut exited = None;
     let ready = poll(async || {
         if let Ok(Some(status)) = driver.try_wait() {
-            panic!("{} --port={port} exited: {status}", path.display());
+            exited = Some(status);
+            return Some(());
         }
         tokio::net::TcpStream::connect(address).await.ok().map(drop)
     })
     .await;
-    if ready.is_none() {
-        let _ = driver.kill();
-        let _ = driver.wait();
-        panic!(
+    match (exited, ready) {
+        (Some(status), _) => Err(format!("{} --port={port} exited: {status}", path.display())),
+        (None, Some(())) => Ok(()),
+        (None, None) => Err(format!(
             "{} did not listen on port {port} in {PATIENCE:?}",
             path.display()
-        );
+        )),
     }
 }
 
