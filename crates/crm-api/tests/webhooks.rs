@@ -80,6 +80,50 @@ async fn subscribe(app: &TestApp, receiver: &Receiver) -> Value {
     created
 }
 
+/// Once an endpoint has received everything, its task writes nothing while nothing
+/// happens: it used to take and settle its lease every poll, two commits (two fsyncs on
+/// SQLite) a poll, forever. Seen from another connection, whose `data_version` moves with
+/// every commit that changed the file.
+#[tokio::test]
+async fn an_endpoint_that_has_caught_up_writes_nothing() {
+    let app = app(Backend::Sqlite).await;
+    let receiver = receiver(0, 503).await;
+    subscribe(&app, &receiver).await;
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        "/api/operators",
+        Some(json!({"name": "Anna", "max_active_contacts": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    wait_for(&receiver.seen, "the operator's event delivered", |seen| {
+        !seen.accepted.is_empty()
+    })
+    .await;
+    let path = app.sqlite_path().expect("an SQLite file");
+    let reader = rusqlite::Connection::open(&path).expect("open the file");
+    let version = || -> i64 {
+        reader
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .expect("data_version")
+    };
+    // A quiet stretch of ten polls (the settle of the last batch may still be committing
+    // at first: the stretch starts once one passed without a change).
+    let mut quiet = 0;
+    let mut last = version();
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = version();
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+        if quiet == 10 {
+            break;
+        }
+    }
+    assert_eq!(quiet, 10, "the idle endpoint kept committing");
+}
+
 /// Events in the outbox after `after`, as `(webhook-id, envelope)`.
 async fn outbox_after(store: &crm_store::DbStore, after: u64) -> BTreeMap<String, Value> {
     crm_store::testing::events_after(store, after, 500)

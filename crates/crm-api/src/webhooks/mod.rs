@@ -194,6 +194,11 @@ impl<S: Store> Sender<S> {
         // The horizon is looked for again only once a round has caught up with it (on
         // PostgreSQL each look takes a transaction id).
         let mut horizon = None;
+        // Where this task last left the endpoint's cursor: while the horizon is no further,
+        // there is nothing new to lease (an idle endpoint's lease and settle were two
+        // commits, two fsyncs on SQLite, every poll). Another replica can only move the
+        // cursor on, so this is never ahead of it.
+        let mut cursor = None;
         loop {
             match self.store.get_webhook(id).await {
                 Ok(endpoint) if endpoint.enabled => {}
@@ -202,7 +207,7 @@ impl<S: Store> Sender<S> {
                     tracing::warn!(error = %err, webhook = id.get(), "webhooks: cannot read")
                 }
             }
-            match self.round(id, &mut horizon).await {
+            match self.round(id, &mut horizon, &mut cursor).await {
                 Ok(true) => tokio::task::yield_now().await,
                 Ok(false) => {
                     horizon = None;
@@ -218,11 +223,13 @@ impl<S: Store> Sender<S> {
     }
 
     /// One round of endpoint `id`: its next batch up to `horizon` (looked for when
-    /// `None`), then its retries that are due; whether either left more to do.
+    /// `None`) unless `cursor` (where the last batch left it) has reached it, then its
+    /// retries that are due; whether either left more to do.
     async fn round(
         &self,
         id: WebhookId,
         horizon: &mut Option<u64>,
+        cursor: &mut Option<u64>,
     ) -> Result<bool, crm_core::StoreError> {
         // New events up to where none can still commit before; held back (a long
         // transaction on PostgreSQL), the retries still go.
@@ -233,8 +240,13 @@ impl<S: Store> Sender<S> {
             }
         }
         let full = match *horizon {
-            Some(horizon) => self.batch(id, horizon).await?,
-            None => false,
+            Some(horizon) if cursor.is_none_or(|cursor| cursor < horizon) => {
+                let (full, left_at) = self.batch(id, horizon).await?;
+                // Unknown when another process held the lease: asked again next round.
+                *cursor = left_at;
+                full
+            }
+            _ => false,
         };
         Ok(self.retries(id).await? || full)
     }
@@ -245,11 +257,15 @@ impl<S: Store> Sender<S> {
     }
 
     /// Sends endpoint `id`'s events up to `horizon`, if this process gets its lease;
-    /// whether the batch was full (more events wait).
-    async fn batch(&self, id: WebhookId, horizon: u64) -> Result<bool, crm_core::StoreError> {
+    /// whether the batch was full (more events wait), and where it left the cursor.
+    async fn batch(
+        &self,
+        id: WebhookId,
+        horizon: u64,
+    ) -> Result<(bool, Option<u64>), crm_core::StoreError> {
         let until = self.lease_end();
         let Some(lease) = self.store.lease_webhook(id, until).await? else {
-            return Ok(false);
+            return Ok((false, None));
         };
         let from = lease.cursor;
         let page = if from < horizon {
@@ -310,7 +326,7 @@ impl<S: Store> Sender<S> {
         self.store
             .settle_webhook(id, until, cursor, attempts, gone)
             .await?;
-        Ok(full)
+        Ok((full, Some(cursor)))
     }
 
     /// Sends endpoint `id`'s retries that are due; whether it claimed as many as it could

@@ -140,6 +140,15 @@ async fn serve(
 }
 
 impl TestApp {
+    /// The database file, on SQLite.
+    #[allow(dead_code)] // Not every test binary looks at the file.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        match self.db.database_url() {
+            crm_store::DatabaseUrl::Sqlite(url) => Some(url.path().to_owned()),
+            crm_store::DatabaseUrl::Postgres(_) => None,
+        }
+    }
+
     /// Every table's number of rows ([`TestDatabase::row_counts`]).
     pub async fn row_counts(&self) -> std::collections::BTreeMap<String, i64> {
         self.db.row_counts().await
