@@ -84,14 +84,22 @@ async fn deliveries_survive_a_restart_between_attempts(backend: Backend) {
         let ids: Vec<&String> = seen.accepted.keys().collect();
         assert_eq!(ids.len(), 5);
     }
-    let deliveries = get_json(
-        &client,
-        format!(
-            "{}/api/webhooks/{}/deliveries",
-            restarted.base, created["id"]
-        ),
-    )
-    .await;
+    // The receiver has answered the last attempt; the server stores its outcome just after.
+    let listed = format!(
+        "{}/api/webhooks/{}/deliveries",
+        restarted.base, created["id"]
+    );
+    let mut deliveries = get_json(&client, listed.clone()).await;
+    for _ in 0..200 {
+        let settled = deliveries
+            .as_array()
+            .is_some_and(|d| d.iter().all(|d| d["state"] != "pending"));
+        if settled {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        deliveries = get_json(&client, listed.clone()).await;
+    }
     let states: Vec<&str> = deliveries
         .as_array()
         .expect("a page")
