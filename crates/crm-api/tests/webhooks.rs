@@ -217,7 +217,19 @@ async fn every_event_arrives_once_verified_after_three_failures(backend: Backend
         );
     }
 
-    // The deliveries say so too.
+    // The deliveries say so too, once the last outcomes are stored (the receiver has
+    // answered them; the server stores each just after).
+    let every = format!("/api/webhooks/{}/deliveries?limit=100", created["id"]);
+    for _ in 0..200 {
+        let (_, listed) = call(&app, Method::GET, &every, None).await;
+        if listed
+            .as_array()
+            .is_some_and(|d| d.iter().all(|d| d["state"] != "pending"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let path = format!("/api/webhooks/{}/deliveries?limit=5", created["id"]);
     let resp = app
         .client
