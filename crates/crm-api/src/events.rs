@@ -133,10 +133,9 @@ impl<S: Store> Hub<S> {
         self.ring.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts a stream for a client at `last` (its `Last-Event-ID`; `None`: from now on),
-    /// sending only `types` when given.
-    /// A new stream after `last` (from now on when `None`), of `types` (all when `None`);
-    /// one read with viewer key `key` ends once the key is revoked.
+    /// A new stream after `last` (the client's `Last-Event-ID`; from now on when `None`),
+    /// of `types` (all when `None`); one read with viewer key `key` ends once the key is
+    /// revoked.
     pub(crate) fn stream(
         self: &Arc<Self>,
         last: Option<u64>,

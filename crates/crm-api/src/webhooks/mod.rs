@@ -268,10 +268,9 @@ impl<S: Store> Sender<S> {
             return Ok((false, None));
         };
         let from = lease.cursor;
+        let batch = self.settings.batch.max(1);
         let page = if from < horizon {
-            self.store
-                .events_between(from, horizon, self.settings.batch.max(1))
-                .await?
+            self.store.events_between(from, horizon, batch).await?
         } else {
             crm_core::EventPage::default()
         };
@@ -283,7 +282,7 @@ impl<S: Store> Sender<S> {
                 "webhooks: events this endpoint had not received were pruned (it was off)"
             );
         }
-        let full = page.events.len() == self.settings.batch.max(1) as usize;
+        let full = page.events.len() == batch as usize;
         let read_through = match page.events.last() {
             Some(last) if full => last.seq,
             _ => horizon.max(from),
