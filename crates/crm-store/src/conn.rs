@@ -7,11 +7,15 @@
 use std::future::{Future, ready};
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-use crm_core::StoreError;
+use crm_core::{NewEvent, StoreError};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use sea_orm::sea_query::Value;
 
-use crate::{error::db_err, sql};
+use crate::{
+    error::db_err,
+    sql,
+    sqlite::outbox::{Pending, Written},
+};
 
 /// A driver error as the writes need to see it: unique violations are told apart so an
 /// operation can name the field that clashed.
@@ -107,6 +111,15 @@ pub trait Conn {
     /// A timestamp that may be absent, as this backend stores it (`NULL` of its type).
     fn timestamp_or_null(&self, t: Option<DateTime<Utc>>) -> Value;
 
+    /// Notes that the statement just run stored `event`, at `at`, in the outbox. The
+    /// SQLite writer keeps what its transaction inserted for the readers of the outbox
+    /// (`sqlite::outbox`); PostgreSQL's replicas read the table.
+    fn inserted_event(&self, _event: &NewEvent, _at: DateTime<Utc>) {}
+
+    /// Notes that the statement just run pruned every event up to `through` (see
+    /// [`Self::inserted_event`]).
+    fn pruned_events(&self, _through: u64) {}
+
     /// How a write reads rows it goes on to change. Other units of work write at the same
     /// time on PostgreSQL, so it locks them; the SQLite writer is the only writer and runs
     /// one unit of work at a time: a plain read is exact there, and a write that fails must
@@ -115,8 +128,19 @@ pub trait Conn {
 }
 
 /// The SQLite writer's connection (rusqlite: the writer is synchronous, and rusqlite's
-/// cached prepared statements and direct row access are the cheapest way through SQLite).
-pub struct SqliteConn<'a>(pub &'a rusqlite::Connection);
+/// cached prepared statements and direct row access are the cheapest way through SQLite),
+/// with the events its transaction has inserted so far.
+pub struct SqliteConn<'a> {
+    conn: &'a rusqlite::Connection,
+    pending: &'a Pending,
+}
+
+impl<'a> SqliteConn<'a> {
+    /// The writer's connection, noting the events it inserts in `pending`.
+    pub const fn new(conn: &'a rusqlite::Connection, pending: &'a Pending) -> Self {
+        Self { conn, pending }
+    }
+}
 
 /// A SeaQuery value bound as a SQLite parameter, without copying text.
 struct Param<'a>(&'a Value);
@@ -150,7 +174,7 @@ impl SqliteConn<'_> {
         values: &[Value],
         read: impl FnOnce(rusqlite::Rows<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, DbError> {
-        let mut statement = self.0.prepare_cached(sql).map_err(sqlite_err)?;
+        let mut statement = self.conn.prepare_cached(sql).map_err(sqlite_err)?;
         for (index, value) in values.iter().enumerate() {
             statement
                 .raw_bind_parameter(index + 1, Param(value))
@@ -219,6 +243,20 @@ impl Conn for SqliteConn<'_> {
 
     fn timestamp_or_null(&self, t: Option<DateTime<Utc>>) -> Value {
         t.map(sqlite_timestamp).into()
+    }
+
+    fn inserted_event(&self, event: &NewEvent, at: DateTime<Utc>) {
+        self.pending.push(Written::new(
+            self.conn.last_insert_rowid(),
+            event.kind,
+            at,
+            event.contact_id,
+            event.data.clone(),
+        ));
+    }
+
+    fn pruned_events(&self, through: u64) {
+        self.pending.pruned(through);
     }
 }
 

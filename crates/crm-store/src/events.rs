@@ -46,6 +46,7 @@ pub async fn append_event_at(
         event.data.clone().into(),
     ];
     conn.one(crate::sql::INSERT_EVENT, values).await?;
+    conn.inserted_event(event, at);
     Ok(())
 }
 
@@ -263,5 +264,6 @@ pub async fn prune(
     conn.all(DELETE_DELIVERIES, vec![through.into()]).await?;
     conn.all(DELETE_THROUGH, vec![through.into()]).await?;
     conn.one(MARK, vec![through.into()]).await?;
+    conn.pruned_events(through.unsigned_abs());
     Ok(count)
 }

@@ -36,6 +36,7 @@ use crm_core::{
     register_contact, register_contact_once,
 };
 use drain::Scope;
+use sqlite::outbox::Tail;
 
 pub use clock::Clock;
 pub use config::{ConnectError, StoreConfig};
@@ -446,12 +447,18 @@ impl Store for DbStore {
         cursor: EventCursor,
         limit: u32,
     ) -> Result<(EventCursor, EventPage), StoreError> {
-        events::read(self.reader(), cursor, limit).await
+        match self.tail().and_then(|tail| tail.read(cursor, limit)) {
+            Some(read) => Ok(read),
+            None => events::read(self.reader(), cursor, limit).await,
+        }
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn settled_event_head(&self) -> Result<u64, StoreError> {
-        events::settled_head(self.reader()).await
+        match self.tail().and_then(Tail::newest) {
+            Some(newest) => Ok(newest),
+            None => events::settled_head(self.reader()).await,
+        }
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -461,7 +468,13 @@ impl Store for DbStore {
         upto: u64,
         limit: u32,
     ) -> Result<EventPage, StoreError> {
-        events::between(self.reader(), after, upto, limit).await
+        match self
+            .tail()
+            .and_then(|tail| tail.between(after, upto, limit))
+        {
+            Some(page) => Ok(page),
+            None => events::between(self.reader(), after, upto, limit).await,
+        }
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -52,4 +52,13 @@ impl DbStore {
     pub(crate) fn reader(&self) -> &DatabaseConnection {
         either!(self, |db| &db.reader)
     }
+
+    /// The newest committed events in memory (SQLite's writer keeps them; PostgreSQL's
+    /// replicas read the table).
+    pub(crate) fn tail(&self) -> Option<&crate::sqlite::outbox::Tail> {
+        match self {
+            Self::Sqlite(db) => Some(db.handle.tail()),
+            Self::Postgres(_) => None,
+        }
+    }
 }

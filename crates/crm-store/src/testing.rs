@@ -230,3 +230,12 @@ pub async fn events_after(
         all.extend(read.events);
     }
 }
+
+/// Every event after `after` as the table holds it, read from the database even where
+/// the SQLite writer keeps the newest in memory: what the memory must equal.
+pub async fn stored_events(store: &crate::DbStore, after: u64) -> Vec<crm_core::Event> {
+    crate::events::between(store.reader(), after, u64::MAX, u32::MAX)
+        .await
+        .expect("read the events table")
+        .events
+}

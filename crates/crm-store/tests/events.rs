@@ -227,6 +227,88 @@ async fn retention_prunes_the_oldest_and_moves_its_mark(backend: Backend) {
     t.finish().await;
 }
 
+/// SQLite's writer keeps the newest committed events in memory for the outbox's readers:
+/// they are the table's rows, under concurrent writes, writes that fail, retention, and
+/// after a restart (when the memory starts empty and older positions read the table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_memory_of_events_is_the_table() {
+    let t = store(Backend::Sqlite).await;
+    let a = operator(&t.store, "A", 1_000).await;
+    let s = source(&t.store, "bot", &[(a, 1)]).await;
+    let before = crm_store::testing::stored_events(&t.store, 0).await.len();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = std::sync::Arc::clone(&t.store);
+        tasks.push(tokio::spawn(async move {
+            let c = register(&store, &format!("lead-{}", i % 50), SourceRef::Id(s)).await;
+            if i % 3 == 0 {
+                store.close_contact(c.id).await.expect("close");
+            }
+            // Refused, after the contact was read: no event.
+            let missing = crm_core::OperatorId(999);
+            assert!(store.assign_contact(c.id, missing).await.is_err());
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let stored = crm_store::testing::stored_events(&t.store, 0).await;
+    assert_eq!(stored.len(), before + 200 + 67);
+    assert_eq!(
+        crm_store::testing::events_after(&*t.store, 0, 7).await,
+        stored
+    );
+    assert_eq!(
+        t.store.settled_event_head().await.expect("head"),
+        stored[stored.len() - 1].seq
+    );
+    let middle = stored[100].seq;
+    let page = t
+        .store
+        .events_between(middle, stored[120].seq, 1000)
+        .await
+        .expect("page");
+    assert_eq!(page.events, stored[101..=120]);
+
+    // Retention: a reader from before the mark is told, from the table.
+    let future = Utc::now() + chrono::Duration::hours(1);
+    t.store
+        .prune_events(future, 100, 1000)
+        .await
+        .expect("prune");
+    let (_, page) = t
+        .store
+        .read_events(EventCursor::at(middle), 1000)
+        .await
+        .expect("read");
+    assert!(page.pruned_through > middle, "{}", page.pruned_through);
+    let kept = crm_store::testing::stored_events(&t.store, 0).await;
+    assert_eq!(kept.len(), 100);
+    assert_eq!(
+        crm_store::testing::events_after(&*t.store, 0, 7).await,
+        kept
+    );
+
+    // After a restart the memory starts from the newest event.
+    t.store.shutdown().await;
+    let TestStore { store, db } = t;
+    drop(store);
+    let t = open(db).await;
+    register(&t.store, "after-restart", SourceRef::Id(s)).await;
+    let stored = crm_store::testing::stored_events(&t.store, 0).await;
+    assert_eq!(stored.len(), 101);
+    assert_eq!(
+        crm_store::testing::events_after(&*t.store, 0, 7).await,
+        stored
+    );
+    let newest = stored[99].seq;
+    assert_eq!(
+        crm_store::testing::events_after(&*t.store, newest, 7).await,
+        stored[100..]
+    );
+    t.finish().await;
+}
+
 /// A unit of work that took a number and has not committed holds the reader before it,
 /// although a later number is visible; once it commits, both come in order; a number
 /// rolled back is passed once its holder has ended.

@@ -3,6 +3,7 @@
 //! process writes it.
 
 pub mod checkpoint;
+pub mod outbox;
 pub mod registration;
 mod source_cache;
 pub mod writer;
@@ -45,7 +46,7 @@ pub struct SqliteStore {
     /// Read-only pool.
     pub(crate) reader: DatabaseConnection,
     pub(crate) max_connections: u32,
-    handle: WriterHandle,
+    pub(crate) handle: WriterHandle,
     writer: Mutex<Option<Writer>>,
     /// The time registrations and drains run at.
     pub(crate) clock: Clock,
@@ -274,7 +275,7 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         self.handle
             .run(move |ctx| {
-                let out = pollster::block_on(write(&SqliteConn(ctx.conn)))?;
+                let out = pollster::block_on(write(&SqliteConn::new(ctx.conn, &ctx.pending)))?;
                 then(&mut ctx.cache, &out);
                 Ok(out)
             })
@@ -381,7 +382,12 @@ impl SqliteStore {
                 // or adds capacity drains before it ends, so after each job no waiting contact
                 // has an eligible operator; a registration adds none. Only time does, by
                 // refilling a paced operator's bucket: the timer owes a drain then.
-                let tx = &mut SqliteRegistration::new(&mut ctx.hot, &mut ctx.cache, clock.now());
+                let tx = &mut SqliteRegistration::new(
+                    &mut ctx.hot,
+                    &mut ctx.cache,
+                    &ctx.pending,
+                    clock.now(),
+                );
                 let out = pollster::block_on(register(tx, &mut ctx.rng));
                 log.timer.arm(tx.wake);
                 out

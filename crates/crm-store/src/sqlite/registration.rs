@@ -31,7 +31,10 @@ use crm_core::{
 };
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
-use super::source_cache::{Cached, SourceCache};
+use super::{
+    outbox::{Pending, Written},
+    source_cache::{Cached, SourceCache},
+};
 use crate::{
     conn::{SqliteConn, sqlite_err, sqlite_timestamp},
     sql,
@@ -112,6 +115,8 @@ pub struct SqliteRegistration<'r, 'c> {
     conn: &'c Connection,
     hot: &'r mut HotStatements<'c>,
     cache: &'r mut SourceCache,
+    /// The events the writer's transaction has inserted.
+    pending: &'r Pending,
     now: DateTime<Utc>,
     /// `now` as stored.
     created_at: String,
@@ -128,12 +133,14 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
     pub fn new(
         hot: &'r mut HotStatements<'c>,
         cache: &'r mut SourceCache,
+        pending: &'r Pending,
         now: DateTime<Utc>,
     ) -> Self {
         Self {
             conn: hot.conn,
             hot,
             cache,
+            pending,
             now,
             created_at: sqlite_timestamp(now),
             lead: None,
@@ -207,8 +214,13 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
         credit: &Credit,
     ) -> Result<(), StoreError> {
         if !self.cache.moved_credits(source_id, &credit.after) {
-            crate::drain::store_credit(&SqliteConn(self.conn), source_id, candidates, credit)
-                .await?;
+            crate::drain::store_credit(
+                &SqliteConn::new(self.conn, self.pending),
+                source_id,
+                candidates,
+                credit,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -221,7 +233,7 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
 
 impl KeyedRegistrationTx for SqliteRegistration<'_, '_> {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
-        crate::keys::read_live_key(&SqliteConn(self.conn), key, self.now).await
+        crate::keys::read_live_key(&SqliteConn::new(self.conn, self.pending), key, self.now).await
     }
 
     async fn record_key(
@@ -229,7 +241,13 @@ impl KeyedRegistrationTx for SqliteRegistration<'_, '_> {
         key: &IdempotencyKey,
         contact: &Contact,
     ) -> Result<(), StoreError> {
-        crate::keys::store_key(&SqliteConn(self.conn), key, contact, self.now).await
+        crate::keys::store_key(
+            &SqliteConn::new(self.conn, self.pending),
+            key,
+            contact,
+            self.now,
+        )
+        .await
     }
 }
 
@@ -261,7 +279,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         }));
         if !self.cache.candidates.contains_key(&source_id) {
             let candidates = self.read_candidates(source_id)?;
-            let rule = crate::drain::source_rule(&SqliteConn(self.conn), source_id).await?;
+            let rule =
+                crate::drain::source_rule(&SqliteConn::new(self.conn, self.pending), source_id)
+                    .await?;
             self.cache.candidates.insert(source_id, candidates);
             self.cache.rules.insert(source_id, rule);
         }
@@ -339,9 +359,14 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
                     .execute([id.get()])
                     .map_err(db)?,
                 Some(_) => usize::from(
-                    crate::drain::claim(&SqliteConn(self.conn), id, pace, self.now)
-                        .await?
-                        .is_some(),
+                    crate::drain::claim(
+                        &SqliteConn::new(self.conn, self.pending),
+                        id,
+                        pace,
+                        self.now,
+                    )
+                    .await?
+                    .is_some(),
                 ),
             };
             if claimed == 0 {
@@ -385,6 +410,13 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         held(&mut self.hot.insert_event, self.conn, sql::INSERT_EVENT)?
             .execute((event.kind.as_str(), &self.created_at, id, &event.data))
             .map_err(db)?;
+        self.pending.push(Written::new(
+            self.conn.last_insert_rowid(),
+            event.kind,
+            self.now,
+            Some(ContactId(id)),
+            event.data,
+        ));
         if let Some(credit) = &decision.credit {
             self.store_credit(prepared.source_id, &prepared.candidates, credit)
                 .await?;

@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     checkpoint::{self, Checkpointer},
+    outbox::{Pending, Tail},
     registration::HotStatements,
     source_cache::SourceCache,
 };
@@ -45,6 +46,9 @@ use crate::conn::sqlite_err;
 
 /// Most jobs committed together.
 const MAX_GROUP: usize = 256;
+
+/// Where the [`Tail`] starts.
+const NEWEST_EVENT: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
 
 /// How often [`probe`] tries a write while the last commit has failed.
 pub const PROBE_EVERY: Duration = Duration::from_secs(3);
@@ -59,6 +63,9 @@ pub struct WriterCtx<'c> {
     pub rng: ChaCha8Rng,
     /// What registrations keep of their sources (see [`SourceCache`]).
     pub cache: SourceCache,
+    /// The events the group's transaction has inserted, handed to the [`Tail`] once it
+    /// commits.
+    pub pending: Pending,
 }
 
 /// A queued write: run (perhaps twice, see the module docs) inside the group's
@@ -141,6 +148,8 @@ pub struct WriterHandle {
     /// Whether the last commit that had something to write failed (its reason is in the
     /// log line of the failure).
     failing: Arc<AtomicBool>,
+    /// The newest committed events.
+    tail: Arc<Tail>,
 }
 
 /// Why the writer did not start.
@@ -189,19 +198,28 @@ impl Writer {
         let counted = Arc::clone(&reruns);
         let failing = Arc::new(AtomicBool::new(false));
         let outcome = Arc::clone(&failing);
+        let tail = Arc::new(Tail::default());
+        let published = Arc::clone(&tail);
         let thread = std::thread::Builder::new()
             .name("crm-sqlite-writer".into())
             .spawn(move || match connect() {
                 Ok(conn) => {
                     checkpoint::watch_wal(&conn);
+                    // Without an outbox (a test's bare database) the tail never starts,
+                    // and its readers read the database.
+                    if let Ok(newest) = conn.query_row(NEWEST_EVENT, [], |row| row.get::<_, i64>(0))
+                    {
+                        published.start(newest.unsigned_abs());
+                    }
                     let _ = ready_tx.send(Ok(()));
                     let ctx = WriterCtx {
                         conn: &conn,
                         hot: HotStatements::new(&conn),
                         rng,
                         cache: SourceCache::default(),
+                        pending: Pending::default(),
                     };
-                    run(ctx, rx, nudge.as_ref(), &counted, &outcome);
+                    run(ctx, rx, nudge.as_ref(), &counted, &outcome, &published);
                 }
                 Err(err) => {
                     let _ = ready_tx.send(Err(err));
@@ -215,6 +233,7 @@ impl Writer {
                         tx,
                         reruns,
                         failing,
+                        tail,
                     },
                     thread,
                     checkpointer,
@@ -315,6 +334,12 @@ impl WriterHandle {
         self.reruns.load(Ordering::Relaxed)
     }
 
+    /// The newest events the writer committed.
+    #[must_use]
+    pub fn tail(&self) -> &Tail {
+        &self.tail
+    }
+
     /// Whether the writer still takes jobs (it stops on shutdown).
     #[must_use]
     pub fn is_running(&self) -> bool {
@@ -382,6 +407,7 @@ fn run(
     checkpointer: Option<&Thread>,
     reruns: &AtomicU64,
     failing: &AtomicBool,
+    tail: &Tail,
 ) {
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
@@ -402,8 +428,13 @@ fn run(
         }
         let commits = checkpoint::wal_commits();
         let commit = group::run(&mut ctx, &mut group, reruns);
-        if let Err(err) = &commit {
-            tracing::error!(error = %error_chain(err), jobs = group.len(), "sqlite group commit failed");
+        let written = ctx.pending.take();
+        match &commit {
+            // Before anyone is answered: a client that has its answer finds its event.
+            Ok(()) => tail.publish(written),
+            Err(err) => {
+                tracing::error!(error = %error_chain(err), jobs = group.len(), "sqlite group commit failed");
+            }
         }
         // Before answering, so that a request answered 503 finds `/health` failing too.
         // Only a commit that wrote to the WAL shows that writes work again.

@@ -25,6 +25,7 @@ pub(super) fn run(
         exec(ctx.conn, "ROLLBACK")?;
     }
     exec(ctx.conn, "BEGIN IMMEDIATE")?;
+    ctx.pending.take();
     // So that a group run again draws as it first did, whatever was drawn in between.
     let rng = ctx.rng.clone();
     let mut undo = None;
@@ -64,6 +65,7 @@ pub(super) fn run(
             exec(ctx.conn, "ROLLBACK")?;
         }
         ctx.rng = rng;
+        ctx.pending.take();
         exec(ctx.conn, "BEGIN IMMEDIATE")?;
         for (i, job) in group.iter_mut().enumerate() {
             if i != failed {
@@ -83,12 +85,14 @@ fn flush(ctx: &mut WriterCtx<'_>) -> Result<(), StoreError> {
 /// Runs `job` inside its own savepoint, which is rolled back if the job fails.
 fn run_in_savepoint(ctx: &mut WriterCtx<'_>, job: &mut dyn Job) -> Result<(), StoreError> {
     exec(ctx.conn, "SAVEPOINT job")?;
+    let noted = ctx.pending.len();
     if job.run(ctx) {
         // Inside the savepoint, so that a later job's failure cannot take them.
         ctx.cache.flush(ctx.conn)?;
         exec(ctx.conn, "RELEASE job")
     } else {
         ctx.cache.clear();
+        ctx.pending.truncate(noted);
         exec(ctx.conn, "ROLLBACK TO job").and_then(|()| exec(ctx.conn, "RELEASE job"))
     }
 }

@@ -20,11 +20,15 @@ fn start(queue: usize) -> Writer {
     Writer::start(Connection::open_in_memory, queue, Some(7), None).expect("writer starts")
 }
 
+/// Inserts the row `x`, noting an event numbered `x` as the outbox's writes do.
 pub(super) fn insert(ctx: &WriterCtx<'_>, x: i64) -> Result<(), StoreError> {
     ctx.conn
         .execute("INSERT INTO t (x) VALUES (?1)", [x])
-        .map(drop)
-        .map_err(|err| sqlite_err(err).into())
+        .map_err(|err| StoreError::from(sqlite_err(err)))?;
+    let kind = crm_core::EventType::OperatorDeleted;
+    let event = super::super::outbox::Written::new(x, kind, chrono::Utc::now(), None, "{}".into());
+    ctx.pending.push(event);
+    Ok(())
 }
 
 pub(super) async fn answer<T>(pending: impl Future<Output = T>) -> T {
@@ -140,6 +144,7 @@ async fn one_group(does: &[Does]) -> Group {
     }))
     .await
     .expect("table created");
+    handle.tail().start(0);
 
     let (held, release) = hold(&handle).await;
     let runs: Vec<Arc<AtomicUsize>> = does.iter().map(|_| Arc::default()).collect();
@@ -187,6 +192,18 @@ async fn one_group(does: &[Does]) -> Group {
     }))
     .await
     .expect("rows");
+    let published: Vec<i64> = handle
+        .tail()
+        .between(0, u64::MAX, 100)
+        .expect("the tail started")
+        .events
+        .iter()
+        .map(|e| i64::try_from(e.seq).expect("small"))
+        .collect();
+    assert_eq!(
+        published, stored,
+        "the tail holds the events of the jobs committed, no other"
+    );
     assert!(handle.is_running());
     answer(writer.stop()).await;
     let runs = runs

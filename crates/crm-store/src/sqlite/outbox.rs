@@ -1,0 +1,266 @@
+//! The newest committed events, kept in memory by the writer that wrote them.
+//!
+//! Every SQLite write goes through the one writer thread, so the events it commits are,
+//! in order, every event there is. A job's events are noted as they are inserted, and
+//! retention's pruning as it moves its mark ([`Pending`]); the notes are dropped with the
+//! job or group that is undone, and handed to the [`Tail`] once their group has committed,
+//! before anyone is answered. Readers of the outbox (the
+//! event hub, the webhook sender) then read what follows their position from memory
+//! instead of through the read pool: with ten streams and a webhook endpoint, those reads
+//! were about a tenth of the server's CPU (docs/benchmarks.md). A position from before
+//! what the tail holds is read from the database as before.
+
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    sync::{Mutex, PoisonError},
+};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use crm_core::{ContactId, Event, EventCursor, EventPage, EventType};
+
+/// Committed events the tail keeps (about a second of the heaviest load measured).
+const KEPT: usize = 16_384;
+
+/// An event as the writer inserted it.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Its number, the row id the insert took.
+    pub seq: u64,
+    /// What happened.
+    pub kind: EventType,
+    /// When, at the precision stored.
+    pub at: DateTime<Utc>,
+    /// The contact, stored beside the data.
+    pub contact_id: Option<ContactId>,
+    /// The data object as stored (without the contact's id).
+    pub data: String,
+}
+
+impl Written {
+    /// An event inserted at `at`: kept at the precision the database keeps.
+    #[must_use]
+    pub fn new(
+        seq: i64,
+        kind: EventType,
+        at: DateTime<Utc>,
+        contact_id: Option<ContactId>,
+        data: String,
+    ) -> Self {
+        Self {
+            seq: seq.unsigned_abs(),
+            kind,
+            at: at.trunc_subsecs(6),
+            contact_id,
+            data,
+        }
+    }
+
+    fn event(&self) -> Event {
+        Event::from_stored(self.seq, self.kind, self.at, self.contact_id, &self.data)
+    }
+}
+
+/// What the writer's open transaction did to the outbox, in order.
+#[derive(Debug, Default)]
+pub struct Pending(RefCell<Vec<Note>>);
+
+/// One change to the outbox.
+#[derive(Debug)]
+pub enum Note {
+    /// An event inserted.
+    Written(Written),
+    /// Retention deleted every event up to this number.
+    Pruned(u64),
+}
+
+impl Pending {
+    /// Notes an event the transaction inserted.
+    pub fn push(&self, event: Written) {
+        self.0.borrow_mut().push(Note::Written(event));
+    }
+
+    /// Notes that the transaction pruned every event up to `through`.
+    pub fn pruned(&self, through: u64) {
+        self.0.borrow_mut().push(Note::Pruned(through));
+    }
+
+    /// How many are noted: where a job that may be undone starts.
+    pub fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+
+    /// Forgets those after the first `len` (their job was undone).
+    pub fn truncate(&self, len: usize) {
+        self.0.borrow_mut().truncate(len);
+    }
+
+    /// Takes them all (their group committed, or was undone).
+    pub fn take(&self) -> Vec<Note> {
+        std::mem::take(&mut *self.0.borrow_mut())
+    }
+}
+
+/// The newest committed events.
+#[derive(Debug, Default)]
+pub struct Tail(Mutex<Option<Kept>>);
+
+#[derive(Debug)]
+struct Kept {
+    /// Every committed event after this number is in `events`.
+    from: u64,
+    events: VecDeque<Written>,
+}
+
+impl Kept {
+    fn newest(&self) -> u64 {
+        self.events.back().map_or(self.from, |e| e.seq)
+    }
+}
+
+impl Tail {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Option<Kept>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts keeping what commits after event `newest` (the newest stored when the
+    /// writer started).
+    pub fn start(&self, newest: u64) {
+        *self.kept() = Some(Kept {
+            from: newest,
+            events: VecDeque::new(),
+        });
+    }
+
+    /// Applies what a committed group did: its events follow every event added before;
+    /// what retention pruned is dropped, so that a reader from before it is told (it reads
+    /// the database and its retention mark).
+    pub fn publish(&self, notes: Vec<Note>) {
+        if notes.is_empty() {
+            return;
+        }
+        let mut kept = self.kept();
+        let Some(kept) = kept.as_mut() else {
+            return;
+        };
+        for note in notes {
+            match note {
+                Note::Written(event) => {
+                    debug_assert!(event.seq > kept.newest(), "events are published in order");
+                    kept.events.push_back(event);
+                }
+                Note::Pruned(through) => {
+                    let gone = kept.events.partition_point(|e| e.seq <= through);
+                    kept.events.drain(..gone);
+                    kept.from = kept.from.max(through);
+                }
+            }
+        }
+        let over = kept.events.len().saturating_sub(KEPT);
+        if over > 0 {
+            kept.from = kept.events[over - 1].seq;
+            kept.events.drain(..over);
+        }
+    }
+
+    /// The newest committed event's number; `None` before [`Self::start`].
+    pub fn newest(&self) -> Option<u64> {
+        self.kept().as_ref().map(Kept::newest)
+    }
+
+    /// The events with `after < seq <= upto`, at most `limit`, in order; `None` when
+    /// the tail does not reach back to `after` (read the database).
+    pub fn between(&self, after: u64, upto: u64, limit: u32) -> Option<EventPage> {
+        let kept = self.kept();
+        let kept = kept.as_ref().filter(|kept| after >= kept.from)?;
+        let start = kept.events.partition_point(|e| e.seq <= after);
+        let events = kept
+            .events
+            .range(start..)
+            .take_while(|e| e.seq <= upto)
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(Written::event)
+            .collect();
+        // Nothing after `after` was pruned: the tail holds all of it.
+        Some(EventPage {
+            pruned_through: 0,
+            events,
+        })
+    }
+
+    /// [`crm_core::Store::read_events`] from memory; `None` when the tail does not reach
+    /// back to the cursor.
+    pub fn read(&self, mut cursor: EventCursor, limit: u32) -> Option<(EventCursor, EventPage)> {
+        let mut page = self.between(cursor.after, u64::MAX, limit)?;
+        let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+        // One writer commits in order: every gap is final, everything read is delivered.
+        let deliver = cursor.advance(&seqs, None);
+        page.events.truncate(deliver);
+        Some((cursor, page))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(seq: i64) -> Written {
+        Written::new(
+            seq,
+            EventType::ContactClosed,
+            Utc::now(),
+            Some(ContactId(seq)),
+            "{}".into(),
+        )
+    }
+
+    #[test]
+    fn reads_what_follows_a_position_it_reaches_back_to() {
+        let tail = Tail::default();
+        assert!(tail.between(0, u64::MAX, 10).is_none(), "not started");
+        tail.start(5);
+        tail.publish(vec![Note::Written(written(6)), Note::Written(written(7))]);
+        tail.publish(vec![Note::Written(written(9))]);
+        let seqs = |page: EventPage| page.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(tail.between(5, u64::MAX, 10).expect("in the tail")),
+            [6, 7, 9]
+        );
+        assert_eq!(seqs(tail.between(6, 8, 10).expect("in the tail")), [7]);
+        assert_eq!(
+            seqs(tail.between(5, u64::MAX, 2).expect("in the tail")),
+            [6, 7]
+        );
+        assert!(tail.between(4, u64::MAX, 10).is_none(), "before the tail");
+        assert_eq!(tail.newest(), Some(9));
+        let (cursor, page) = tail.read(EventCursor::at(7), 10).expect("in the tail");
+        assert_eq!((cursor.after, seqs(page)), (9, vec![9]));
+    }
+
+    #[test]
+    fn keeps_the_newest_and_moves_its_start_past_what_it_drops() {
+        let tail = Tail::default();
+        tail.start(0);
+        let count = i64::try_from(KEPT).expect("small") + 10;
+        tail.publish((1..=count).map(|seq| Note::Written(written(seq))).collect());
+        assert!(tail.between(9, u64::MAX, 1).is_none());
+        let page = tail.between(10, u64::MAX, 1).expect("in the tail");
+        assert_eq!(page.events[0].seq, 11);
+        assert_eq!(tail.newest(), Some(count.unsigned_abs()));
+    }
+
+    #[test]
+    fn a_reader_from_before_what_was_pruned_reads_the_database() {
+        let tail = Tail::default();
+        tail.start(0);
+        tail.publish((1..=5).map(|seq| Note::Written(written(seq))).collect());
+        tail.publish(vec![Note::Pruned(3)]);
+        assert!(tail.between(2, u64::MAX, 10).is_none());
+        let page = tail.between(3, u64::MAX, 10).expect("in the tail");
+        assert_eq!(
+            page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [4, 5]
+        );
+        assert_eq!(tail.newest(), Some(5));
+    }
+}
