@@ -199,25 +199,33 @@ impl<S: Store> Sender<S> {
         // commits, two fsyncs on SQLite, every poll). Another replica can only move the
         // cursor on, so this is never ahead of it.
         let mut cursor = None;
+        // Whether the last round left work. A round of an endpoint switched off or deleted
+        // meanwhile leases and claims nothing, so it is an idle one; the endpoint is read
+        // after those only (back-to-back rounds under load read it no more).
+        let mut busy = false;
         loop {
-            match self.store.get_webhook(id).await {
-                Ok(endpoint) if endpoint.enabled => {}
-                Ok(_) | Err(crm_core::StoreError::NotFound(_)) => return,
-                Err(err) => {
-                    tracing::warn!(error = %err, webhook = id.get(), "webhooks: cannot read")
+            if !busy {
+                match self.store.get_webhook(id).await {
+                    Ok(endpoint) if endpoint.enabled => {}
+                    Ok(_) | Err(crm_core::StoreError::NotFound(_)) => return,
+                    Err(err) => {
+                        tracing::warn!(error = %err, webhook = id.get(), "webhooks: cannot read")
+                    }
                 }
             }
-            match self.round(id, &mut horizon, &mut cursor).await {
-                Ok(true) => tokio::task::yield_now().await,
-                Ok(false) => {
-                    horizon = None;
-                    tokio::time::sleep(self.settings.poll).await;
-                }
+            busy = match self.round(id, &mut horizon, &mut cursor).await {
+                Ok(true) => true,
+                Ok(false) => false,
                 Err(err) => {
                     tracing::warn!(error = %err, webhook = id.get(), "webhooks: a round failed");
-                    horizon = None;
-                    tokio::time::sleep(self.settings.poll).await;
+                    false
                 }
+            };
+            if busy {
+                tokio::task::yield_now().await;
+            } else {
+                horizon = None;
+                tokio::time::sleep(self.settings.poll).await;
             }
         }
     }
