@@ -132,6 +132,11 @@ impl Tail {
         });
     }
 
+    /// Stops keeping events: readers read the database until [`Self::start`].
+    pub fn stop(&self) {
+        *self.kept() = None;
+    }
+
     /// Applies what a committed group did: its events follow every event added before;
     /// what retention pruned is dropped, so that a reader from before it is told (it reads
     /// the database and its retention mark).

@@ -205,12 +205,7 @@ impl Writer {
             .spawn(move || match connect() {
                 Ok(conn) => {
                     checkpoint::watch_wal(&conn);
-                    // Without an outbox (a test's bare database) the tail never starts,
-                    // and its readers read the database.
-                    if let Ok(newest) = conn.query_row(NEWEST_EVENT, [], |row| row.get::<_, i64>(0))
-                    {
-                        published.start(newest.unsigned_abs());
-                    }
+                    start_tail(&conn, &published);
                     let _ = ready_tx.send(Ok(()));
                     let ctx = WriterCtx {
                         conn: &conn,
@@ -397,6 +392,14 @@ pub async fn probe(handle: WriterHandle) {
     }
 }
 
+/// Starts `tail` after the newest event stored. Without an outbox (a test's bare
+/// database) it does not start, and its readers read the database.
+fn start_tail(conn: &Connection, tail: &Tail) {
+    if let Ok(newest) = conn.query_row(NEWEST_EVENT, [], |row| row.get::<_, i64>(0)) {
+        tail.start(newest.unsigned_abs());
+    }
+}
+
 fn stopped() -> StoreError {
     StoreError::Unavailable("the sqlite writer has stopped".into())
 }
@@ -431,9 +434,14 @@ fn run(
         let written = ctx.pending.take();
         match &commit {
             // Before anyone is answered: a client that has its answer finds its event.
-            Ok(()) => tail.publish(written),
+            Ok(()) if tail.newest().is_some() => tail.publish(written),
+            // After a failed commit: from what the database holds now.
+            Ok(()) => start_tail(ctx.conn, tail),
             Err(err) => {
                 tracing::error!(error = %error_chain(err), jobs = group.len(), "sqlite group commit failed");
+                // An I/O error can leave a commit's outcome unknown; the readers read
+                // the database until a commit succeeds again.
+                tail.stop();
             }
         }
         // Before answering, so that a request answered 503 finds `/health` failing too.

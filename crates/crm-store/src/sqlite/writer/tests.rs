@@ -340,6 +340,75 @@ async fn a_job_ending_the_transaction_fails_and_the_others_run_again() {
     assert_eq!(reruns, 1);
 }
 
+/// A group whose commit fails leaves nothing in the tail, which stops (an I/O error can
+/// leave a commit's outcome unknown); the next commit starts it again from the table.
+#[tokio::test]
+async fn a_failed_commit_stops_the_tail_until_a_commit_succeeds() {
+    let connect = || {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch("PRAGMA foreign_keys = ON")?;
+        Ok(conn)
+    };
+    let writer = Writer::start(connect, 8, Some(7), None).expect("writer starts");
+    let handle = writer.handle.clone();
+    answer(handle.run(|ctx| {
+        ctx.conn
+            .execute_batch(
+                "CREATE TABLE events (seq integer PRIMARY KEY); \
+                 CREATE TABLE parent (id integer PRIMARY KEY); \
+                 CREATE TABLE child (p integer REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
+            )
+            .map_err(|err| sqlite_err(err).into())
+    }))
+    .await
+    .expect("tables");
+    let tail = handle.tail();
+    tail.start(0);
+    let event = |ctx: &WriterCtx<'_>, seq: i64| -> Result<(), StoreError> {
+        ctx.conn
+            .execute("INSERT INTO events (seq) VALUES (?1)", [seq])
+            .map_err(|err| StoreError::from(sqlite_err(err)))?;
+        let kind = crm_core::EventType::OperatorDeleted;
+        let written =
+            super::super::outbox::Written::new(seq, kind, chrono::Utc::now(), None, "{}".into());
+        ctx.pending.push(written);
+        Ok(())
+    };
+    answer(handle.run(move |ctx| event(ctx, 1)))
+        .await
+        .expect("first");
+    assert_eq!(tail.newest(), Some(1));
+    // The job succeeds; its group's commit fails on the deferred foreign key.
+    let failed = answer(handle.run(move |ctx| {
+        event(ctx, 2)?;
+        ctx.conn
+            .execute("INSERT INTO child (p) VALUES (99)", [])
+            .map(drop)
+            .map_err(|err| sqlite_err(err).into())
+    }))
+    .await;
+    assert!(
+        matches!(failed, Err(StoreError::Unavailable(_))),
+        "{failed:?}"
+    );
+    assert_eq!(tail.newest(), None, "stopped");
+    assert!(tail.between(0, u64::MAX, 10).is_none());
+    answer(handle.run(move |ctx| event(ctx, 2)))
+        .await
+        .expect("again");
+    assert_eq!(tail.newest(), Some(2), "started from the table");
+    assert!(
+        tail.between(1, u64::MAX, 10).is_none(),
+        "older positions read the table"
+    );
+    answer(handle.run(move |ctx| event(ctx, 3)))
+        .await
+        .expect("next");
+    let page = tail.between(2, u64::MAX, 10).expect("in the tail");
+    assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+    answer(writer.stop()).await;
+}
+
 /// A failed commit's answer names SQLite's own reason, not only "unavailable": the
 /// API logs the cause of a 503, and "store is unavailable" alone helps nobody.
 #[test]
