@@ -11,11 +11,7 @@ use crm_core::{NewEvent, StoreError};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use sea_orm::sea_query::Value;
 
-use crate::{
-    error::db_err,
-    sql,
-    sqlite::outbox::{Pending, Written},
-};
+use crate::{error::db_err, sql, sqlite::outbox::Pending};
 
 /// A driver error as the writes need to see it: unique violations are told apart so an
 /// operation can name the field that clashed.
@@ -246,13 +242,9 @@ impl Conn for SqliteConn<'_> {
     }
 
     fn inserted_event(&self, event: &NewEvent, at: DateTime<Utc>) {
-        self.pending.push(Written::new(
-            self.conn.last_insert_rowid(),
-            event.kind,
-            at,
-            event.contact_id,
-            event.data.clone(),
-        ));
+        let data = event.data.clone();
+        self.pending
+            .inserted(self.conn, event.kind, at, event.contact_id, data);
     }
 
     fn pruned_events(&self, through: u64) {

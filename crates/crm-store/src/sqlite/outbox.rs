@@ -23,18 +23,18 @@ use crm_core::{ContactId, Event, EventCursor, EventPage, EventType};
 const KEPT: usize = 16_384;
 
 /// An event as the writer inserted it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Written {
     /// Its number, the row id the insert took.
-    pub seq: u64,
+    seq: u64,
     /// What happened.
-    pub kind: EventType,
+    kind: EventType,
     /// When, at the precision stored.
-    pub at: DateTime<Utc>,
+    at: DateTime<Utc>,
     /// The contact, stored beside the data.
-    pub contact_id: Option<ContactId>,
+    contact_id: Option<ContactId>,
     /// The data object as stored (without the contact's id).
-    pub data: String,
+    data: String,
 }
 
 impl Written {
@@ -78,6 +78,25 @@ impl Pending {
     /// Notes an event the transaction inserted.
     pub fn push(&self, event: Written) {
         self.0.borrow_mut().push(Note::Written(event));
+    }
+
+    /// Notes the event the statement just run on `conn` inserted: its number is the row id
+    /// that insert took.
+    pub fn inserted(
+        &self,
+        conn: &rusqlite::Connection,
+        kind: EventType,
+        at: DateTime<Utc>,
+        contact_id: Option<ContactId>,
+        data: String,
+    ) {
+        self.push(Written::new(
+            conn.last_insert_rowid(),
+            kind,
+            at,
+            contact_id,
+            data,
+        ));
     }
 
     /// Notes that the transaction pruned every event up to `through`.
@@ -139,14 +158,12 @@ impl Tail {
 
     /// Applies what a committed group did: its events follow every event added before;
     /// what retention pruned is dropped, so that a reader from before it is told (it reads
-    /// the database and its retention mark).
-    pub fn publish(&self, notes: Vec<Note>) {
-        if notes.is_empty() {
-            return;
-        }
+    /// the database and its retention mark). Whether the tail is kept: after
+    /// [`Self::stop`] (or before [`Self::start`]) nothing is applied.
+    pub fn publish(&self, notes: Vec<Note>) -> bool {
         let mut kept = self.kept();
         let Some(kept) = kept.as_mut() else {
-            return;
+            return false;
         };
         for note in notes {
             match note {
@@ -166,6 +183,7 @@ impl Tail {
             kept.from = kept.events[over - 1].seq;
             kept.events.drain(..over);
         }
+        true
     }
 
     /// The newest committed event's number; `None` before [`Self::start`].

@@ -32,7 +32,7 @@ use crm_core::{
 use rusqlite::{Connection, OptionalExtension, Params, Statement};
 
 use super::{
-    outbox::{Pending, Written},
+    outbox::Pending,
     source_cache::{Cached, SourceCache},
 };
 use crate::{
@@ -214,13 +214,7 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
         credit: &Credit,
     ) -> Result<(), StoreError> {
         if !self.cache.moved_credits(source_id, &credit.after) {
-            crate::drain::store_credit(
-                &SqliteConn::new(self.conn, self.pending),
-                source_id,
-                candidates,
-                credit,
-            )
-            .await?;
+            crate::drain::store_credit(&self.shared(), source_id, candidates, credit).await?;
         }
         Ok(())
     }
@@ -233,7 +227,7 @@ impl<'r, 'c> SqliteRegistration<'r, 'c> {
 
 impl KeyedRegistrationTx for SqliteRegistration<'_, '_> {
     async fn claim_key(&mut self, key: &IdempotencyKey) -> Result<KeyClaim, StoreError> {
-        crate::keys::read_live_key(&SqliteConn::new(self.conn, self.pending), key, self.now).await
+        crate::keys::read_live_key(&self.shared(), key, self.now).await
     }
 
     async fn record_key(
@@ -241,13 +235,7 @@ impl KeyedRegistrationTx for SqliteRegistration<'_, '_> {
         key: &IdempotencyKey,
         contact: &Contact,
     ) -> Result<(), StoreError> {
-        crate::keys::store_key(
-            &SqliteConn::new(self.conn, self.pending),
-            key,
-            contact,
-            self.now,
-        )
-        .await
+        crate::keys::store_key(&self.shared(), key, contact, self.now).await
     }
 }
 
@@ -279,9 +267,7 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         }));
         if !self.cache.candidates.contains_key(&source_id) {
             let candidates = self.read_candidates(source_id)?;
-            let rule =
-                crate::drain::source_rule(&SqliteConn::new(self.conn, self.pending), source_id)
-                    .await?;
+            let rule = crate::drain::source_rule(&self.shared(), source_id).await?;
             self.cache.candidates.insert(source_id, candidates);
             self.cache.rules.insert(source_id, rule);
         }
@@ -359,14 +345,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
                     .execute([id.get()])
                     .map_err(db)?,
                 Some(_) => usize::from(
-                    crate::drain::claim(
-                        &SqliteConn::new(self.conn, self.pending),
-                        id,
-                        pace,
-                        self.now,
-                    )
-                    .await?
-                    .is_some(),
+                    crate::drain::claim(&self.shared(), id, pace, self.now)
+                        .await?
+                        .is_some(),
                 ),
             };
             if claimed == 0 {
@@ -410,13 +391,9 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
         held(&mut self.hot.insert_event, self.conn, sql::INSERT_EVENT)?
             .execute((event.kind.as_str(), &self.created_at, id, &event.data))
             .map_err(db)?;
-        self.pending.push(Written::new(
-            self.conn.last_insert_rowid(),
-            event.kind,
-            self.now,
-            Some(ContactId(id)),
-            event.data,
-        ));
+        let contact = Some(ContactId(id));
+        self.pending
+            .inserted(self.conn, event.kind, self.now, contact, event.data);
         if let Some(credit) = &decision.credit {
             self.store_credit(prepared.source_id, &prepared.candidates, credit)
                 .await?;
@@ -436,6 +413,11 @@ impl RegistrationTx for SqliteRegistration<'_, '_> {
 }
 
 impl SqliteRegistration<'_, '_> {
+    /// The writer's connection for the writes shared with PostgreSQL.
+    const fn shared(&self) -> SqliteConn<'_> {
+        SqliteConn::new(self.conn, self.pending)
+    }
+
     /// The answer's view of a cached candidate.
     fn summary(&self, source_id: SourceId, id: OperatorId) -> Option<OperatorSummary> {
         let (candidate, name, _, _) = self.cached(source_id, id)?;

@@ -434,9 +434,12 @@ fn run(
         let written = ctx.pending.take();
         match &commit {
             // Before anyone is answered: a client that has its answer finds its event.
-            Ok(()) if tail.newest().is_some() => tail.publish(written),
-            // After a failed commit: from what the database holds now.
-            Ok(()) => start_tail(ctx.conn, tail),
+            // After a failed commit it is not kept: it starts from what the database holds.
+            Ok(()) => {
+                if !tail.publish(written) {
+                    start_tail(ctx.conn, tail);
+                }
+            }
             Err(err) => {
                 tracing::error!(error = %error_chain(err), jobs = group.len(), "sqlite group commit failed");
                 // An I/O error can leave a commit's outcome unknown; the readers read

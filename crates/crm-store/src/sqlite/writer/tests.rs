@@ -25,10 +25,16 @@ pub(super) fn insert(ctx: &WriterCtx<'_>, x: i64) -> Result<(), StoreError> {
     ctx.conn
         .execute("INSERT INTO t (x) VALUES (?1)", [x])
         .map_err(|err| StoreError::from(sqlite_err(err)))?;
-    let kind = crm_core::EventType::OperatorDeleted;
-    let event = super::super::outbox::Written::new(x, kind, chrono::Utc::now(), None, "{}".into());
-    ctx.pending.push(event);
+    note_event(ctx, x);
     Ok(())
+}
+
+/// Notes an event numbered `seq`, as the outbox's writes do.
+fn note_event(ctx: &WriterCtx<'_>, seq: i64) {
+    let kind = crm_core::EventType::OperatorDeleted;
+    let event =
+        super::super::outbox::Written::new(seq, kind, chrono::Utc::now(), None, "{}".into());
+    ctx.pending.push(event);
 }
 
 pub(super) async fn answer<T>(pending: impl Future<Output = T>) -> T {
@@ -368,10 +374,7 @@ async fn a_failed_commit_stops_the_tail_until_a_commit_succeeds() {
         ctx.conn
             .execute("INSERT INTO events (seq) VALUES (?1)", [seq])
             .map_err(|err| StoreError::from(sqlite_err(err)))?;
-        let kind = crm_core::EventType::OperatorDeleted;
-        let written =
-            super::super::outbox::Written::new(seq, kind, chrono::Utc::now(), None, "{}".into());
-        ctx.pending.push(written);
+        note_event(ctx, seq);
         Ok(())
     };
     answer(handle.run(move |ctx| event(ctx, 1)))
