@@ -639,7 +639,7 @@ async fn the_queue_lists_each_sources_waiting_contacts_and_pages(backend: Backen
     assert_eq!(history[1]["record"]["chosen"], ann);
     assert_eq!(
         history[1]["summary"],
-        format!("1 of 1 eligible; drew 0 of 1 → operator {ann}")
+        format!("1 of 1 eligible; drew 1 of 1 → operator {ann}")
     );
     problem(
         app.get("/api/contacts/999/decisions").await,

@@ -180,9 +180,11 @@ impl Decision {
                 let _ = write!(line, "; smooth pick → operator {chosen}");
             }
             (Some(draw), Some(chosen)) => {
+                // Counted from 1 for people: the record's draw is a point in 0..total.
                 let _ = write!(
                     line,
-                    "; drew {draw} of {} → operator {chosen}",
+                    "; drew {} of {} → operator {chosen}",
+                    draw + 1,
                     self.total_weight
                 );
             }
@@ -248,5 +250,23 @@ mod tests {
         // Records written before `ahead` existed read back without it.
         let old = r#"{"v":2,"candidates":[],"total":0,"draw":null,"chosen":null}"#;
         assert_eq!(Decision::from_record(old).map(|d| d.ahead), Some(None));
+    }
+
+    #[test]
+    fn a_draw_is_told_counting_from_one() {
+        let mut heavy = free(2);
+        heavy.weight = 3;
+        // Operator 1 holds the draw's point 0, operator 2 the points 1 to 3.
+        let mut decision = queued(&[free(1), heavy]);
+        decision.total_weight = 4;
+        let told = |draw: u64| {
+            let mut decision = decision.clone();
+            decision.draw = Some(draw);
+            decision.chosen = decision.replay();
+            decision.summary(DecisionPath::Registered)
+        };
+        assert_eq!(told(0), "2 of 2 eligible; drew 1 of 4 → operator 1");
+        assert_eq!(told(1), "2 of 2 eligible; drew 2 of 4 → operator 2");
+        assert_eq!(told(3), "2 of 2 eligible; drew 4 of 4 → operator 2");
     }
 }

@@ -124,7 +124,7 @@ export function tell(record, entry, who) {
   if (record.chosen !== null && record.chosen !== undefined) {
     if (record.sticky) line += `; back to its owner → ${who(record.chosen)}`;
     else if (record.credit) line += `; smooth round robin → ${who(record.chosen)}`;
-    else if (record.draw !== null && record.draw !== undefined) line += `; drew ${record.draw} of ${record.total} → ${who(record.chosen)}`;
+    else if (record.draw !== null && record.draw !== undefined) line += `; drew ${record.draw + 1} of ${record.total} → ${who(record.chosen)}`;
     else line += ` → ${who(record.chosen)}`;
   } else if (entry.path === "queued" && candidates.some((c) => !c.out)) {
     line += `; queued behind ${record.ahead ?? "older"} older contact${record.ahead === 1 ? "" : "s"} of its source`;

@@ -87,8 +87,9 @@ pub(crate) struct DecisionEntry {
     /// For people: "2 of 5 eligible: 2 at_capacity, 1 inactive; drew 17 of 40 → operator 4".
     summary: String,
     /// The rule's record for automatic paths (each candidate's `id`, weight `w`, `load`,
-    /// limit `max` and exclusion `out`; the eligible `total`, the `draw`, the `chosen`
-    /// operator); `null` for a person's decision.
+    /// limit `max` and exclusion `out`; the eligible `total`, the `draw` (a point in
+    /// `0..total`, where the summary counts from 1), the `chosen` operator); `null` for a
+    /// person's decision.
     #[oai(nullable)]
     record: Option<Any<Value>>,
 }
