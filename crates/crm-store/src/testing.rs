@@ -231,6 +231,15 @@ pub async fn events_after(
     }
 }
 
+/// Whether reads of the events after `after` are answered from the SQLite writer's memory
+/// of the newest events rather than from the table (never on PostgreSQL).
+#[must_use]
+pub fn answered_from_memory(store: &crate::DbStore, after: u64) -> bool {
+    store
+        .tail()
+        .is_some_and(|tail| tail.between(after, after, 0).is_some())
+}
+
 /// Every event after `after` as the table holds it, read from the database even where
 /// the SQLite writer keeps the newest in memory: what the memory must equal.
 pub async fn stored_events(store: &crate::DbStore, after: u64) -> Vec<crm_core::Event> {

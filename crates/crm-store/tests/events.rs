@@ -254,6 +254,8 @@ async fn the_writers_memory_of_events_is_the_table() {
     }
     let stored = crm_store::testing::stored_events(&t.store, 0).await;
     assert_eq!(stored.len(), before + 200 + 67);
+    // All of it from memory (the writer started on an empty outbox), and equal to the table.
+    assert!(crm_store::testing::answered_from_memory(&t.store, 0));
     assert_eq!(
         crm_store::testing::events_after(&*t.store, 0, 7).await,
         stored
@@ -282,6 +284,16 @@ async fn the_writers_memory_of_events_is_the_table() {
         .await
         .expect("read");
     assert!(page.pruned_through > middle, "{}", page.pruned_through);
+    assert!(!crm_store::testing::answered_from_memory(&t.store, middle));
+    let mark = page.pruned_through;
+    assert!(crm_store::testing::answered_from_memory(&t.store, mark));
+    // From memory, retention's mark is the table's, beside the events.
+    let from_memory = t
+        .store
+        .events_between(mark, u64::MAX, 10)
+        .await
+        .expect("page");
+    assert_eq!(from_memory.pruned_through, mark);
     let kept = crm_store::testing::stored_events(&t.store, 0).await;
     assert_eq!(kept.len(), 100);
     assert_eq!(
@@ -297,11 +309,25 @@ async fn the_writers_memory_of_events_is_the_table() {
     register(&t.store, "after-restart", SourceRef::Id(s)).await;
     let stored = crm_store::testing::stored_events(&t.store, 0).await;
     assert_eq!(stored.len(), 101);
+    let newest = stored[99].seq;
+    assert!(!crm_store::testing::answered_from_memory(
+        &t.store,
+        newest - 1
+    ));
+    assert!(crm_store::testing::answered_from_memory(&t.store, newest));
+    let from_memory = t
+        .store
+        .events_between(newest, u64::MAX, 10)
+        .await
+        .expect("page");
+    assert_eq!(
+        from_memory.pruned_through, mark,
+        "the mark read at the start"
+    );
     assert_eq!(
         crm_store::testing::events_after(&*t.store, 0, 7).await,
         stored
     );
-    let newest = stored[99].seq;
     assert_eq!(
         crm_store::testing::events_after(&*t.store, newest, 7).await,
         stored[100..]

@@ -13,7 +13,7 @@
 use std::{
     cell::RefCell,
     collections::VecDeque,
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -68,8 +68,9 @@ pub struct Pending(RefCell<Vec<Note>>);
 /// One change to the outbox.
 #[derive(Debug)]
 pub enum Note {
-    /// An event inserted.
-    Written(Written),
+    /// An event inserted (shared: the tail's readers take it without copying while they
+    /// hold the lock the writer publishes under).
+    Written(Arc<Written>),
     /// Retention deleted every event up to this number.
     Pruned(u64),
 }
@@ -77,7 +78,7 @@ pub enum Note {
 impl Pending {
     /// Notes an event the transaction inserted.
     pub fn push(&self, event: Written) {
-        self.0.borrow_mut().push(Note::Written(event));
+        self.0.borrow_mut().push(Note::Written(Arc::new(event)));
     }
 
     /// Notes the event the statement just run on `conn` inserted: its number is the row id
@@ -128,7 +129,10 @@ pub struct Tail(Mutex<Option<Kept>>);
 struct Kept {
     /// Every committed event after this number is in `events`.
     from: u64,
-    events: VecDeque<Written>,
+    /// Retention's mark: every event up to it was pruned (`event_log.pruned_through`, what
+    /// a read of the table answers beside its events). Never above `from`.
+    mark: u64,
+    events: VecDeque<Arc<Written>>,
 }
 
 impl Kept {
@@ -143,10 +147,11 @@ impl Tail {
     }
 
     /// Starts keeping what commits after event `newest` (the newest stored when the
-    /// writer started).
-    pub fn start(&self, newest: u64) {
+    /// writer started), with retention's `mark` as the table has it.
+    pub fn start(&self, newest: u64, mark: u64) {
         *self.kept() = Some(Kept {
-            from: newest,
+            from: newest.max(mark),
+            mark,
             events: VecDeque::new(),
         });
     }
@@ -159,22 +164,34 @@ impl Tail {
     /// Applies what a committed group did: its events follow every event added before;
     /// what retention pruned is dropped, so that a reader from before it is told (it reads
     /// the database and its retention mark). Whether the tail is kept: after
-    /// [`Self::stop`] (or before [`Self::start`]) nothing is applied.
+    /// [`Self::stop`] (or before [`Self::start`]) nothing is applied. An event that does
+    /// not follow the newest one (which one writer committing in order never gives) stops
+    /// the tail rather than answer readers out of order: the writer starts it again from
+    /// the table.
     pub fn publish(&self, notes: Vec<Note>) -> bool {
-        let mut kept = self.kept();
-        let Some(kept) = kept.as_mut() else {
+        let mut guard = self.kept();
+        let Some(kept) = guard.as_mut() else {
             return false;
         };
         for note in notes {
             match note {
                 Note::Written(event) => {
-                    debug_assert!(event.seq > kept.newest(), "events are published in order");
+                    if event.seq <= kept.newest() {
+                        tracing::error!(
+                            seq = event.seq,
+                            newest = kept.newest(),
+                            "an event committed out of order: the outbox's readers read the table"
+                        );
+                        *guard = None;
+                        return false;
+                    }
                     kept.events.push_back(event);
                 }
                 Note::Pruned(through) => {
                     let gone = kept.events.partition_point(|e| e.seq <= through);
                     kept.events.drain(..gone);
                     kept.from = kept.from.max(through);
+                    kept.mark = kept.mark.max(through);
                 }
             }
         }
@@ -194,20 +211,25 @@ impl Tail {
     /// The events with `after < seq <= upto`, at most `limit`, in order; `None` when
     /// the tail does not reach back to `after` (read the database).
     pub fn between(&self, after: u64, upto: u64, limit: u32) -> Option<EventPage> {
-        let kept = self.kept();
-        let kept = kept.as_ref().filter(|kept| after >= kept.from)?;
-        let start = kept.events.partition_point(|e| e.seq <= after);
-        let events = kept
-            .events
-            .range(start..)
-            .take_while(|e| e.seq <= upto)
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .map(Written::event)
-            .collect();
-        // Nothing after `after` was pruned: the tail holds all of it.
+        // Only the shared events are taken under the lock, which the writer publishes
+        // under before it answers anyone; they are built into `Event`s after it.
+        let (mark, written): (u64, Vec<Arc<Written>>) = {
+            let kept = self.kept();
+            let kept = kept.as_ref().filter(|kept| after >= kept.from)?;
+            let start = kept.events.partition_point(|e| e.seq <= after);
+            let written = kept
+                .events
+                .range(start..)
+                .take_while(|e| e.seq <= upto)
+                .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                .cloned()
+                .collect();
+            (kept.mark, written)
+        };
+        // Nothing after `after` was pruned (the mark is not above it): the tail holds it all.
         Some(EventPage {
-            pruned_through: 0,
-            events,
+            pruned_through: mark,
+            events: written.iter().map(|w| w.event()).collect(),
         })
     }
 
@@ -227,29 +249,31 @@ impl Tail {
 mod tests {
     use super::*;
 
-    fn written(seq: i64) -> Written {
-        Written::new(
+    fn written(seq: i64) -> Note {
+        Note::Written(Arc::new(Written::new(
             seq,
             EventType::ContactClosed,
             Utc::now(),
             Some(ContactId(seq)),
             "{}".into(),
-        )
+        )))
     }
 
     #[test]
     fn reads_what_follows_a_position_it_reaches_back_to() {
         let tail = Tail::default();
         assert!(tail.between(0, u64::MAX, 10).is_none(), "not started");
-        tail.start(5);
-        tail.publish(vec![Note::Written(written(6)), Note::Written(written(7))]);
-        tail.publish(vec![Note::Written(written(9))]);
+        tail.start(5, 2);
+        tail.publish(vec![written(6), written(7)]);
+        tail.publish(vec![written(9)]);
         let seqs = |page: EventPage| page.events.iter().map(|e| e.seq).collect::<Vec<_>>();
         assert_eq!(
             seqs(tail.between(5, u64::MAX, 10).expect("in the tail")),
             [6, 7, 9]
         );
         assert_eq!(seqs(tail.between(6, 8, 10).expect("in the tail")), [7]);
+        // Retention's mark as the table has it, beside the events.
+        assert_eq!(tail.between(6, 8, 10).map(|p| p.pruned_through), Some(2));
         assert_eq!(
             seqs(tail.between(5, u64::MAX, 2).expect("in the tail")),
             [6, 7]
@@ -263,9 +287,9 @@ mod tests {
     #[test]
     fn keeps_the_newest_and_moves_its_start_past_what_it_drops() {
         let tail = Tail::default();
-        tail.start(0);
+        tail.start(0, 0);
         let count = i64::try_from(KEPT).expect("small") + 10;
-        tail.publish((1..=count).map(|seq| Note::Written(written(seq))).collect());
+        tail.publish((1..=count).map(written).collect());
         assert!(tail.between(9, u64::MAX, 1).is_none());
         let page = tail.between(10, u64::MAX, 1).expect("in the tail");
         assert_eq!(page.events[0].seq, 11);
@@ -275,8 +299,8 @@ mod tests {
     #[test]
     fn a_reader_from_before_what_was_pruned_reads_the_database() {
         let tail = Tail::default();
-        tail.start(0);
-        tail.publish((1..=5).map(|seq| Note::Written(written(seq))).collect());
+        tail.start(0, 0);
+        tail.publish((1..=5).map(written).collect());
         tail.publish(vec![Note::Pruned(3)]);
         assert!(tail.between(2, u64::MAX, 10).is_none());
         let page = tail.between(3, u64::MAX, 10).expect("in the tail");
@@ -284,6 +308,31 @@ mod tests {
             page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
             [4, 5]
         );
+        assert_eq!(page.pruned_through, 3);
         assert_eq!(tail.newest(), Some(5));
+    }
+
+    #[test]
+    fn an_event_out_of_order_stops_the_tail() {
+        let tail = Tail::default();
+        tail.start(0, 0);
+        assert!(tail.publish((1..=3).map(written).collect()));
+        assert!(!tail.publish(vec![written(4), written(3)]), "stopped");
+        assert!(
+            tail.between(3, u64::MAX, 10).is_none(),
+            "readers read the table"
+        );
+        assert_eq!(tail.newest(), None);
+    }
+
+    #[test]
+    fn starts_no_lower_than_retentions_mark() {
+        let tail = Tail::default();
+        tail.start(0, 4);
+        assert!(
+            tail.between(3, u64::MAX, 10).is_none(),
+            "pruned: read the table"
+        );
+        assert!(tail.between(4, u64::MAX, 10).is_some());
     }
 }

@@ -48,7 +48,9 @@ use crate::conn::sqlite_err;
 const MAX_GROUP: usize = 256;
 
 /// Where the [`Tail`] starts.
-const NEWEST_EVENT: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
+/// The newest event stored and retention's mark, where the outbox's tail starts.
+const TAIL_START: &str = "SELECT COALESCE((SELECT MAX(seq) FROM events), 0), \
+     (SELECT pruned_through FROM event_log WHERE id = 1)";
 
 /// How often [`probe`] tries a write while the last commit has failed.
 pub const PROBE_EVERY: Duration = Duration::from_secs(3);
@@ -395,8 +397,12 @@ pub async fn probe(handle: WriterHandle) {
 /// Starts `tail` after the newest event stored. Without an outbox (a test's bare
 /// database) it does not start, and its readers read the database.
 fn start_tail(conn: &Connection, tail: &Tail) {
-    if let Ok(newest) = conn.query_row(NEWEST_EVENT, [], |row| row.get::<_, i64>(0)) {
-        tail.start(newest.unsigned_abs());
+    let read = conn.query_row(TAIL_START, [], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+    });
+    match read {
+        Ok((newest, mark)) => tail.start(newest.unsigned_abs(), mark.unsigned_abs()),
+        Err(err) => tracing::debug!(error = %err, "no outbox to keep the newest events of"),
     }
 }
 

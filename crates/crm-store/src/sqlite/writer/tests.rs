@@ -150,7 +150,7 @@ async fn one_group(does: &[Does]) -> Group {
     }))
     .await
     .expect("table created");
-    handle.tail().start(0);
+    handle.tail().start(0, 0);
 
     let (held, release) = hold(&handle).await;
     let runs: Vec<Arc<AtomicUsize>> = does.iter().map(|_| Arc::default()).collect();
@@ -361,6 +361,8 @@ async fn a_failed_commit_stops_the_tail_until_a_commit_succeeds() {
         ctx.conn
             .execute_batch(
                 "CREATE TABLE events (seq integer PRIMARY KEY); \
+                 CREATE TABLE event_log (id integer PRIMARY KEY, pruned_through integer); \
+                 INSERT INTO event_log VALUES (1, 0); \
                  CREATE TABLE parent (id integer PRIMARY KEY); \
                  CREATE TABLE child (p integer REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
             )
@@ -369,7 +371,7 @@ async fn a_failed_commit_stops_the_tail_until_a_commit_succeeds() {
     .await
     .expect("tables");
     let tail = handle.tail();
-    tail.start(0);
+    tail.start(0, 0);
     let event = |ctx: &WriterCtx<'_>, seq: i64| -> Result<(), StoreError> {
         ctx.conn
             .execute("INSERT INTO events (seq) VALUES (?1)", [seq])
