@@ -203,6 +203,10 @@ impl<S: Store> Sender<S> {
         // meanwhile leases and claims nothing, so it is an idle one; the endpoint is read
         // after those only (back-to-back rounds under load read it no more).
         let mut busy = false;
+        // When due retries are next looked for: every poll, or at once while a claim came
+        // back full. Back-to-back rounds under load claim them no more often than that (each
+        // claim is a write).
+        let mut retries_at = tokio::time::Instant::now();
         loop {
             if !busy {
                 match self.store.get_webhook(id).await {
@@ -213,7 +217,10 @@ impl<S: Store> Sender<S> {
                     }
                 }
             }
-            busy = match self.round(id, &mut horizon, &mut cursor).await {
+            busy = match self
+                .round(id, &mut horizon, &mut cursor, &mut retries_at)
+                .await
+            {
                 Ok(true) => true,
                 Ok(false) => false,
                 Err(err) => {
@@ -231,13 +238,14 @@ impl<S: Store> Sender<S> {
     }
 
     /// One round of endpoint `id`: its next batch up to `horizon` (looked for when
-    /// `None`) unless `cursor` (where the last batch left it) has reached it, then its
-    /// retries that are due; whether either left more to do.
+    /// `None`) unless `cursor` (where the last batch left it) has reached it, then, from
+    /// `retries_at` on, its retries that are due; whether either left more to do.
     async fn round(
         &self,
         id: WebhookId,
         horizon: &mut Option<u64>,
         cursor: &mut Option<u64>,
+        retries_at: &mut tokio::time::Instant,
     ) -> Result<bool, crm_core::StoreError> {
         // New events up to where none can still commit before; held back (a long
         // transaction on PostgreSQL), the retries still go.
@@ -256,7 +264,13 @@ impl<S: Store> Sender<S> {
             }
             _ => false,
         };
-        Ok(self.retries(id).await? || full)
+        let now = tokio::time::Instant::now();
+        if now < *retries_at {
+            return Ok(full);
+        }
+        let more = self.retries(id).await?;
+        *retries_at = if more { now } else { now + self.settings.poll };
+        Ok(more || full)
     }
 
     /// When a lease or claim taken now ends (at the precision stored: settling compares it).
