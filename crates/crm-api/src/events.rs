@@ -76,15 +76,6 @@ impl From<&Event> for Frame {
     }
 }
 
-/// Resolves when the server starts shutting down (`closing` turns `true` or is dropped);
-/// never when there is no `closing` to watch.
-pub(crate) async fn shutdown(closing: Option<watch::Receiver<bool>>) {
-    match closing {
-        Some(mut closing) => drop(closing.wait_for(|closing| *closing).await),
-        None => std::future::pending().await,
-    }
-}
-
 /// The comment line a quiet stream sends.
 const HEARTBEAT: &[u8] = b":\n\n";
 
@@ -244,7 +235,7 @@ impl<S: Store> Hub<S> {
         key: Option<ApiKeyId>,
         tx: mpsc::Sender<Bytes>,
     ) {
-        let closed = shutdown(self.settings.closing.clone());
+        let closed = crate::closing::closed(self.settings.closing.clone());
         tokio::pin!(closed);
         let revoked = self.revoked(key);
         tokio::pin!(revoked);

@@ -9,6 +9,7 @@
 mod api;
 mod auth;
 mod body;
+mod closing;
 pub mod config;
 mod dto;
 mod error;

@@ -144,7 +144,7 @@ pub(crate) fn spawn<S: Store>(
     Some(runtime.spawn(async move {
         tokio::select! {
             () = sender.run() => {}
-            () = crate::events::shutdown(closing) => {}
+            () = crate::closing::closed(closing) => {}
         }
     }))
 }
