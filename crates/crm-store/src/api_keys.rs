@@ -6,10 +6,9 @@ use crm_core::{ApiKey, ApiKeyId, Entity, KeyScope, NewApiKey, StoreError};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
 use crate::{
-    conn::Conn,
-    error::db_err,
-    ops::{now, returned},
-    read::broken,
+    clock::now,
+    conn::{Conn, returned},
+    error::{broken, db_err},
 };
 
 const INSERT: &str = "INSERT INTO api_keys (scope, label, prefix, hash, created_at) \

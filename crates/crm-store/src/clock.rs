@@ -11,6 +11,12 @@ use std::{
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
+/// The current time at the precision stored (microseconds), so what a write returns
+/// equals what a later read returns.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Where the store reads the time for what depends on it: registrations and drains (their
 /// timestamps, and the pace buckets of `crm_core::Pace`). The system's by default; a test
 /// builds a [`Clock::fake`] and moves it instead of sleeping. Cloning shares a fake clock.

@@ -13,6 +13,11 @@ use sea_orm::sea_query::Value;
 
 use crate::{error::db_err, sql, sqlite::outbox::Pending};
 
+/// The row an `UPDATE … RETURNING` or `INSERT … RETURNING` must have returned.
+pub(crate) fn returned(row: Option<Row>) -> Result<Row, StoreError> {
+    row.ok_or_else(|| StoreError::Internal("a RETURNING statement returned no row".into()))
+}
+
 /// A driver error as the writes need to see it: unique violations are told apart so an
 /// operation can name the field that clashed.
 #[derive(Debug)]

@@ -18,8 +18,8 @@ use std::{
 
 use crate::{
     clock::Timer,
-    conn::Conn,
-    ops::{append_decision, returned},
+    conn::{Conn, returned},
+    ops::append_decision,
     sql,
 };
 

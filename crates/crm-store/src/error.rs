@@ -10,6 +10,12 @@ use std::{
 
 use crm_core::StoreError;
 
+/// Data the database gave back that the service never writes (a row missing that a write
+/// just returned, a value out of its range): the database was changed behind its back.
+pub(crate) fn broken(what: &'static str) -> StoreError {
+    StoreError::Internal(what.into())
+}
+
 /// Maps an error of the async driver.
 pub fn db_err(err: sea_orm::DbErr) -> StoreError {
     use sea_orm::{DbErr, RuntimeErr};

@@ -28,9 +28,9 @@ pub fn created(source: SourceId, operator: Option<OperatorId>, decision: &Decisi
     NewEvent::contact(EventType::ContactCreated, None, &state)
 }
 
-/// Stores `event` in the unit of work, at [`crate::ops::now`].
+/// Stores `event` in the unit of work, at [`crate::clock::now`].
 pub async fn append_event(conn: &impl Conn, event: &NewEvent) -> Result<(), StoreError> {
-    append_event_at(conn, event, crate::ops::now()).await
+    append_event_at(conn, event, crate::clock::now()).await
 }
 
 /// Stores `event` in the unit of work, at `at`.
@@ -228,7 +228,7 @@ pub async fn prune(
     keep: u64,
     batch: u32,
 ) -> Result<u64, StoreError> {
-    let marked = crate::ops::returned(conn.one(LOCK_LOG, vec![]).await?)?;
+    let marked = crate::conn::returned(conn.one(LOCK_LOG, vec![]).await?)?;
     let marked = marked.get::<i64>(0)?.unsigned_abs();
     let Some(newest) = conn.one(NEWEST, vec![]).await? else {
         return Ok(0);

@@ -14,7 +14,11 @@ use sea_orm::{
     StreamTrait,
 };
 
-use crate::{conn::read_side_time, entity::operator, error::db_err, read::broken};
+use crate::{
+    conn::read_side_time,
+    entity::operator,
+    error::{broken, db_err},
+};
 
 /// How far a contact's `created_at` may run behind or ahead of its id's place in arrival
 /// order: ids come from the one database, times from each replica's clock and the moment

@@ -10,8 +10,8 @@ use crm_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    conn::{Conn, Row},
-    ops::{now, returned},
+    clock::now,
+    conn::{Conn, Row, returned},
     sql,
 };
 

@@ -18,7 +18,7 @@ use sea_orm::{
 
 use crate::{
     entity::{contact, lead, operator, source, weight},
-    error::db_err,
+    error::{broken, db_err},
 };
 
 /// Checks that the database answers a trivial query.
@@ -391,10 +391,6 @@ async fn weights_by_source(
             });
     }
     Ok(by_source)
-}
-
-pub(crate) fn broken(what: &'static str) -> StoreError {
-    StoreError::Internal(what.into())
 }
 
 /// A value read back as the validated type it was written as; one that no longer is means

@@ -210,6 +210,28 @@ pub const TAKE_OLDEST_WAITING: &str = oldest_waiting!(" FOR UPDATE SKIP LOCKED")
 pub const ASSIGN_WAITING: &str = "UPDATE contacts SET operator_id = $1 \
      WHERE id = $2 AND operator_id IS NULL AND status = 'open' RETURNING id";
 
+/// Claims up to `$4` due deliveries of endpoint `$3`, while it is on, until `$1` (due at
+/// `$2`), counting the attempt about to be made.
+macro_rules! claim_due {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE webhook_deliveries SET claimed_until = $1, attempts = attempts + 1 \
+             WHERE id IN (SELECT d.id FROM webhook_deliveries d \
+             JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE d.state = 'pending' AND d.next_attempt_at <= $2 \
+             AND (d.claimed_until IS NULL OR d.claimed_until < $2) AND w.enabled \
+             AND d.webhook_id = $3 ORDER BY d.next_attempt_at LIMIT $4",
+            $lock,
+            ") RETURNING id, webhook_id, event_seq, attempts"
+        )
+    };
+}
+
+/// [`claim_due!`] for the lone SQLite writer.
+pub const CLAIM_DUE: &str = claim_due!("");
+/// [`claim_due!`] for PostgreSQL: rows another replica is claiming are passed over.
+pub const CLAIM_DUE_LOCKED: &str = claim_due!(" FOR UPDATE OF d SKIP LOCKED");
+
 /// The statements a write reads rows with before it changes them (see `Conn::LOCKS`).
 #[derive(Clone, Copy)]
 pub struct Locks {
@@ -231,7 +253,7 @@ pub const PLAIN_READS: Locks = Locks {
     operator: OPERATOR_EXISTS,
     contact: CONTACT_STATE,
     waiting: OLDEST_WAITING,
-    due_deliveries: crate::webhooks::CLAIM_DUE,
+    due_deliveries: CLAIM_DUE,
 };
 
 /// PostgreSQL's: row locks, taken in the order `ops` documents.
@@ -240,7 +262,7 @@ pub const ROW_LOCKS: Locks = Locks {
     operator: OPERATOR_KEPT,
     contact: LOCK_CONTACT,
     waiting: TAKE_OLDEST_WAITING,
-    due_deliveries: crate::webhooks::CLAIM_DUE_LOCKED,
+    due_deliveries: CLAIM_DUE_LOCKED,
 };
 
 /// A source's rule as its row stores it: `strategy` and `sticky_owner`.

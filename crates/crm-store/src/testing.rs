@@ -12,10 +12,7 @@ use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 
 /// The webhook queries that must read only the deliveries still due (a test looks at their
 /// plans): an endpoint's claim of due retries, the scrape's count, retention's floor.
-pub use crate::{
-    events::WEBHOOK_FLOOR,
-    webhooks::{BACKLOG as WEBHOOK_BACKLOG, CLAIM_DUE},
-};
+pub use crate::{events::WEBHOOK_FLOOR, sql::CLAIM_DUE, webhooks::BACKLOG as WEBHOOK_BACKLOG};
 /// The query a metrics scrape counts the unassigned backlog with, for a test to look
 /// at its plan.
 pub use crate::{read::QUEUE_SQL, sql::LATEST_OWNER};

@@ -7,7 +7,7 @@ use crm_core::{
     EventType, LeadId, NewEvent, OperatorId, OperatorSummary, Payload, SourceId, StoreError,
 };
 
-use super::{now, returned};
+use crate::{clock::now, conn::returned};
 use crate::{
     conn::Conn,
     events::{append_event, append_event_at},

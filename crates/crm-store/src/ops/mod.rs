@@ -11,7 +11,7 @@
 //! source row before operator rows, operator rows by ascending id, and weight rows (a
 //! smooth pick's credits) last.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use crm_core::{
     Entity, EventType, NewEvent, NewOperator, NewSource, NewSourceKey, OperatorFields, OperatorId,
     OperatorPatch, SourceFields, SourceId, SourceKeyId, SourcePatch, StoreError, WeightSet,
@@ -22,20 +22,11 @@ mod contacts;
 pub use contacts::{Closed, append_decision, assign_contact, close_contact, unassign_contact};
 
 use crate::{
-    conn::{Conn, DbError, Row},
+    clock::now,
+    conn::{Conn, DbError, returned},
     events::append_event,
     sql,
 };
-
-/// The current time at the precision stored (microseconds), so what a write returns
-/// equals what a later read returns.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
-pub(crate) fn returned(row: Option<Row>) -> Result<Row, StoreError> {
-    row.ok_or_else(|| StoreError::Internal("a RETURNING statement returned no row".into()))
-}
 
 fn code_taken(err: DbError) -> StoreError {
     match err {

@@ -32,8 +32,7 @@ use crm_core::{
 use sea_orm::sea_query::Value;
 
 use crate::{
-    conn::{Conn, DbError, PgConn, PgHeld, Row},
-    ops::returned,
+    conn::{Conn, DbError, PgConn, PgHeld, Row, returned},
     sql,
 };
 

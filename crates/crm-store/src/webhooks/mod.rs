@@ -16,10 +16,9 @@ use crm_core::{
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Statement};
 
 use crate::{
-    conn::{Conn, Row},
-    error::db_err,
-    ops::{now, returned},
-    read::broken,
+    clock::now,
+    conn::{Conn, Row, returned},
+    error::{broken, db_err},
 };
 
 /// The types as stored: comma-separated, `NULL` for every type.
@@ -325,28 +324,6 @@ pub async fn settle(
     ];
     conn.one(SETTLE, values).await?.map(drop).ok_or_else(lost)
 }
-
-/// Claims up to `$4` due deliveries of endpoint `$3`, while it is on, until `$1` (due at
-/// `$2`), counting the attempt about to be made.
-macro_rules! claim_due {
-    ($lock:literal) => {
-        concat!(
-            "UPDATE webhook_deliveries SET claimed_until = $1, attempts = attempts + 1 \
-             WHERE id IN (SELECT d.id FROM webhook_deliveries d \
-             JOIN webhooks w ON w.id = d.webhook_id \
-             WHERE d.state = 'pending' AND d.next_attempt_at <= $2 \
-             AND (d.claimed_until IS NULL OR d.claimed_until < $2) AND w.enabled \
-             AND d.webhook_id = $3 ORDER BY d.next_attempt_at LIMIT $4",
-            $lock,
-            ") RETURNING id, webhook_id, event_seq, attempts"
-        )
-    };
-}
-
-/// [`claim_due!`] for the lone SQLite writer.
-pub const CLAIM_DUE: &str = claim_due!("");
-/// [`claim_due!`] for PostgreSQL: rows another replica is claiming are passed over.
-pub const CLAIM_DUE_LOCKED: &str = claim_due!(" FOR UPDATE OF d SKIP LOCKED");
 
 const ENDPOINT: &str = "SELECT url, secret, \
      CASE WHEN previous_secret_until > $1 THEN previous_secret END FROM webhooks WHERE id = $2";

@@ -102,7 +102,7 @@ impl Fixture {
     async fn held(&self) -> PgRegistration<PgHeld> {
         PgRegistration::new(
             PgHeld::acquire(&self.pool).await.expect("connection"),
-            crate::ops::now(),
+            crate::clock::now(),
         )
     }
 
@@ -200,7 +200,7 @@ async fn a_claim_lost_in_a_transaction_starts_it_over() {
         .await
         .expect("take the only place");
     let txn = f.pool.begin().await.expect("begin");
-    let mut keyed = PgRegistration::new(PgConn(&txn), crate::ops::now());
+    let mut keyed = PgRegistration::new(PgConn(&txn), crate::clock::now());
     let new = f.new_contact("keyed");
     let prepared = keyed
         .prepare(&new.source, &new.external_lead_id)
