@@ -63,7 +63,7 @@ impl Clock {
     #[must_use]
     pub fn now(&self) -> DateTime<Utc> {
         match &self.fake {
-            None => Utc::now().trunc_subsecs(6),
+            None => now(),
             Some(fake) => {
                 DateTime::from_timestamp_micros(fake.load(Ordering::SeqCst)).unwrap_or_default()
             }
