@@ -149,6 +149,24 @@ pub(crate) fn spawn<S: Store>(
     }))
 }
 
+/// What an endpoint's task knows between its rounds.
+#[derive(Default)]
+struct Progress {
+    /// The newest event no unit of work can still commit before, as last looked for; looked
+    /// for again only once a round has caught up with it (on PostgreSQL each look takes a
+    /// transaction id).
+    horizon: Option<u64>,
+    /// Where this task last left the endpoint's cursor: while the horizon is no further,
+    /// there is nothing new to lease (an idle endpoint's lease and settle were two commits,
+    /// two fsyncs on SQLite, every poll). Another replica can only move the cursor on, so
+    /// this is never ahead of it.
+    cursor: Option<u64>,
+    /// When due retries are next looked for (`None`: now): every poll, or at once while a
+    /// claim came back full. Back-to-back rounds under load claim them no more often than
+    /// that (each claim is a write).
+    retries_at: Option<tokio::time::Instant>,
+}
+
 /// The endpoints' tasks, stopped with the sender (at shutdown).
 #[derive(Default)]
 struct Tasks(HashMap<WebhookId, tokio::task::JoinHandle<()>>);
@@ -191,22 +209,11 @@ impl<S: Store> Sender<S> {
     /// One endpoint's task, until it is switched off or deleted: rounds at once again
     /// while a round left work (a full batch or a full claim), a poll later otherwise.
     async fn endpoint(self: Arc<Self>, id: WebhookId) {
-        // The horizon is looked for again only once a round has caught up with it (on
-        // PostgreSQL each look takes a transaction id).
-        let mut horizon = None;
-        // Where this task last left the endpoint's cursor: while the horizon is no further,
-        // there is nothing new to lease (an idle endpoint's lease and settle were two
-        // commits, two fsyncs on SQLite, every poll). Another replica can only move the
-        // cursor on, so this is never ahead of it.
-        let mut cursor = None;
+        let mut progress = Progress::default();
         // Whether the last round left work. A round of an endpoint switched off or deleted
         // meanwhile leases and claims nothing, so it is an idle one; the endpoint is read
         // after those only (back-to-back rounds under load read it no more).
         let mut busy = false;
-        // When due retries are next looked for: every poll, or at once while a claim came
-        // back full. Back-to-back rounds under load claim them no more often than that (each
-        // claim is a write).
-        let mut retries_at = tokio::time::Instant::now();
         loop {
             if !busy {
                 match self.store.get_webhook(id).await {
@@ -217,12 +224,8 @@ impl<S: Store> Sender<S> {
                     }
                 }
             }
-            busy = match self
-                .round(id, &mut horizon, &mut cursor, &mut retries_at)
-                .await
-            {
-                Ok(true) => true,
-                Ok(false) => false,
+            busy = match self.round(id, &mut progress).await {
+                Ok(more) => more,
                 Err(err) => {
                     tracing::warn!(error = %err, webhook = id.get(), "webhooks: a round failed");
                     false
@@ -231,45 +234,43 @@ impl<S: Store> Sender<S> {
             if busy {
                 tokio::task::yield_now().await;
             } else {
-                horizon = None;
+                progress.horizon = None;
                 tokio::time::sleep(self.settings.poll).await;
             }
         }
     }
 
-    /// One round of endpoint `id`: its next batch up to `horizon` (looked for when
-    /// `None`) unless `cursor` (where the last batch left it) has reached it, then, from
-    /// `retries_at` on, its retries that are due; whether either left more to do.
+    /// One round of endpoint `id`: its next batch up to the horizon (looked for when
+    /// unknown) unless the cursor has reached it, then, when they are looked for, its
+    /// retries that are due; whether either left more to do.
     async fn round(
         &self,
         id: WebhookId,
-        horizon: &mut Option<u64>,
-        cursor: &mut Option<u64>,
-        retries_at: &mut tokio::time::Instant,
+        progress: &mut Progress,
     ) -> Result<bool, crm_core::StoreError> {
         // New events up to where none can still commit before; held back (a long
         // transaction on PostgreSQL), the retries still go.
-        if horizon.is_none() {
+        if progress.horizon.is_none() {
             match self.store.settled_event_head().await {
-                Ok(head) => *horizon = Some(head),
+                Ok(head) => progress.horizon = Some(head),
                 Err(err) => tracing::debug!(error = %err, "webhooks: no new events this round"),
             }
         }
-        let full = match *horizon {
-            Some(horizon) if cursor.is_none_or(|cursor| cursor < horizon) => {
+        let full = match progress.horizon {
+            Some(horizon) if progress.cursor.is_none_or(|cursor| cursor < horizon) => {
                 let (full, left_at) = self.batch(id, horizon).await?;
                 // Unknown when another process held the lease: asked again next round.
-                *cursor = left_at;
+                progress.cursor = left_at;
                 full
             }
             _ => false,
         };
         let now = tokio::time::Instant::now();
-        if now < *retries_at {
+        if progress.retries_at.is_some_and(|at| now < at) {
             return Ok(full);
         }
         let more = self.retries(id).await?;
-        *retries_at = if more { now } else { now + self.settings.poll };
+        progress.retries_at = (!more).then(|| now + self.settings.poll);
         Ok(more || full)
     }
 
