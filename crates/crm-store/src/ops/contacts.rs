@@ -7,9 +7,9 @@ use crm_core::{
     EventType, LeadId, NewEvent, OperatorId, OperatorSummary, Payload, SourceId, StoreError,
 };
 
-use crate::{clock::now, conn::returned};
 use crate::{
-    conn::Conn,
+    clock::now,
+    conn::{Conn, returned},
     events::{append_event, append_event_at},
     sql,
 };

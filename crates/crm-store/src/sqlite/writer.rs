@@ -47,8 +47,7 @@ use crate::conn::sqlite_err;
 /// Most jobs committed together.
 const MAX_GROUP: usize = 256;
 
-/// Where the [`Tail`] starts.
-/// The newest event stored and retention's mark, where the outbox's tail starts.
+/// The newest event stored and retention's mark: where the outbox's [`Tail`] starts.
 const TAIL_START: &str = "SELECT COALESCE((SELECT MAX(seq) FROM events), 0), \
      (SELECT pruned_through FROM event_log WHERE id = 1)";
 
@@ -65,8 +64,8 @@ pub struct WriterCtx<'c> {
     pub rng: ChaCha8Rng,
     /// What registrations keep of their sources (see [`SourceCache`]).
     pub cache: SourceCache,
-    /// The events the group's transaction has inserted, handed to the [`Tail`] once it
-    /// commits.
+    /// The events the group's transaction has inserted: taken after every group, and
+    /// handed to the [`Tail`] when it committed (so each group starts with none).
     pub pending: Pending,
 }
 

@@ -25,7 +25,6 @@ pub(super) fn run(
         exec(ctx.conn, "ROLLBACK")?;
     }
     exec(ctx.conn, "BEGIN IMMEDIATE")?;
-    ctx.pending.take();
     // So that a group run again draws as it first did, whatever was drawn in between.
     let rng = ctx.rng.clone();
     let mut undo = None;
