@@ -284,16 +284,8 @@ async fn the_writers_memory_of_events_is_the_table() {
         .await
         .expect("read");
     assert!(page.pruned_through > middle, "{}", page.pruned_through);
-    assert!(!crm_store::testing::answered_from_memory(&t.store, middle));
     let mark = page.pruned_through;
-    assert!(crm_store::testing::answered_from_memory(&t.store, mark));
-    // From memory, retention's mark is the table's, beside the events.
-    let from_memory = t
-        .store
-        .events_between(mark, u64::MAX, 10)
-        .await
-        .expect("page");
-    assert_eq!(from_memory.pruned_through, mark);
+    memory_starts_at(&t.store, mark, mark).await;
     let kept = crm_store::testing::stored_events(&t.store, 0).await;
     assert_eq!(kept.len(), 100);
     assert_eq!(
@@ -310,20 +302,8 @@ async fn the_writers_memory_of_events_is_the_table() {
     let stored = crm_store::testing::stored_events(&t.store, 0).await;
     assert_eq!(stored.len(), 101);
     let newest = stored[99].seq;
-    assert!(!crm_store::testing::answered_from_memory(
-        &t.store,
-        newest - 1
-    ));
-    assert!(crm_store::testing::answered_from_memory(&t.store, newest));
-    let from_memory = t
-        .store
-        .events_between(newest, u64::MAX, 10)
-        .await
-        .expect("page");
-    assert_eq!(
-        from_memory.pruned_through, mark,
-        "the mark read at the start"
-    );
+    // The mark, read when the writer started again.
+    memory_starts_at(&t.store, newest, mark).await;
     assert_eq!(
         crm_store::testing::events_after(&*t.store, 0, 7).await,
         stored
@@ -333,6 +313,18 @@ async fn the_writers_memory_of_events_is_the_table() {
         stored[100..]
     );
     t.finish().await;
+}
+
+/// Reads after `start` come from the writer's memory, those after `start - 1` from the
+/// table; from memory, retention's `mark` is the table's, beside the events.
+async fn memory_starts_at(store: &crm_store::DbStore, start: u64, mark: u64) {
+    assert!(!crm_store::testing::answered_from_memory(store, start - 1));
+    assert!(crm_store::testing::answered_from_memory(store, start));
+    let page = store
+        .events_between(start, u64::MAX, 10)
+        .await
+        .expect("page");
+    assert_eq!(page.pruned_through, mark);
 }
 
 /// A unit of work that took a number and has not committed holds the reader before it,
